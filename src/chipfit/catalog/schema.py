@@ -1,0 +1,75 @@
+"""Catalog nouns: a sourced figure, a hardware entry, a cloud instance.
+
+Values are in base units (FLOP/s, bytes, bytes/s, watts, US dollars); the TOML files
+use readable units (TFLOP/s, GiB, GB/s) and the loader converts them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+PRECISIONS = ("fp64", "fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4")
+CLASSES = ("cpu", "gpu", "tpu", "asic", "fpga", "edge", "neuromorphic", "quantum")
+FRAMEWORKS = (
+    "pytorch", "tensorflow", "jax", "keras", "onnxruntime", "tensorrt", "openvino",
+    "coreml", "tflite", "caffe", "vendor-sdk",
+)
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One number from one source. `dense` is set for throughput figures (False = sparse)."""
+
+    value: float
+    source: str
+    dense: bool | None = None
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """One device of the catalog; every figure optional, every present figure sourced."""
+
+    id: str
+    name: str
+    vendor: str
+    hw_class: str
+    launch_year: int | None = None
+    peak_flops: dict[str, Figure] = field(default_factory=dict)  # precision -> FLOP/s, dense
+    memory_bytes: Figure | None = None
+    memory_type: str = ""
+    mem_bw_bytes_per_s: Figure | None = None
+    interconnect: str = ""
+    interconnect_bw_bytes_per_s: Figure | None = None  # per device, both directions, as vendors quote
+    tdp_watts: Figure | None = None
+    price_usd: Figure | None = None  # purchase price; its source carries the date
+    frameworks: tuple[str, ...] = ()
+    trainable: bool = True
+    excluded_reason: str = ""  # one sentence, for entries that cannot run a standard step
+    notes: str = ""
+    origin: str = ""  # file it came from
+
+    def peak(self, precision: str) -> float | None:
+        """Dense peak FLOP/s at `precision`, or None when the catalog has no sourced figure."""
+        fig = self.peak_flops.get(precision)
+        return fig.value if fig is not None and fig.dense is not False else None
+
+
+@dataclass(frozen=True)
+class Instance:
+    """A cloud offering: `count` devices of `hardware` for a dated on-demand price."""
+
+    id: str
+    provider: str  # aws, gcp, azure
+    name: str
+    hardware: str
+    count: int
+    price_usd_per_hour: Figure
+    price_date: str  # ISO date of the price's source
+    region: str = ""
+    spot_usd_per_hour: Figure | None = None
+    origin: str = ""
+
+    @property
+    def price_per_device_hour(self) -> float:
+        return self.price_usd_per_hour.value / self.count

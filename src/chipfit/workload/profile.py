@@ -1,0 +1,112 @@
+"""Profile: what one step of a workload does, operator by operator. Pure data, no torch."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+
+PHASES = ("forward", "backward", "optimizer")
+# Operator kinds: matmul/conv/attention run on matrix units; the rest on vector units.
+KINDS = ("matmul", "conv", "attention", "elementwise", "reduction", "norm", "memory", "other")
+
+
+@dataclass(frozen=True)
+class Op:
+    """One traced operator call.
+
+    flops: floating-point operations (a multiply-add is 2). bytes_*: tensor bytes the
+    kernel reads and writes. counted: False when no formula exists (flops is then 0 and
+    the op is listed in Profile.uncounted, never silently zero).
+    """
+
+    name: str  # aten op, e.g. "aten.mm.default"
+    kind: str
+    flops: float
+    bytes_read: int
+    bytes_written: int
+    dtype: str  # "fp32", "bf16", ...
+    phase: str
+    module: str  # dotted module path, "" at top level
+    counted: bool = True
+    causal: bool | None = None  # attention only: whether a causal mask was applied
+
+    @property
+    def bytes(self) -> int:
+        return self.bytes_read + self.bytes_written
+
+
+@dataclass
+class Profile:
+    """The traced step: operators, parameters and the memory that tracing saw."""
+
+    model: str
+    mode: str  # "train" or "infer"
+    batch: int
+    seq_len: int | None
+    dtype: str  # dtype the model was traced in
+    ops: list[Op]
+    params: int
+    trainable_params: int
+    param_bytes: int
+    activation_bytes: int  # tensors saved for backward (0 for inference)
+    peak_activation_bytes: int = 0  # largest live set of non-parameter tensors seen in the step
+    notes: list[str] = field(default_factory=list)
+
+    # --- totals -------------------------------------------------------------------------
+    def flops(self, phase: str | None = None) -> float:
+        return sum(op.flops for op in self.ops if phase is None or op.phase == phase)
+
+    def bytes(self, phase: str | None = None) -> int:
+        return sum(op.bytes for op in self.ops if phase is None or op.phase == phase)
+
+    @property
+    def uncounted(self) -> dict[str, int]:
+        """Operators with no FLOP formula, with how often each ran."""
+        out: dict[str, int] = defaultdict(int)
+        for op in self.ops:
+            if not op.counted:
+                out[op.name] += 1
+        return dict(out)
+
+    def by_kind(self) -> dict[str, dict[str, float]]:
+        out: dict[str, dict[str, float]] = {}
+        for op in self.ops:
+            row = out.setdefault(op.kind, {"ops": 0, "flops": 0.0, "bytes": 0})
+            row["ops"] += 1
+            row["flops"] += op.flops
+            row["bytes"] += op.bytes
+        return out
+
+    def by_layer(self, depth: int = 2) -> dict[str, dict[str, float]]:
+        """FLOPs and bytes per module path cut to `depth` components, in trace order."""
+        out: dict[str, dict[str, float]] = {}
+        for op in self.ops:
+            key = ".".join(op.module.split(".")[:depth]) if op.module else "(top)"
+            row = out.setdefault(key, {"flops": 0.0, "bytes": 0, "forward_flops": 0.0})
+            row["flops"] += op.flops
+            row["bytes"] += op.bytes
+            if op.phase == "forward":
+                row["forward_flops"] += op.flops
+        return out
+
+    def to_dict(self, ops: bool = False) -> dict:
+        d = {
+            "model": self.model,
+            "mode": self.mode,
+            "batch": self.batch,
+            "seq_len": self.seq_len,
+            "dtype": self.dtype,
+            "params": self.params,
+            "trainable_params": self.trainable_params,
+            "param_bytes": self.param_bytes,
+            "activation_bytes": self.activation_bytes,
+            "peak_activation_bytes": self.peak_activation_bytes,
+            "flops": {p: self.flops(p) for p in PHASES} | {"total": self.flops()},
+            "bytes": {p: self.bytes(p) for p in PHASES} | {"total": self.bytes()},
+            "by_kind": self.by_kind(),
+            "uncounted": self.uncounted,
+            "notes": list(self.notes),
+        }
+        if ops:
+            d["ops"] = [asdict(op) for op in self.ops]
+        return d
