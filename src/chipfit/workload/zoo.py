@@ -1,0 +1,178 @@
+"""The built-in model zoo: well-known architectures in plain PyTorch, no downloads.
+
+Build under fake tensors to profile without memory (`with FakeTensorMode(): model =
+entry.build()`); the large LLMs would need their full weight memory if built for real.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ChipfitError, closest
+from . import zoo_transformers as tx
+from . import zoo_vision as vision
+
+TASKS = ("image-classification", "masked-lm", "causal-lm")
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """A named architecture, how to feed it, and the parameter count it is published with."""
+
+    name: str
+    task: str  # one of TASKS
+    build: Callable[[], nn.Module]
+    default_seq_len: int | None  # None for vision models
+    published_params: int
+    params_source: str
+    description: str
+    vocab_size: int | None = None  # language models: token ids are drawn from range(vocab_size)
+    max_seq_len: int | None = None  # learned position embeddings cap the sequence; None when unbounded
+
+    def make_batch(
+        self,
+        batch: int,
+        seq_len: int | None,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+    ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        """(model inputs, targets) as random tensors created in the current torch mode.
+
+        Images are float `dtype` [batch, 3, 224, 224] with labels [batch]; language models get
+        token ids [batch, seq] and per-token targets [batch, seq]. seq_len None means
+        default_seq_len.
+        """
+        if batch < 1:
+            raise ChipfitError(f"Batch {batch} for model '{self.name}' is not positive; give a batch of 1 or more.")
+        if self.task == "image-classification":
+            if seq_len is not None:
+                raise ChipfitError(f"Model '{self.name}' takes images, not sequences; leave the sequence length out.")
+            size = vision.IMAGE_SIZE
+            images = torch.randn(batch, 3, size, size, dtype=dtype, device=device)
+            return (images,), torch.randint(0, vision.NUM_CLASSES, (batch,), device=device)
+        seq = self.default_seq_len if seq_len is None else seq_len
+        if seq < 1:
+            raise ChipfitError(f"Sequence length {seq} for model '{self.name}' is not positive; give 1 or more.")
+        if self.max_seq_len is not None and seq > self.max_seq_len:
+            raise ChipfitError(
+                f"Sequence length {seq} exceeds the {self.max_seq_len} positions model '{self.name}' has; "
+                f"give {self.max_seq_len} or fewer."
+            )
+        ids = torch.randint(0, self.vocab_size, (batch, seq), device=device)
+        return (ids,), torch.randint(0, self.vocab_size, (batch, seq), device=device)
+
+    def loss(self, output: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy over classes (vision) or over the vocabulary at every position (LMs).
+
+        Causal-LM targets are taken as already shifted (target t is the token after input t).
+        """
+        if self.task == "image-classification":
+            return F.cross_entropy(output, targets)
+        return F.cross_entropy(output.flatten(0, 1), targets.flatten())
+
+
+def _vision(name: str, build: Callable[[], nn.Module], params: int, description: str) -> ZooEntry:
+    source = f"torchvision model docs, {name} IMAGENET1K_V1 weights, num_params (pytorch.org/vision/stable/models)"
+    return ZooEntry(name, "image-classification", build, None, params, source,
+                    description + " 1000 ImageNet classes, 224x224 RGB input.")
+
+
+_LLAMA_NOTE = (
+    " RMSNorm, rotary position embeddings, SwiGLU MLP, untied LM head, causal attention;"
+    " the LM head is computed at every position."
+)
+_MOE_NOTE = (
+    " Routing assumption: router logits, softmax and top-2 are computed, but since which expert a"
+    " token reaches depends on the data, every expert is given tokens*2/8 tokens (perfectly"
+    " balanced routing), so each token costs exactly two experts."
+)
+_WINDOW_NOTE = (
+    " Its 4096-token sliding window is not applied: attention is full causal, an upper bound on"
+    " attention cost for sequences longer than 4096."
+)
+
+
+def _hf(repo: str) -> str:
+    return f"Hugging Face model page huggingface.co/{repo}, safetensors parameter count; config.json for the shape"
+
+
+_ENTRIES = (
+    _vision("resnet18", vision.resnet18, 11_689_512, "ResNet-18 (He et al. 2016), torchvision layout."),
+    _vision("resnet50", vision.resnet50, 25_557_032,
+            "ResNet-50 (He et al. 2016), torchvision v1.5 layout (stride on the 3x3 conv)."),
+    _vision("mobilenet_v3_large", vision.mobilenet_v3_large, 5_483_032,
+            "MobileNetV3-Large (Howard et al. 2019), torchvision layout with squeeze-excite and hardswish."),
+    _vision("vit_b_16", vision.vit_b_16, 86_567_656,
+            "ViT-B/16 (Dosovitskiy et al. 2021), torchvision layout: 12 layers, hidden 768, 16x16 patches."),
+    ZooEntry(
+        "bert-base-uncased", "masked-lm", tx.bert_base_uncased, 512, 109_482_240,
+        "Hugging Face BertModel with pooler for google-bert/bert-base-uncased config.json"
+        " (Devlin et al. 2019 round it to 110M)",
+        "BERT-base uncased: 12 layers, hidden 768, 12 heads, vocab 30522, 512 positions, 2 token types."
+        " Trained as a masked LM on every position with logits = hidden @ word_embeddings.T (tied, no"
+        " extra parameters; Hugging Face's MLM transform and bias are left out). The pooler is counted"
+        " but unused by this objective.",
+        vocab_size=30522, max_seq_len=512,
+    ),
+    ZooEntry(
+        "gpt2", "causal-lm", tx.gpt2, 1024, 124_439_808,
+        _hf("openai-community/gpt2") + " (Radford et al. 2019 state 117M)",
+        "GPT-2 small: 12 layers, hidden 768, 12 heads, vocab 50257, 1024 positions, LM head tied to"
+        " the token embedding.",
+        vocab_size=50257, max_seq_len=1024,
+    ),
+    ZooEntry(
+        "llama-2-7b", "causal-lm", partial(tx.LlamaLM, tx.LLAMA_2_7B), 4096, 6_738_415_616,
+        _hf("meta-llama/Llama-2-7b-hf"),
+        "Llama 2 7B (Touvron et al. 2023): 32 layers, hidden 4096, 32 heads, ffn 11008, vocab 32000."
+        + _LLAMA_NOTE,
+        vocab_size=32000,
+    ),
+    ZooEntry(
+        "llama-3-8b", "causal-lm", partial(tx.LlamaLM, tx.LLAMA_3_8B), 8192, 8_030_261_248,
+        _hf("meta-llama/Meta-Llama-3-8B"),
+        "Llama 3 8B: 32 layers, hidden 4096, 32 heads with 8 KV heads (GQA), ffn 14336, vocab 128256."
+        + _LLAMA_NOTE,
+        vocab_size=128256,
+    ),
+    ZooEntry(
+        "llama-3-70b", "causal-lm", partial(tx.LlamaLM, tx.LLAMA_3_70B), 8192, 70_553_706_496,
+        _hf("meta-llama/Meta-Llama-3-70B"),
+        "Llama 3 70B: 80 layers, hidden 8192, 64 heads with 8 KV heads (GQA), ffn 28672, vocab 128256."
+        + _LLAMA_NOTE,
+        vocab_size=128256,
+    ),
+    ZooEntry(
+        "mistral-7b", "causal-lm", partial(tx.LlamaLM, tx.MISTRAL_7B), 8192, 7_241_732_096,
+        _hf("mistralai/Mistral-7B-v0.1"),
+        "Mistral 7B v0.1 (Jiang et al. 2023): 32 layers, hidden 4096, 32 heads with 8 KV heads (GQA),"
+        " ffn 14336, vocab 32000." + _LLAMA_NOTE + _WINDOW_NOTE,
+        vocab_size=32000,
+    ),
+    ZooEntry(
+        "mixtral-8x7b", "causal-lm", partial(tx.LlamaLM, tx.MIXTRAL_8X7B), 32768, 46_702_792_704,
+        _hf("mistralai/Mixtral-8x7B-v0.1"),
+        "Mixtral 8x7B v0.1 (Jiang et al. 2024): 32 layers, hidden 4096, 32 heads with 8 KV heads (GQA),"
+        " 8 SwiGLU experts of ffn 14336 per layer, top-2 routing, vocab 32000." + _LLAMA_NOTE + _MOE_NOTE,
+        vocab_size=32000,
+    ),
+)
+
+ZOO: dict[str, ZooEntry] = {entry.name: entry for entry in _ENTRIES}
+
+
+def get(name: str) -> ZooEntry:
+    """The zoo entry called `name` (case-insensitive)."""
+    entry = ZOO.get(name.lower())
+    if entry is None:
+        raise ChipfitError(
+            f"Unknown model {name!r}.{closest(name, ZOO)} Known models: {', '.join(ZOO)};"
+            " or give a module as 'package.module:factory'."
+        )
+    return entry

@@ -1,0 +1,182 @@
+"""Vision models of the zoo, layer for layer as torchvision builds them (1000 classes, 224x224).
+
+Only the architecture is reproduced (random init, no weights); module names may differ from
+torchvision's, parameter shapes and the computation do not.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+NUM_CLASSES = 1000
+IMAGE_SIZE = 224
+
+
+# --- ResNet (He et al. 2016; torchvision's v1.5: stride on the 3x3 conv of a bottleneck) ----
+def _conv_bn(in_ch: int, out_ch: int, kernel: int, stride: int = 1) -> list[nn.Module]:
+    return [nn.Conv2d(in_ch, out_ch, kernel, stride, padding=kernel // 2, bias=False), nn.BatchNorm2d(out_ch)]
+
+
+class _ResidualBlock(nn.Module):
+    """Basic block (two 3x3 convs) or bottleneck (1x1, 3x3, 1x1 with 4x expansion)."""
+
+    def __init__(self, in_ch: int, width: int, stride: int, bottleneck: bool):
+        super().__init__()
+        out_ch = width * (4 if bottleneck else 1)
+        if bottleneck:
+            layers = [
+                *_conv_bn(in_ch, width, 1), nn.ReLU(inplace=True),
+                *_conv_bn(width, width, 3, stride), nn.ReLU(inplace=True),
+                *_conv_bn(width, out_ch, 1),
+            ]
+        else:
+            layers = [*_conv_bn(in_ch, width, 3, stride), nn.ReLU(inplace=True), *_conv_bn(width, out_ch, 3)]
+        self.body = nn.Sequential(*layers)
+        self.downsample = (
+            nn.Sequential(*_conv_bn(in_ch, out_ch, 1, stride)) if stride != 1 or in_ch != out_ch else nn.Identity()
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.body(x) + self.downsample(x))
+
+
+class ResNet(nn.Module):
+    def __init__(self, depths: tuple[int, int, int, int], bottleneck: bool):
+        super().__init__()
+        self.stem = nn.Sequential(*_conv_bn(3, 64, 7, 2), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1))
+        stages, in_ch = [], 64
+        for i, depth in enumerate(depths):
+            width = 64 * 2**i
+            blocks = []
+            for j in range(depth):
+                blocks.append(_ResidualBlock(in_ch, width, 2 if i > 0 and j == 0 else 1, bottleneck))
+                in_ch = width * (4 if bottleneck else 1)
+            stages.append(nn.Sequential(*blocks))
+        self.stages = nn.Sequential(*stages)
+        self.fc = nn.Linear(in_ch, NUM_CLASSES)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.stages(self.stem(images))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+def resnet18() -> nn.Module:
+    return ResNet((2, 2, 2, 2), bottleneck=False)
+
+
+def resnet50() -> nn.Module:
+    return ResNet((3, 4, 6, 3), bottleneck=True)
+
+
+# --- MobileNetV3-Large (Howard et al. 2019, table 1; torchvision's layout) ------------------
+def _divisible_by_8(channels: float) -> int:
+    """Round to the nearest multiple of 8, never below 90% of the input (MobileNet rule)."""
+    rounded = max(8, int(channels + 4) // 8 * 8)
+    return rounded + 8 if rounded < 0.9 * channels else rounded
+
+
+def _conv_bn_act(in_ch: int, out_ch: int, kernel: int, stride: int, groups: int, act: type[nn.Module] | None):
+    layers = [
+        nn.Conv2d(in_ch, out_ch, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(out_ch, eps=0.001, momentum=0.01),
+    ]
+    return layers + ([act(inplace=True)] if act else [])
+
+
+class _SqueezeExcite(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        squeezed = _divisible_by_8(channels // 4)
+        self.fc1 = nn.Conv2d(channels, squeezed, 1)
+        self.fc2 = nn.Conv2d(squeezed, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self.fc2(F.relu(self.fc1(F.adaptive_avg_pool2d(x, 1))))
+        return x * F.hardsigmoid(scale)
+
+
+class _InvertedResidual(nn.Module):
+    def __init__(self, in_ch: int, kernel: int, expanded: int, out_ch: int, se: bool, act: type[nn.Module], stride: int):
+        super().__init__()
+        layers = _conv_bn_act(in_ch, expanded, 1, 1, 1, act) if expanded != in_ch else []
+        layers += _conv_bn_act(expanded, expanded, kernel, stride, expanded, act)
+        layers += [_SqueezeExcite(expanded)] if se else []
+        layers += _conv_bn_act(expanded, out_ch, 1, 1, 1, None)
+        self.block = nn.Sequential(*layers)
+        self.residual = stride == 1 and in_ch == out_ch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.block(x) if self.residual else self.block(x)
+
+
+_RE, _HS = nn.ReLU, nn.Hardswish
+# (input channels, kernel, expanded channels, output channels, squeeze-excite, activation, stride)
+_MOBILENET_V3_LARGE = (
+    (16, 3, 16, 16, False, _RE, 1), (16, 3, 64, 24, False, _RE, 2), (24, 3, 72, 24, False, _RE, 1),
+    (24, 5, 72, 40, True, _RE, 2), (40, 5, 120, 40, True, _RE, 1), (40, 5, 120, 40, True, _RE, 1),
+    (40, 3, 240, 80, False, _HS, 2), (80, 3, 200, 80, False, _HS, 1), (80, 3, 184, 80, False, _HS, 1),
+    (80, 3, 184, 80, False, _HS, 1), (80, 3, 480, 112, True, _HS, 1), (112, 3, 672, 112, True, _HS, 1),
+    (112, 5, 672, 160, True, _HS, 2), (160, 5, 960, 160, True, _HS, 1), (160, 5, 960, 160, True, _HS, 1),
+)
+
+
+class MobileNetV3Large(nn.Module):
+    def __init__(self):
+        super().__init__()
+        last_conv = 6 * _MOBILENET_V3_LARGE[-1][3]
+        self.features = nn.Sequential(
+            *_conv_bn_act(3, 16, 3, 2, 1, _HS),
+            *(_InvertedResidual(*row) for row in _MOBILENET_V3_LARGE),
+            *_conv_bn_act(_MOBILENET_V3_LARGE[-1][3], last_conv, 1, 1, 1, _HS),
+        )
+        self.classifier = nn.Sequential(
+            nn.Linear(last_conv, 1280), nn.Hardswish(inplace=True), nn.Dropout(0.2), nn.Linear(1280, NUM_CLASSES)
+        )
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(self.features(images), 1), 1))
+
+
+def mobilenet_v3_large() -> nn.Module:
+    return MobileNetV3Large()
+
+
+# --- ViT-B/16 (Dosovitskiy et al. 2021; torchvision: pre-norm, LayerNorm eps 1e-6, no dropout) --
+class _ViTBlock(nn.Module):
+    def __init__(self, dim: int, heads: int, mlp_dim: int):
+        super().__init__()
+        self.heads = heads
+        self.ln_1 = nn.LayerNorm(dim, eps=1e-6)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out_proj = nn.Linear(dim, dim)
+        self.ln_2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp_dim), nn.GELU(), nn.Linear(mlp_dim, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, tokens, dim = x.shape
+        q, k, v = self.qkv(self.ln_1(x)).view(batch, tokens, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        attn = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(batch, tokens, dim)
+        x = x + self.out_proj(attn)
+        return x + self.mlp(self.ln_2(x))
+
+
+class VisionTransformer(nn.Module):
+    def __init__(self, patch: int = 16, dim: int = 768, layers: int = 12, heads: int = 12, mlp_dim: int = 3072):
+        super().__init__()
+        self.conv_proj = nn.Conv2d(3, dim, patch, patch)
+        self.class_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embedding = nn.Parameter(torch.empty(1, (IMAGE_SIZE // patch) ** 2 + 1, dim).normal_(std=0.02))
+        self.layers = nn.Sequential(*(_ViTBlock(dim, heads, mlp_dim) for _ in range(layers)))
+        self.ln = nn.LayerNorm(dim, eps=1e-6)
+        self.head = nn.Linear(dim, NUM_CLASSES)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.conv_proj(images).flatten(2).transpose(1, 2)
+        x = torch.cat([self.class_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embedding
+        return self.head(self.ln(self.layers(x))[:, 0])
+
+
+def vit_b_16() -> nn.Module:
+    return VisionTransformer()
