@@ -98,7 +98,9 @@ class _SqueezeExcite(nn.Module):
 
 
 class _InvertedResidual(nn.Module):
-    def __init__(self, in_ch: int, kernel: int, expanded: int, out_ch: int, se: bool, act: type[nn.Module], stride: int):
+    def __init__(
+        self, in_ch: int, kernel: int, expanded: int, out_ch: int, se: bool, act: type[nn.Module], stride: int
+    ):
         super().__init__()
         layers = _conv_bn_act(in_ch, expanded, 1, 1, 1, act) if expanded != in_ch else []
         layers += _conv_bn_act(expanded, expanded, kernel, stride, expanded, act)
