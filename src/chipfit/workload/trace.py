@@ -1,0 +1,387 @@
+"""Trace a torch.nn.Module on fake tensors into a Profile, operator by operator.
+
+The model, its inputs, gradients and optimizer state are FakeTensors: shapes and dtypes
+without memory, so a 70B-parameter model traces on a laptop. A TorchDispatchMode above the
+FakeTensorMode sees every aten operator autograd and the optimizer issue and prices it
+with chipfit.workload.formulas.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from contextlib import ExitStack, nullcontext
+from math import prod
+from typing import Any, Callable
+
+import torch
+from torch._subclasses.fake_tensor import (
+    DataDependentOutputException,
+    DynamicOutputShapeException,
+    FakeTensorMode,
+    UnsupportedOperatorException,
+)
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+from ..errors import ChipfitError
+from .formulas import GATHER_OPS, WRITE_ONLY_SELF_OPS, op_cost
+from .profile import Op, Profile
+from .workload import OPTIMIZERS, PRECISION_CHOICES
+
+DTYPE_NAMES = {
+    torch.float32: "fp32",
+    torch.float64: "fp64",
+    torch.bfloat16: "bf16",
+    torch.float16: "fp16",
+    torch.float8_e4m3fn: "fp8_e4m3",
+    torch.float8_e5m2: "fp8_e5m2",
+    torch.int8: "int8",
+    torch.uint8: "uint8",
+    torch.int16: "int16",
+    torch.int32: "int32",
+    torch.int64: "int64",
+    torch.bool: "bool",
+}
+# Compute dtype per precision; fp8/int8 are traced as bf16 (the predictor maps matmuls to their peaks).
+COMPUTE_DTYPES = {
+    "fp32": torch.float32,
+    "tf32": torch.float32,
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+    "fp8": torch.bfloat16,
+    "int8": torch.bfloat16,
+}
+# Operators that only relabel existing data without an alias annotation in their schema.
+METADATA_OPS = frozenset(getattr(torch.ops.aten, n) for n in ("_unsafe_view", "lift_fresh"))
+SKIPPED_NAMESPACES = ("prim", "profiler")
+
+CONVENTIONS = (
+    "FLOPs count a multiply-add as 2; matmul and conv include their bias add (1 FLOP per output element).",
+    "Pointwise ops count 1 FLOP per output element (transcendentals too); reductions 1 per input element, "
+    "softmax 5 and its backward 4; norms about 5 per element plus 1 per affine tensor (backward 2x).",
+    "Copies, gathers, fills and factories are memory ops: 0 FLOPs, bytes counted.",
+    "activation_bytes: tensors saved for backward, each storage once, excluding parameters and their "
+    "low-precision autocast copies.",
+)
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return DTYPE_NAMES.get(dtype, str(dtype).removeprefix("torch."))
+
+
+def _storage_key(t: torch.Tensor) -> int:
+    return t.untyped_storage()._cdata
+
+
+def _tensor_bytes(t: torch.Tensor) -> int:
+    """Bytes a kernel touches for `t`: broadcast (stride 0) dimensions count once."""
+    if t.numel() == 0:
+        return 0
+    return t.element_size() * prod(s for s, st in zip(t.shape, t.stride()) if st != 0)
+
+
+def _unique_tensors(tree: Any) -> list[torch.Tensor]:
+    seen, out = set(), []
+    for t in tree_leaves(tree):
+        if isinstance(t, torch.Tensor):
+            key = (_storage_key(t), t.storage_offset(), tuple(t.shape), tuple(t.stride()), t.dtype)
+            if key not in seen:
+                seen.add(key)
+                out.append(t)
+    return out
+
+
+def _is_skipped(func: torch._ops.OpOverload, out: Any) -> bool:
+    """Views and metadata queries move no data: they are not operators of the profile."""
+    if func.namespace in SKIPPED_NAMESPACES or func.overloadpacket in METADATA_OPS:
+        return True
+    if any(r.alias_info is not None and not r.alias_info.is_write for r in func._schema.returns):
+        return True
+    has_tensor_out = any(isinstance(t, torch.Tensor) for t in tree_leaves(out))
+    return not has_tensor_out and not func._schema.is_mutable
+
+
+class _ModulePaths:
+    """Dotted path of the innermost module running, in forward and in backward.
+
+    Forward uses pre/post hooks; backward enters a module when the gradients of its outputs
+    are ready and leaves it when those of its inputs are (as torch.utils.module_tracker).
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.active: list[str] = []
+        self._handles: list[Any] = []
+        self._grad_handles: list[Any] = []
+        for path, module in model.named_modules():
+            if path:
+                self._handles.append(module.register_forward_pre_hook(self._pre(path)))
+                self._handles.append(module.register_forward_hook(self._post(path)))
+
+    @property
+    def current(self) -> str:
+        return max(reversed(self.active), key=lambda p: p.count(".") + 1, default="")
+
+    def _enter(self, path: str) -> Callable:
+        return lambda *_: self.active.append(path)
+
+    def _leave(self, path: str) -> Callable:
+        def leave(*_: Any) -> None:
+            if path in self.active:
+                del self.active[len(self.active) - 1 - self.active[::-1].index(path)]
+
+        return leave
+
+    def _grad_hook(self, tensors: Any, fn: Callable) -> None:
+        needing = [t for t in tree_leaves(tensors) if isinstance(t, torch.Tensor) and t.requires_grad]
+        if needing:
+            self._grad_handles.append(torch.autograd.graph.register_multi_grad_hook(needing, fn))
+
+    def _pre(self, path: str) -> Callable:
+        def hook(module: torch.nn.Module, args: Any) -> None:
+            self._enter(path)()
+            self._grad_hook(args, self._leave(path))
+
+        return hook
+
+    def _post(self, path: str) -> Callable:
+        def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
+            self._leave(path)()
+            self._grad_hook(output, self._enter(path))
+
+        return hook
+
+    def remove(self) -> None:
+        for handle in self._handles + self._grad_handles:
+            handle.remove()
+
+
+class _Recorder(TorchDispatchMode):
+    """Records every aten operator (minus views) with its cost, phase and module."""
+
+    def __init__(self, paths: _ModulePaths, param_keys: set[int]) -> None:
+        super().__init__()
+        self.paths = paths
+        self.param_keys = param_keys  # storages of parameters and of their autocast copies
+        self.phase = "forward"
+        self.rows: list[dict] = []
+        self.failed: torch._ops.OpOverload | None = None
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        try:
+            out = func(*args, **kwargs)
+        except Exception:
+            self.failed = self.failed or func
+            raise
+        if _is_skipped(func, out):
+            return out
+        kind, flops, causal = op_cost(func, args, kwargs, out)
+        inputs = _unique_tensors((args, kwargs))
+        outputs = _unique_tensors(out)
+        reads = inputs[1:] if func.overloadpacket in GATHER_OPS | WRITE_ONLY_SELF_OPS else inputs
+        bytes_read = sum(map(_tensor_bytes, reads))
+        if func.overloadpacket in GATHER_OPS:
+            bytes_read += sum(map(_tensor_bytes, outputs))
+        floating = [t for t in inputs if t.is_floating_point()]
+        typed = floating or outputs or inputs
+        if self.phase == "forward" and func.overloadpacket is torch.ops.aten._to_copy:
+            if inputs and _storage_key(inputs[0]) in self.param_keys:
+                self.param_keys.update(_storage_key(t) for t in outputs)
+        self.rows.append(
+            {
+                "name": str(func),
+                "kind": kind,
+                "flops": flops,
+                "bytes_read": bytes_read,
+                "bytes_written": sum(map(_tensor_bytes, outputs)),
+                "dtype": dtype_name(typed[0].dtype) if typed else "none",
+                "phase": self.phase,
+                "module": self.paths.current,
+                "counted": kind != "other",
+                "causal": causal,
+                "storages": [_storage_key(t) for t in inputs + outputs] if self.phase == "optimizer" else None,
+            }
+        )
+        return out
+
+
+def _trace_error(name: str, exc: Exception, func: torch._ops.OpOverload | None) -> ChipfitError:
+    fix = "remove data-dependent control flow or give the model as ONNX."
+    func = getattr(exc, "func", None) or func
+    if isinstance(exc, DynamicOutputShapeException):
+        why = f"operator {func} has a data-dependent output shape"
+    elif isinstance(exc, DataDependentOutputException):
+        why = f"operator {func} reads tensor values (a data-dependent output such as .item())"
+    elif isinstance(exc, UnsupportedOperatorException):
+        why, fix = f"operator {func} has no fake-tensor implementation", "give the model as ONNX."
+    else:
+        detail = (str(exc).strip().splitlines() or [""])[0][:200]
+        where = f"operator {func} failed" if func is not None else "the model code failed"
+        why, fix = f"{where} ({type(exc).__name__}: {detail})", "fix the model code or give the model as ONNX."
+    return ChipfitError(f"Model {name!r} cannot be traced on fake tensors: {why}; {fix}")
+
+
+def _optimizer(name: str, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    if name == "adamw":
+        return torch.optim.AdamW(params, foreach=False)
+    return torch.optim.SGD(params, lr=1e-3, momentum=0.9, foreach=False)
+
+
+def _label_optimizer_rows(rows: list[dict], model: torch.nn.Module, opt: torch.optim.Optimizer) -> None:
+    """Give each optimizer op the name of the parameter whose tensors (weight, grad, state) it touches;
+    temporaries inherit the name of the op before them."""
+    owner: dict[int, str] = {}
+    for pname, p in model.named_parameters():
+        tensors = [p, p.grad, *opt.state.get(p, {}).values()]
+        owner.update((_storage_key(t), pname) for t in tensors if isinstance(t, torch.Tensor))
+    last = ""
+    for row in rows:
+        keys = row.pop("storages")
+        if keys is not None:
+            last = next((owner[k] for k in keys if k in owner), last)
+            row["module"] = last
+
+
+def _cast_inputs(tree: Any, dtype: torch.dtype) -> Any:
+    if isinstance(tree, torch.Tensor):
+        return tree.to(dtype) if tree.is_floating_point() else tree
+    if isinstance(tree, (tuple, list)):
+        return type(tree)(_cast_inputs(t, dtype) for t in tree)
+    if isinstance(tree, dict):
+        return {k: _cast_inputs(v, dtype) for k, v in tree.items()}
+    return tree
+
+
+def trace_module(
+    model_factory: Callable[[], torch.nn.Module],
+    make_batch: Callable[[int, int | None], tuple[Any, Any]],
+    loss: Callable[[Any, Any], torch.Tensor],
+    *,
+    name: str,
+    mode: str = "train",
+    batch: int = 1,
+    seq_len: int | None = None,
+    precision: str = "fp32",
+    optimizer: str = "adamw",
+    fake_mode: FakeTensorMode | None = None,
+) -> Profile:
+    """Trace one step of `model_factory()` on fake tensors: forward (inference), or forward, loss,
+    backward and an optimizer step (training).
+
+    make_batch(batch, seq_len) -> (inputs tuple, targets); loss(output, targets) -> scalar.
+    Training in bf16/fp16 keeps fp32 master weights and runs the forward under autocast (AMP);
+    inference casts the model to that dtype; fp8/int8 are traced as bf16. `fake_mode` is the
+    FakeTensorMode to use when the factory returns a model already made of fake tensors.
+    """
+    if mode not in ("train", "infer"):
+        raise ChipfitError(f"Mode {mode!r} is not known; use 'train' or 'infer'.")
+    if precision not in PRECISION_CHOICES:
+        raise ChipfitError(f"Precision {precision!r} is not known; use one of {', '.join(PRECISION_CHOICES)}.")
+    if optimizer not in OPTIMIZERS:
+        raise ChipfitError(f"Optimizer {optimizer!r} is not known; use one of {', '.join(OPTIMIZERS)}.")
+    train = mode == "train"
+    compute = COMPUTE_DTYPES[precision]
+    fake = fake_mode or FakeTensorMode(allow_non_fake_inputs=True)
+
+    try:
+        with fake:
+            model = model_factory()
+            if not train and compute != torch.float32:
+                model = model.to(compute)
+            model.train(train)
+            inputs, targets = make_batch(batch, seq_len)
+            if not isinstance(inputs, tuple):
+                inputs = (inputs,)
+            if not train and compute != torch.float32:
+                inputs = _cast_inputs(inputs, compute)
+            params = list({id(p): p for p in model.parameters()}.values())
+            opt = _optimizer(optimizer, [p for p in params if p.requires_grad]) if train else None
+    except ChipfitError:
+        raise
+    except Exception as exc:
+        detail = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise ChipfitError(
+            f"Model {name!r} cannot be built on fake tensors ({type(exc).__name__}: {detail}); "
+            "build it without loading weights or data from disk."
+        ) from exc
+
+    param_keys = {_storage_key(p) for p in params}
+    saved: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        key = _storage_key(t)
+        if key not in param_keys:
+            saved[key] = t.untyped_storage().nbytes()
+        return t
+
+    paths = _ModulePaths(model)
+    recorder = _Recorder(paths, param_keys)
+    try:
+        with fake, recorder, ExitStack() as stack:
+            if train:
+                stack.enter_context(torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t))
+                if compute != torch.float32:
+                    stack.enter_context(torch.autocast("cpu", dtype=compute))
+            else:
+                stack.enter_context(torch.no_grad())
+            output = model(*inputs)
+            if train:
+                value = loss(output, targets)
+                stack.close()  # backward and the step run outside autocast and the saved-tensor hooks
+                paths.active.clear()
+                recorder.phase = "backward"
+                value.backward()
+                recorder.phase = "optimizer"
+                paths.active.clear()
+                opt.step()
+    except ChipfitError:
+        raise
+    except Exception as exc:
+        raise _trace_error(name, exc, recorder.failed) from exc
+    finally:
+        paths.remove()
+
+    if train:
+        _label_optimizer_rows(recorder.rows, model, opt)
+    ops = [Op(**{k: v for k, v in row.items() if k != "storages"}) for row in recorder.rows]
+    return Profile(
+        model=name,
+        mode=mode,
+        batch=batch,
+        seq_len=seq_len,
+        dtype=dtype_name(compute),
+        ops=ops,
+        params=sum(p.numel() for p in params),
+        trainable_params=sum(p.numel() for p in params if p.requires_grad),
+        param_bytes=sum(p.numel() * p.element_size() for p in params),
+        activation_bytes=sum(saved.values()),
+        notes=_notes(ops, mode, precision, optimizer),
+    )
+
+
+def _notes(ops: list[Op], mode: str, precision: str, optimizer: str) -> list[str]:
+    notes = list(CONVENTIONS)
+    if any(op.kind == "attention" for op in ops):
+        notes.append(
+            "Attention is counted as the full Sq x Sk product even when causal (kernels that skip masked "
+            "blocks do about half the attention FLOPs); its backward as 2x the forward."
+        )
+    if precision == "tf32":
+        notes.append("Traced in fp32; tf32 applies to matmuls and convolutions on hardware that has it.")
+    elif precision in ("fp8", "int8"):
+        notes.append(f"Traced as bf16; the predictor maps matmuls to {precision} peaks.")
+    elif precision in ("bf16", "fp16"):
+        notes.append(
+            f"AMP: fp32 master weights, forward under autocast({precision})."
+            if mode == "train"
+            else f"Model cast to {precision}."
+        )
+    if mode == "train":
+        notes.append(
+            "Optimizer: AdamW (non-foreach)." if optimizer == "adamw" else "Optimizer: SGD with momentum 0.9."
+        )
+    uncounted = Counter(op.name for op in ops if not op.counted)
+    if uncounted:
+        listed = ", ".join(f"{n} ({c}x)" for n, c in uncounted.most_common())
+        notes.append(f"No FLOP formula, counted as 0 FLOPs: {listed}.")
+    return notes
