@@ -1,0 +1,168 @@
+"""compare: one workload on every catalog entry, ranked. The API behind `chipfit compare`."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+
+from .catalog import Catalog, load_catalog
+from .catalog.schema import FRAMEWORKS, Hardware
+from .errors import ChipfitError, closest
+from .predict import Conditions, Estimate, OpArrays, Plan, predict_fitting
+from .workload.profile import Profile
+from .workload.workload import Workload
+
+
+@dataclass
+class Comparison:
+    """A ranked list of estimates for one workload and plan; `to_dict()` is the JSON schema."""
+
+    workload: Workload
+    plan: Plan
+    profile: Profile
+    estimates: list[Estimate]
+    conditions: Conditions
+    local_cpu: str | None = None
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        summary = self.profile.to_dict()
+        return {
+            "workload": self.workload.to_dict() | {
+                "plan": self.plan.to_dict(),
+                "params": summary["params"],
+                "flops_per_step_per_device": summary["flops"]["total"],
+                "uncounted_ops": summary["uncounted"],
+                "profile_notes": summary["notes"],
+                "pue": self.conditions.pue,
+                "grid_kg_per_kwh": self.conditions.grid_kg_per_kwh,
+            },
+            "local_cpu": self.local_cpu,
+            "estimates": [e.to_dict() for e in self.estimates],
+        }
+
+    def to_rows(self) -> list[dict]:
+        """One flat dict per estimate (for CSV or a pandas DataFrame)."""
+        rows = []
+        for e in self.estimates:
+            d = e.to_dict()
+            for bound in ("low", "high"):
+                for k, v in d.pop(bound).items():
+                    d[f"{k}_{bound}"] = v
+            d.pop("memory_breakdown")
+            d.update({f"{k}_s": v for k, v in d.pop("step_breakdown_s").items()})
+            d["assumptions"] = "; ".join(d["assumptions"])
+            rows.append(d)
+        return rows
+
+
+def rank_key(e: Estimate) -> tuple:
+    """Runnable and fitting first, fastest first; unknown fit next; no fit; excluded last."""
+    if e.excluded_reason:
+        return (3, 0.0, e.hardware)
+    order = {True: 0, None: 1, False: 2}[e.fits]
+    return (order, e.total_time_s, e.hardware)
+
+
+def select_hardware(catalog: Catalog, hw_class: str | None, hardware: list[str] | None) -> list[Hardware]:
+    if hardware:
+        return [catalog.get(h) for h in hardware]
+    entries = catalog.select(hw_class=hw_class)
+    if not entries:
+        raise ChipfitError(f"No catalog entry has class {hw_class!r}; run `chipfit hardware list` to see the classes.")
+    return entries
+
+
+def compare_profile(
+    profile: Profile,
+    workload: Workload,
+    plan: Plan,
+    hardware: list[Hardware],
+    catalog: Catalog,
+    *,
+    framework: str | None = None,
+    conditions: Conditions = Conditions(),
+    local_cpu: Hardware | None = None,
+) -> list[Estimate]:
+    """Pure part of compare: the profile on each entry, ranked. Fast (no tracing, no I/O)."""
+    if framework is not None and framework not in FRAMEWORKS:
+        raise ChipfitError(f"Framework {framework!r} is not known.{closest(framework, FRAMEWORKS)} Known: {', '.join(FRAMEWORKS)}.")
+    arrays = OpArrays.from_profile(profile, workload.precision)
+    estimates = []
+    for hw in hardware:
+        if framework and framework not in hw.frameworks:
+            runs = ", ".join(hw.frameworks) or "no listed framework"
+            estimates.append(Estimate(hardware=hw.id, hw_class=hw.hw_class, name=hw.name, devices=plan.devices,
+                                      excluded_reason=f"{hw.name} does not run {framework} (runs: {runs})."))
+            continue
+        estimates.append(predict_fitting(profile, hw, workload, plan, arrays=arrays,
+                                         instance=catalog.cheapest_instance(hw.id), conditions=conditions))
+    if local_cpu is not None:
+        # One local CPU runs the whole job, the global batch as per-device micro-batches in turn.
+        local_job = replace(workload, batch=profile.batch)
+        local = predict_fitting(profile, local_cpu, local_job, Plan(devices=1), arrays=arrays, conditions=conditions)
+        estimates.append(local)
+        for e in estimates:
+            if e.total_time_s and local.total_time_s:
+                e.speedup_vs_local_cpu = local.total_time_s / e.total_time_s
+    estimates.sort(key=rank_key)
+    return estimates
+
+
+def compare(
+    model,
+    *,
+    mode: str = "train",
+    batch: int = 1,
+    seq_len: int | None = None,
+    samples: float | None = None,
+    epochs: float = 1.0,
+    tokens: float | None = None,
+    precision: str = "fp32",
+    optimizer: str = "adamw",
+    devices: int = 1,
+    hw_class: str | None = None,
+    hardware: list[str] | None = None,
+    framework: str | None = None,
+    pue: float | None = None,
+    grid_kg_per_kwh: float | None = None,
+    catalog_dirs: tuple = (),
+    include_local_cpu: bool = True,
+) -> Comparison:
+    """Profile `model` once at the per-device batch and rank the catalog for the job."""
+    from .workload import profile as profile_model
+    from .workload.source import resolve
+
+    source = resolve(model) if isinstance(model, str) else None
+    name = model if isinstance(model, str) else type(model).__name__
+    if seq_len is None and source is not None and getattr(source, "default_seq_len", None):
+        seq_len = source.default_seq_len
+    workload = Workload(model=name, mode=mode, batch=batch, seq_len=seq_len, samples=samples, epochs=epochs,
+                        tokens=tokens, precision=precision, optimizer=optimizer)
+    plan = Plan(devices=devices)
+    if batch % plan.data_parallel:
+        raise ChipfitError(
+            f"Batch {batch} does not split evenly over {devices} devices; give a batch that is a multiple of {devices}."
+        )
+    conditions = Conditions(
+        pue=Conditions.pue if pue is None else pue,
+        grid_kg_per_kwh=Conditions.grid_kg_per_kwh if grid_kg_per_kwh is None else grid_kg_per_kwh,
+    )
+    catalog = load_catalog(catalog_dirs)
+    entries = select_hardware(catalog, hw_class, hardware)
+    t0 = time.perf_counter()
+    prof = profile_model(model, mode=mode, batch=batch // plan.data_parallel, seq_len=seq_len,
+                         precision=precision, optimizer=optimizer)
+    t1 = time.perf_counter()
+    local = None
+    if include_local_cpu:
+        from .measure.devices import local_cpu_hardware
+
+        local = local_cpu_hardware()
+    t2 = time.perf_counter()
+    estimates = compare_profile(prof, workload, plan, entries, catalog, framework=framework,
+                                conditions=conditions, local_cpu=local)
+    t3 = time.perf_counter()
+    return Comparison(workload=workload, plan=plan, profile=prof, estimates=estimates, conditions=conditions,
+                      local_cpu=local.id if local else None,
+                      timings_s={"profile": t1 - t0, "local_cpu": t2 - t1, "predict": t3 - t2})
