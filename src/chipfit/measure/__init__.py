@@ -1,0 +1,10 @@
+"""measure: the devices that are here, micro-benchmarks, real steps, power."""
+
+from .devices import LocalDevice, local_cpu_hardware, local_devices, match_catalog
+from .microbench import plan, run_microbenchmarks
+from .power import EnergyReading, energy_meter
+
+__all__ = [
+    "EnergyReading", "LocalDevice", "energy_meter", "local_cpu_hardware", "local_devices", "match_catalog",
+    "plan", "run_microbenchmarks",
+]

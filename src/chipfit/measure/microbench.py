@@ -1,0 +1,289 @@
+"""Micro-benchmarks of one local device: matmul, conv2d, copy/triad bandwidth, per-op overhead.
+
+Each benchmark warms up, then times repetitions (each rep a loop of `inner` calls sized so
+a rep is long enough for the timer) and returns a Measurement with median, min and max
+seconds per call. CPU reps are timed with perf_counter; CUDA reps with CUDA events and a
+synchronize. Threads are left as torch has them and recorded. Library code never prints:
+progress goes to a callback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..measurement import Measurement
+from .devices import LocalDevice
+from .power import EnergyMeter
+
+Progress = Callable[[int, int, str], None]  # (done, total, label of the benchmark now starting)
+
+TARGET_REP_S = 0.01  # a rep loops calls until it lasts about this long
+BUDGET_S = 0.4  # timed seconds per benchmark, spread over the reps
+MIN_REPS, MAX_REPS = 5, 50
+MAX_CALL_S = 0.5  # a matmul size expected to take longer per call is skipped
+
+_ELEMENT_BYTES = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "int8": 1}
+
+
+def _dtype(precision: str):
+    import torch
+
+    return {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16,
+            "fp16": torch.float16, "int8": torch.int8}[precision]
+
+
+def _sync(device: LocalDevice) -> Callable[[], None]:
+    import torch
+
+    if device.kind == "cuda":
+        return torch.cuda.synchronize
+    if device.kind == "mps":
+        return torch.mps.synchronize
+    return lambda: None
+
+
+def time_calls(fn: Callable[[], object], device: LocalDevice, inner: int, reps: int) -> list[float]:
+    """Seconds per call of `fn` for each of `reps` reps of `inner` calls."""
+    import torch
+
+    sync = _sync(device)
+    if device.kind == "cuda":
+        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(reps)]
+        for start, end in events:
+            start.record()
+            for _ in range(inner):
+                fn()
+            end.record()
+        sync()
+        return [start.elapsed_time(end) / 1e3 / inner for start, end in events]
+    times = []
+    for _ in range(reps):
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        sync()
+        times.append((time.perf_counter() - t0) / inner)
+    return times
+
+
+@dataclass
+class Timing:
+    """Per-call seconds of the timed reps, the calls made, and the energy over them."""
+
+    times_s: list[float]
+    inner: int
+    energy_j: float | None
+    power_watts: float | None
+    power_method: str
+    energy_estimated: bool
+    timer: str
+
+
+def measure(fn: Callable[[], object], device: LocalDevice, meter: EnergyMeter | None = None,
+            budget_s: float = BUDGET_S) -> Timing:
+    """Warm up `fn`, size the reps to the timer and the budget, time them (with energy)."""
+    sync = _sync(device)
+    meter = meter or EnergyMeter()
+    calls, t0 = 0, time.perf_counter()
+    while calls < 2 or (time.perf_counter() - t0 < TARGET_REP_S and calls < 1000):
+        fn()
+        sync()
+        calls += 1
+    per_call = max((time.perf_counter() - t0) / calls, 1e-9)
+    inner = max(1, round(TARGET_REP_S / per_call))
+    reps = min(MAX_REPS, max(MIN_REPS if per_call < budget_s else 3, int(budget_s / (per_call * inner))))
+    meter.start()
+    times = time_calls(fn, device, inner, reps)
+    reading = meter.stop()
+    n = inner * reps
+    return Timing(
+        times_s=times,
+        inner=inner,
+        energy_j=reading.joules / n if reading.joules is not None else None,
+        power_watts=reading.watts,
+        power_method=reading.method,
+        energy_estimated=reading.estimated,
+        timer="cuda events" if device.kind == "cuda" else "perf_counter",
+    )
+
+
+def _measurement(kind: str, device: LocalDevice, precision: str, shape: dict, flops: float, nbytes: float,
+                 timing: Timing, label: str = "") -> Measurement:
+    import torch
+
+    t = timing.times_s
+    return Measurement(
+        kind=kind, device=device.id, precision=precision, shape=shape, flops=float(flops), bytes=float(nbytes),
+        median_s=statistics.median(t), min_s=min(t), max_s=max(t), repetitions=len(t), label=label,
+        energy_j=timing.energy_j, power_watts=timing.power_watts, power_method=timing.power_method,
+        energy_estimated=timing.energy_estimated,
+        extra={"threads": torch.get_num_threads(), "calls_per_rep": timing.inner, "timer": timing.timer},
+    )
+
+
+@contextlib.contextmanager
+def _tf32(enabled: bool):
+    import torch
+
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
+
+
+def bench_matmul(device: LocalDevice, precision: str, n: int, meter: EnergyMeter | None = None) -> Measurement:
+    """C = A @ B with square n x n operands (int8: torch._int_mm, int32 result)."""
+    import torch
+
+    dev = torch.device(device.torch_device)
+    with torch.inference_mode(), _tf32(precision == "tf32" and device.kind == "cuda"):
+        if precision == "int8":
+            a = torch.randint(-128, 128, (n, n), dtype=torch.int8, device=dev)
+            b = torch.randint(-128, 128, (n, n), dtype=torch.int8, device=dev)
+            c = torch.empty((n, n), dtype=torch.int32, device=dev)
+            timing = measure(lambda: torch._int_mm(a, b, out=c), device, meter)
+            out_bytes = 4
+        else:
+            a = torch.randn(n, n, dtype=_dtype(precision), device=dev)
+            b = torch.randn(n, n, dtype=_dtype(precision), device=dev)
+            c = torch.empty_like(a)
+            timing = measure(lambda: torch.mm(a, b, out=c), device, meter)
+            out_bytes = _ELEMENT_BYTES[precision]
+    nbytes = 2 * n * n * _ELEMENT_BYTES[precision] + n * n * out_bytes
+    return _measurement("matmul", device, precision, {"m": n, "n": n, "k": n}, 2.0 * n**3, nbytes, timing, "mm")
+
+
+def bench_bandwidth(device: LocalDevice, op: str, quick: bool = False, elements: int | None = None,
+                    meter: EnergyMeter | None = None) -> Measurement:
+    """STREAM-like copy (a = b) or triad (a = b + s*c, one fused kernel) over fp32 arrays."""
+    import torch
+
+    elements = elements or _bandwidth_elements(device, quick)
+    dev = torch.device(device.torch_device)
+    with torch.inference_mode():
+        a = torch.empty(elements, dtype=torch.float32, device=dev)
+        b = torch.full((elements,), 1.5, dtype=torch.float32, device=dev)
+        if op == "copy":
+            timing = measure(lambda: a.copy_(b), device, meter)
+            flops, arrays = 0.0, 2
+        elif op == "triad":
+            c = torch.full((elements,), 0.5, dtype=torch.float32, device=dev)
+            timing = measure(lambda: torch.add(b, c, alpha=3.0, out=a), device, meter)
+            flops, arrays = 2.0 * elements, 3
+        else:
+            raise ValueError(f"unknown bandwidth op {op!r}")
+    return _measurement(op, device, "fp32", {"elements": elements}, flops, arrays * 4 * elements, timing, op)
+
+
+def _bandwidth_elements(device: LocalDevice, quick: bool) -> int:
+    """Arrays far larger than any cache: 64-128 MiB each on a CPU, 0.25-1 GiB on a GPU."""
+    if device.kind == "cpu":
+        return 2**24 if quick else 2**25
+    return 2**26 if quick else 2**28
+
+
+def bench_overhead(device: LocalDevice, meter: EnergyMeter | None = None) -> Measurement:
+    """Time of one tiny kernel (1-element add): the per-operator dispatch/launch overhead."""
+    import torch
+
+    dev = torch.device(device.torch_device)
+    with torch.inference_mode():
+        x = torch.ones(1, device=dev)
+        y = torch.ones(1, device=dev)
+        z = torch.empty(1, device=dev)
+        timing = measure(lambda: torch.add(x, y, out=z), device, meter, budget_s=0.1)
+    return _measurement("overhead", device, "fp32", {"elements": 1}, 1.0, 12.0, timing, "add")
+
+
+def bench_conv2d(device: LocalDevice, precision: str, batch: int, channels: int = 64, size: int = 56,
+                 kernel: int = 3, meter: EnergyMeter | None = None) -> Measurement:
+    """A ResNet-style 3x3 convolution, stride 1, same padding, channels in = out."""
+    import torch
+    import torch.nn.functional as F
+
+    dev = torch.device(device.torch_device)
+    dtype = _dtype(precision)
+    with torch.inference_mode(), _tf32(precision == "tf32" and device.kind == "cuda"):
+        x = torch.randn(batch, channels, size, size, dtype=dtype, device=dev)
+        w = torch.randn(channels, channels, kernel, kernel, dtype=dtype, device=dev)
+        timing = measure(lambda: F.conv2d(x, w, padding=kernel // 2), device, meter)
+    flops = 2.0 * batch * channels * size * size * channels * kernel * kernel
+    nbytes = _ELEMENT_BYTES[precision] * (2 * batch * channels * size * size + channels * channels * kernel**2)
+    shape = {"batch": batch, "channels_in": channels, "channels_out": channels, "height": size, "width": size,
+             "kernel": kernel}
+    return _measurement("conv2d", device, precision, shape, flops, nbytes, timing, "conv2d")
+
+
+@dataclass(frozen=True)
+class Bench:
+    """One planned benchmark: what `run_bench` is to run."""
+
+    kind: str
+    precision: str = "fp32"
+    size: int = 0  # matmul n, conv2d batch
+    params: dict = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        size = f" {self.size}" if self.size else ""
+        return f"{self.kind} {self.precision}{size}"
+
+
+def plan(device: LocalDevice, quick: bool = False) -> list[Bench]:
+    """The benchmarks run_microbenchmarks runs on `device`, in order."""
+    gpu = device.kind != "cpu"
+    if gpu:
+        sizes = [1024, 4096] if quick else [1024, 2048, 4096, 8192]
+    else:
+        sizes = [256, 1024] if quick else [128, 256, 512, 1024, 2048]
+    out = [Bench("overhead"), Bench("copy", params={"quick": quick}), Bench("triad", params={"quick": quick})]
+    out += [Bench("matmul", p, n) for p in device.precisions for n in sizes]
+    conv_batch = (16 if quick else 64) if gpu else (2 if quick else 8)
+    out += [Bench("conv2d", p, conv_batch) for p in device.precisions if p not in ("int8",)]
+    return out
+
+
+def run_bench(bench: Bench, device: LocalDevice, meter: EnergyMeter | None = None) -> Measurement:
+    if bench.kind == "matmul":
+        return bench_matmul(device, bench.precision, bench.size, meter)
+    if bench.kind == "conv2d":
+        return bench_conv2d(device, bench.precision, bench.size, meter=meter)
+    if bench.kind in ("copy", "triad"):
+        return bench_bandwidth(device, bench.kind, quick=bench.params.get("quick", False), meter=meter)
+    if bench.kind == "overhead":
+        return bench_overhead(device, meter)
+    raise ValueError(f"unknown benchmark kind {bench.kind!r}")
+
+
+def run_microbenchmarks(device: LocalDevice, quick: bool = False, progress: Progress | None = None,
+                        meter: EnergyMeter | None = None) -> list[Measurement]:
+    """Run plan(device, quick) and return its Measurements.
+
+    A matmul size whose time per call, extrapolated from the last size of the same
+    precision, exceeds MAX_CALL_S is skipped (fp16 on a CPU without fp16 units is ~100x
+    slower than fp32); progress still counts it.
+    """
+    benches = plan(device, quick)
+    out: list[Measurement] = []
+    rate: dict[str, float] = {}  # precision -> last achieved matmul FLOP/s
+    for i, bench in enumerate(benches):
+        if progress:
+            progress(i, len(benches), bench.label)
+        if bench.kind == "matmul" and bench.precision in rate:
+            if 2.0 * bench.size**3 / rate[bench.precision] > MAX_CALL_S:
+                continue
+        m = run_bench(bench, device, meter)
+        if bench.kind == "matmul":
+            rate[bench.precision] = m.achieved_flops_per_s or math.inf
+        out.append(m)
+    if progress:
+        progress(len(benches), len(benches), "done")
+    return out
