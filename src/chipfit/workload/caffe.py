@@ -157,6 +157,8 @@ def parse_net(path: str | Path, batch: int | None = None, max_bytes: int = MAX_P
     if batch is not None and batch < 1:
         raise ChipfitError(f"Batch {batch} is not a positive number of samples; give --batch 1 or more.")
     net = CaffeNet(name=str(root.get("name") or path.stem), inputs=_header_inputs(root, path))
+    if not net.inputs and not any(layer.get("type") == "Input" for layer in root.all("layer")):
+        raise ChipfitError(f"Caffe file {path} declares no input dims; add an Input layer or input/input_shape lines.")
     shapes: dict[str, Shape] = {}
     for name, shape in net.inputs.items():
         net.inputs[name] = shapes[name] = _with_batch(shape, batch)
@@ -189,8 +191,6 @@ def parse_net(path: str | Path, batch: int | None = None, max_bytes: int = MAX_P
         net.layers.append(
             CaffeLayer(name, ltype, bottoms, tops, out.shapes[: len(tops)], out.params, out.stats, out.kind, out.flops)
         )
-    if not net.inputs:
-        raise ChipfitError(f"Caffe file {path} declares no input dims; add an Input layer or input/input_shape lines.")
     return net
 
 
