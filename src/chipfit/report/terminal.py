@@ -7,9 +7,12 @@ from rich.table import Table
 
 from ..catalog.schema import Hardware
 from ..workload.profile import PHASES, Profile
-from .units import nbytes, seconds, si, usd
+from .units import kwh, nbytes, seconds, si, usd
 
-console = Console()
+import sys
+
+# Piped output keeps whole rows (rich would wrap at 80 columns); a terminal gets its own width.
+console = Console() if sys.stdout.isatty() else Console(width=220)
 
 
 def _fig(f, scale: float = 1.0, unit: str = "") -> str:
@@ -108,7 +111,7 @@ def comparison_table(cmp, top: int | None = None) -> list:
         name = e.hardware + (f" x{e.devices}" if e.devices > 1 else "")
         t.add_row(str(i), name, e.hw_class, fits, nbytes(e.memory_per_device_bytes), seconds(e.step_time_s),
                   f"{si(e.throughput_per_s)} {e.throughput_unit}", span,
-                  "-" if e.energy_kwh is None else f"{e.energy_kwh:.3g} kWh", usd(e.cost_usd), speed)
+                  kwh(e.energy_kwh), usd(e.cost_usd), speed)
     excluded = [e for e in cmp.estimates if e.excluded_reason]
     out: list = [t]
     if top and len(shown) > top:

@@ -36,3 +36,9 @@ def usd(x: float | None) -> str:
     if x is None:
         return "-"
     return f"${x:,.0f}" if x >= 100 else f"${x:,.2f}" if x >= 0.01 else f"${x:.2g}"
+
+
+def kwh(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return f"{x:.3g} kWh" if x >= 1 else f"{x * 1000:.3g} Wh"
