@@ -272,10 +272,47 @@ def nll_loss_backward_flops(args, kwargs, out) -> float:
     return _numel(args[2])
 
 
+# --- pooling -----------------------------------------------------------------------------
+def _window(kernel: Any, spatial_dims: int) -> int:
+    kernel = list(kernel)
+    return prod(kernel * spatial_dims if len(kernel) == 1 else kernel)
+
+
+@register("reduction", "max_pool1d_with_indices", "max_pool2d_with_indices", "max_pool3d_with_indices", "avg_pool1d", "avg_pool2d", "avg_pool3d")  # fmt: skip
+def pool_flops(args, kwargs, out) -> float:
+    """1 FLOP per window element per output element."""
+    y = _first_tensor(out)
+    return y.numel() * _window(args[1], args[0].dim() - 2)
+
+
+@register("reduction", "max_pool2d_with_indices_backward", "max_pool3d_with_indices_backward", "avg_pool2d_backward", "avg_pool3d_backward")  # fmt: skip
+def pool_backward_flops(args, kwargs, out) -> float:
+    """Each grad_output element is spread over its window."""
+    return args[0].numel() * _window(args[2], args[0].dim() - 2)
+
+
+@register(
+    "reduction",
+    "_adaptive_avg_pool2d", "_adaptive_avg_pool3d", "adaptive_max_pool2d", "adaptive_max_pool3d",
+    "_adaptive_avg_pool2d_backward", "_adaptive_avg_pool3d_backward", "adaptive_max_pool2d_backward",
+    "adaptive_max_pool3d_backward",
+)  # fmt: skip
+def adaptive_pool_flops(args, kwargs, out) -> float:
+    """1 FLOP per element of the larger side (input forward, grad input backward)."""
+    return max(_numel(args[0]), _numel(args[1]), _numel(_first_tensor(out)))
+
+
 # --- elementwise without the pointwise tag ------------------------------------------------
-@register("elementwise", "native_dropout", "native_dropout_backward", "bernoulli_", "bernoulli", "rand_like", "randn_like", "uniform_", "normal_")  # fmt: skip
-def random_elementwise_flops(args, kwargs, out) -> float:
-    """1 FLOP per output element (random draw or mask multiply)."""
+@register(
+    "elementwise",
+    "native_dropout", "native_dropout_backward", "bernoulli_", "bernoulli", "rand_like", "randn_like",
+    "uniform_", "normal_", "hardswish", "hardswish_", "hardswish_backward", "hardsigmoid_backward",
+    "hardtanh_backward", "leaky_relu_backward", "elu", "elu_", "elu_backward", "softplus", "softplus_backward",
+    "mish", "mish_", "mish_backward", "gelu_", "log_sigmoid_forward", "log_sigmoid_backward", "prelu",
+    "_prelu_kernel", "_prelu_kernel_backward", "masked_fill", "masked_fill_", "where",
+)  # fmt: skip
+def untagged_elementwise_flops(args, kwargs, out) -> float:
+    """Pointwise operators that lack torch.Tag.pointwise, and random draws: 1 FLOP per output element."""
     return _numel(_first_tensor(out))
 
 

@@ -1,0 +1,131 @@
+"""Model sources for the tracer: a zoo name, a 'package.module:factory' string, or a module instance."""
+
+from __future__ import annotations
+
+import importlib
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import nn
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.utils._pytree import tree_leaves
+
+from ..errors import ChipfitError
+from . import zoo
+from .profile import Profile
+from .trace import trace_module
+
+
+def surrogate_loss(output: Any, targets: Any = None) -> torch.Tensor:
+    """Sum of every floating-point tensor in the output: a loss with the backward of a real one
+    (the loss itself is a few FLOPs per output element)."""
+    parts = [t.float().sum() for t in tree_leaves(output) if isinstance(t, torch.Tensor) and t.is_floating_point()]
+    if not parts:
+        raise ChipfitError("The model's output holds no floating-point tensor to train on; return the logits.")
+    return torch.stack(parts).sum()
+
+
+class UserModel:
+    """A user's nn.Module made by `factory()`; inputs come from the module's
+    `example_inputs(batch, seq_len)`; training uses `surrogate_loss`."""
+
+    task = None
+    default_seq_len = None
+
+    def __init__(self, name: str, factory: Callable[[], nn.Module]) -> None:
+        self.name = name
+        self.factory = factory
+        self._model: nn.Module | None = None
+
+    def build(self) -> nn.Module:
+        model = self.factory()
+        if not isinstance(model, nn.Module):
+            raise ChipfitError(f"{self.name} returned {type(model).__name__}, not a torch.nn.Module; return the model.")
+        if not callable(getattr(model, "example_inputs", None)):
+            raise ChipfitError(
+                f"Model {self.name!r} has no example_inputs(batch, seq_len) method; add one that returns "
+                "the forward's inputs (a tensor or a tuple of tensors)."
+            )
+        self._model = model
+        return model
+
+    def make_batch(self, batch: int, seq_len: int | None) -> tuple[tuple, None]:
+        """Inputs from the model built last by build()."""
+        if self._model is None:
+            raise ChipfitError(f"Model {self.name!r} must be built before its inputs are made; call build() first.")
+        inputs = self._model.example_inputs(batch, seq_len)
+        return (inputs if isinstance(inputs, tuple) else (inputs,)), None
+
+    def loss(self, output: Any, targets: Any) -> torch.Tensor:
+        return surrogate_loss(output, targets)
+
+
+def resolve(name: str) -> zoo.ZooEntry | UserModel:
+    """A zoo entry by name, or a user model given as 'package.module:factory'."""
+    if ":" not in name:
+        return zoo.get(name)
+    module_name, _, attr = name.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ChipfitError(
+            f"Module {module_name!r} of model {name!r} cannot be imported ({exc}); check the name and that it is on "
+            "PYTHONPATH."
+        ) from exc
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ChipfitError(
+            f"Module {module_name!r} has no factory {attr!r}; give 'package.module:function' where function() "
+            "returns a torch.nn.Module."
+        )
+    return UserModel(name, factory)
+
+
+@contextmanager
+def _fake_instance(model: nn.Module) -> Iterator[FakeTensorMode]:
+    """Swap a real module's parameters and buffers for fake copies while tracing; restore them after."""
+    fake = FakeTensorMode(allow_non_fake_inputs=True)
+    originals: list[tuple[dict, str, Any]] = []
+    try:
+        for module in model.modules():
+            for store in (module._parameters, module._buffers):
+                for key, value in store.items():
+                    if value is None:
+                        continue
+                    originals.append((store, key, value))
+                    copy = fake.from_tensor(value)
+                    store[key] = nn.Parameter(copy, value.requires_grad) if isinstance(value, nn.Parameter) else copy
+        yield fake
+    finally:
+        for store, key, value in originals:
+            store[key] = value
+
+
+def profile(
+    model: str | nn.Module,
+    *,
+    mode: str = "train",
+    batch: int = 1,
+    seq_len: int | None = None,
+    precision: str = "fp32",
+    optimizer: str = "adamw",
+) -> Profile:
+    """Profile one training step (or one inference batch) of a model on fake tensors.
+
+    `model` is a zoo name, 'package.module:factory', or an nn.Module instance with an
+    `example_inputs(batch, seq_len)` method (its weights stay untouched). seq_len defaults to
+    the zoo entry's default_seq_len for language models.
+    """
+    options = dict(mode=mode, batch=batch, precision=precision, optimizer=optimizer)
+    if isinstance(model, nn.Module):
+        source = UserModel(type(model).__name__, lambda: model)
+        with _fake_instance(model) as fake:
+            return trace_module(
+                source.build, source.make_batch, source.loss, name=source.name, seq_len=seq_len, fake_mode=fake,
+                **options,
+            )
+    source = resolve(model)
+    if seq_len is None:
+        seq_len = source.default_seq_len
+    return trace_module(source.build, source.make_batch, source.loss, name=source.name, seq_len=seq_len, **options)
