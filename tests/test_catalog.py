@@ -51,6 +51,8 @@ def test_spot_values_in_base_units(catalog):
     assert h100.mem_bw_bytes_per_s.value == pytest.approx(3.35e12)
     assert h100.interconnect_bw_bytes_per_s.value == pytest.approx(900e9)
     assert h100.tdp_watts.value == 700
+    # TFLOP/s scale to whole FLOP/s: 66.9 * 1e12 in floats is 66900000000000.01
+    assert h100.peak_flops["fp32"].value == 66_900_000_000_000
     assert "H100" in h100.memory_bytes.source
     v5e = catalog.get("google-tpu-v5e")
     assert v5e.peak("bf16") == pytest.approx(197e12)

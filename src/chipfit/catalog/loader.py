@@ -318,7 +318,10 @@ def _figure(raw: Any, field: str, loc: _Located, sources: dict, factor: float,
     if not isinstance(key, str) or key not in sources:
         hint = closest(str(key), sources) or " Add it to the [sources] table of this file."
         raise loc.error(field, f"names unknown source '{key}'.{hint}")
-    return Figure(value=float(value) * factor, source=sources[key],
+    # Scaled figures are whole FLOP/s, bytes or bytes/s: rounding drops float error
+    # (66.9 * 1e12 is 66900000000000.01); unscaled watts and USD keep their decimals.
+    base = float(value) * factor if factor == 1.0 else float(round(value * factor))
+    return Figure(value=base, source=sources[key],
                   dense=raw.get("dense", dense_default), note=raw.get("note", ""))
 
 
