@@ -8,6 +8,7 @@ with chipfit.workload.formulas.
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from contextlib import ExitStack, nullcontext
 from math import prod
@@ -242,6 +243,17 @@ def _label_optimizer_rows(rows: list[dict], model: torch.nn.Module, opt: torch.o
             row["module"] = last
 
 
+def _cast_module(model: torch.nn.Module, dtype: torch.dtype) -> None:
+    """Cast floating parameters and buffers in place (Module.to cannot swap fake parameters)."""
+    for module in model.modules():
+        for key, p in module._parameters.items():
+            if p is not None and p.is_floating_point():
+                module._parameters[key] = torch.nn.Parameter(p.detach().to(dtype), p.requires_grad)
+        for key, b in module._buffers.items():
+            if b is not None and b.is_floating_point():
+                module._buffers[key] = b.to(dtype)
+
+
 def _cast_inputs(tree: Any, dtype: torch.dtype) -> Any:
     if isinstance(tree, torch.Tensor):
         return tree.to(dtype) if tree.is_floating_point() else tree
@@ -287,7 +299,7 @@ def trace_module(
         with fake:
             model = model_factory()
             if not train and compute != torch.float32:
-                model = model.to(compute)
+                _cast_module(model, compute)
             model.train(train)
             inputs, targets = make_batch(batch, seq_len)
             if not isinstance(inputs, tuple):
@@ -317,7 +329,8 @@ def trace_module(
     paths = _ModulePaths(model)
     recorder = _Recorder(paths, param_keys)
     try:
-        with fake, recorder, ExitStack() as stack:
+        with fake, recorder, ExitStack() as stack, warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # kernel-choice chatter (e.g. unfused rms_norm)
             if train:
                 stack.enter_context(torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t))
                 if compute != torch.float32:
