@@ -106,6 +106,13 @@ def test_activation_bytes_of_a_tiny_mlp():
     assert p.activation_bytes == 4 * (4 * 16 + 4 * 32)
 
 
+def test_peak_live_activations_of_a_tiny_mlp_inference():
+    # Live at the ReLU: the input (4x16 fp32), layer 0's output and the ReLU's output (4x32 fp32
+    # each); layer 0's output is freed before layer 2 writes its 4x8.
+    p = trace(mlp, lambda b: torch.randn(b, 16), mode="infer", batch=4)
+    assert p.peak_activation_bytes == 4 * (4 * 16 + 4 * 32 + 4 * 32)
+
+
 def test_transformer_block_forward_matches_closed_form():
     b, s, d = 2, 16, 32
     p = trace(Block, lambda n: torch.randn(n, s, d), mode="infer", batch=b, seq_len=s)

@@ -9,6 +9,7 @@ with chipfit.workload.formulas.
 from __future__ import annotations
 
 import warnings
+import weakref
 from collections import Counter
 from contextlib import ExitStack, nullcontext
 from math import prod
@@ -61,7 +62,8 @@ CONVENTIONS = (
     "Pointwise ops count 1 FLOP per output element (transcendentals too); reductions 1 per input element, "
     "softmax 5 and its backward 4; norms about 5 per element plus 1 per affine tensor (backward 2x).",
     "Copies, gathers, fills and factories are memory ops: 0 FLOPs, bytes counted.",
-    "activation_bytes: tensors saved for backward, each storage once, excluding parameters and their "
+    "activation_bytes: tensors saved for backward, each storage once; peak_activation_bytes: the largest "
+    "live set of inputs and op outputs during the forward (and loss); both exclude parameters and their "
     "low-precision autocast copies.",
 )
 
@@ -166,6 +168,26 @@ class _Recorder(TorchDispatchMode):
         self.phase = "forward"
         self.rows: list[dict] = []
         self.failed: torch._ops.OpOverload | None = None
+        self.live_bytes = 0  # forward phase: non-parameter storages alive now, and their peak
+        self.peak_bytes = 0
+        self._live: set[int] = set()
+
+    def track(self, tensors: list[torch.Tensor]) -> None:
+        """Count new non-parameter storages as live until they are freed."""
+        for t in tensors:
+            storage = t.untyped_storage()
+            key = storage._cdata
+            if key in self.param_keys or key in self._live:
+                continue
+            nbytes = storage.nbytes()
+            self._live.add(key)
+            self.live_bytes += nbytes
+            weakref.finalize(storage, self._free, key, nbytes).atexit = False
+        self.peak_bytes = max(self.peak_bytes, self.live_bytes)
+
+    def _free(self, key: int, nbytes: int) -> None:
+        self._live.discard(key)
+        self.live_bytes -= nbytes
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -185,9 +207,10 @@ class _Recorder(TorchDispatchMode):
             bytes_read += sum(map(_tensor_bytes, outputs))
         floating = [t for t in inputs if t.is_floating_point()]
         typed = floating or outputs or inputs
-        if self.phase == "forward" and func.overloadpacket is torch.ops.aten._to_copy:
-            if inputs and _storage_key(inputs[0]) in self.param_keys:
+        if self.phase == "forward":
+            if func.overloadpacket is torch.ops.aten._to_copy and inputs and _storage_key(inputs[0]) in self.param_keys:
                 self.param_keys.update(_storage_key(t) for t in outputs)
+            self.track(outputs)
         self.rows.append(
             {
                 "name": str(func),
@@ -337,6 +360,7 @@ def trace_module(
                     stack.enter_context(torch.autocast("cpu", dtype=compute))
             else:
                 stack.enter_context(torch.no_grad())
+            recorder.track(_unique_tensors(inputs))
             output = model(*inputs)
             if train:
                 value = loss(output, targets)
@@ -368,6 +392,7 @@ def trace_module(
         trainable_params=sum(p.numel() for p in params if p.requires_grad),
         param_bytes=sum(p.numel() * p.element_size() for p in params),
         activation_bytes=sum(saved.values()),
+        peak_activation_bytes=recorder.peak_bytes,
         notes=_notes(ops, mode, precision, optimizer),
     )
 
