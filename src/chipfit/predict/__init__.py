@@ -12,16 +12,15 @@ from . import energy as _energy
 from .cost import price_source, rental_cost_usd
 from .efficiency import Efficiency, default_efficiency
 from .estimate import Estimate
-from .memory import memory_per_device
-from .parallel import link_bandwidth, ring_allreduce_s
-from .plan import Plan
+from .memory import activation_element_bytes, memory_per_device
+from .parallel import (Network, PlanStep, bubble_fraction, link_bandwidth, needs_links, plan_step,
+                       ring_allreduce_s, shard_arrays, topology)
+from .plan import ModelShape, Plan
 from .roofline import OpArrays, StepTime, step_time
 
-__all__ = ["Conditions", "Efficiency", "Estimate", "OpArrays", "Plan", "predict", "predict_fitting"]
+__all__ = ["Conditions", "Efficiency", "Estimate", "ModelShape", "OpArrays", "Plan", "PlanStep",
+           "bubble_fraction", "link_bandwidth", "plan_step", "predict", "predict_fitting", "ring_allreduce_s"]
 
-# Gradient traffic per step relative to one all-reduce of the gradients (ZeRO paper, Sec. 7:
-# stages 1 and 2 move the same 2x volume as DDP; stage 3 adds an all-gather of weights, 3x).
-_ZERO_TRAFFIC = {0: 1.0, 1: 1.0, 2: 1.0, 3: 1.5}
 # Classes whose entries run no standard DNN step at all; the catalog says why for each.
 NO_DNN_CLASSES = ("neuromorphic", "quantum")
 
@@ -44,6 +43,11 @@ def _excluded(hw: Hardware, plan: Plan, reason: str) -> Estimate:
     return Estimate(hardware=hw.id, hw_class=hw.hw_class, name=hw.name, devices=plan.devices, excluded_reason=reason)
 
 
+def grad_bytes_per_param(precision: str) -> int:
+    """Bytes per gradient element that data parallelism reduces (fp32 or 16-bit)."""
+    return 4 if precision in ("fp32", "tf32") else 2
+
+
 def predict(
     profile: Profile,
     hw: Hardware,
@@ -54,20 +58,30 @@ def predict(
     efficiency: Efficiency | None = None,
     instance: Instance | None = None,
     conditions: Conditions = Conditions(),
+    shape: ModelShape | None = None,
+    network: Network | str | None = None,
 ) -> Estimate:
     """Step time, memory fit, job totals and their bounds for `workload` on `plan.devices` x `hw`.
 
-    `profile` is one device's share of a step (traced at batch / data-parallel degree).
+    `profile` is one device's share of a step before tensor/pipeline splitting: the whole model
+    traced at the per-device micro-batch (batch / data-parallel degree / micro-batches).
+    `shape` (layers, hidden, heads, sequence) is needed for tensor, pipeline and expert
+    parallelism and recomputation; `network` names the scale-out network (default: the
+    vendor's reference node for the hardware).
     """
-    if profile.batch * plan.data_parallel != workload.batch:
+    dp, m = plan.data_parallel, plan.micro_batches
+    if profile.batch * dp * m != workload.batch:
+        split = f"{dp} data-parallel devices" + (f" and {m} micro-batches" if m > 1 else "")
         raise ChipfitError(
             f"The profile holds batch {profile.batch} per device, but batch {workload.batch} over "
-            f"{plan.data_parallel} data-parallel devices needs {workload.batch / plan.data_parallel:g}; "
-            "profile at the per-device batch."
+            f"{split} needs {workload.batch / (dp * m):g}; profile at the per-device micro-batch."
         )
+    if shape is not None:
+        plan.check(shape)
     if hw.hw_class in NO_DNN_CLASSES or (workload.training and not hw.trainable):
         return _excluded(hw, plan, hw.excluded_reason or f"{hw.name} is not built to run a training step.")
-    arrays = arrays or OpArrays.from_profile(profile, workload.precision)
+    arrays = shard_arrays(arrays or OpArrays.from_profile(profile, workload.precision),
+                          plan.tensor_parallel, plan.sequence_parallel)
     eff = efficiency or default_efficiency(hw.hw_class)
     fast_eff, slow_eff = eff.bounds(hw.hw_class)
     central = step_time(arrays, hw, eff)
@@ -75,42 +89,42 @@ def predict(
         missing = "memory bandwidth" if hw.mem_bw_bytes_per_s is None else "throughput"
         return _excluded(hw, plan, f"The catalog has no sourced {missing} figure for {hw.name}, so its step time cannot be predicted.")
     fast, slow = step_time(arrays, hw, fast_eff), step_time(arrays, hw, slow_eff)
+    topo = topology(hw, network)
+    if needs_links(plan, workload.training) and topo is None:
+        return _excluded(hw, plan, f"The catalog has no sourced interconnect bandwidth for {hw.name}, so a {plan.devices}-device plan cannot be predicted; compare with --devices 1.")
 
+    def parts(st: StepTime, overlap: bool = True) -> PlanStep:
+        return plan_step(st.phase_s, plan, training=workload.training, micro_batch=profile.batch,
+                         grad_params=profile.trainable_params / (plan.tensor_parallel * plan.pipeline_parallel),
+                         grad_bytes=grad_bytes_per_param(workload.precision),
+                         act_bytes=activation_element_bytes(workload.precision), topo=topo, shape=shape,
+                         overlap=overlap)
+
+    mid = parts(central)
     assumptions = [
         f"efficiency: matmul {eff.matmul:.0%} of peak, memory {eff.memory:.0%} of bandwidth, "
         f"{eff.kernel_overhead_s * 1e6:.1f} us per kernel ({eff.source})",
         *central.notes,
     ]
-    comm_s, comm_high_s = 0.0, 0.0
-    if workload.training and plan.data_parallel > 1:
-        bw = link_bandwidth(hw)
-        if bw is None:
-            return _excluded(hw, plan, f"The catalog has no sourced interconnect bandwidth for {hw.name}, so a {plan.devices}-device plan cannot be predicted; compare with --devices 1.")
-        grad_bytes = profile.trainable_params * (4 if workload.precision in ("fp32", "tf32") else 2)
-        comm = ring_allreduce_s(grad_bytes * _ZERO_TRAFFIC[plan.zero_stage], plan.data_parallel, bw)
-        comm_s = max(0.0, comm - central.phase_s["backward"])
-        comm_high_s = comm
-        assumptions.append(
-            f"data parallel over {plan.data_parallel} devices with ZeRO stage {plan.zero_stage}: ring all-reduce "
-            f"of gradients at {bw / 1e9:.0f} GB/s per direction, overlapped with backward (high bound: not overlapped); "
-            "all devices on one interconnect domain"
-        )
+    if plan.devices > 1:
+        assumptions.append(_plan_assumption(plan, topo))
 
-    mem = memory_per_device(profile, workload, plan, hw.hw_class)
+    mem = memory_per_device(profile, workload, plan, hw.hw_class, shape)
     capacity = hw.memory_bytes.value if hw.memory_bytes else None
     fits = None if capacity is None else mem["total"] <= capacity
     if capacity is None:
         assumptions.append(f"memory fit unknown: the catalog gives no memory size for {hw.name} (host-dependent)")
 
-    step = central.total_s + comm_s
-    step_lo, step_hi = fast.total_s, slow.total_s + comm_high_s
+    step = mid.step_s
+    step_lo, step_hi = parts(fast).step_s, parts(slow, overlap=False).step_s
+    scale = mid.compute_s / central.total_s if central.total_s else 0.0
     steps = workload.steps()
     total = steps * step
     est = Estimate(
         hardware=hw.id, hw_class=hw.hw_class, name=hw.name, devices=plan.devices, fits=fits,
         memory_per_device_bytes=mem["total"], memory_breakdown=mem,
-        step_time_s=step, compute_s=central.compute_s, memory_s=central.memory_s,
-        overhead_s=central.overhead_s, communication_s=comm_s,
+        step_time_s=step, compute_s=central.compute_s * scale, memory_s=central.memory_s * scale,
+        overhead_s=central.overhead_s * scale, communication_s=mid.communication_s,
         total_time_s=total, device_hours=total * plan.devices / 3600,
         assumptions=assumptions,
     )
@@ -125,6 +139,19 @@ def predict(
     est.high = {"step_time_s": step_hi, "total_time_s": steps * step_hi}
     _add_energy_and_cost(est, hw, instance, conditions, plan.devices)
     return est
+
+
+def _plan_assumption(plan: Plan, topo) -> str:
+    """One sentence on how the plan's communication was priced."""
+    text = (f"{plan.describe()} on {plan.devices} devices ({topo.description}); collectives at "
+            f"{topo.intra_bw_bytes_per_s / 1e9:.0f} GB/s per direction inside a node")
+    if topo.inter_bw_bytes_per_s:
+        text += f", {topo.inter_bw_bytes_per_s / 1e9:.0f} GB/s across nodes"
+    text += ("; data-parallel gradient traffic overlapped with backward (high bound: not overlapped); "
+             "tensor, expert and pipeline traffic not overlapped")
+    if plan.pipeline_parallel > 1:
+        text += f"; 1F1B pipeline bubble {bubble_fraction(plan.pipeline_parallel, plan.micro_batches):.0%}"
+    return text
 
 
 def _add_energy_and_cost(est: Estimate, hw: Hardware, instance: Instance | None,

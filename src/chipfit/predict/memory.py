@@ -1,10 +1,20 @@
-"""Memory per device: weights, gradients, optimizer state, activations, workspace."""
+"""Memory per device: weights, gradients, optimizer state, activations, workspace.
+
+Under a plan: weights, gradients and optimizer state are split over tensor x pipeline ranks
+(MoE experts over expert-parallel x pipeline ranks) and ZeRO shards them over data-parallel
+ranks. Activations follow Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large
+Transformer Models"): a pipeline stage holds 1/p of the layers and, under 1F1B, min(p, m)
+micro-batches in flight on the first stage; tensor parallelism splits all activations with
+sequence parallelism and 24 of every 34 bytes without it; full recomputation keeps only each
+layer's input plus one layer's activations being recomputed.
+"""
 
 from __future__ import annotations
 
 from ..workload.profile import Profile
 from ..workload.workload import Workload
-from .plan import Plan
+from ..errors import ChipfitError
+from .plan import ModelShape, Plan
 
 GIB = 2**30
 
@@ -21,16 +31,48 @@ _INFER_WEIGHT_BYTES = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "in
 # The caching allocator holds more than the live tensors; PyTorch's reserved-minus-allocated
 # gap is typically near 10% of allocated memory in training (torch.cuda.memory_stats docs).
 ALLOCATOR_OVERHEAD_FRACTION = 0.10
+# Korthikanti et al. 2022, Table 2: per layer 34 s b h bytes of activations (plus the attention
+# scores); tensor parallelism without sequence parallelism splits 24 of the 34, the rest are replicated.
+_TP_SPLIT_SHARE = 24 / 34
+_ACT_BYTES = {"fp32": 4, "tf32": 4}  # bytes per activation element; 2 otherwise (bf16/fp16/fp8 training keeps 16-bit activations)
+
 # CUDA context plus cuBLAS/cuDNN workspaces on an accelerator, before any tensor.
 RUNTIME_RESERVE_BYTES = {"accelerator": 0.5 * GIB, "cpu": 0.0}
 
 
-def memory_per_device(profile: Profile, workload: Workload, plan: Plan, hw_class: str) -> dict[str, float]:
-    """Bytes each device holds at peak, by part; `profile` is traced at the per-device batch."""
-    dp = plan.data_parallel
-    shard = plan.tensor_parallel * plan.pipeline_parallel
-    params = profile.params / shard
-    trainable = profile.trainable_params / shard
+def activation_element_bytes(precision: str) -> int:
+    return _ACT_BYTES.get(precision, 2)
+
+
+def _activations(profile: Profile, workload: Workload, plan: Plan, shape: ModelShape | None) -> float:
+    """Activation bytes the busiest (first) pipeline stage holds at the peak of a step."""
+    t, p, m = plan.tensor_parallel, plan.pipeline_parallel, plan.micro_batches
+    per_mb = float(profile.activation_bytes) / p
+    if t > 1:
+        per_mb *= 1 / t if plan.sequence_parallel else (1 - _TP_SPLIT_SHARE) + _TP_SPLIT_SHARE / t
+    in_flight = min(p, m)
+    if not plan.activation_checkpointing:
+        return per_mb * in_flight
+    if shape is None:
+        raise ChipfitError("Activation recomputation needs the model's layers, hidden size and sequence length; "
+                           "give the model's shape or turn recomputation off.")
+    layers_here = shape.layers / p
+    layer_input = profile.batch * shape.seq_len * shape.hidden * activation_element_bytes(workload.precision)
+    if plan.sequence_parallel:
+        layer_input /= t
+    return layer_input * layers_here * in_flight + per_mb / layers_here
+
+
+def memory_per_device(profile: Profile, workload: Workload, plan: Plan, hw_class: str,
+                      shape: ModelShape | None = None) -> dict[str, float]:
+    """Bytes each device holds at peak, by part; `profile` is traced at the per-device micro-batch.
+
+    `shape` is needed for activation recomputation and for MoE expert sharding.
+    """
+    dp, t, p = plan.data_parallel, plan.tensor_parallel, plan.pipeline_parallel
+    experts = shape.expert_params if shape is not None else 0
+    params = (profile.params - experts) / (t * p) + experts / (plan.expert_parallel * p)
+    trainable = params * (profile.trainable_params / profile.params if profile.params else 0.0)
     if workload.training:
         kind = "full" if workload.precision in ("fp32", "tf32") else "mixed"
         w_b, g_b, opt = _TRAIN_BYTES[kind]
@@ -43,11 +85,12 @@ def memory_per_device(profile: Profile, workload: Workload, plan: Plan, hw_class
             grads /= dp
         if plan.zero_stage >= 3:
             weights /= dp
-        activations = profile.activation_bytes
+        activations = _activations(profile, workload, plan, shape)
     else:
         weights = params * _INFER_WEIGHT_BYTES[workload.precision]
         grads = optimizer = 0.0
         activations = profile.peak_activation_bytes or max((op.bytes for op in profile.ops), default=0)
+        activations /= t * p
     tensors = weights + grads + optimizer + activations
     reserve = RUNTIME_RESERVE_BYTES["cpu" if hw_class == "cpu" else "accelerator"]
     parts = {

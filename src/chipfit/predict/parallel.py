@@ -1,20 +1,105 @@
-"""Collective communication over a device's interconnect (alpha-beta cost model).
+"""Collective communication over a device's links (alpha-beta cost model).
 
-Ring all-reduce of S bytes over N devices (Patarasuk and Yuan 2009; the NCCL ring):
-    t = 2 (N - 1) / N * S / B  +  2 (N - 1) * alpha
-B is the bandwidth one device can send in one direction; vendors quote the sum of both
-directions, so B = quoted / 2.
+Each collective of S bytes over N devices costs `steps x alpha + volume / B`, where B is the
+bandwidth one device sends in one direction (vendors quote both directions summed, so
+B = quoted / 2, at the efficiency collectives reach) and S is the full buffer:
+
+    ring all-reduce        2 (N-1)/N S / B  +  2 (N-1) alpha      (Patarasuk and Yuan 2009; NCCL ring)
+    ring all-gather        (N-1)/N S / B    +  (N-1) alpha        (S = the gathered buffer)
+    ring reduce-scatter    (N-1)/N S / B    +  (N-1) alpha        (S = the buffer before scattering)
+    all-to-all (pairwise)  (N-1)/N S / B    +  (N-1) alpha        (S = one device's send buffer)
+    tree all-reduce        2 S / B          +  2 log2(N) alpha    (pipelined reduce + broadcast,
+                                                                   double binary tree: Sanders et al. 2009)
+
+Devices sit in nodes (8 GPUs on NVLink/NVSwitch; a TPU slice is one ICI domain). A group that
+spans nodes runs hierarchically: reduce-scatter inside each node, the collective across nodes on
+1/g of the data per device (every GPU has its own NIC: rail-optimised fabrics), all-gather inside
+the node. Overlap of communication with compute is decided by the caller and stated there.
 """
 
 from __future__ import annotations
 
+import math
+import re
+from dataclasses import dataclass, replace
+
+import numpy as np
+
 from ..catalog.schema import Hardware
+from ..errors import ChipfitError, closest
+from ..workload.profile import PHASES
+from .plan import ModelShape, Plan
+from .roofline import OpArrays
 
 # nccl-tests bus bandwidth reaches about 80% of the NVLink per-direction peak on 8-GPU
-# NVSwitch systems (e.g. ~360-380 of 450 GB/s on DGX H100).
+# NVSwitch systems (e.g. ~360-380 of 450 GB/s on DGX H100), and about the same share of
+# InfiniBand line rate across nodes (NDR: ~40-45 of 50 GB/s per GPU in nccl-tests).
 COLLECTIVE_EFFICIENCY = 0.80
 # Per-step latency of a ring collective: a few microseconds per hop on NVLink or InfiniBand.
 LINK_LATENCY_S = 5e-6
+# Per-step latency across the network: NCCL's tuning model charges about 14 us per ring step
+# over the network with the Simple protocol against 3.4 us over NVLink (NCCL src/graph/tuning.cc, hwLat).
+NETWORK_LATENCY_S = 14e-6
+
+COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all")
+ALGORITHMS = ("ring", "tree")
+
+
+@dataclass(frozen=True)
+class Network:
+    """The scale-out network one device reaches other nodes over, per device and per direction."""
+
+    name: str
+    bw_bytes_per_s: float  # line rate per device, one direction
+    source: str
+
+
+GBIT = 1e9 / 8  # bytes/s in one Gb/s
+
+# Named scale-out networks. Per-device rates: the node's NIC bandwidth divided by its devices.
+NETWORKS = {
+    "ib-ndr-400": Network(
+        "InfiniBand NDR, 400 Gb/s per GPU", 400 * GBIT,
+        "NVIDIA DGX H100 datasheet: 8x single-port ConnectX-7 400 Gb/s InfiniBand for 8 GPUs (also DGX H200, DGX B200)"),
+    "ib-hdr-200": Network(
+        "InfiniBand HDR, 200 Gb/s per GPU", 200 * GBIT,
+        "NVIDIA DGX A100 datasheet: 8x single-port ConnectX-6 200 Gb/s HDR InfiniBand for 8 GPUs"),
+    "ib-edr-dgx1": Network(
+        "InfiniBand EDR, 4x 100 Gb/s per 8 GPUs", 4 * 100 * GBIT / 8,
+        "NVIDIA DGX-1 datasheet: 4x 100 Gb/s EDR InfiniBand for 8 V100 GPUs"),
+    "efa-p5": Network(
+        "AWS EFA, 3200 Gb/s per 8 GPUs", 3200 * GBIT / 8,
+        "AWS EC2 P5 instance page: 3,200 Gbps of EFA networking for 8 H100 GPUs"),
+    "efa-p4d": Network(
+        "AWS EFA, 400 Gb/s per 8 GPUs", 400 * GBIT / 8,
+        "AWS EC2 P4d instance page: 400 Gbps of EFA networking for 8 A100 GPUs"),
+    "slingshot-frontier": Network(
+        "HPE Slingshot-11, 4x 200 Gb/s per 8 MI250X GCDs", 4 * 200 * GBIT / 8,
+        "OLCF Frontier user guide: each node has 4 HPE Slingshot 200 Gb/s NICs for 4 MI250X (8 GCDs)"),
+}
+
+# Devices that share one scale-up domain (NVLink/NVSwitch, xGMI) by class; a TPU slice is one
+# ICI domain (None: the whole slice). HGX/DGX and OAM baseboards carry 8 accelerators.
+NODE_SIZE = {"gpu": 8, "tpu": None, "asic": 8}
+# A catalog entry's network by the generation in its id: the fabric of the vendor's reference node.
+_DEFAULT_NETWORK = (
+    (r"h100|h200|b200|b100|gb200", "ib-ndr-400"),
+    (r"a100", "ib-hdr-200"),
+    (r"v100", "ib-edr-dgx1"),
+    (r"mi250", "slingshot-frontier"),
+)
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Links one device uses: inside its node (scale-up) and across nodes (scale-out)."""
+
+    node_size: int | None  # devices per scale-up domain; None: one domain for any count (TPU slice)
+    intra_bw_bytes_per_s: float  # effective, one direction
+    inter_bw_bytes_per_s: float | None  # effective, one direction; None without a known network
+    intra_latency_s: float = LINK_LATENCY_S
+    inter_latency_s: float = NETWORK_LATENCY_S
+    description: str = ""
 
 
 def link_bandwidth(hw: Hardware) -> float | None:
@@ -24,10 +109,225 @@ def link_bandwidth(hw: Hardware) -> float | None:
     return hw.interconnect_bw_bytes_per_s.value / 2 * COLLECTIVE_EFFICIENCY
 
 
+def default_network(hw: Hardware) -> Network | None:
+    """The scale-out network of the vendor's reference node for `hw`, or None when unknown."""
+    for pattern, key in _DEFAULT_NETWORK:
+        if re.search(pattern, hw.id):
+            return NETWORKS[key]
+    return None
+
+
+def topology(hw: Hardware, network: Network | str | None = None) -> Topology | None:
+    """The links a multi-device plan on `hw` uses, or None without a sourced interconnect figure."""
+    intra = link_bandwidth(hw)
+    if intra is None:
+        return None
+    if isinstance(network, str):
+        if network not in NETWORKS:
+            raise ChipfitError(f"Network {network!r} is not known.{closest(network, NETWORKS)} Known: {', '.join(NETWORKS)}.")
+        network = NETWORKS[network]
+    node = NODE_SIZE.get(hw.hw_class, 1)
+    net = network or default_network(hw)
+    inter = net.bw_bytes_per_s * COLLECTIVE_EFFICIENCY if net else None
+    where = "ICI across the slice" if node is None else f"{node} per node over {hw.interconnect or 'its links'}"
+    desc = f"{where}; across nodes {net.name} ({net.source})" if net and node else where
+    return Topology(node_size=node, intra_bw_bytes_per_s=intra, inter_bw_bytes_per_s=inter, description=desc)
+
+
+def collective_s(kind: str, size_bytes: float, devices: int, bandwidth_bytes_per_s: float,
+                 latency_s: float = LINK_LATENCY_S, algorithm: str = "ring") -> float:
+    """Time of one flat collective of `size_bytes` over `devices` devices on one kind of link."""
+    if kind not in COLLECTIVES:
+        raise ChipfitError(f"Collective {kind!r} is not known; use one of {', '.join(COLLECTIVES)}.")
+    if algorithm not in ALGORITHMS:
+        raise ChipfitError(f"Algorithm {algorithm!r} is not known; use ring or tree.")
+    if devices <= 1 or size_bytes <= 0:
+        return 0.0
+    n = devices
+    if kind == "all_reduce":
+        if algorithm == "tree":
+            return 2 * size_bytes / bandwidth_bytes_per_s + 2 * math.log2(n) * latency_s
+        return 2 * (n - 1) / n * size_bytes / bandwidth_bytes_per_s + 2 * (n - 1) * latency_s
+    return (n - 1) / n * size_bytes / bandwidth_bytes_per_s + (n - 1) * latency_s
+
+
 def ring_allreduce_s(size_bytes: float, devices: int, bandwidth_bytes_per_s: float,
                      latency_s: float = LINK_LATENCY_S) -> float:
     """Time of a ring all-reduce of `size_bytes` over `devices` devices."""
+    return collective_s("all_reduce", size_bytes, devices, bandwidth_bytes_per_s, latency_s)
+
+
+def _best_allreduce(size: float, n: int, bw: float, latency: float) -> float:
+    """NCCL picks the faster of ring and tree; so does this."""
+    return min(collective_s("all_reduce", size, n, bw, latency, a) for a in ALGORITHMS)
+
+
+def group_collective_s(kind: str, size_bytes: float, devices: int, topo: Topology, stride: int = 1) -> float:
+    """A collective over a group of `devices` whose members are `stride` ranks apart.
+
+    Ranks fill nodes in order, so a group holds min(devices, node_size // stride) members per
+    node; one member per node runs entirely on the network, a whole group inside a node on the
+    scale-up links, anything between runs hierarchically.
+    """
     if devices <= 1 or size_bytes <= 0:
         return 0.0
-    steps = 2 * (devices - 1)
-    return steps / devices * size_bytes / bandwidth_bytes_per_s + steps * latency_s
+    local = devices if topo.node_size is None else max(1, min(devices, topo.node_size // stride))
+    bw, lat = topo.intra_bw_bytes_per_s, topo.intra_latency_s
+    if local == devices:
+        if kind == "all_reduce":
+            return _best_allreduce(size_bytes, devices, bw, lat)
+        return collective_s(kind, size_bytes, devices, bw, lat)
+    if topo.inter_bw_bytes_per_s is None:
+        raise ChipfitError(
+            "The plan spans nodes but no scale-out network is known for this hardware; "
+            f"name one of {', '.join(NETWORKS)} or keep the group within {topo.node_size} devices."
+        )
+    nodes = devices // local
+    net_bw, net_lat = topo.inter_bw_bytes_per_s, topo.inter_latency_s
+    if kind == "all_to_all":
+        # Every device sends S/N to each peer; (N - local)/N of it crosses the network.
+        intra = (local - 1) / devices * size_bytes / bw + (local - 1) * lat
+        inter = (devices - local) / devices * size_bytes / net_bw + (nodes - 1) * net_lat
+        return max(intra, inter)
+    shard = size_bytes / local
+    if kind == "all_reduce":
+        return (collective_s("reduce_scatter", size_bytes, local, bw, lat)
+                + _best_allreduce(shard, nodes, net_bw, net_lat)
+                + collective_s("all_gather", size_bytes, local, bw, lat))
+    return collective_s(kind, size_bytes, local, bw, lat) + collective_s(kind, shard, nodes, net_bw, net_lat)
+
+
+def p2p_s(size_bytes: float, topo: Topology, across_nodes: bool) -> float:
+    """One point-to-point send (pipeline stage boundary) over the link it crosses."""
+    if size_bytes <= 0:
+        return 0.0
+    if across_nodes and topo.inter_bw_bytes_per_s is not None:
+        return size_bytes / topo.inter_bw_bytes_per_s + topo.inter_latency_s
+    return size_bytes / topo.intra_bw_bytes_per_s + topo.intra_latency_s
+
+
+# --- a step under a parallel plan ------------------------------------------------------------
+
+def shard_arrays(arrays: OpArrays, tensor_parallel: int, sequence_parallel: bool) -> OpArrays:
+    """One tensor-parallel rank's share of a micro-batch's operators.
+
+    Approximation: matrix operators (matmul, attention, conv) and the optimizer split evenly
+    over t ranks (Megatron's column/row split of every linear and of the heads); with sequence
+    parallelism the remaining (vector) operators split too, without it they are replicated.
+    Kernel count is unchanged: each rank launches every kernel on its slice.
+    """
+    t = tensor_parallel
+    if t == 1:
+        return arrays
+    split = arrays.matrix | (arrays.phase == PHASES.index("optimizer"))
+    if sequence_parallel:
+        split = np.ones_like(split)
+    factor = np.where(split, 1.0 / t, 1.0)
+    return replace(arrays, flops=arrays.flops * factor, bytes=arrays.bytes * factor)
+
+
+@dataclass(frozen=True)
+class PlanStep:
+    """One optimizer step of one device under a plan, split into its parts (seconds)."""
+
+    step_s: float
+    compute_s: float  # pipeline slots of forward/backward work (bubble included) plus the optimizer
+    bubble_s: float  # idle pipeline slots: (p - 1) of the m + p - 1
+    tensor_comm_s: float  # tensor-parallel collectives, on the critical path
+    expert_comm_s: float  # MoE all-to-all, on the critical path
+    pipeline_comm_s: float  # stage-boundary sends, on the critical path
+    data_comm_s: float  # data-parallel / ZeRO collectives, before overlap
+    data_comm_exposed_s: float  # what overlap with backward leaves on the critical path
+
+    @property
+    def communication_s(self) -> float:
+        return self.tensor_comm_s + self.expert_comm_s + self.pipeline_comm_s + self.data_comm_exposed_s
+
+
+def bubble_fraction(pipeline_parallel: int, micro_batches: int) -> float:
+    """Idle share of a 1F1B pipeline: (p - 1) / (m + p - 1) (Narayanan et al. 2021, Sec. 2.2)."""
+    p, m = pipeline_parallel, micro_batches
+    return (p - 1) / (m + p - 1)
+
+
+def needs_links(plan: Plan, training: bool) -> bool:
+    """Whether the plan moves data between devices (data-parallel inference does not)."""
+    split = plan.tensor_parallel > 1 or plan.pipeline_parallel > 1 or plan.expert_parallel > 1
+    return split or (training and plan.data_parallel > 1)
+
+
+def plan_step(phase_s: dict[str, float], plan: Plan, *, training: bool, micro_batch: int,
+              grad_params: float, grad_bytes: int, act_bytes: int, topo: Topology | None,
+              shape: ModelShape | None, overlap: bool = True) -> PlanStep:
+    """Step time of one device from the roofline phase times of one micro-batch.
+
+    `phase_s` is one micro-batch of the whole model on one tensor-parallel rank (see
+    shard_arrays). `grad_params`: parameters whose gradients this device's data-parallel group
+    reduces (the device's tensor/pipeline shard). Assumptions: a pipeline stage does 1/p of the
+    layers' work (embedding and head spread evenly); tensor-parallel, expert and pipeline traffic
+    is not overlapped with compute; data-parallel gradient traffic overlaps with the last
+    micro-batch's backward (ZeRO-3's weight gathers with each micro-batch's compute); with
+    overlap=False nothing overlaps (the high bound).
+    """
+    t, p, m, dp = plan.tensor_parallel, plan.pipeline_parallel, plan.micro_batches, plan.data_parallel
+    needs_shape = t > 1 or p > 1 or plan.expert_parallel > 1
+    if needs_shape and shape is None:
+        raise ChipfitError("A tensor, pipeline or expert-parallel plan needs the model's layers, hidden size and "
+                           "sequence length; give the model's shape or use data parallelism only.")
+    if needs_links(plan, training) and topo is None:
+        raise ChipfitError("A multi-device plan needs the hardware's interconnect bandwidth; "
+                           "this entry has none in the catalog, so use one device.")
+    fwd = phase_s.get("forward", 0.0) / p
+    bwd = phase_s.get("backward", 0.0) / p if training else 0.0
+    opt = phase_s.get("optimizer", 0.0) / p if training else 0.0
+    if training and plan.zero_stage >= 1:
+        opt /= dp
+    if training and plan.activation_checkpointing:
+        bwd += fwd
+    passes = (2 + 2 * training + 2 * (training and plan.activation_checkpointing))  # collectives per layer
+
+    tensor_mb = expert_mb = p2p_mb = 0.0
+    if shape is not None:
+        layers_here = shape.layers / p
+        tokens = micro_batch * shape.seq_len
+        layer_act = tokens * shape.hidden * act_bytes
+        if t > 1:
+            if plan.sequence_parallel:
+                per = (group_collective_s("all_gather", layer_act, t, topo)
+                       + group_collective_s("reduce_scatter", layer_act, t, topo))
+            else:
+                per = group_collective_s("all_reduce", layer_act, t, topo)
+            tensor_mb = layers_here * passes * per
+        e = plan.expert_parallel
+        if e > 1 and shape.experts:
+            moe_here = (shape.moe_layers if shape.moe_layers is not None else shape.layers) / p
+            sent = layer_act * shape.top_k / (t if plan.sequence_parallel else 1)
+            expert_mb = moe_here * passes * group_collective_s("all_to_all", sent, e, topo, stride=t)
+        if p > 1:
+            boundary = layer_act / (t if plan.sequence_parallel else 1)
+            across = topo.node_size is not None and t * dp >= topo.node_size
+            p2p_mb = (1 + training) * p2p_s(boundary, topo, across)
+    slot = fwd + bwd + tensor_mb + expert_mb + p2p_mb
+    slots = m + p - 1
+    bubble = (p - 1) * slot
+
+    data_total = data_exposed = 0.0
+    if training and dp > 1:
+        size = grad_params * grad_bytes
+        if plan.zero_stage == 3:
+            per_mb = (2 * group_collective_s("all_gather", size, dp, topo, stride=t)
+                      + group_collective_s("reduce_scatter", size, dp, topo, stride=t))
+            data_total = m * per_mb
+            data_exposed = m * max(0.0, per_mb - (fwd + bwd)) if overlap else data_total
+        else:
+            if plan.zero_stage == 0:
+                data_total = group_collective_s("all_reduce", size, dp, topo, stride=t)
+            else:
+                data_total = (group_collective_s("reduce_scatter", size, dp, topo, stride=t)
+                              + group_collective_s("all_gather", size, dp, topo, stride=t))
+            data_exposed = max(0.0, data_total - bwd) if overlap else data_total
+    compute = slots * (fwd + bwd) + opt
+    step = slots * slot + opt + data_exposed
+    return PlanStep(step_s=step, compute_s=compute, bubble_s=bubble, tensor_comm_s=slots * tensor_mb,
+                    expert_comm_s=slots * expert_mb, pipeline_comm_s=slots * p2p_mb,
+                    data_comm_s=data_total, data_comm_exposed_s=data_exposed)
