@@ -209,7 +209,7 @@ def _fix_inputs(graph, path: Path, init_names: set[str], given: dict, batch: int
                     f"ONNX file {path} input {value.name!r} has {len(dims)} dims {_show(dims)}; give {len(dims)} values, not {len(shape)}."
                 )
             for axis, (old, new) in enumerate(zip(dims or [], shape)):
-                if isinstance(old, int) and old != new and not (axis == 0 and batch is not None):
+                if isinstance(old, int) and old != new and axis > 0:  # axis 0, the batch, may change
                     raise ChipfitError(
                         f"ONNX file {path} input {value.name!r} has fixed size {old} on axis {axis}; give {old} there, not {new}."
                     )
@@ -240,6 +240,7 @@ def _show(dims) -> str:
 def _infer(onnx, model, path: Path, user_shapes: bool, notes: list[str]) -> dict[str, _Tensor]:
     """Run shape inference, resolving com.microsoft ops (which onnx has no schema for) as it goes."""
     graph = model.graph
+    resolved: set[str] = set()
     while True:
         try:
             inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
@@ -254,16 +255,16 @@ def _infer(onnx, model, path: Path, user_shapes: bool, notes: list[str]) -> dict
         added = False
         for node in graph.node:
             rule = _MS_SHAPES.get(node.op_type) if node.domain == MICROSOFT else None
-            done = node.output[0] in tensors and tensors[node.output[0]].shape is not None
-            if rule is None or done or node.input[0] not in tensors:
+            if rule is None or node.output[0] in resolved or node.input[0] not in tensors:
                 continue
             ins = [tensors[i].shape if i in tensors else None for i in node.input]
             shape = rule(ins, _attrs(onnx, node)) if ins[0] is not None else None
             if shape is not None:
                 elem = onnx.TensorProto.DataType.Value(tensors[node.input[0]].dtype)
                 graph.value_info.append(onnx.helper.make_tensor_value_info(node.output[0], elem, shape))
+                resolved.add(node.output[0])
                 added = True
-        if not added:  # each round resolves at least one node, so this ends
+        if not added:  # each round resolves at least one more node, so this ends
             return tensors
 
 
@@ -597,17 +598,20 @@ def _count_params(onnx, graph) -> tuple[int, int, int]:
 
     params are initializer elements, less integer tensors (shapes, indices) and the running mean
     and variance BatchNormalization reads, which PyTorch and Caffe do not count as parameters.
+    An Identity of an initializer counts again: exporters merge parameters that hold equal values
+    (an untrained model's BatchNorm weights) into one initializer and an Identity per copy.
     """
     stats_names = {n.input[k] for n in graph.node if n.op_type == "BatchNormalization" for k in (3, 4) if len(n.input) > k}
-    params = stats = nbytes = 0
-    for t in graph.initializer:
-        dtype = onnx.TensorProto.DataType.Name(t.data_type)
+    inits = {t.name: t for t in graph.initializer}
+    copies = [(n.output[0], inits[n.input[0]]) for n in graph.node if n.op_type == "Identity" and n.input[0] in inits]
+    params = stats = 0
+    for name, t in [*inits.items(), *copies]:
         count = math.prod(t.dims)
-        nbytes += _Tensor(tuple(t.dims), dtype).nbytes
-        if t.name in stats_names:
+        if name in stats_names:
             stats += count
-        elif dtype not in _INDEX_TYPES:
+        elif onnx.TensorProto.DataType.Name(t.data_type) not in _INDEX_TYPES:
             params += count
+    nbytes = sum(_Tensor(tuple(t.dims), onnx.TensorProto.DataType.Name(t.data_type)).nbytes for t in inits.values())
     return params, stats, nbytes
 
 
