@@ -6,7 +6,9 @@ device) replaces them for that device; everything else uses the published defaul
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+
+import numpy as np
 
 # Large matrix multiplies reach 70-80% of datasheet peak on data-centre GPUs: AMD's own
 # "max-achievable FLOPs" figures (ROCm blog, "Measuring Max-Achievable FLOPs, Part 2", 2025)
@@ -38,35 +40,72 @@ _WIDE = {"fpga", "edge", "asic"}
 
 
 @dataclass(frozen=True)
+class Curve:
+    """Efficiency that grows with problem size: e(F) = e_max * F / (F + half_flops).
+
+    Fitted by calibration for one operator family ("matmul" or "conv") at one precision;
+    half_flops is the work at which a kernel reaches half its best efficiency.
+    """
+
+    family: str
+    precision: str
+    e_max: float
+    half_flops: float
+
+    def at(self, flops: np.ndarray) -> np.ndarray:
+        return self.e_max * flops / (flops + self.half_flops)
+
+
+@dataclass(frozen=True)
 class Efficiency:
-    """Fractions of peak a device reaches, per operator family, plus a per-kernel overhead."""
+    """Fractions of peak a device reaches, per operator family, plus a per-kernel overhead.
+
+    `curves` (from calibration) replace the flat matmul factor for their family and precision.
+    """
 
     matmul: float = MATMUL_EFFICIENCY
     vector: float = VECTOR_EFFICIENCY
     memory: float = MEMORY_EFFICIENCY
     kernel_overhead_s: float = KERNEL_OVERHEAD_S["accelerator"]
     source: str = "published defaults (chipfit.predict.efficiency)"
+    curves: tuple[Curve, ...] = field(default=())
+
+    def matrix(self, precision: str, kinds: np.ndarray, flops: np.ndarray) -> np.ndarray:
+        """Per-op efficiency of matrix ops (kinds: matmul, conv, attention) at `precision`."""
+        eff = np.full(len(flops), self.matmul)
+        by_family = {c.family: c for c in self.curves if c.precision == precision}
+        for family, members in (("matmul", ("matmul", "attention")), ("conv", ("conv",))):
+            curve = by_family.get(family) or by_family.get("matmul")
+            if curve is not None:
+                sel = np.isin(kinds, members)
+                eff[sel] = curve.at(flops[sel])
+        return eff
+
+    def scaled(self, factor: float, memory_factor: float, overhead_factor: float) -> "Efficiency":
+        """Every factor times `factor` (capped at 1), memory and overhead by their own."""
+        return replace(
+            self,
+            matmul=min(1.0, self.matmul * factor),
+            vector=min(1.0, self.vector * factor),
+            memory=min(1.0, self.memory * memory_factor),
+            kernel_overhead_s=self.kernel_overhead_s * overhead_factor,
+            curves=tuple(replace(c, e_max=min(1.0, c.e_max * factor)) for c in self.curves),
+        )
 
     def bounds(self, hw_class: str) -> tuple["Efficiency", "Efficiency"]:
-        """(optimistic, pessimistic) efficiencies for the low and high time bounds."""
+        """(optimistic, pessimistic) efficiencies for the low and high time bounds.
+
+        Published defaults span the published ranges above; a calibrated device keeps its
+        measured factors and is bounded by a tenth either way.
+        """
+        if self.curves:
+            return self.scaled(1.1, 1.1, 0.9), self.scaled(0.9, 0.9, 1.1)
         lo_m, hi_m = MATMUL_EFFICIENCY_RANGE
         lo_b, hi_b = MEMORY_EFFICIENCY_RANGE
         widen = 0.8 if hw_class in _WIDE else 1.0
-        scale_hi, scale_lo = hi_m / MATMUL_EFFICIENCY, lo_m / MATMUL_EFFICIENCY * widen
-        fast = replace(
-            self,
-            matmul=min(1.0, self.matmul * scale_hi),
-            vector=min(1.0, self.vector * scale_hi),
-            memory=min(1.0, self.memory * hi_b / MEMORY_EFFICIENCY),
-            kernel_overhead_s=self.kernel_overhead_s * KERNEL_OVERHEAD_RANGE[0],
-        )
-        slow = replace(
-            self,
-            matmul=self.matmul * scale_lo,
-            vector=self.vector * scale_lo,
-            memory=self.memory * lo_b / MEMORY_EFFICIENCY * widen,
-            kernel_overhead_s=self.kernel_overhead_s * KERNEL_OVERHEAD_RANGE[1],
-        )
+        fast = self.scaled(hi_m / MATMUL_EFFICIENCY, hi_b / MEMORY_EFFICIENCY, KERNEL_OVERHEAD_RANGE[0])
+        slow = self.scaled(lo_m / MATMUL_EFFICIENCY * widen, lo_b / MEMORY_EFFICIENCY * widen,
+                           KERNEL_OVERHEAD_RANGE[1])
         return fast, slow
 
 

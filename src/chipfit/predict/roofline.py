@@ -36,6 +36,7 @@ class OpArrays:
 
     flops: np.ndarray
     bytes: np.ndarray
+    kind: np.ndarray  # object array of Op.kind
     matrix: np.ndarray  # bool: runs on matrix units
     precision: np.ndarray  # object array of precision names
     phase: np.ndarray  # int index into PHASES
@@ -45,7 +46,8 @@ class OpArrays:
     def from_profile(cls, profile: Profile, matmul_precision: str | None = None) -> "OpArrays":
         """matmul_precision: run matrix ops at this precision (tf32, fp8, int8) instead of their dtype."""
         ops = profile.ops
-        matrix = np.array([op.kind in MATRIX_KINDS for op in ops], dtype=bool)
+        kind = np.array([op.kind for op in ops], dtype=object)
+        matrix = np.isin(kind, MATRIX_KINDS)
         precision = np.array([_DTYPE_PRECISION.get(op.dtype, op.dtype) for op in ops], dtype=object)
         if matmul_precision:
             base = {"tf32": "fp32", "fp8": "bf16", "int8": "bf16"}.get(matmul_precision)
@@ -54,6 +56,7 @@ class OpArrays:
         return cls(
             flops=np.array([op.flops for op in ops], dtype=float),
             bytes=np.array([op.bytes for op in ops], dtype=float),
+            kind=kind,
             matrix=matrix,
             precision=precision,
             phase=np.array([PHASES.index(op.phase) for op in ops], dtype=int),
@@ -102,7 +105,10 @@ def step_time(arrays: OpArrays, hw: Hardware, eff: Efficiency) -> StepTime | Non
                 return None
             if is_matrix and used != want:
                 notes.append(f"no {want} figure for {hw.id}: {want} matrix ops priced at its {used} rate")
-            rate[group] = peak * (eff.matmul if is_matrix else eff.vector)
+            if is_matrix:
+                rate[group] = peak * eff.matrix(used, arrays.kind[group], arrays.flops[group])
+            else:
+                rate[group] = peak * eff.vector
     t_compute = np.divide(arrays.flops, rate, out=np.zeros(arrays.n_ops), where=rate > 0)
     t_memory = arrays.bytes / (bw * eff.memory)
     compute_bound = t_compute >= t_memory
