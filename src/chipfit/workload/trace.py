@@ -11,7 +11,7 @@ from __future__ import annotations
 import warnings
 import weakref
 from collections import Counter
-from contextlib import ExitStack, nullcontext
+from contextlib import ExitStack
 from math import prod
 from typing import Any, Callable
 
