@@ -8,8 +8,7 @@ import pytest
 
 onnx = pytest.importorskip("onnx")
 torch = pytest.importorskip("torch")
-import onnx.numpy_helper  # noqa: E402
-from onnx import TensorProto, helper  # noqa: E402
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 from torch import nn  # noqa: E402
 
 from chipfit.errors import ChipfitError  # noqa: E402
@@ -265,8 +264,8 @@ def test_external_data_in_the_folder_is_used(tmp_path):
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
         [
-            onnx.numpy_helper.from_array(np.array([6, 4], dtype=np.int64), "shape"),
-            onnx.numpy_helper.from_array(np.full((4, 5), 0.5, dtype=np.float32), "w"),
+            numpy_helper.from_array(np.array([6, 4], dtype=np.int64), "shape"),
+            numpy_helper.from_array(np.full((4, 5), 0.5, dtype=np.float32), "w"),
         ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -289,3 +288,24 @@ def test_size_limit_training_and_missing_package(resnet_file, monkeypatch):
     with pytest.raises(ChipfitError) as err:
         profile_onnx(path, batch=1)
     assert str(err.value) == "Profiling ONNX files needs the onnx package: pip install 'chipfit[onnx]'."
+
+
+def test_einsum_and_resize_formulas(tmp_path):
+    graph = helper.make_graph(
+        [
+            helper.make_node("Einsum", ["a", "b"], ["e"], equation="bij,bjk->bik"),
+            helper.make_node("Resize", ["img", "", "scales"], ["up"], mode="linear"),
+        ],
+        "g",
+        [
+            helper.make_tensor_value_info("a", TensorProto.FLOAT, [2, 3, 4]),
+            helper.make_tensor_value_info("b", TensorProto.FLOAT, [2, 4, 5]),
+            helper.make_tensor_value_info("img", TensorProto.FLOAT, [1, 1, 2, 2]),
+        ],
+        [helper.make_tensor_value_info("e", TensorProto.FLOAT, None), helper.make_tensor_value_info("up", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.array([1, 1, 2, 2], dtype=np.float32), "scales")],
+    )
+    einsum, resize = profile_onnx(save(graph, tmp_path / "f.onnx")).ops
+    assert (einsum.kind, einsum.flops) == ("matmul", 2 * 2 * 3 * 4 * 5)
+    # Bilinear: 3 blends of 3 FLOPs for each of the 4 x 4 outputs.
+    assert (resize.kind, resize.flops, resize.bytes_written) == ("elementwise", 9 * 16, 4 * 16)

@@ -344,7 +344,7 @@ _MS_SHAPES: dict[str, Callable] = {
 
 # --- FLOPs per node -----------------------------------------------------------------------------
 class _NoShape(Exception):
-    """A shape the formula needs is unknown."""
+    """A shape the formula needs is unknown, or the node uses a variant it has no count for."""
 
 
 @dataclass(frozen=True)
@@ -479,7 +479,9 @@ def _resize(n: _Node):
     mode = mode.decode() if isinstance(mode, bytes) else mode
     x, y = n.i(0), n.o()
     resized = sum(a != b for a, b in zip(x, y))
-    per = {"nearest": 0, "linear": 3 * (2**resized - 1), "cubic": 2 * 4**resized}[mode]
+    per = {"nearest": 0, "linear": 3 * (2**resized - 1), "cubic": 2 * 4**resized}.get(mode)
+    if per is None:
+        raise _NoShape
     return ("memory" if per == 0 else "elementwise"), float(per * math.prod(y))
 
 
