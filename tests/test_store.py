@@ -137,7 +137,7 @@ def _writer(path: str, tag: int, n: int) -> None:
 
 def test_two_processes_writing_at_once_lose_nothing(tmp_path):
     path = str(tmp_path / "shared.sqlite")
-    n = 25
+    n = 100
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_writer, args=(path, tag, n)) for tag in (0, 1)]
     for p in procs:

@@ -3,8 +3,9 @@
 from .devices import LocalDevice, local_cpu_hardware, local_devices, match_catalog
 from .microbench import plan, run_microbenchmarks
 from .power import EnergyReading, energy_meter
+from .steps import measure_step
 
 __all__ = [
     "EnergyReading", "LocalDevice", "energy_meter", "local_cpu_hardware", "local_devices", "match_catalog",
-    "plan", "run_microbenchmarks",
+    "measure_step", "plan", "run_microbenchmarks",
 ]
