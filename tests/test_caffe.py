@@ -11,10 +11,11 @@ from chipfit.workload.protobuf_text import parse
 FIXTURES = Path(__file__).parent / "fixtures" / "caffe"
 
 
-def matrix_macs(profile) -> float:
-    """Multiply-adds of convolutions and fully connected layers (the published convention)."""
+def matrix_macs(profile, bias_adds: int) -> float:
+    """Multiply-adds of convolutions and fully connected layers (the published convention): their
+    FLOPs less the bias adds (1 per output element of a layer with bias), halved."""
     kinds = profile.by_kind()
-    return (kinds["conv"]["flops"] + kinds["matmul"]["flops"]) / 2
+    return (kinds["conv"]["flops"] + kinds["matmul"]["flops"] - bias_adds) / 2
 
 
 def write(tmp_path, body: str, name: str = "net.prototxt") -> Path:
@@ -50,9 +51,10 @@ def test_alexnet_params_and_macs():
         + 4096 * 4096
         + 4096 * 1000
     )
+    bias_adds = 55 * 55 * 96 + 27 * 27 * 256 + 13 * 13 * (384 + 384 + 256) + 4096 + 4096 + 1000
     p = profile_prototxt(FIXTURES / "alexnet.prototxt", batch=1)
     assert p.params == params
-    assert matrix_macs(p) == macs == 724_406_816
+    assert matrix_macs(p, bias_adds) == macs == 724_406_816
     # Sze et al., "Efficient Processing of Deep Neural Networks", Proc. IEEE 2017, Table: AlexNet 724M MACs, 61M weights.
     assert round(macs / 1e6) == 724
 
@@ -65,10 +67,11 @@ def test_vgg16_params_and_flops():
              (56, 256, 256), (28, 256, 512), (28, 512, 512), (28, 512, 512), (14, 512, 512), (14, 512, 512),
              (14, 512, 512)]  # (output side, in channels, out channels), 3x3 kernels
     macs = sum(side * side * cin * cout * 9 for side, cin, cout in convs) + 25088 * 4096 + 4096 * 4096 + 4096 * 1000
-    assert matrix_macs(p) == macs == 15_470_264_320
+    bias_adds = sum(side * side * cout for side, _, cout in convs) + 4096 + 4096 + 1000
+    assert matrix_macs(p, bias_adds) == macs == 15_470_264_320
     assert round(macs / 1e9, 2) == 15.47
-    # Everything else (ReLU, pooling, softmax) adds under 0.1%: ~30.9 GFLOP forward.
-    assert 2 * macs <= p.flops("forward") < 2 * macs * 1.001
+    # Everything else (bias adds, ReLU, pooling, softmax) adds 0.12%: ~30.9 GFLOP forward.
+    assert 2 * macs * 1.001 < p.flops("forward") < 2 * macs * 1.002
 
 
 def test_resnet50_params_macs_and_batchnorm_stats():
@@ -77,8 +80,10 @@ def test_resnet50_params_macs_and_batchnorm_stats():
     p = profile_prototxt(FIXTURES / "resnet50.prototxt")
     assert p.batch == 1
     assert p.params == p.trainable_params == 25_557_032
-    assert matrix_macs(p) == 4_089_184_256
-    assert abs(p.flops("forward") - 8.18e9) / 8.18e9 < 0.01  # ~8.2 GFLOP forward
+    assert matrix_macs(p, bias_adds=1000) == 4_089_184_256  # only fc1000 has a bias
+    # ~8.2 GFLOP forward: 8.18 from conv/fc, 1.1% more from BatchNorm, Scale, ReLU, adds and pooling.
+    assert abs(p.flops("forward") - 8.2e9) / 8.2e9 < 0.01
+    assert 1.01 < p.flops("forward") / (2 * 4_089_184_256) < 1.012
     # 53 BatchNorm layers over 26,560 channels: mean + variance per channel and one factor per layer.
     net = parse_net(FIXTURES / "resnet50.prototxt")
     assert net.stats == 2 * 26_560 + 53
@@ -89,11 +94,11 @@ def test_resnet50_original_caffe_layout():
     # He et al. 2016, Table 1: ResNet-50 "3.8 x 10^9" FLOPs (multiply-adds), stride in the first 1x1 conv.
     p = profile_prototxt(FIXTURES / "resnet50_v1.prototxt")
     assert p.params == 25_557_032
-    assert abs(matrix_macs(p) - 3.8e9) / 3.8e9 < 0.02
+    assert abs(matrix_macs(p, 1000) - 3.8e9) / 3.8e9 < 0.02
     # With the stride in the 3x3 conv instead, each stage's first 1x1 conv (cin -> w) runs at twice the
     # side: cin x w x ((2 side)^2 - side^2) more multiply-adds per stage.
     extra = sum(cin * w * 3 * side**2 for cin, w, side in [(256, 128, 28), (512, 256, 14), (1024, 512, 7)])
-    assert 4_089_184_256 - matrix_macs(p) == extra == 231_211_008
+    assert 4_089_184_256 - matrix_macs(p, 1000) == extra == 231_211_008
 
 
 def test_googlenet_params_and_ceil_pooling():
@@ -138,7 +143,7 @@ layer { name: "pool" type: "Pooling" bottom: "conv" top: "pool"
     p = profile_prototxt(path)
     conv, relu, pool = p.ops
     assert (conv.name, conv.kind, conv.module) == ("caffe.Convolution", "conv", "conv")
-    assert conv.flops == 2 * 2 * 16 * 1  # 2 channels x 16 positions x 1 MAC
+    assert conv.flops == 2 * 2 * 16 * 1 + 32  # 2 channels x 16 positions x 1 MAC, + 32 bias adds
     assert conv.bytes_read == 4 * (16 + 2 + 2) and conv.bytes_written == 4 * 32
     assert relu.flops == 32 and relu.bytes == 4 * 64
     assert pool.flops == 8 * 4 and pool.kind == "reduction"
@@ -167,7 +172,7 @@ layer { name: "f" type: "Flatten" bottom: "r" top: "f" }
     params = {layer.name: layer.params for layer in net.layers}
     assert params == {"up": 4 * 2 * 16 + 2, "sc": 2, "pr": 2, "sum": 0, "r": 0, "f": 0}
     flops = {layer.name: layer.flops for layer in net.layers}
-    assert flops["up"] == 2 * (4 * 25) * (2 * 16)  # every input value meets 2 x 4 x 4 weights
+    assert flops["up"] == 2 * (4 * 25) * (2 * 16) + 200  # every input value meets 2 x 4 x 4 weights; bias adds
     assert flops["sum"] == 200
     p = profile_prototxt(path)
     assert [op.module for op in p.ops] == ["up", "sc", "pr", "sum"]  # Reshape and Flatten move no data

@@ -1,7 +1,8 @@
 """Caffe deploy prototxt -> Profile: layers parsed, shapes propagated from the input dims.
 
-Caffe blobs are fp32 NCHW. FLOPs count a multiply-add as 2; bias additions of Convolution
-and InnerProduct are not counted (as in torch.utils.flop_counter). Layers that only relabel
+Caffe blobs are fp32 NCHW. FLOPs follow chipfit.workload.formulas (the tracer's conventions): a
+multiply-add is 2, a bias add 1 per output element, norms 5 per element plus 1 per affine
+tensor, softmax 5 per element, pooling 1 per window element. Layers that only relabel
 memory in Caffe (Flatten, Reshape, Split, Dropout at inference) run no kernel and give no Op.
 Only inference is profiled: Caffe files carry no optimizer, and training needs a PyTorch source.
 """
@@ -21,6 +22,7 @@ from .protobuf_text import Message, parse
 DTYPE = "fp32"
 BYTES_PER_VALUE = 4  # Caffe's Blob<float>
 MAX_PROTOTXT_BYTES = 64 * 2**20  # a deploy prototxt is kilobytes; refuse to parse huge files
+NORM_FLOPS_PER_ELEMENT = 5.0  # as chipfit.workload.formulas: mean, variance, normalise
 
 Shape = tuple[int, ...]
 
@@ -105,7 +107,7 @@ def profile_prototxt(path: str | Path, batch: int | None = None, mode: str = "in
     outputs = [t for t in dict.fromkeys(produced) if t not in consumed or _in_place_last(net, t)]
     steps = [(layer.bottoms, layer.tops) for layer in net.layers]
     notes = [
-        "Parsed from a Caffe prototxt: inference only, fp32; bias additions are not counted as FLOPs.",
+        "Parsed from a Caffe prototxt: inference only, fp32; FLOPs follow the tracer's conventions (a multiply-add is 2).",
         "params counts learned weights and biases, as published parameter counts do;"
         f" the {net.stats} BatchNorm statistics Caffe stores beside them are in param_bytes only.",
     ]
@@ -291,7 +293,8 @@ def _convolution(layer: Message, shapes: list[Shape], where: str, transposed: bo
     # Each output (conv) or input (deconv) position does (channels/group) x kernel multiply-adds per channel.
     positions = math.prod(spatial_in) * c_in if transposed else math.prod(spatial) * c_out
     per_position = (c_out // group if transposed else c_in // group) * math.prod(k)
-    return _Out((out,), "conv", 2.0 * outer * positions * per_position, weights + bias)
+    bias_adds = math.prod(out) if bias else 0
+    return _Out((out,), "conv", 2.0 * outer * positions * per_position + bias_adds, weights + bias)
 
 
 def _deconvolution(layer: Message, shapes: list[Shape], where: str) -> _Out:
@@ -332,8 +335,9 @@ def _inner_product(layer: Message, shapes: list[Shape], where: str) -> _Out:
     if n_out < 1:
         raise ChipfitError(f"{where} gives no num_output; set it in inner_product_param.")
     rows, k = math.prod(x[:axis]), math.prod(x[axis:])
-    params = k * n_out + (n_out if p.get("bias_term", True) else 0)
-    return _Out(((*x[:axis], n_out),), "matmul", 2.0 * rows * k * n_out, params)
+    bias = bool(p.get("bias_term", True))
+    params = k * n_out + (n_out if bias else 0)
+    return _Out(((*x[:axis], n_out),), "matmul", 2.0 * rows * k * n_out + (rows * n_out if bias else 0), params)
 
 
 def _elementwise(layer: Message, shapes: list[Shape], where: str) -> _Out:
@@ -359,8 +363,8 @@ def _lrn(layer: Message, shapes: list[Shape], where: str) -> _Out:
 def _batch_norm(layer: Message, shapes: list[Shape], where: str) -> _Out:
     x = _only_bottom(shapes, where)
     channels = x[1] if len(x) > 1 else 1
-    # Blobs: mean (C), variance (C), moving-average factor (1). Subtract mean, divide by std.
-    return _Out((x,), "norm", 2.0 * math.prod(x), stats=2 * channels + 1)
+    # Blobs: mean (C), variance (C), moving-average factor (1); no affine part (that is a Scale layer).
+    return _Out((x,), "norm", NORM_FLOPS_PER_ELEMENT * math.prod(x), stats=2 * channels + 1)
 
 
 def _scale(layer: Message, shapes: list[Shape], where: str) -> _Out:

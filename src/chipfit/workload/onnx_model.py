@@ -1,10 +1,11 @@
 """ONNX file -> Profile: shapes from onnx's shape inference, FLOPs per node from one table.
 
-FLOPs count a multiply-add as 2; bias additions fused into Conv and Gemm are not counted (as in
-torch.utils.flop_counter). Elementwise ops count one FLOP per output element per operation,
-transcendental functions included; normalisations, softmax and pooling count the adds,
-multiplies and compares their definition does (see the table). Operators with no formula are
-listed in Profile.uncounted, never silently zero. Only inference is profiled.
+FLOPs follow chipfit.workload.formulas (the tracer's conventions), so every source agrees: a
+multiply-add is 2 and a fused bias add 1 per output element; elementwise ops one FLOP per output
+element per operation, transcendental functions included; norms 5 per element plus 1 per affine
+tensor; softmax 5 per element; reductions 1 per input element; pooling 1 per window element.
+Operators with no formula are listed in Profile.uncounted, never silently zero. Only inference
+is profiled.
 
 Safety: the file is parsed with protobuf only (no pickle), up to a size limit; external data is
 read only from the model's own folder, and only the small integer tensors that shape inference
@@ -26,6 +27,7 @@ from .profile import Op, Profile
 MAX_ONNX_BYTES = 2**31 - 1
 MAX_EXTERNAL_SHAPE_BYTES = 2**20  # external integer tensors read for shape inference (Reshape targets)
 MICROSOFT = "com.microsoft"
+NORM_FLOPS_PER_ELEMENT = 5  # as chipfit.workload.formulas: mean, variance, normalise
 
 _BITS = {
     "FLOAT": 32, "UINT8": 8, "INT8": 8, "UINT16": 16, "INT16": 16, "INT32": 32, "INT64": 64, "BOOL": 8,
@@ -62,7 +64,7 @@ def profile_onnx(
     model = _load(onnx, path, max_bytes)
     graph = model.graph
     init_names = {t.name for t in graph.initializer}
-    notes = ["Parsed from an ONNX file: inference only; bias additions are not counted as FLOPs."]
+    notes = ["Parsed from an ONNX file: inference only; FLOPs follow the tracer's conventions (a multiply-add is 2)."]
     notes += _fix_inputs(graph, path, init_names, input_shapes or {}, batch)
     tensors = _infer(onnx, model, path, bool(input_shapes) or batch is not None, notes)
 
@@ -368,19 +370,26 @@ class _Node:
         return k < len(self.ins) and self.ins[k] is not None
 
 
-def _conv(weight: int) -> Callable[[_Node], tuple[str, float]]:
-    """Conv: every output value is (C/group) x kernel multiply-adds: 2 x |Y| x |W[1:]|."""
-    return lambda n: ("conv", 2.0 * math.prod(n.o()) * math.prod(n.i(weight)[1:]))
+def _bias_adds(n: _Node, bias: int) -> int:
+    return math.prod(n.o()) if n.has(bias) else 0
+
+
+def _conv(weight: int, bias: int | None) -> Callable[[_Node], tuple[str, float]]:
+    """Conv: every output value is (C/group) x kernel multiply-adds: 2 x |Y| x |W[1:]|, + bias."""
+    return lambda n: (
+        "conv",
+        2.0 * math.prod(n.o()) * math.prod(n.i(weight)[1:]) + (_bias_adds(n, bias) if bias is not None else 0),
+    )
 
 
 def _conv_transpose(n: _Node):
-    """ConvTranspose: every input value meets (M/group) x kernel weights: 2 x |X| x |W[1:]|."""
-    return "conv", 2.0 * math.prod(n.i(0)) * math.prod(n.i(1)[1:])
+    """ConvTranspose: every input value meets (M/group) x kernel weights: 2 x |X| x |W[1:]|, + bias."""
+    return "conv", 2.0 * math.prod(n.i(0)) * math.prod(n.i(1)[1:]) + _bias_adds(n, 2)
 
 
 def _gemm(n: _Node):
     a = n.i(0)
-    return "matmul", 2.0 * math.prod(n.o()) * (a[0] if n.attrs.get("transA") else a[1])
+    return "matmul", 2.0 * math.prod(n.o()) * (a[0] if n.attrs.get("transA") else a[1]) + _bias_adds(n, 2)
 
 
 def _matmul(n: _Node):
@@ -446,16 +455,15 @@ def _per_element(kind: str, flops: float, of: str = "out") -> Callable[[_Node], 
     return lambda n: (kind, flops * math.prod(n.o() if of == "out" else n.i(0)))
 
 
-def _layer_norm(n: _Node):
-    """Mean, subtract, square and add, multiply by 1/std: 5 per element, plus 1 per scale or bias."""
-    return "norm", (5.0 + n.has(1) + n.has(2)) * math.prod(n.i(0))
+def _norm(*affine: int) -> Callable[[_Node], tuple[str, float]]:
+    """Mean, variance, normalise: NORM_FLOPS_PER_ELEMENT, plus 1 per affine input present."""
+    return lambda n: ("norm", (NORM_FLOPS_PER_ELEMENT + sum(n.has(k) for k in affine)) * math.prod(n.i(0)))
 
 
 def _skip_layer_norm(n: _Node):
-    """Skip (and bias) addition, then a layer norm with scale and optional bias (inputs 2, 3, 4)."""
-    per = 1 + n.has(4) + 5 + n.has(2) + n.has(3)
-    if n.op_type == "SkipSimplifiedLayerNormalization":
-        per = 1 + n.has(3) + 4  # no mean, no beta
+    """The skip add (and bias add), then a norm with its scale (and beta)."""
+    bias, beta = (4, 3) if n.op_type == "SkipLayerNormalization" else (3, None)
+    per = 1 + n.has(bias) + NORM_FLOPS_PER_ELEMENT + n.has(2) + (n.has(beta) if beta else 0)
     return "norm", float(per * math.prod(n.i(0)))
 
 
@@ -504,9 +512,9 @@ _REDUCE = "ArgMax ArgMin ReduceL1 ReduceLogSum ReduceMax ReduceMean ReduceMin Re
 
 # (domain, op_type) -> formula giving (kind, FLOPs). Domain "" is ai.onnx.
 FORMULAS: dict[tuple[str, str], Callable[[_Node], tuple[str, float]]] = {
-    ("", "Conv"): _conv(1),
-    ("", "ConvInteger"): _conv(1),
-    ("", "QLinearConv"): _conv(3),
+    ("", "Conv"): _conv(1, bias=2),
+    ("", "ConvInteger"): _conv(1, bias=None),
+    ("", "QLinearConv"): _conv(3, bias=8),
     ("", "ConvTranspose"): _conv_transpose,
     ("", "Gemm"): _gemm,
     ("", "MatMul"): _matmul,
@@ -517,13 +525,13 @@ FORMULAS: dict[tuple[str, str], Callable[[_Node], tuple[str, float]]] = {
     ("", "Attention"): _onnx_attention,
     (MICROSOFT, "Attention"): _ms_attention,
     (MICROSOFT, "MultiHeadAttention"): _ms_multi_head_attention,
-    ("", "LayerNormalization"): _layer_norm,
-    ("", "BatchNormalization"): _per_element("norm", 2.0, of="in"),  # x * scale' + shift' with folded stats
-    ("", "InstanceNormalization"): _per_element("norm", 7.0, of="in"),  # layer norm with scale and bias
-    ("", "GroupNormalization"): _per_element("norm", 7.0, of="in"),
-    ("", "RMSNormalization"): _per_element("norm", 4.0, of="in"),  # square and add, multiply by 1/rms, scale
-    ("", "SimplifiedLayerNormalization"): _per_element("norm", 4.0, of="in"),
-    (MICROSOFT, "SimplifiedLayerNormalization"): _per_element("norm", 4.0, of="in"),
+    ("", "LayerNormalization"): _norm(1, 2),
+    ("", "BatchNormalization"): _norm(1, 2),
+    ("", "InstanceNormalization"): _norm(1, 2),
+    ("", "GroupNormalization"): _norm(1, 2),
+    ("", "RMSNormalization"): _norm(1),
+    ("", "SimplifiedLayerNormalization"): _norm(1),
+    (MICROSOFT, "SimplifiedLayerNormalization"): _norm(1),
     (MICROSOFT, "SkipLayerNormalization"): _skip_layer_norm,
     (MICROSOFT, "SkipSimplifiedLayerNormalization"): _skip_layer_norm,
     ("", "LRN"): _lrn,
