@@ -278,3 +278,30 @@ def test_module_instance_is_traced_and_left_intact():
     assert matmul_flops(p, "forward") == 2 * 3 * 6 * 2 + 3 * 2
     assert net.weight is weight and weight.grad is None
     assert type(net.weight.data) is torch.Tensor
+
+
+class _Branches(nn.Module):
+    """An input layer whose input needs no gradient, feeding two branches that are summed."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Linear(8, 16)
+        self.left = nn.Linear(16, 4)
+        self.right = nn.Linear(16, 4)
+
+    def forward(self, x):
+        y = self.stem(x)
+        return self.left(y) + self.right(y)
+
+
+def test_backward_ops_belong_to_the_module_whose_forward_made_them():
+    p = trace(_Branches, lambda b: (torch.randn(b, 8),), name="branches", batch=3)
+    mm = {}
+    for op in p.ops:
+        if op.phase == "backward" and op.kind == "matmul":
+            mm.setdefault(op.module, []).append(op.flops)
+    # stem: its input needs no gradient, so only the weight gradient (one mm of 2*16*3*8).
+    assert mm["stem"] == [2 * 16 * 3 * 8]
+    # each branch: gradient of its input and of its weight, 2*3*4*16 each.
+    assert sorted(mm["left"]) == sorted(mm["right"]) == [2 * 3 * 4 * 16] * 2
+    assert set(mm) == {"stem", "left", "right"}

@@ -81,7 +81,9 @@ class Profile:
         """FLOPs and bytes per module path cut to `depth` components, in trace order."""
         out: dict[str, dict[str, float]] = {}
         for op in self.ops:
-            key = ".".join(op.module.split(".")[:depth]) if op.module else "(top)"
+            # Optimizer ops carry their parameter's name; count them with its module.
+            path = op.module.rsplit(".", 1)[0] if op.phase == "optimizer" and "." in op.module else op.module
+            key = ".".join(path.split(".")[:depth]) if path else "(top)"
             row = out.setdefault(key, {"flops": 0.0, "bytes": 0, "forward_flops": 0.0})
             row["flops"] += op.flops
             row["bytes"] += op.bytes

@@ -105,16 +105,19 @@ def _is_skipped(func: torch._ops.OpOverload, out: Any) -> bool:
 
 
 class _ModulePaths:
-    """Dotted path of the innermost module running, in forward and in backward.
+    """Dotted path of the module each operator belongs to, in forward and in backward.
 
-    Forward uses pre/post hooks; backward enters a module when the gradients of its outputs
-    are ready and leaves it when those of its inputs are (as torch.utils.module_tracker).
+    Forward: a stack kept by pre/post hooks. Backward: when a module returns, every autograd
+    node its forward created (reachable from its outputs, numbered after it started) is
+    labelled with its path, innermost modules first; a backward operator takes the label of
+    the node that runs it (torch._C._current_autograd_node). Nodes made outside any module,
+    such as the loss, stay at the top level.
     """
 
     def __init__(self, model: torch.nn.Module) -> None:
-        self.active: list[str] = []
+        self._stack: list[tuple[str, int]] = []  # (path, first autograd sequence number)
+        self._labels: dict[Any, str] = {}
         self._handles: list[Any] = []
-        self._grad_handles: list[Any] = []
         for path, module in model.named_modules():
             if path:
                 self._handles.append(module.register_forward_pre_hook(self._pre(path)))
@@ -122,40 +125,34 @@ class _ModulePaths:
 
     @property
     def current(self) -> str:
-        return max(reversed(self.active), key=lambda p: p.count(".") + 1, default="")
-
-    def _enter(self, path: str) -> Callable:
-        return lambda *_: self.active.append(path)
-
-    def _leave(self, path: str) -> Callable:
-        def leave(*_: Any) -> None:
-            if path in self.active:
-                del self.active[len(self.active) - 1 - self.active[::-1].index(path)]
-
-        return leave
-
-    def _grad_hook(self, tensors: Any, fn: Callable) -> None:
-        needing = [t for t in tree_leaves(tensors) if isinstance(t, torch.Tensor) and t.requires_grad]
-        if needing:
-            self._grad_handles.append(torch.autograd.graph.register_multi_grad_hook(needing, fn))
+        node = torch._C._current_autograd_node()
+        if node is not None:
+            return self._labels.get(node, "")
+        return self._stack[-1][0] if self._stack else ""
 
     def _pre(self, path: str) -> Callable:
         def hook(module: torch.nn.Module, args: Any) -> None:
-            self._enter(path)()
-            self._grad_hook(args, self._leave(path))
+            self._stack.append((path, torch._C._autograd._get_sequence_nr()))
 
         return hook
 
     def _post(self, path: str) -> Callable:
         def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
-            self._leave(path)()
-            self._grad_hook(output, self._enter(path))
+            _, first = self._stack.pop()
+            todo = [t.grad_fn for t in tree_leaves(output) if isinstance(t, torch.Tensor)]
+            while todo:
+                node = todo.pop()
+                if node is None or node in self._labels or node._sequence_nr() < first:
+                    continue
+                self._labels[node] = path
+                todo.extend(fn for fn, _ in node.next_functions)
 
         return hook
 
     def remove(self) -> None:
-        for handle in self._handles + self._grad_handles:
+        for handle in self._handles:
             handle.remove()
+        self._labels.clear()
 
 
 class _Recorder(TorchDispatchMode):
@@ -365,11 +362,9 @@ def trace_module(
             if train:
                 value = loss(output, targets)
                 stack.close()  # backward and the step run outside autocast and the saved-tensor hooks
-                paths.active.clear()
                 recorder.phase = "backward"
                 value.backward()
                 recorder.phase = "optimizer"
-                paths.active.clear()
                 opt.step()
     except ChipfitError:
         raise
