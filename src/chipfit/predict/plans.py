@@ -1,0 +1,287 @@
+"""Plan search: enumerate parallel plans for a model, job and hardware; keep those that fit; rank.
+
+Pure (no torch, no I/O). Re-tracing the model for every plan would be slow, so the search needs
+one profile per micro-batch size: either a factory `profile_for(micro_batch) -> Profile` (called
+once per size), or one Profile traced at some micro-batch b0 that is scaled analytically: forward
+and backward FLOPs, bytes and saved activations grow linearly with the micro-batch (b / b0; this
+overstates weight reads, which do not grow, so small micro-batches look slightly slower than they
+are), optimizer operators do not change. Tensor parallelism then divides a rank's matrix work by t
+(predict.parallel.shard_arrays).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+
+from ..catalog.schema import Hardware, Instance
+from ..errors import ChipfitError
+from ..workload.profile import Profile
+from ..workload.workload import Workload
+from . import energy as _energy
+from .efficiency import Efficiency, default_efficiency
+from .memory import activation_element_bytes, memory_per_device
+from .parallel import Network, PlanStep, plan_step, shard_arrays, topology
+from .plan import ModelShape, Plan
+from .roofline import OpArrays, step_time
+
+OBJECTIVES = ("time", "cost", "energy", "device_hours")
+TENSOR_PARALLEL = (1, 2, 4, 8)
+MICRO_BATCH_SIZES = (1, 2, 4, 8)
+# A global batch that does not split evenly over dp x micro-batch is rounded up to the next
+# multiple; plans that would grow it by more than this share are dropped (the optimiser's
+# batch is a property of the training recipe, not of the plan).
+BATCH_ROUNDING_TOLERANCE = 0.05
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    """One feasible plan with its step, totals and memory per device."""
+
+    plan: Plan
+    micro_batch: int
+    global_batch: int
+    step_time_s: float
+    total_time_s: float
+    device_hours: float
+    memory_per_device_bytes: float
+    energy_kwh: float | None
+    cost_usd: float | None
+    parts: PlanStep
+
+    def to_dict(self) -> dict:
+        return {
+            "plan": self.plan.to_dict(), "describe": self.plan.describe(), "micro_batch": self.micro_batch,
+            "global_batch": self.global_batch, "step_time_s": self.step_time_s, "total_time_s": self.total_time_s,
+            "device_hours": self.device_hours, "memory_per_device_bytes": self.memory_per_device_bytes,
+            "energy_kwh": self.energy_kwh, "cost_usd": self.cost_usd,
+            "step_breakdown_s": {"compute": self.parts.compute_s, "bubble": self.parts.bubble_s,
+                                 "tensor_comm": self.parts.tensor_comm_s, "expert_comm": self.parts.expert_comm_s,
+                                 "pipeline_comm": self.parts.pipeline_comm_s,
+                                 "data_comm_exposed": self.parts.data_comm_exposed_s},
+        }
+
+
+@dataclass
+class PlanSearch:
+    """Ranked feasible plans, and why the others were dropped (reason -> count and one example)."""
+
+    hardware: str
+    objective: str
+    ranked: list[PlanResult]
+    considered: int
+    rejected: dict[str, int] = field(default_factory=dict)
+    examples: dict[str, str] = field(default_factory=dict)
+    why: str = ""
+
+    @property
+    def best(self) -> PlanResult | None:
+        return self.ranked[0] if self.ranked else None
+
+    def to_dict(self) -> dict:
+        return {"hardware": self.hardware, "objective": self.objective, "considered": self.considered,
+                "ranked": [r.to_dict() for r in self.ranked], "rejected": dict(self.rejected),
+                "examples": dict(self.examples), "why": self.why}
+
+
+def scale_profile(profile: Profile, micro_batch: int) -> Profile:
+    """`profile` as if traced at `micro_batch`: forward/backward ops and activations scale linearly."""
+    if micro_batch == profile.batch:
+        return profile
+    k = micro_batch / profile.batch
+    ops = [op if op.phase == "optimizer" else replace(op, flops=op.flops * k, bytes_read=round(op.bytes_read * k),
+                                                       bytes_written=round(op.bytes_written * k))
+           for op in profile.ops]
+    return replace(profile, batch=micro_batch, ops=ops, activation_bytes=round(profile.activation_bytes * k),
+                   peak_activation_bytes=round(profile.peak_activation_bytes * k),
+                   notes=[*profile.notes, f"scaled analytically from micro-batch {profile.batch} to {micro_batch}"])
+
+
+def _device_counts(max_devices: int, devices: int | None) -> list[int]:
+    if devices is not None:
+        return [devices]
+    counts = {2**i for i in range(int(math.log2(max_devices)) + 1)} | {max_devices}
+    return sorted(counts)
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def search_plans(
+    profile: Profile | Callable[[int], Profile],
+    shape: ModelShape,
+    workload: Workload,
+    hw: Hardware,
+    *,
+    max_devices: int | None = None,
+    devices: int | None = None,
+    objective: str = "time",
+    deadline_s: float | None = None,
+    budget_usd: float | None = None,
+    instance: Instance | None = None,
+    efficiency: Efficiency | None = None,
+    network: Network | str | None = None,
+    pue: float = _energy.DEFAULT_PUE,
+    micro_batch_sizes: tuple[int, ...] = MICRO_BATCH_SIZES,
+    zero_stages: tuple[int, ...] = (0, 1, 2, 3),
+    recompute: tuple[bool, ...] = (False, True),
+    top: int = 5,
+) -> PlanSearch:
+    """Feasible plans for `workload` (training; `batch` = global batch) on up to `max_devices` x `hw`.
+
+    Enumerates device counts (powers of two up to max_devices, or exactly `devices`), tensor
+    parallelism in {1, 2, 4, 8} within a node, pipeline stages dividing the layers, ZeRO stages,
+    micro-batch sizes and recomputation; drops plans that break divisibility, do not fit, miss the
+    deadline or the budget; ranks the rest by `objective`.
+    """
+    if objective not in OBJECTIVES:
+        raise ChipfitError(f"Objective {objective!r} is not known; rank by one of {', '.join(OBJECTIVES)}.")
+    if devices is None and max_devices is None:
+        raise ChipfitError("Plan search needs a device count; give --max-devices or --devices.")
+    for name, value in (("--devices", devices), ("--max-devices", max_devices)):
+        if value is not None and value < 1:
+            raise ChipfitError(f"{name} {value} is not a device count; give 1 or more.")
+    if objective == "cost" and instance is None:
+        raise ChipfitError(f"Ranking by cost needs a price for {hw.name}, and the catalog has no offering of it; "
+                           "rank by time, energy or device_hours.")
+    if objective == "energy" and hw.tdp_watts is None:
+        raise ChipfitError(f"Ranking by energy needs the TDP of {hw.name}, which the catalog lacks; rank by time.")
+    if not workload.training:
+        raise ChipfitError("Plan search covers training jobs; give --train.")
+    topo = topology(hw, network)
+    if topo is None and (devices or max_devices) > 1:
+        raise ChipfitError(f"The catalog has no sourced interconnect bandwidth for {hw.name}, so plans over more "
+                           "than one device cannot be predicted; search with --max-devices 1.")
+    eff = efficiency or default_efficiency(hw.hw_class)
+    capacity = hw.memory_bytes.value if hw.memory_bytes else None
+    node = topo.node_size if topo is not None and topo.node_size is not None else max(TENSOR_PARALLEL)
+    seq = workload.seq_len or shape.seq_len
+    # In a node, {1, 2, 4, 8}; one ICI domain (a TPU slice) takes any divisor of the heads up to 64.
+    tensor_degrees = TENSOR_PARALLEL if topo is None or topo.node_size is not None else \
+        tuple(d for d in shape.divisors_of_heads() if d <= 64)
+
+    cache: dict[tuple[int, int, bool], tuple[Profile, dict[str, float]] | None] = {}
+
+    def profiled(b: int, t: int, sp: bool):
+        key = (b, t, sp)
+        if key not in cache:
+            prof = profile(b) if callable(profile) else scale_profile(profile, b)
+            arrays = shard_arrays(OpArrays.from_profile(prof, workload.precision), t, sp)
+            st = step_time(arrays, hw, eff)
+            cache[key] = None if st is None else (prof, st.phase_s)
+        return cache[key]
+
+    rejected: dict[str, int] = {}
+    examples: dict[str, str] = {}
+
+    def reject(reason: str, example: str) -> None:
+        rejected[reason] = rejected.get(reason, 0) + 1
+        examples.setdefault(reason, example)
+
+    results: list[PlanResult] = []
+    considered = 0
+    for n in _device_counts(max_devices or devices, devices):
+        for t in tensor_degrees:
+            if n % t:
+                continue
+            if t > node:
+                reject("tensor parallelism beyond one node", f"tp {t} > {node} devices per node")
+                continue
+            for p in _divisors(shape.layers):
+                if n % (t * p):
+                    continue
+                dp = n // (t * p)
+                for b in micro_batch_sizes:
+                    m = math.ceil(workload.batch / (dp * b))
+                    global_batch = dp * b * m
+                    for z in zero_stages:
+                        if z and dp == 1:
+                            continue
+                        for rc in recompute:
+                            considered += 1
+                            plan = Plan(devices=n, tensor_parallel=t, pipeline_parallel=p, zero_stage=z,
+                                        micro_batches=m, activation_checkpointing=rc, sequence_parallel=t > 1)
+                            try:
+                                plan.check(shape)
+                            except ChipfitError as err:
+                                reason = str(err).split(";")[0]
+                                reject("tensor parallelism does not divide the heads" if "heads" in reason
+                                       else reason, str(err))
+                                continue
+                            if global_batch > workload.batch * (1 + BATCH_ROUNDING_TOLERANCE):
+                                reject("global batch does not split over data-parallel x micro-batch",
+                                       f"{plan.describe()}: batch {workload.batch} would grow to {global_batch}")
+                                continue
+                            got = profiled(b, t, t > 1)
+                            if got is None:
+                                raise ChipfitError(f"The catalog has no sourced throughput or bandwidth for {hw.name}; "
+                                                   "its plans cannot be predicted.")
+                            prof, phase_s = got
+                            job = replace(workload, batch=global_batch, seq_len=seq)
+                            mem = memory_per_device(prof, job, plan, hw.hw_class, shape)["total"]
+                            if capacity is not None and mem > capacity:
+                                reject("does not fit in memory",
+                                       f"{plan.describe()}, micro-batch {b}: needs {mem / 2**30:.1f} GiB of "
+                                       f"{capacity / 2**30:.0f} GiB")
+                                continue
+                            parts = plan_step(phase_s, plan, training=True, micro_batch=b,
+                                              grad_params=prof.trainable_params / (t * p),
+                                              grad_bytes=4 if workload.precision in ("fp32", "tf32") else 2,
+                                              act_bytes=activation_element_bytes(workload.precision),
+                                              topo=topo, shape=shape)
+                            total = job.steps() * parts.step_s
+                            hours = total * n / 3600
+                            energy = (_energy.energy_kwh(hours, hw.tdp_watts.value, pue) if hw.tdp_watts else None)
+                            cost = hours * instance.price_per_device_hour if instance is not None else None
+                            if deadline_s is not None and total > deadline_s:
+                                reject("misses the deadline", f"{plan.describe()}: {total / 86400:.1f} days")
+                                continue
+                            if budget_usd is not None and cost is not None and cost > budget_usd:
+                                reject("over the budget", f"{plan.describe()}: ${cost:,.0f}")
+                                continue
+                            results.append(PlanResult(plan=plan, micro_batch=b, global_batch=global_batch,
+                                                      step_time_s=parts.step_s, total_time_s=total,
+                                                      device_hours=hours, memory_per_device_bytes=mem,
+                                                      energy_kwh=energy, cost_usd=cost, parts=parts))
+    key = {"time": lambda r: (r.total_time_s, r.device_hours),
+           "cost": lambda r: (r.cost_usd, r.total_time_s),
+           "energy": lambda r: (r.energy_kwh, r.total_time_s),
+           "device_hours": lambda r: (r.device_hours, r.total_time_s)}[objective]
+    results.sort(key=lambda r: (*key(r), r.plan.devices, r.plan.describe()))
+    search = PlanSearch(hardware=hw.id, objective=objective, ranked=results[:top], considered=considered,
+                        rejected=rejected, examples=examples)
+    search.why = _why(search, results, capacity)
+    return search
+
+
+def _figure(r: PlanResult, objective: str) -> str:
+    if objective == "time":
+        return f"{r.total_time_s / 86400:.1f} days"
+    if objective == "cost":
+        return f"${r.cost_usd:,.0f}"
+    if objective == "energy":
+        return f"{r.energy_kwh / 1000:,.1f} MWh"
+    return f"{r.device_hours:,.0f} device-hours"
+
+
+def _why(search: PlanSearch, results: list[PlanResult], capacity: float | None) -> str:
+    """One sentence on why the best plan wins (or why none is left)."""
+    if not results:
+        worst = max(search.rejected, key=search.rejected.get) if search.rejected else "no plan enumerated"
+        return f"No plan of the {search.considered} considered is feasible; most were dropped because they {worst}" \
+               f" (e.g. {search.examples.get(worst, '')})." if search.rejected else "No plan was enumerated."
+    best = results[0]
+    p = best.parts
+    step = p.step_s or 1.0
+    share = (f"its step is {(p.compute_s - p.bubble_s) / step:.0%} compute, {p.bubble_s / step:.0%} pipeline bubble "
+             f"and {p.communication_s / step:.0%} exposed communication")
+    fit = f", and it fits in {best.memory_per_device_bytes / 2**30:.0f} of {capacity / 2**30:.0f} GiB" if capacity else ""
+    if len(results) == 1:
+        return f"{best.plan.describe()} (micro-batch {best.micro_batch}) is the only feasible plan: {share}{fit}."
+    runner = results[1]
+    return (f"{best.plan.describe()} on {best.plan.devices} devices (micro-batch {best.micro_batch}) wins on "
+            f"{search.objective} with {_figure(best, search.objective)} against {_figure(runner, search.objective)} "
+            f"for the runner-up ({runner.plan.describe()} on {runner.plan.devices}): {share}{fit}.")
