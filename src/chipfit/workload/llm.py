@@ -133,7 +133,8 @@ class TransformerSpec:
         return (("fc", h, f), ("proj", f, h))
 
     # --- parameters ---------------------------------------------------------------------
-    def _linear(self, matrices: tuple[tuple[str, int, int], ...]) -> int:
+    def linear_params(self, matrices: tuple[tuple[str, int, int], ...]) -> int:
+        """Weights and biases of (name, in, out) matrices."""
         return sum(i * o + (o if self.bias else 0) for _, i, o in matrices)
 
     @property
@@ -142,8 +143,8 @@ class TransformerSpec:
 
     def layer_params(self, active: bool = False) -> int:
         """Parameters of one layer; active=True counts only the top_k experts a token uses."""
-        attn = self._linear(self.attention_matrices())
-        mlp = self._linear(self.expert_matrices())
+        attn = self.linear_params(self.attention_matrices())
+        mlp = self.linear_params(self.expert_matrices())
         if self.moe:
             mlp = mlp * (self.top_k if active else self.experts) + self.hidden * self.experts  # + router
         return attn + mlp + 2 * self.norm_params
@@ -260,8 +261,8 @@ def activation_bytes_per_layer(spec: TransformerSpec, batch: int, seq_len: int, 
     flash log-sum-exp 4*b*a*s; MLP e*sb*(h + 4f) gated (gate, up, silu and product) or
     e*sb*(h + 2f) for GELU; MoE: the routed copies e*sb*k*h, k times the expert tensors, the
     expert outputs e*sb*k*h and the fp32 router probabilities 4*sb*E. For GPT (kv = h,
-    f = 4h, e = 2) this is 34*sbh, the paper's figure less its 2*sbh of dropout masks; without
-    flash attention add the softmax output e*a*s*s*b (the paper's 5*as^2*b also keeps dropout).
+    f = 4h, e = 2) this is 32*sbh: the paper's 34*sbh less its two sbh dropout masks. Without
+    flash attention add the softmax output e*a*s*s*b (the paper's 5*as^2*b adds dropout's 3).
     """
     t, h, kv, f = batch * seq_len, spec.hidden, spec.kv_dim, spec.ffn
     norms = 2 * act_bytes * t * h
