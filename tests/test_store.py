@@ -93,7 +93,8 @@ def test_migrates_a_v1_database_and_keeps_its_data(tmp_path):
     db.close()
 
     with Store(path) as store:
-        assert store.schema_version == SCHEMA_VERSION == 2
+        assert store.schema_version == SCHEMA_VERSION == 3
+        assert store.latest_calibration("local-cpu") is None
         (run,) = store.runs()
         assert (run.id, run.hardware_id, run.environment.threads, run.environment.hostname) == (1, "local-cpu", 4, "old")
         (m,) = store.measurements()
@@ -171,3 +172,12 @@ def test_bad_paths_are_user_errors(tmp_path):
     junk.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(ChipfitError, match="not a chipfit results database"):
         Store(junk)
+
+
+def test_calibration_round_trip_keeps_the_newest(tmp_path):
+    with Store(tmp_path / "r.sqlite") as store:
+        store.save_calibration("local-cpu", "local-cpu", "2026-01-01T00:00:00+00:00", {"memory_efficiency": 0.5})
+        store.save_calibration("local-cpu", "local-cpu", "2026-01-02T00:00:00+00:00", {"memory_efficiency": 0.7})
+        store.save_calibration("other", "cuda:0", "2026-01-02T00:00:00+00:00", {"memory_efficiency": 0.9})
+        assert store.latest_calibration("local-cpu") == {"memory_efficiency": 0.7}
+        assert store.latest_calibration("nvidia-h100-sxm5-80gb") is None

@@ -63,6 +63,17 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE measurements ADD COLUMN extra TEXT NOT NULL DEFAULT '{}';
     CREATE INDEX measurements_kind ON measurements(device, kind, precision);
     """,
+    # v3: calibrations fitted from the runs (chipfit.calibrate.Calibration as JSON).
+    """
+    CREATE TABLE calibrations (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        hardware_id TEXT NOT NULL,
+        device TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        data TEXT NOT NULL
+    );
+    CREATE INDEX calibrations_hw ON calibrations(hardware_id);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -189,7 +200,24 @@ class Store:
             raise
         return run_id
 
+    def save_calibration(self, hardware_id: str, device: str, created_at: str, data: dict) -> int:
+        """Store one fitted calibration (a single-row transaction); returns its id."""
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            cur = self._db.execute(
+                "INSERT INTO calibrations (hardware_id, device, created_at, data) VALUES (?, ?, ?, ?)",
+                (hardware_id, device, created_at, json.dumps(data)),
+            )
+        return cur.lastrowid
+
     # --- reading --------------------------------------------------------------------------
+    def latest_calibration(self, hardware_id: str) -> dict | None:
+        """The newest calibration stored for `hardware_id`, as saved, or None."""
+        row = self._db.execute(
+            "SELECT data FROM calibrations WHERE hardware_id = ? ORDER BY id DESC LIMIT 1", (hardware_id,)
+        ).fetchone()
+        return json.loads(row[0]) if row else None
+
     def runs(self, kind: str | None = None, device: str | None = None) -> list[Run]:
         """Stored runs, oldest first, optionally of one kind and/or one device."""
         where, args = _where(kind=kind, device=device, prefix="r.")
