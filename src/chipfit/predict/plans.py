@@ -184,6 +184,10 @@ def search_plans(
     results: list[PlanResult] = []
     considered = 0
     for n in _device_counts(max_devices or devices, devices):
+        if topo is not None and topo.node_size is not None and topo.inter_bw_bytes_per_s is None and n > topo.node_size:
+            reject("spans nodes with no known network between them",
+                   f"{n} devices > {topo.node_size} per node and no scale-out network for {hw.name}")
+            continue
         for t in tensor_degrees:
             if n % t:
                 continue

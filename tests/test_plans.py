@@ -1,0 +1,71 @@
+"""Plan search: feasibility, divisibility, ranking, and analytic micro-batch scaling."""
+
+import pytest
+
+from chipfit.catalog.schema import Figure, Hardware
+from chipfit.errors import ChipfitError
+from chipfit.predict.plan import ModelShape
+from chipfit.predict.plans import scale_profile, search_plans
+from chipfit.validate_published import transformer_profile
+from chipfit.workload.workload import Workload
+
+S = "test figure"
+GPU = Hardware(id="test-gpu", name="Test GPU", vendor="T", hw_class="gpu",
+               peak_flops={"fp32": Figure(100e12, S, True), "bf16": Figure(400e12, S, True)},
+               memory_bytes=Figure(40 * 2**30, S), mem_bw_bytes_per_s=Figure(2e12, S),
+               interconnect_bw_bytes_per_s=Figure(800e9, S), tdp_watts=Figure(500, S))
+SHAPE = ModelShape(layers=8, hidden=4096, heads=12, seq_len=2048)
+PARAMS = 8 * 12 * 4096**2  # 1.6e9 parameters in 8 layers
+JOB = Workload(model="t", batch=64, seq_len=2048, tokens=64 * 2048 * 1000, precision="bf16")
+
+
+def factory(b):
+    return transformer_profile(PARAMS, SHAPE, b)
+
+
+def test_search_rejects_plans_that_do_not_fit_and_keeps_only_fitting_ones():
+    small = Hardware(**{**GPU.__dict__, "memory_bytes": Figure(8 * 2**30, S)})
+    # 1.6e9 params x 16 B = 25.8 GB of training state: no 8 GiB device holds it without sharding.
+    result = search_plans(factory, SHAPE, JOB, small, devices=8, micro_batch_sizes=(1,))
+    assert result.rejected["does not fit in memory"] > 0
+    assert "needs" in result.examples["does not fit in memory"]
+    assert result.ranked and all(r.memory_per_device_bytes <= 8 * 2**30 for r in result.ranked)
+    assert all(r.plan.zero_stage > 0 or r.plan.tensor_parallel * r.plan.pipeline_parallel > 1 for r in result.ranked)
+    tiny = Hardware(**{**GPU.__dict__, "memory_bytes": Figure(2**20, S)})
+    none = search_plans(factory, SHAPE, JOB, tiny, devices=8, micro_batch_sizes=(1,))
+    assert none.best is None and none.why.startswith("No plan of the")
+
+
+def test_tensor_parallel_not_dividing_heads_is_dropped_with_the_reason():
+    result = search_plans(factory, SHAPE, JOB, GPU, devices=8, micro_batch_sizes=(1,))
+    assert result.rejected["tensor parallelism does not divide the heads"] > 0
+    assert all(12 % r.plan.tensor_parallel == 0 for r in result.ranked)
+    assert result.why.startswith(result.best.plan.describe())
+
+
+def test_ranked_by_time_and_deadline_drops_slow_plans():
+    result = search_plans(factory, SHAPE, JOB, GPU, max_devices=16, micro_batch_sizes=(1, 2), top=50)
+    times = [r.total_time_s for r in result.ranked]
+    assert times == sorted(times)
+    cut = times[len(times) // 2]
+    late = search_plans(factory, SHAPE, JOB, GPU, max_devices=16, micro_batch_sizes=(1, 2), top=50, deadline_s=cut)
+    assert all(r.total_time_s <= cut for r in late.ranked) and late.rejected["misses the deadline"] > 0
+    # Device-hours: the global batch of 64 sequences x 1000 steps is the same work on every plan.
+    assert result.best.global_batch == 64
+
+
+def test_bad_search_input():
+    with pytest.raises(ChipfitError) as err:
+        search_plans(factory, SHAPE, JOB, GPU, max_devices=0)
+    assert str(err.value) == "--max-devices 0 is not a device count; give 1 or more."
+    with pytest.raises(ChipfitError) as err:
+        search_plans(factory, SHAPE, JOB, GPU, max_devices=8, objective="cost")
+    assert str(err.value) == ("Ranking by cost needs a price for Test GPU, and the catalog has no offering of it; "
+                              "rank by time, energy or device_hours.")
+
+
+def test_scale_profile_is_linear_in_the_micro_batch_except_the_optimizer():
+    one, four = factory(1), scale_profile(factory(1), 4)
+    assert four.flops("forward") == pytest.approx(4 * one.flops("forward"))
+    assert four.flops("optimizer") == one.flops("optimizer")
+    assert four.activation_bytes == 4 * one.activation_bytes and four.batch == 4
