@@ -78,8 +78,9 @@ def test_inference_only_and_non_dnn_entries_are_excluded_from_training(catalog):
 
 
 def test_instances_refer_to_hardware_and_are_dated(catalog):
-    assert len(catalog.instances) >= 20
-    assert {i.provider for i in catalog.instances} == {"aws", "gcp", "azure"}
+    # only prices checked against a dated listing ship (see docs/catalog.md)
+    assert {i.id for i in catalog.instances} >= {"aws-g5.xlarge", "aws-p5.48xlarge"}
+    assert {i.provider for i in catalog.instances} <= {"aws", "gcp", "azure"}
     for inst in catalog.instances:
         assert inst.hardware in catalog.hardware
         dt.date.fromisoformat(inst.price_date)
@@ -94,9 +95,8 @@ def test_queries(catalog):
     assert [hw.id for hw in coreml] == ["apple-m2-ultra-cpu", "apple-neural-engine-m4"]
     p5 = [i for i in catalog.instances_for("nvidia-h100-sxm5-80gb") if i.name == "p5.48xlarge"][0]
     assert p5.count == 8 and p5.price_per_device_hour == pytest.approx(98.32 / 8)
-    best = catalog.cheapest_instance("nvidia-t4")
-    assert best is not None and best.price_per_device_hour == min(
-        i.price_per_device_hour for i in catalog.instances_for("nvidia-t4"))
+    best = catalog.cheapest_instance("nvidia-a10g")
+    assert best is not None and best.name == "g5.xlarge" and best.price_per_device_hour == 1.006
     assert catalog.cheapest_instance("intel-loihi-2") is None
     with pytest.raises(ChipfitError, match="Unknown hardware class 'tpuu'. Did you mean tpu"):
         catalog.select(hw_class="tpuu")
