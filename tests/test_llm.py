@@ -59,6 +59,8 @@ def test_parse_spec_gives_the_zoo_shape():
     assert (spec.layers, spec.hidden, spec.heads, spec.kv_heads, spec.ffn, spec.vocab) == (
         zoo70.layers, zoo70.hidden, zoo70.heads, zoo70.kv_heads, zoo70.ffn, zoo70.vocab)
     assert spec.head_dim == 128 and spec.kv_dim == 1024
+    assert spec.to_dict()["active_params"] == spec.to_dict()["params"] == 70_553_706_496
+    assert spec.name == SPEC_70B
     assert parse_spec("layers=2,hidden=64,heads=4,ffn=256,vocab=100").kv_heads == 4  # MHA by default
     moe = parse_spec("layers=32,hidden=4096,heads=32,kv_heads=8,ffn=14336,vocab=32000,experts=8,top_k=2")
     assert moe.params() == 46_702_792_704

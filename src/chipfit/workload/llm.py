@@ -41,7 +41,7 @@ COMPUTE_DTYPE = {"fp32": "fp32", "tf32": "fp32", "bf16": "bf16", "fp16": "fp16",
 MASTER_WEIGHT_BYTES = 4  # training keeps fp32 weights (AMP master copy), as the tracer does
 TOKEN_ID_BYTES = 8  # int64 token ids
 LOGSUMEXP_BYTES = 4  # flash attention saves one fp32 log-sum-exp per row and head
-LOSS_BYTES = 4  # the loss runs in fp32 (autocast upcasts log_softmax)
+FP32_BYTES = 4  # the loss and the router softmax run in fp32 (autocast upcasts log_softmax)
 
 NORM_FLOPS_PER_ELEMENT = {"rms": 4, "layer": 7}  # rms: square, mean, scale, weight; layer: 5 + weight + bias
 ROTARY_FLOPS_PER_ELEMENT = 3.5  # x*cos + rotate_half(x)*sin: mul, neg (half the elements), mul, add
@@ -272,7 +272,7 @@ def activation_bytes_per_layer(spec: TransformerSpec, batch: int, seq_len: int, 
     per_expert = (4 if spec.gated_mlp else 2) * f
     if spec.moe:
         k = spec.top_k
-        mlp = act_bytes * t * (h + k * (2 * h + per_expert)) + LOSS_BYTES * t * spec.experts
+        mlp = act_bytes * t * (h + k * (2 * h + per_expert)) + FP32_BYTES * t * spec.experts
     else:
         mlp = act_bytes * t * (h + per_expert)
     return norms + attn + mlp
@@ -289,9 +289,9 @@ class _Ops:
     train: bool
 
     def add(self, name: str, kind: str, module: str, flops: float, read: float, written: float,
-            bwd: tuple[float, float, float] | None = None, causal: bool | None = None, dtype: str | None = None) -> None:
+            bwd: tuple[float, float, float] | None = None, causal: bool | None = None) -> None:
         """bwd: (FLOPs, read, written) of the backward; default 2x FLOPs and 2x reads, same writes."""
-        dtype = dtype or self.dtype
+        dtype = self.dtype
         self.forward.append(Op(name, kind, float(flops), int(read), int(written), dtype, "forward", module, True, causal))
         if self.train:
             b_flops, b_read, b_written = bwd or (BACKWARD_FACTOR * flops, BACKWARD_FACTOR * read, written)
@@ -377,7 +377,7 @@ def profile_spec(
         if spec.moe:
             k, e = spec.top_k, spec.experts
             ops.add("router_softmax_topk", "reduction", f"{p}.mlp", (LOG_SOFTMAX_FLOPS_PER_ELEMENT + 1) * t * e,
-                    t * e * act, t * e * LOSS_BYTES + t * k * (LOSS_BYTES + TOKEN_ID_BYTES))
+                    t * e * act, t * e * FP32_BYTES + t * k * (FP32_BYTES + TOKEN_ID_BYTES))
             ops.add("dispatch", "memory", f"{p}.mlp", 0, t * h * act, t * k * h * act)
             groups = [(h, e, t, 1)] + [(i_, o, t * k, e) for _, i_, o in spec.expert_matrices()]
             act_elems = t * k * spec.ffn
@@ -400,8 +400,8 @@ def profile_spec(
     _matmuls(ops, spec, "lm_head", "lm_head", [(h, v, t, 1)], act, wbytes)
     if train:
         ops.add("cross_entropy", "reduction", "loss", LOG_SOFTMAX_FLOPS_PER_ELEMENT * t * v + t,
-                t * v * act, t * v * LOSS_BYTES + LOSS_BYTES,
-                (LOG_SOFTMAX_BACKWARD_FLOPS_PER_ELEMENT * t * v + t, 2 * t * v * LOSS_BYTES, t * v * act))
+                t * v * act, t * v * FP32_BYTES + FP32_BYTES,
+                (LOG_SOFTMAX_BACKWARD_FLOPS_PER_ELEMENT * t * v + t, 2 * t * v * FP32_BYTES, t * v * act))
 
     all_ops = ops.forward + ops.backward[::-1]
     if train:
@@ -419,7 +419,7 @@ def profile_spec(
     saved = 0.0
     if train:
         per_layer = activation_bytes_per_layer(spec, b, s, act, flash_attention)
-        head = t * TOKEN_ID_BYTES + 2 * t * h * act + t * v * LOSS_BYTES  # ids, final norm and head inputs, log-probs
+        head = t * TOKEN_ID_BYTES + 2 * t * h * act + t * v * FP32_BYTES  # ids, final norm and head inputs, log-probs
         saved = spec.layers * per_layer + head
     peak = saved + _transient_bytes(spec, t, act, train)
     return Profile(
@@ -436,7 +436,7 @@ def _transient_bytes(spec: TransformerSpec, tokens: int, act: int, train: bool) 
     intermediates (3 or 2 of width k*f), or the logits (and in training their fp32 log-probs and gradient)."""
     width = spec.ffn * (spec.top_k if spec.moe else 1) * (3 if spec.gated_mlp else 2)
     layer = tokens * (2 * spec.hidden + width) * act
-    logits = tokens * spec.vocab * (act + (2 * LOSS_BYTES if train else 0)) + tokens * spec.hidden * act
+    logits = tokens * spec.vocab * (act + (2 * FP32_BYTES if train else 0)) + tokens * spec.hidden * act
     return max(layer, logits)
 
 
