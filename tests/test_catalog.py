@@ -176,6 +176,31 @@ def test_user_dir_overrides_and_adds(tmp_path, catalog):
     assert catalog.get("nvidia-t4").name == "NVIDIA T4 16GB"  # the built-in load is untouched
 
 
+def test_cheapest_instance_is_on_demand_unless_asked(tmp_path):
+    block = GOOD + textwrap.dedent("""
+        [[instance]]
+        id = "lab-block"
+        provider = "aws"
+        name = "lab.block"
+        hardware = "lab-chip-1"
+        count = 4
+        pricing = "capacity-block"
+        price_date = "2025-01-02"
+        price_usd_per_hour = { value = 2.0, source = "mine" }
+    """)
+    cat = load_catalog([_write(tmp_path, block)])
+    by_id = {i.id: i for i in cat.instances_for("lab-chip-1")}
+    assert (by_id["lab-t4"].pricing, by_id["lab-block"].pricing) == ("on-demand", "capacity-block")
+    # the block is cheaper per device (2.0 / 4 = 0.5 < 1.5 / 2 = 0.75) but never shown as on-demand
+    assert cat.cheapest_instance("lab-chip-1").id == "lab-t4"
+    assert cat.cheapest_instance("lab-chip-1", pricing=None).price_per_device_hour == 0.5
+    assert cat.cheapest_instance("lab-chip-1", pricing="capacity-block").id == "lab-block"
+    assert cat.cheapest_instance("lab-chip-1", pricing="spot") is None
+    assert cat.to_dict(by_id["lab-block"])["pricing"] == "capacity-block"
+    with pytest.raises(ChipfitError, match="Unknown pricing 'ondemand'. Did you mean on-demand"):
+        cat.cheapest_instance("lab-chip-1", pricing="ondemand")
+
+
 def test_env_var_dirs(tmp_path, monkeypatch):
     _write(tmp_path, GOOD)
     monkeypatch.setenv("CHIPFIT_CATALOG", str(tmp_path))
@@ -243,6 +268,12 @@ def test_unknown_class(tmp_path):
          "line 24: instance 'lab-t4' field 'count' must be a whole number of devices, at least 1; got 0."),
         ('vendor = "Lab"', 'vendor = "Lab"\nspeed = 3',
          "line 16: hardware 'lab-chip-1' field 'speed' is not a known field."),
+        ('count = 2', 'count = 2\npricing = "reserved"',
+         "line 25: instance 'lab-t4' field 'pricing' is 'reserved', not a known kind of price. "
+         "Use one of: on-demand, spot, capacity-block, committed-1y, committed-3y."),
+        ('count = 2', 'count = 2\npricing = "capacity-blok"',
+         "line 25: instance 'lab-t4' field 'pricing' is 'capacity-blok', not a known kind of price. "
+         "Did you mean capacity-block"),
     ],
 )
 def test_field_errors(tmp_path, old, new, expected):

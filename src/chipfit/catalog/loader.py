@@ -29,6 +29,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 ENV_VAR = "CHIPFIT_CATALOG"
 PROVIDERS = ("aws", "gcp", "azure")
+PRICINGS = ("on-demand", "spot", "capacity-block", "committed-1y", "committed-3y")
 
 # TOML figure field -> (Hardware attribute, factor to base units, unit of the base value)
 _FIGURES = {
@@ -43,7 +44,7 @@ _HW_TEXT = ("memory_type", "interconnect", "excluded_reason", "notes")
 _HW_KEYS = {"id", "name", "vendor", "class", "launch_year", "frameworks", "trainable",
             "peak_tflops", *_HW_TEXT, *_FIGURES}
 _INST_KEYS = {"id", "provider", "name", "hardware", "count", "region", "price_date",
-              "price_usd_per_hour", "spot_usd_per_hour"}
+              "price_usd_per_hour", "spot_usd_per_hour", "pricing"}
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]*$")
 _FIGURE_FORM = "{value = <number>, source = <key>}"
 
@@ -91,9 +92,19 @@ class Catalog:
         hw = self.get(hw_id)
         return [inst for inst in self.instances if inst.hardware == hw.id]
 
-    def cheapest_instance(self, hw_id: str) -> Instance | None:
-        """The instance of `hw_id` with the lowest on-demand price per device-hour, if any."""
-        return min(self.instances_for(hw_id), key=lambda i: i.price_per_device_hour, default=None)
+    def cheapest_instance(self, hw_id: str, pricing: str | None = "on-demand") -> Instance | None:
+        """The instance of `hw_id` with the lowest price per device-hour of kind `pricing`.
+
+        `pricing` is one of PRICINGS, or None for any kind; None is returned when no
+        instance of that kind is listed.
+        """
+        if pricing is not None and pricing not in PRICINGS:
+            raise ChipfitError(
+                f"Unknown pricing '{pricing}'.{closest(pricing, PRICINGS)} "
+                f"Use one of: {', '.join(PRICINGS)} (or None for any)."
+            )
+        offers = [i for i in self.instances_for(hw_id) if pricing is None or i.pricing == pricing]
+        return min(offers, key=lambda i: i.price_per_device_hour, default=None)
 
     def to_dict(self, item: Hardware | Instance) -> dict[str, Any]:
         """Plain data for JSON and `hardware show`: every figure with its unit and source.
@@ -102,7 +113,8 @@ class Catalog:
         """
         if isinstance(item, Instance):
             out = {k: getattr(item, k) for k in
-                   ("id", "provider", "name", "hardware", "count", "region", "price_date", "origin")}
+                   ("id", "provider", "name", "hardware", "count", "region", "price_date", "pricing",
+                    "origin")}
             out["price_usd_per_hour"] = _figure_dict(item.price_usd_per_hour, "USD/h")
             out["spot_usd_per_hour"] = _figure_dict(item.spot_usd_per_hour, "USD/h")
             out["price_usd_per_device_hour"] = item.price_per_device_hour
@@ -386,6 +398,10 @@ def _instance(raw: dict, loc: _Located, sources: dict) -> Instance:
             pass
     if not isinstance(price_date, _dt.date) or isinstance(price_date, _dt.datetime):
         raise loc.error("price_date", f"must be an ISO date like \"2024-06-01\"; got {raw['price_date']!r}.")
+    pricing = _text(raw, "pricing", loc, "on-demand")
+    if pricing not in PRICINGS:
+        raise loc.error("pricing", f"is '{pricing}', not a known kind of price.{closest(pricing, PRICINGS)} "
+                                   f"Use one of: {', '.join(PRICINGS)}.")
     spot = raw.get("spot_usd_per_hour")
     return Instance(
         id=raw["id"], provider=provider, name=_text(raw, "name", loc),
@@ -393,5 +409,5 @@ def _instance(raw: dict, loc: _Located, sources: dict) -> Instance:
         price_usd_per_hour=_figure(raw["price_usd_per_hour"], "price_usd_per_hour", loc, sources, 1.0),
         price_date=price_date.isoformat(), region=_text(raw, "region", loc),
         spot_usd_per_hour=None if spot is None else _figure(spot, "spot_usd_per_hour", loc, sources, 1.0),
-        origin=str(loc.path),
+        origin=str(loc.path), pricing=pricing,
     )

@@ -57,7 +57,11 @@ class Hardware:
 
 @dataclass(frozen=True)
 class Instance:
-    """A cloud offering: `count` devices of `hardware` for a dated on-demand price."""
+    """A cloud offering: `count` devices of `hardware` for a dated price.
+
+    `pricing` says which kind of price `price_usd_per_hour` is: on-demand, spot,
+    capacity-block (reserved in advance for a fixed span), committed-1y or committed-3y.
+    """
 
     id: str
     provider: str  # aws, gcp, azure
@@ -69,6 +73,7 @@ class Instance:
     region: str = ""
     spot_usd_per_hour: Figure | None = None
     origin: str = ""
+    pricing: str = "on-demand"
 
     @property
     def price_per_device_hour(self) -> float:
