@@ -121,3 +121,23 @@ def fit(measurements: list[Measurement], hw: Hardware, fitted_from: str = "") ->
         fitted_from=fitted_from,
         residuals=residuals,
     )
+
+
+def calibrate_device(store, hw: Hardware, device: str = "local-cpu") -> Calibration:
+    """Fit `hw` from the newest `chipfit bench` run of `device` in `store`, and keep the result there."""
+    import datetime as _dt
+
+    runs = store.runs(kind="bench", device=device)
+    if not runs:
+        raise ChipfitError(f"No benchmark run of {device} in {store.path}; run `chipfit bench` on this machine first.")
+    run = runs[-1]
+    cal = fit(store.measurements(run_id=run.id), hw, f"bench run {run.id} of {run.created_at}")
+    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    store.save_calibration(hw.id, device, now, cal.to_dict())
+    return cal
+
+
+def stored_calibration(store, hw_id: str) -> Calibration | None:
+    """The newest calibration of `hw_id` kept in `store`, or None."""
+    data = store.latest_calibration(hw_id)
+    return Calibration.from_dict(data) if data else None

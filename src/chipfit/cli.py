@@ -74,7 +74,48 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--top", type=int, default=20, help="rows to show (0: all)")
     cmp.add_argument("--no-local", action="store_true", help="do not measure this machine's CPU")
     _out_args(cmp, csv_too=True)
+
+    dev = sub.add_parser("devices", help="what is here: CPU model, cores, ISA, GPUs, MPS")
+    _out_args(dev)
+    bench = sub.add_parser("bench", help="micro-benchmarks of every local device, stored")
+    bench.add_argument("--quick", action="store_true", help="fewer sizes (a few seconds on a CPU)")
+    bench.add_argument("--device", help="only this device id (see `chipfit devices`)")
+    _db_arg(bench)
+    _out_args(bench)
+    meas = sub.add_parser("measure", help="real steps of a workload here, predicted next to measured, stored")
+    meas.add_argument("model")
+    _job_args(meas, job=False)
+    meas.add_argument("--reps", type=int, default=5, help="timed repetitions (default 5)")
+    meas.add_argument("--device", default="local-cpu", help="device id (default local-cpu)")
+    _db_arg(meas)
+    _out_args(meas)
+    cal = sub.add_parser("calibrate", help="fit this machine's efficiency curves from the stored benchmarks")
+    cal.add_argument("--device", default="local-cpu", help="device id (default local-cpu)")
+    _db_arg(cal)
+    _out_args(cal)
+    val = sub.add_parser("validate", help="predicted vs measured for the zoo here, or vs published runs")
+    val.add_argument("--published", metavar="CSV", help="check predictions against published figures instead")
+    val.add_argument("--reps", type=int, default=3, help="timed repetitions per case (default 3)")
+    _db_arg(val)
+    _out_args(val)
+    res = sub.add_parser("results", help="the stored history")
+    res_sub = res.add_subparsers(dest="action", required=True)
+    rl = res_sub.add_parser("list", help="stored runs")
+    rl.add_argument("--kind", help="bench, measure or validate")
+    _db_arg(rl)
+    _out_args(rl)
+    rs = res_sub.add_parser("show", help="one run and its measurements")
+    rs.add_argument("run_id", type=int)
+    _db_arg(rs)
+    _out_args(rs)
+    rx = res_sub.add_parser("export", help="every measurement as CSV")
+    rx.add_argument("--csv", metavar="FILE", default="-", help="file to write (default: standard output)")
+    _db_arg(rx)
     return parser
+
+
+def _db_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", help="results database (default $CHIPFIT_DB or ~/.local/share/chipfit/results.sqlite)")
 
 
 def _print_json(data) -> None:
@@ -134,16 +175,164 @@ def run(args: argparse.Namespace) -> None:
             terminal.show(terminal.comparison_table(result, top=args.top or None))
 
 
+def _local_device(device_id: str):
+    from .errors import closest
+    from .measure.devices import local_devices
+
+    devices = {d.id: d for d in local_devices()}
+    if device_id not in devices:
+        raise ChipfitError(f"No device {device_id!r} here.{closest(device_id, devices)} Present: {', '.join(devices)}.")
+    return devices[device_id]
+
+
+def _hardware_for(device, catalog_dirs):
+    from .catalog import load_catalog
+    from .measure.devices import match_catalog
+
+    return match_catalog(device, load_catalog(catalog_dirs).hardware)
+
+
+def run_local(args: argparse.Namespace) -> None:
+    """devices, bench, measure, calibrate, validate, results: what is measured here."""
+    from .measurement import Environment
+    from .report import terminal
+    from .store import Store
+
+    if args.command == "devices":
+        from .measure.devices import local_devices
+
+        rows = []
+        for d in local_devices():
+            rows.append(d.to_dict() | {"catalog": _hardware_for(d, args.catalog).id})
+        _print_json(rows) if args.json else terminal.show(terminal.devices_table(rows))
+        return
+    if args.command == "results" and args.action == "export":
+        with Store(args.db) as store:
+            n = store.export_csv(sys.stdout if args.csv == "-" else args.csv)
+        if args.csv != "-":
+            print(f"{n} measurements written to {args.csv}", file=sys.stderr)
+        return
+    store = Store(args.db)
+    if args.command == "bench":
+        from .measure.devices import local_devices
+        from .measure.microbench import run_microbenchmarks
+        from .measure.power import energy_meter
+
+        devices = [_local_device(args.device)] if args.device else local_devices()
+        out = []
+        for device in devices:
+            hw = _hardware_for(device, args.catalog)
+            tdp = hw.tdp_watts
+            meter = energy_meter(device.kind, tdp_watts=tdp.value if tdp else None, tdp_source=tdp.source if tdp else "")
+            with terminal.progress_bar(f"bench {device.id}") as bar:
+                ms = run_microbenchmarks(device, quick=args.quick, progress=bar, meter=meter)
+            env = Environment.capture(device.id, device.name, hw.id, extra={"quick": args.quick})
+            run_id = store.record_run("bench", device.id, env, ms)
+            out.append({"run_id": run_id, "device": device.id, "hardware": hw.id, "measurements": [m.to_dict() for m in ms]})
+            if not args.json:
+                terminal.show(terminal.measurements_table(ms, hw, f"run {run_id}: {device.name} ({hw.id})"))
+        if args.json:
+            _print_json(out)
+    elif args.command == "measure":
+        from .calibrate import stored_calibration
+        from .measure.steps import measure_step
+        from .validate import predicted_step
+        from .workload import profile
+        from .workload.workload import Workload
+
+        device = _local_device(args.device)
+        hw = _hardware_for(device, args.catalog)
+        prof = profile(args.model, mode=args.mode, batch=args.batch, seq_len=args.seq, precision=args.precision,
+                       optimizer=args.optimizer)
+        work = Workload(model=args.model, mode=args.mode, batch=args.batch, seq_len=prof.seq_len,
+                        precision=args.precision, optimizer=args.optimizer)
+        cal = stored_calibration(store, hw.id)
+        predicted = predicted_step(prof, hw, work, cal)
+        with terminal.progress_bar(f"measure {args.model}") as bar:
+            m = measure_step(args.model, device, mode=args.mode, batch=args.batch, seq_len=args.seq,
+                             precision=args.precision, optimizer=args.optimizer, repetitions=args.reps,
+                             profile=prof, predicted_s=predicted, progress=bar)
+        env = Environment.capture(device.id, device.name, hw.id, model_path=_model_path(args.model))
+        run_id = store.record_run("measure", device.id, env, [m])
+        d = m.to_dict() | {"run_id": run_id, "hardware": hw.id, "calibrated": cal is not None,
+                           "error": predicted / m.median_s - 1}
+        if args.json:
+            _print_json(d)
+        else:
+            terminal.show([terminal.measurements_table([m], hw, f"run {run_id}: {args.model} on {hw.id}"),
+                           f"predicted {predicted * 1e3:.4g} ms ({'calibrated' if cal else 'published defaults'}), "
+                           f"measured {m.median_s * 1e3:.4g} ms: error {d['error']:+.1%}"])
+    elif args.command == "calibrate":
+        from .calibrate import calibrate_device
+
+        device = _local_device(args.device)
+        hw = _hardware_for(device, args.catalog)
+        cal = calibrate_device(store, hw, device.id)
+        if args.json:
+            _print_json(cal.to_dict())
+        else:
+            terminal.show(terminal.calibration_table(cal))
+    elif args.command == "validate":
+        if args.published:
+            from .validate_published import format_table, validate_published
+
+            v = validate_published(args.published)
+            _print_json(v.to_dict()) if args.json else print(format_table(v))
+            return
+        from .calibrate import stored_calibration
+        from .catalog import load_catalog
+        from .validate import run_validation
+
+        device = _local_device("local-cpu")
+        hw = _hardware_for(device, args.catalog)
+        cal = stored_calibration(store, hw.id)
+        records = []
+        with terminal.progress_bar("validate") as bar:
+            v = run_validation(hw, device, cal, list(load_catalog(args.catalog).hardware.values()),
+                               repetitions=args.reps, progress=bar, record=records.append)
+        env = Environment.capture(device.id, device.name, hw.id, extra={"calibration": v.calibration})
+        store.record_run("validate", device.id, env, records)
+        _print_json(v.to_dict()) if args.json else terminal.show(terminal.validation_tables(v))
+    elif args.command == "results":
+        if args.action == "list":
+            runs = store.runs(kind=args.kind)
+            _print_json([r.to_dict() for r in runs]) if args.json else terminal.show(terminal.runs_table(runs))
+        else:
+            run = store.run(args.run_id)
+            ms = store.measurements(run_id=run.id)
+            if args.json:
+                _print_json(run.to_dict() | {"measurements": [m.to_dict() for m in ms]})
+            else:
+                terminal.show(terminal.measurements_table(ms, None, f"run {run.id}: {run.kind} on {run.device} ({run.created_at})"))
+    store.close()
+
+
+def _model_path(model: str) -> str | None:
+    """The file of a user model's code, for the git commit recorded with a run."""
+    if ":" not in model:
+        return None
+    import importlib.util
+
+    spec = importlib.util.find_spec(model.split(":")[0])
+    return spec.origin if spec and spec.origin else None
+
+
+LOCAL_COMMANDS = ("devices", "bench", "measure", "calibrate", "validate", "results")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        run(args)
+        run_local(args) if args.command in LOCAL_COMMANDS else run(args)
     except ChipfitError as exc:
         print(f"chipfit: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("chipfit: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        return 0
     return 0
 
 

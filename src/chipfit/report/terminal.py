@@ -130,3 +130,112 @@ def comparison_table(cmp, top: int | None = None) -> list:
 def show(items) -> None:
     for item in items if isinstance(items, list) else [items]:
         console.print(item)
+
+
+class progress_bar:
+    """A rich progress bar as a `progress(done, total, label)` callback; silent when not a terminal."""
+
+    def __init__(self, title: str):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._bar = Progress(TextColumn(f"{title} [dim]{{task.description}}"), BarColumn(), MofNCompleteColumn(),
+                             TimeElapsedColumn(), console=Console(stderr=True), disable=not sys.stderr.isatty())
+        self._task = None
+
+    def __enter__(self):
+        self._bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._bar.__exit__(*exc)
+
+    def __call__(self, done: int, total: int, label: str) -> None:
+        if self._task is None:
+            self._task = self._bar.add_task(label, total=total)
+        self._bar.update(self._task, completed=done, total=total, description=label)
+
+
+def devices_table(rows: list[dict]) -> Table:
+    t = Table(title="devices here", header_style="bold")
+    for col in ("id", "kind", "name", "cores/threads", "ISA / precisions", "memory", "catalog entry"):
+        t.add_column(col)
+    for d in rows:
+        ct = f"{d.get('cores') or '-'}/{d.get('threads') or '-'}" if d["kind"] == "cpu" else "-"
+        isa = ", ".join(d.get("isa") or ()) or ", ".join(d.get("precisions") or ())
+        t.add_row(d["id"], d["kind"], d["name"], ct, isa, nbytes(d.get("memory_bytes")), d.get("catalog", ""))
+    return t
+
+
+def measurements_table(ms, hw: Hardware | None = None, title: str = "measurements") -> Table:
+    t = Table(title=title, header_style="bold")
+    for col in ("kind", "label", "precision", "size", "median", "spread", "achieved", "of peak", "energy"):
+        t.add_column(col, justify="left" if col in ("kind", "label", "precision", "size") else "right")
+    for m in ms:
+        size = " ".join(f"{k}={v}" for k, v in m.shape.items())
+        if m.achieved_flops_per_s and m.kind in ("matmul", "conv2d", "train_step", "infer_step"):
+            achieved = si(m.achieved_flops_per_s, "FLOP/s")
+            peak = hw.peak(m.precision) if hw else None
+            share = f"{m.achieved_flops_per_s / peak:.0%}" if peak else "-"
+        elif m.achieved_bytes_per_s and m.kind in ("copy", "triad"):
+            achieved = si(m.achieved_bytes_per_s, "B/s")
+            bw = hw.mem_bw_bytes_per_s.value if hw and hw.mem_bw_bytes_per_s else None
+            share = f"{m.achieved_bytes_per_s / bw:.0%}" if bw else "-"
+        else:
+            achieved, share = "-", "-"
+        energy = "-" if m.energy_j is None else f"{m.energy_j:.3g} J" + (" (estimated)" if m.energy_estimated else "")
+        t.add_row(m.kind, m.label, m.precision, size, seconds(m.median_s), f"{m.spread:.0%}", achieved, share, energy)
+    return t
+
+
+def validation_tables(v) -> list:
+    t = Table(title=f"predicted vs measured step time on {v.hardware} (calibration: {v.calibration})",
+              header_style="bold")
+    for col in ("model", "mode", "batch", "seq", "measured", "predicted before", "error", "predicted after", "error"):
+        t.add_column(col, justify="left" if col in ("model", "mode") else "right")
+    for c in v.cases:
+        after = "-" if c.predicted_after_s is None else seconds(c.predicted_after_s)
+        err_after = "-" if c.error_after is None else f"{c.error_after:+.0%}"
+        t.add_row(c.model, c.mode, str(c.batch), str(c.seq_len or "-"), seconds(c.measured_s),
+                  seconds(c.predicted_before_s), f"{c.error_before:+.0%}", after, err_after)
+    s = v.summary()
+    out: list = [t]
+    line = f"median |error| before calibration {s['median_abs_error_before']:.1%}, worst {s['worst_abs_error_before']:.1%}"
+    if s["median_abs_error_after"] is not None:
+        line += f"; after: median {s['median_abs_error_after']:.1%}, worst {s['worst_abs_error_after']:.1%}"
+    out.append(line + f" ({s['cases']} cases)")
+    if v.bf16_speedup_measured:
+        c = v.cases[0]
+        out.append(f"measured bf16 speed-up over fp32 here ({c.model} {c.mode} batch {c.batch}): {v.bf16_speedup_measured:.2f}x")
+    if v.class_speedups:
+        sp = Table(title="predicted speed-up over this CPU, fastest entry per class (same step)", header_style="bold")
+        for col in ("class", "entry", "speed-up"):
+            sp.add_column(col)
+        for cls, (hw, x) in sorted(v.class_speedups.items(), key=lambda kv: -kv[1][1]):
+            sp.add_row(cls, hw, f"{x:.3g}x")
+        out.append(sp)
+    return out
+
+
+def calibration_table(cal) -> Table:
+    t = Table(title=f"calibration of {cal.hardware_id} ({cal.fitted_from}, {cal.measurements} measurements)",
+              header_style="bold")
+    for col in ("what", "fitted", "worst fit error"):
+        t.add_column(col)
+    for c in cal.curves:
+        t.add_row(f"{c.family} {c.precision} efficiency", f"{c.e_max:.2f} x F / (F + {si(c.half_flops, 'FLOP')})",
+                  f"{cal.residuals.get(f'{c.family}/{c.precision}', 0):.0%}")
+    if cal.memory_efficiency is not None:
+        t.add_row("memory bandwidth", f"{cal.memory_efficiency:.0%} of the entry's figure", "")
+    if cal.kernel_overhead_s is not None:
+        t.add_row("per-kernel overhead", seconds(cal.kernel_overhead_s), "")
+    return t
+
+
+def runs_table(runs) -> Table:
+    t = Table(title=f"{len(runs)} stored runs", header_style="bold")
+    for col in ("id", "kind", "device", "hardware", "created", "measurements", "torch", "threads"):
+        t.add_column(col)
+    for r in runs:
+        t.add_row(str(r.id), r.kind, r.device, r.hardware_id, r.created_at, str(r.measurement_count),
+                  r.environment.torch_version, str(r.environment.threads))
+    return t
