@@ -78,14 +78,34 @@ def test_inference_only_and_non_dnn_entries_are_excluded_from_training(catalog):
 
 
 def test_instances_refer_to_hardware_and_are_dated(catalog):
-    # only prices checked against a dated listing ship (see docs/catalog.md)
+    # only prices with a dated source ship (see docs/catalog.md)
     assert {i.id for i in catalog.instances} >= {"aws-g5.xlarge", "aws-p5.48xlarge"}
-    assert {i.provider for i in catalog.instances} <= {"aws", "gcp", "azure"}
+    assert {i.provider for i in catalog.instances} == {"aws", "gcp", "azure"}
     for inst in catalog.instances:
         assert inst.hardware in catalog.hardware
         dt.date.fromisoformat(inst.price_date)
         assert inst.count >= 1 and inst.price_usd_per_hour.value > 0
         assert "http" in inst.price_usd_per_hour.source
+        assert inst.pricing in ("on-demand", "spot", "capacity-block", "committed-1y", "committed-3y")
+        # a reserved or committed price says so in its id, so it is never read as on-demand
+        assert (inst.pricing == "on-demand") == (not inst.id.endswith(("-capacity-block", "-1y", "-3y")))
+
+
+def test_builtin_prices_by_kind(catalog):
+    # H100 SXM: p5.48xlarge 55.04 / 8 = 6.88 beats GCP a3-highgpu-8g 88.49 / 8 and Azure 98.32 / 8
+    assert catalog.cheapest_instance("nvidia-h100-sxm5-80gb").id == "aws-p5.48xlarge"
+    block = catalog.cheapest_instance("nvidia-h100-sxm5-80gb", pricing="capacity-block")
+    assert block.id == "aws-p5.48xlarge-capacity-block"
+    assert block.price_per_device_hour == pytest.approx(39.33 / 8)
+    # GCP a3-highgpu-8g 3-year commitment: 28370.99821392 USD a month / 730 h / 8 GPUs
+    anything = catalog.cheapest_instance("nvidia-h100-sxm5-80gb", pricing=None)
+    assert anything.id == "gcp-a3-highgpu-8g-3y"
+    assert anything.price_per_device_hour == pytest.approx(28370.99821392 / 730 / 8)
+    # Trainium is listed only as a capacity block: no on-demand price to show
+    assert catalog.cheapest_instance("aws-trainium") is None
+    assert catalog.cheapest_instance("aws-trainium", pricing=None).price_per_device_hour == pytest.approx(15.49 / 16)
+    # TPU v4-8 is 4 chips at 3.22 per chip-hour
+    assert catalog.cheapest_instance("google-tpu-v4").price_per_device_hour == pytest.approx(3.22)
 
 
 def test_queries(catalog):
@@ -94,7 +114,7 @@ def test_queries(catalog):
     coreml = catalog.select(framework="coreml")
     assert [hw.id for hw in coreml] == ["apple-m2-ultra-cpu", "apple-neural-engine-m4"]
     p5 = [i for i in catalog.instances_for("nvidia-h100-sxm5-80gb") if i.name == "p5.48xlarge"][0]
-    assert p5.count == 8 and p5.price_per_device_hour == pytest.approx(98.32 / 8)
+    assert p5.count == 8 and p5.price_per_device_hour == pytest.approx(55.04 / 8)
     best = catalog.cheapest_instance("nvidia-a10g")
     assert best is not None and best.name == "g5.xlarge" and best.price_per_device_hour == 1.006
     assert catalog.cheapest_instance("intel-loihi-2") is None
