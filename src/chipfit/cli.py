@@ -63,7 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     _out_args(prof)
 
     cmp = sub.add_parser("compare", help="rank the catalog for a job")
-    cmp.add_argument("model")
+    cmp.add_argument("model", nargs="?", help="zoo name, model file or package.module:factory (or use --spec)")
+    cmp.add_argument("--spec", help="a transformer by its sizes: layers=32,hidden=4096,heads=32,kv_heads=8,ffn=14336,vocab=128256")
+    cmp.add_argument("--prompt", type=int, help="LLM serving: prompt tokens per request (with --infer)")
+    cmp.add_argument("--generate", type=int, help="LLM serving: generated tokens per request (with --infer)")
     _job_args(cmp, job=True)
     cmp.add_argument("--devices", type=int, default=1, help="devices per entry, data parallel (default 1)")
     cmp.add_argument("--class", dest="hw_class", help="only this hardware class")
@@ -74,6 +77,23 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--top", type=int, default=20, help="rows to show (0: all)")
     cmp.add_argument("--no-local", action="store_true", help="do not measure this machine's CPU")
     _out_args(cmp, csv_too=True)
+
+    pl = sub.add_parser("plan", help="best parallel plans for training a transformer on one kind of hardware")
+    pl.add_argument("model", nargs="?", help="a decoder LLM from the zoo (or use --spec)")
+    pl.add_argument("--spec", help="a transformer by its sizes (see compare --spec)")
+    pl.add_argument("--train", action="store_true", help="training (the only mode plans are searched for)")
+    pl.add_argument("--hardware", required=True, help="catalog id of the device")
+    pl.add_argument("--tokens", type=_number, help="training tokens")
+    pl.add_argument("--batch", type=int, help="global batch in sequences (default: about 4M tokens)")
+    pl.add_argument("--seq", type=int, help="sequence length (default: the model's context, 2048 for --spec)")
+    pl.add_argument("--precision", default="bf16")
+    pl.add_argument("--max-devices", type=int, help="largest device count to consider")
+    pl.add_argument("--devices", type=int, help="exactly this many devices")
+    pl.add_argument("--deadline", help="finish within this time: 90d, 12h, ...")
+    pl.add_argument("--budget", type=float, help="spend at most this many US dollars")
+    pl.add_argument("--objective", default="time", choices=("time", "cost", "energy", "device_hours"))
+    pl.add_argument("--top", type=int, default=5)
+    _out_args(pl)
 
     dev = sub.add_parser("devices", help="what is here: CPU model, cores, ISA, GPUs, MPS")
     _out_args(dev)
@@ -157,6 +177,18 @@ def run(args: argparse.Namespace) -> None:
         p = profile(args.model, mode=args.mode, batch=args.batch, seq_len=args.seq,
                     precision=args.precision, optimizer=args.optimizer)
         _print_json(p.to_dict(ops=args.ops)) if args.json else terminal.show(terminal.profile_tables(p, args.depth))
+    elif args.command == "plan":
+        from .planning import plan
+
+        workload, search = plan(
+            args.model, args.hardware, spec=args.spec, tokens=args.tokens, batch=args.batch, seq_len=args.seq,
+            precision=args.precision, max_devices=args.max_devices, devices=args.devices, objective=args.objective,
+            deadline=args.deadline, budget_usd=args.budget, top=args.top, catalog_dirs=tuple(args.catalog),
+        )
+        if args.json:
+            _print_json({"workload": workload.to_dict(), "search": search.to_dict()})
+        else:
+            terminal.show(terminal.plan_tables(workload, search))
     elif args.command == "compare":
         from .comparison import compare
 
@@ -165,7 +197,7 @@ def run(args: argparse.Namespace) -> None:
             epochs=args.epochs, tokens=args.tokens, precision=args.precision, optimizer=args.optimizer,
             devices=args.devices, hw_class=args.hw_class, hardware=args.hardware, framework=args.framework,
             pue=args.pue, grid_kg_per_kwh=args.grid, catalog_dirs=tuple(args.catalog),
-            include_local_cpu=not args.no_local,
+            include_local_cpu=not args.no_local, spec=args.spec, prompt=args.prompt, generate=args.generate,
         )
         if args.json:
             _print_json(result.to_dict())

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from .catalog import Catalog, load_catalog
 from .catalog.schema import FRAMEWORKS, Hardware
 from .errors import ChipfitError, closest
-from .predict import Conditions, Estimate, OpArrays, Plan, predict_fitting
+from .predict import Conditions, Estimate, OpArrays, Plan, add_energy_and_cost, predict_fitting
 from .workload.profile import Profile
 from .workload.workload import Workload
 
@@ -54,6 +54,15 @@ class Comparison:
             d["assumptions"] = "; ".join(d["assumptions"])
             rows.append(d)
         return rows
+
+
+def _zoo_spec(name: str):
+    from .workload import llm
+
+    try:
+        return llm.spec_for_zoo(name)
+    except ChipfitError as exc:
+        raise ChipfitError(f"LLM serving (--prompt/--generate) needs a decoder LLM; {exc}") from exc
 
 
 def rank_key(e: Estimate) -> tuple:
@@ -109,6 +118,48 @@ def compare_profile(
     return estimates
 
 
+# A transformer given only by its sizes has no context length of its own; this is the most
+# common one among the published runs in ../shared/validation/published.csv.
+SPEC_DEFAULT_SEQ = 2048
+
+
+def serving_estimate(inf, hw: Hardware, requests: float, instance, conditions: Conditions) -> Estimate:
+    """An InferenceEstimate (predict/decode.py) as an Estimate, so serving ranks like the rest.
+
+    step_time_s is one decode step, latency_s the time to first token, total_time_s serves
+    `requests` requests in batches.
+    """
+    est = Estimate(hardware=hw.id, hw_class=hw.hw_class, name=hw.name, devices=inf.devices,
+                   excluded_reason=inf.excluded_reason, assumptions=list(inf.assumptions))
+    if inf.excluded_reason:
+        return est
+    batches = requests / inf.batch
+    est.fits, est.memory_per_device_bytes, est.memory_breakdown = inf.fits, inf.memory_per_device_bytes, inf.memory_breakdown
+    est.step_time_s, est.latency_s, est.communication_s = inf.decode_step_s, inf.time_to_first_token_s, inf.communication_s
+    est.throughput_per_s, est.throughput_unit = inf.tokens_per_s, "tokens/s"
+    est.total_time_s = inf.total_s * batches
+    est.device_hours = est.total_time_s * inf.devices / 3600
+    est.low = {"total_time_s": inf.low.get("total_s", inf.total_s) * batches}
+    est.high = {"total_time_s": inf.high.get("total_s", inf.total_s) * batches}
+    add_energy_and_cost(est, hw, instance, conditions, inf.devices)
+    return est
+
+
+def compare_serving(spec, workload: Workload, prompt: int, generate: int, devices: int, hardware: list[Hardware],
+                    catalog: Catalog, conditions: Conditions) -> list[Estimate]:
+    """LLM serving (prefill, then decode) of `workload.batch` requests per batch on each entry."""
+    from .predict.decode import predict_inference
+
+    weights = workload.precision if workload.precision != "tf32" else "fp32"
+    out = []
+    for hw in hardware:
+        inf = predict_inference(spec, hw, batch=workload.batch, prompt_tokens=prompt, generated_tokens=generate,
+                                weight_precision=weights, devices=devices)
+        out.append(serving_estimate(inf, hw, workload.total_samples(), catalog.cheapest_instance(hw.id), conditions))
+    out.sort(key=rank_key)
+    return out
+
+
 def compare(
     model,
     *,
@@ -128,17 +179,36 @@ def compare(
     grid_kg_per_kwh: float | None = None,
     catalog_dirs: tuple = (),
     include_local_cpu: bool = True,
+    spec: str | None = None,
+    prompt: int | None = None,
+    generate: int | None = None,
 ) -> Comparison:
-    """Profile `model` once at the per-device batch and rank the catalog for the job."""
+    """Profile `model` once at the per-device batch and rank the catalog for the job.
+
+    `spec` ("layers=32,hidden=4096,...") replaces `model` with an analytic transformer;
+    `prompt`/`generate` turn inference into LLM serving (prefill, then token-by-token decode).
+    """
+    from .workload import llm
     from .workload import profile as profile_model
     from .workload.source import resolve
 
-    source = resolve(model) if isinstance(model, str) else None
-    name = model if isinstance(model, str) else type(model).__name__
-    if seq_len is None and source is not None and getattr(source, "default_seq_len", None):
-        seq_len = source.default_seq_len
+    if spec is not None:
+        shape = llm.parse_spec(spec)
+        name, source = shape.name, None
+        seq_len = seq_len or SPEC_DEFAULT_SEQ
+    else:
+        if model is None:
+            raise ChipfitError("Name a model (a zoo name, a file or package.module:factory) or give --spec.")
+        source = resolve(model) if isinstance(model, str) else None
+        name = model if isinstance(model, str) else type(model).__name__
+        if seq_len is None and source is not None and getattr(source, "default_seq_len", None):
+            seq_len = source.default_seq_len
+    serving = prompt is not None or generate is not None
+    if serving:
+        seq_len = (prompt or 0) + (generate or 0)
     workload = Workload(model=name, mode=mode, batch=batch, seq_len=seq_len, samples=samples, epochs=epochs,
-                        tokens=tokens, precision=precision, optimizer=optimizer)
+                        tokens=tokens, precision=precision, optimizer=optimizer, prompt_tokens=prompt,
+                        generate_tokens=generate)
     plan = Plan(devices=devices)
     if batch % plan.data_parallel:
         raise ChipfitError(
@@ -150,10 +220,26 @@ def compare(
     )
     catalog = load_catalog(catalog_dirs)
     entries = select_hardware(catalog, hw_class, hardware)
+    if serving:
+        if mode != "infer" or not prompt or not generate:
+            raise ChipfitError("LLM serving needs --infer with both --prompt and --generate as token counts.")
+        shape = shape if spec is not None else _zoo_spec(name)
     t0 = time.perf_counter()
-    prof = profile_model(model, mode=mode, batch=batch // plan.data_parallel, seq_len=seq_len,
-                         precision=precision, optimizer=optimizer)
+    if spec is not None:
+        prof = llm.profile_spec(shape, mode=mode, batch=batch // plan.data_parallel, seq_len=seq_len,
+                                precision=precision, optimizer=optimizer)
+        if seq_len == SPEC_DEFAULT_SEQ:
+            prof.notes.append(f"sequence length {SPEC_DEFAULT_SEQ} assumed for the spec; set --seq")
+    elif serving:
+        prof = llm.profile_spec(shape, mode="infer", batch=batch, seq_len=prompt, precision=precision)
+    else:
+        prof = profile_model(model, mode=mode, batch=batch // plan.data_parallel, seq_len=seq_len,
+                             precision=precision, optimizer=optimizer)
     t1 = time.perf_counter()
+    if serving:
+        estimates = compare_serving(shape, workload, prompt, generate, devices, entries, catalog, conditions)
+        return Comparison(workload=workload, plan=plan, profile=prof, estimates=estimates, conditions=conditions,
+                          timings_s={"profile": t1 - t0, "predict": time.perf_counter() - t1})
     local = None
     if include_local_cpu:
         from .measure.devices import local_cpu_hardware

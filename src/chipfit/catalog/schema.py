@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 PRECISIONS = ("fp64", "fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4")
 CLASSES = ("cpu", "gpu", "tpu", "asic", "fpga", "edge", "neuromorphic", "quantum")
+# Classes whose entries run no standard DNN step at all, training or inference; each entry says why.
+NO_DNN_CLASSES = ("neuromorphic", "quantum")
 FRAMEWORKS = (
     "pytorch", "tensorflow", "jax", "keras", "onnxruntime", "tensorrt", "openvino",
     "coreml", "tflite", "caffe", "vendor-sdk",
@@ -48,6 +50,12 @@ class Hardware:
     excluded_reason: str = ""  # one sentence, for entries that cannot run a standard step
     notes: str = ""
     origin: str = ""  # file it came from
+
+    def excluded_for(self, training: bool) -> str:
+        """Why this entry cannot run the job, in one sentence, or '' when it can."""
+        if self.hw_class in NO_DNN_CLASSES or (training and not self.trainable):
+            return self.excluded_reason or f"{self.name} is not built to run a training step."
+        return ""
 
     def peak(self, precision: str) -> float | None:
         """Dense peak FLOP/s at `precision`, or None when the catalog has no sourced figure."""

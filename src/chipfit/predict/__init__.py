@@ -21,8 +21,6 @@ from .roofline import OpArrays, StepTime, step_time
 __all__ = ["Conditions", "Efficiency", "Estimate", "ModelShape", "OpArrays", "Plan", "PlanStep",
            "bubble_fraction", "link_bandwidth", "plan_step", "predict", "predict_fitting", "ring_allreduce_s"]
 
-# Classes whose entries run no standard DNN step at all; the catalog says why for each.
-NO_DNN_CLASSES = ("neuromorphic", "quantum")
 
 
 @dataclass(frozen=True)
@@ -78,8 +76,8 @@ def predict(
         )
     if shape is not None:
         plan.check(shape)
-    if hw.hw_class in NO_DNN_CLASSES or (workload.training and not hw.trainable):
-        return _excluded(hw, plan, hw.excluded_reason or f"{hw.name} is not built to run a training step.")
+    if reason := hw.excluded_for(workload.training):
+        return _excluded(hw, plan, reason)
     arrays = shard_arrays(arrays or OpArrays.from_profile(profile, workload.precision),
                           plan.tensor_parallel, plan.sequence_parallel)
     eff = efficiency or default_efficiency(hw.hw_class)
@@ -137,7 +135,7 @@ def predict(
         est.latency_s = step
     est.low = {"step_time_s": step_lo, "total_time_s": steps * step_lo}
     est.high = {"step_time_s": step_hi, "total_time_s": steps * step_hi}
-    _add_energy_and_cost(est, hw, instance, conditions, plan.devices)
+    add_energy_and_cost(est, hw, instance, conditions, plan.devices)
     return est
 
 
@@ -154,7 +152,7 @@ def _plan_assumption(plan: Plan, topo) -> str:
     return text
 
 
-def _add_energy_and_cost(est: Estimate, hw: Hardware, instance: Instance | None,
+def add_energy_and_cost(est: Estimate, hw: Hardware, instance: Instance | None,
                          conditions: Conditions, devices: int) -> None:
     hours = {"": est.device_hours, "low": est.low["total_time_s"] * devices / 3600,
              "high": est.high["total_time_s"] * devices / 3600}

@@ -201,8 +201,8 @@ def predict_inference(
         hardware=hw.id, name=hw.name, devices=devices, batch=batch, prompt_tokens=prompt_tokens,
         generated_tokens=generated_tokens, weight_precision=weight_precision, kv_precision=kv_precision,
     )
-    if hw.excluded_reason:
-        est.excluded_reason = hw.excluded_reason
+    if reason := hw.excluded_for(training=False):
+        est.excluded_reason = reason
         return est
     wb, kvb = BYTES_PER_ELEMENT[weight_precision], BYTES_PER_ELEMENT[kv_precision]
     act = 4 if weight_precision == "fp32" else 2

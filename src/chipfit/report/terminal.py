@@ -95,10 +95,13 @@ def profile_tables(p: Profile, depth: int = 2, top: int = 25) -> list:
 def comparison_table(cmp, top: int | None = None) -> list:
     w, plan = cmp.workload, cmp.plan
     job = f"{w.model} {w.mode}, batch {w.batch}" + (f", seq {w.seq_len}" if w.seq_len else "") + f", {w.precision}"
+    if w.prompt_tokens:
+        job = f"{w.model} serving, batch {w.batch}, prompt {w.prompt_tokens} + {w.generate_tokens} generated, {w.precision}"
     job += f", {plan.devices} device(s)" + (f", {w.total_samples():.3g} samples" if w.training else "")
     t = Table(title=job, header_style="bold")
     infer = not w.training
-    cols = ["#", "hardware", "class", "fits", "mem/device", "latency" if infer else "step", "throughput",
+    step_col = "first token" if w.prompt_tokens else "latency" if infer else "step"
+    cols = ["#", "hardware", "class", "fits", "mem/device", step_col, "throughput",
             "total time (low-high)", "energy", "cost", "vs local CPU"]
     for col in cols:
         t.add_column(col, justify="left" if col in ("hardware", "class") else "right")
@@ -109,7 +112,8 @@ def comparison_table(cmp, top: int | None = None) -> list:
         span = f"{seconds(e.total_time_s)} ({seconds(e.low.get('total_time_s'))}-{seconds(e.high.get('total_time_s'))})"
         speed = "-" if e.speedup_vs_local_cpu is None else f"{e.speedup_vs_local_cpu:.3g}x"
         name = e.hardware + (f" x{e.devices}" if e.devices > 1 else "")
-        t.add_row(str(i), name, e.hw_class, fits, nbytes(e.memory_per_device_bytes), seconds(e.step_time_s),
+        first = e.latency_s if w.prompt_tokens else e.step_time_s
+        t.add_row(str(i), name, e.hw_class, fits, nbytes(e.memory_per_device_bytes), seconds(first),
                   f"{si(e.throughput_per_s)} {e.throughput_unit}", span,
                   kwh(e.energy_kwh), usd(e.cost_usd), speed)
     excluded = [e for e in cmp.estimates if e.excluded_reason]
@@ -239,3 +243,22 @@ def runs_table(runs) -> Table:
         t.add_row(str(r.id), r.kind, r.device, r.hardware_id, r.created_at, str(r.measurement_count),
                   r.environment.torch_version, str(r.environment.threads))
     return t
+
+
+def plan_tables(workload, search) -> list:
+    t = Table(title=f"{workload.model}: {workload.total_samples() * (workload.seq_len or 1):.3g} tokens, batch "
+                    f"{workload.batch} x {workload.seq_len}, {workload.precision}, on {search.hardware} "
+                    f"(ranked by {search.objective}; {search.considered} plans considered)", header_style="bold")
+    for col in ("#", "plan", "micro-batch", "step", "total time", "device-hours", "mem/device", "energy", "cost"):
+        t.add_column(col, justify="left" if col == "plan" else "right")
+    for i, r in enumerate(search.ranked, 1):
+        t.add_row(str(i), r.plan.describe(), str(r.micro_batch), seconds(r.step_time_s), seconds(r.total_time_s),
+                  f"{r.device_hours:,.0f}", nbytes(r.memory_per_device_bytes), kwh(r.energy_kwh), usd(r.cost_usd))
+    out: list = [t]
+    if search.why:
+        out.append(search.why)
+    if search.rejected:
+        out.append("[bold]Rejected:[/bold]")
+        out += [f"  {n} plans: {reason}" + (f" (e.g. {search.examples[reason]})" if reason in search.examples else "")
+                for reason, n in sorted(search.rejected.items(), key=lambda kv: -kv[1])]
+    return out

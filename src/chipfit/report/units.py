@@ -41,4 +41,6 @@ def usd(x: float | None) -> str:
 def kwh(x: float | None) -> str:
     if x is None:
         return "-"
+    if x >= 1e3:
+        return si(x * 1e3, "Wh")
     return f"{x:.3g} kWh" if x >= 1 else f"{x * 1000:.3g} Wh"

@@ -27,6 +27,8 @@ class Workload:
     tokens: float | None = None
     precision: str = "fp32"
     optimizer: str = "adamw"
+    prompt_tokens: int | None = None  # LLM serving: tokens per request in, and generated out
+    generate_tokens: int | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in ("train", "infer"):
@@ -39,6 +41,11 @@ class Workload:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ChipfitError(f"--{name} {value:g} leaves nothing to do; give a positive number of {name}.")
+        for name in ("prompt_tokens", "generate_tokens"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                flag = "--prompt" if name == "prompt_tokens" else "--generate"
+                raise ChipfitError(f"{flag} {value} is not a positive number of tokens; give 1 or more.")
         if self.epochs <= 0:
             raise ChipfitError(f"--epochs {self.epochs:g} leaves nothing to do; give a positive number of epochs.")
         if self.precision not in PRECISION_CHOICES:
