@@ -1,9 +1,11 @@
-"""Model sources for the tracer: a zoo name, a 'package.module:factory' string, or a module instance."""
+"""Model sources: a zoo name, 'package.module:factory', a module instance, a Hugging Face config.json,
+a .keras, .onnx or Caffe .prototxt file, or 'torchvision:NAME' / 'timm:NAME'."""
 
 from __future__ import annotations
 
 import importlib
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
@@ -61,8 +63,56 @@ class UserModel:
         return surrogate_loss(output, targets)
 
 
-def resolve(name: str) -> zoo.ZooEntry | UserModel:
-    """A zoo entry by name, or a user model given as 'package.module:factory'."""
+class ParsedFile:
+    """An ONNX or Caffe file: profiled by parsing it (inference only), never built as a module."""
+
+    task = None
+    default_seq_len = None
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.name = Path(path).stem
+
+    def build(self) -> nn.Module:
+        raise ChipfitError(
+            f"Model file {self.path} is parsed, not built, so it cannot be run; measure a PyTorch, Hugging Face or "
+            "Keras source of the same model."
+        )
+
+    def profile(self, mode: str, batch: int, precision: str, input_shapes: dict | None) -> Profile:
+        if self.path.lower().endswith(".onnx"):
+            from .onnx_model import profile_onnx
+
+            result = profile_onnx(self.path, input_shapes=input_shapes, batch=batch, mode=mode)
+        else:
+            if input_shapes:
+                raise ChipfitError(f"Caffe file {self.path} takes its input shape from its input layer; leave --input out.")
+            from .caffe import profile_prototxt
+
+            result = profile_prototxt(self.path, batch=batch, mode=mode)
+        if precision != "fp32":
+            result.notes.append(f"Precision {precision} was asked for; a parsed file is profiled in the dtype it stores.")
+        return result
+
+
+def resolve(name: str):
+    """The model source `name` stands for: a zoo entry, a Hugging Face config.json (or its folder), a
+    .keras/.onnx/.prototxt file, 'torchvision:NAME' or 'timm:NAME', or 'package.module:factory'."""
+    from .hf_config import HFConfigModel, is_hf_config
+
+    lowered = name.lower()
+    if lowered.endswith((".onnx", ".prototxt")):
+        return ParsedFile(name)
+    if lowered.endswith(".keras"):
+        from .keras_model import KerasFile
+
+        return KerasFile(name)
+    if is_hf_config(name):
+        return HFConfigModel(name)
+    if lowered.startswith(("torchvision:", "timm:")):
+        from .hub_names import hub_model
+
+        return hub_model(name)
     if ":" not in name:
         return zoo.get(name)
     module_name, _, attr = name.partition(":")
@@ -110,13 +160,17 @@ def profile(
     seq_len: int | None = None,
     precision: str = "fp32",
     optimizer: str = "adamw",
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
 ) -> Profile:
     """Profile one training step (or one inference batch) of a model on fake tensors.
 
-    `model` is a zoo name, 'package.module:factory', or an nn.Module instance with an
-    `example_inputs(batch, seq_len)` method (its weights stay untouched). seq_len defaults to
-    the zoo entry's default_seq_len for language models.
+    `model` is an nn.Module instance with an `example_inputs(batch, seq_len)` method (its weights
+    stay untouched) or a string `resolve` knows. seq_len defaults to the source's default_seq_len
+    for language models. input_shapes ({input name: shape}) fixes ONNX graph inputs.
     """
+    from .hf_config import HFConfigModel
+    from .keras_model import KerasFile
+
     options = dict(mode=mode, batch=batch, precision=precision, optimizer=optimizer)
     if isinstance(model, nn.Module):
         source = UserModel(type(model).__name__, lambda: model)
@@ -126,6 +180,17 @@ def profile(
                 **options,
             )
     source = resolve(model)
+    if isinstance(source, ParsedFile):
+        return source.profile(mode, batch, precision, input_shapes)
+    if input_shapes:
+        raise ChipfitError(f"Input shapes are given for ONNX files only, not for model {model!r}; leave --input out.")
     if seq_len is None:
         seq_len = source.default_seq_len
-    return trace_module(source.build, source.make_batch, source.loss, name=source.name, seq_len=seq_len, **options)
+    if isinstance(source, KerasFile):
+        return source.profile(seq_len=seq_len, **options)
+    try:
+        return trace_module(source.build, source.make_batch, source.loss, name=source.name, seq_len=seq_len, **options)
+    except ChipfitError as exc:
+        if isinstance(source, HFConfigModel):
+            raise source.moe_error(exc) from exc
+        raise
