@@ -71,19 +71,18 @@ def _check_archive(path: Path) -> dict:
 
 
 def _unregistered_classes(keras, config: Any) -> list[str]:
-    """Classes named in a saved config that are neither Keras' own nor registered custom objects."""
+    """Classes a saved config names by a registered name (custom objects) that are not registered now."""
     found: list[str] = []
     if isinstance(config, dict):
-        module, name = config.get("module"), config.get("class_name")
-        if isinstance(name, str) and "config" in config and not (isinstance(module, str) and module.startswith("keras")):
-            registered = config.get("registered_name") or name
-            if keras.saving.get_registered_object(registered) is None and name not in found:
-                found.append(name)
-        for value in config.values():
-            found += [n for n in _unregistered_classes(keras, value) if n not in found]
-    elif isinstance(config, list):
-        for value in config:
-            found += [n for n in _unregistered_classes(keras, value) if n not in found]
+        module, registered = config.get("module"), config.get("registered_name")
+        custom = isinstance(registered, str) and not (isinstance(module, str) and module.startswith("keras"))
+        if custom and keras.saving.get_registered_object(registered) is None:
+            found.append(str(config.get("class_name", registered)))
+        children = list(config.values())
+    else:
+        children = config if isinstance(config, list) else []
+    for child in children:
+        found += [n for n in _unregistered_classes(keras, child) if n not in found]
     return found
 
 
