@@ -48,14 +48,15 @@ def test_fit_recovers_matmul_bandwidth_and_overhead():
     curves = {(c.family, c.precision): c for c in cal.curves}
     assert curves["matmul", "fp32"].e_max == pytest.approx(0.75, rel=0.01)
     assert curves["matmul", "bf16"].e_max == pytest.approx(0.6, rel=0.01)
-    assert cal.memory_efficiency == pytest.approx(0.8)
+    assert cal.bandwidth_bytes_per_s == pytest.approx(80e9)
+    assert cal.memory_efficiency(HW) == pytest.approx(0.8)
     assert cal.kernel_overhead_s == pytest.approx(4e-6)
     assert max(cal.residuals.values()) < 0.02
     # The fitted efficiency reproduces the measured time of a matmul in a prediction.
     n = 512
     op = Op("aten.mm.default", "matmul", 2.0 * n**3, 3 * n * n * 4, 0, "fp32", "forward", "m")
     prof = Profile("t", "infer", 1, None, "fp32", [op], 0, 0, 0, 0)
-    t = step_time(OpArrays.from_profile(prof), HW, cal.efficiency("cpu"))
+    t = step_time(OpArrays.from_profile(prof), HW, cal.efficiency(HW))
     assert t.total_s - 4e-6 == pytest.approx(ms[3].median_s, rel=0.02)
     assert Calibration.from_dict(cal.to_dict()) == cal
 
@@ -69,3 +70,8 @@ def test_fit_without_benchmarks_says_what_to_do():
 def test_curve_shape():
     c = Curve("matmul", "fp32", 0.8, 1e6)
     assert c.at(np.array([1e6]))[0] == pytest.approx(0.4)
+
+
+def test_calibration_from_another_version_says_to_recalibrate():
+    with pytest.raises(ChipfitError, match=r"^The stored calibration of local-cpu was written by another chipfit version; run"):
+        Calibration.from_dict({"hardware_id": "local-cpu", "curves": [], "memory_efficiency": 0.5})

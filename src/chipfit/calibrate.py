@@ -2,7 +2,8 @@
 
     matmul / conv:  e(F) = e_max * F / (F + half_flops) per precision, F = FLOPs of one call,
                     e = achieved FLOP/s / the device's peak at that precision
-    memory:         median achieved copy/triad bandwidth / the device's bandwidth figure
+    memory:         median achieved copy/triad bandwidth (bytes/s; divided by the device's
+                    bandwidth figure when the calibration is applied)
     overhead:       median seconds of a tiny kernel
 
 Predictions for the calibrated device use these in place of the published defaults.
@@ -58,18 +59,26 @@ class Calibration:
     device: str
     hardware_id: str
     curves: tuple[Curve, ...]
-    memory_efficiency: float | None
+    bandwidth_bytes_per_s: float | None
     kernel_overhead_s: float | None
     measurements: int
     fitted_from: str  # e.g. "run 3 (2026-11-21T23:40:00+00:00)"
     residuals: dict[str, float] = field(default_factory=dict)  # family/precision -> worst relative error
 
-    def efficiency(self, hw_class: str = "cpu") -> Efficiency:
-        base = default_efficiency(hw_class)
+    def memory_efficiency(self, hw: Hardware) -> float | None:
+        """Measured bandwidth as a fraction of `hw`'s bandwidth figure."""
+        if self.bandwidth_bytes_per_s is None or hw.mem_bw_bytes_per_s is None:
+            return None
+        return self.bandwidth_bytes_per_s / hw.mem_bw_bytes_per_s.value
+
+    def efficiency(self, hw: Hardware) -> Efficiency:
+        """The fitted factors as an Efficiency for predictions on `hw` (the calibrated device)."""
+        base = default_efficiency(hw.hw_class)
         return Efficiency(
-            matmul=max((c.e_max for c in self.curves if c.family == "matmul"), default=base.matmul),
+            # Precisions without a curve of their own run at the fp32 matmul curve's best.
+            matmul=next((c.e_max for c in self.curves if (c.family, c.precision) == ("matmul", "fp32")), base.matmul),
             vector=base.vector,
-            memory=self.memory_efficiency or base.memory,
+            memory=self.memory_efficiency(hw) or base.memory,
             kernel_overhead_s=self.kernel_overhead_s if self.kernel_overhead_s is not None else base.kernel_overhead_s,
             source=f"calibrated on {self.hardware_id} from {self.fitted_from}",
             curves=self.curves,
@@ -80,7 +89,13 @@ class Calibration:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Calibration":
-        return cls(**{**d, "curves": tuple(Curve(**c) for c in d["curves"])})
+        try:
+            return cls(**{**d, "curves": tuple(Curve(**c) for c in d["curves"])})
+        except (TypeError, KeyError) as exc:
+            raise ChipfitError(
+                f"The stored calibration of {d.get('hardware_id', 'this device')} was written by another chipfit "
+                "version; run `chipfit bench` and `chipfit calibrate` again."
+            ) from exc
 
 
 def fit(measurements: list[Measurement], hw: Hardware, fitted_from: str = "") -> Calibration:
@@ -103,11 +118,9 @@ def fit(measurements: list[Measurement], hw: Hardware, fitted_from: str = "") ->
             curves.append(curve)
             residuals[f"{name}/{precision}"] = float(np.max(np.abs(curve.at(flops) / eff - 1.0)))
     bandwidths = [m.achieved_bytes_per_s for m in measurements if m.kind in ("copy", "triad") and m.achieved_bytes_per_s]
-    memory_eff = None
-    if bandwidths and hw.mem_bw_bytes_per_s:
-        memory_eff = statistics.median(bandwidths) / hw.mem_bw_bytes_per_s.value
+    bandwidth = statistics.median(bandwidths) if bandwidths else None
     overheads = [m.median_s for m in measurements if m.kind == "overhead"]
-    if not curves and memory_eff is None and not overheads:
+    if not curves and bandwidth is None and not overheads:
         raise ChipfitError(
             f"No micro-benchmarks of {hw.id} to calibrate from; run `chipfit bench` on this machine first."
         )
@@ -115,7 +128,7 @@ def fit(measurements: list[Measurement], hw: Hardware, fitted_from: str = "") ->
         device=measurements[0].device,
         hardware_id=hw.id,
         curves=tuple(curves),
-        memory_efficiency=memory_eff,
+        bandwidth_bytes_per_s=bandwidth,
         kernel_overhead_s=statistics.median(overheads) if overheads else None,
         measurements=len(measurements),
         fitted_from=fitted_from,

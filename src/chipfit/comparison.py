@@ -56,6 +56,17 @@ class Comparison:
         return rows
 
 
+def _stored_calibration(hw_id: str):
+    """The newest calibration of `hw_id` in the default results store, without creating the store."""
+    from .calibrate import stored_calibration
+    from .store import Store, default_db_path
+
+    if not default_db_path().exists():
+        return None
+    with Store() as store:
+        return stored_calibration(store, hw_id)
+
+
 def _zoo_spec(name: str):
     from .workload import llm
 
@@ -92,8 +103,13 @@ def compare_profile(
     framework: str | None = None,
     conditions: Conditions = Conditions(),
     local_cpu: Hardware | None = None,
+    local_calibration=None,
 ) -> list[Estimate]:
-    """Pure part of compare: the profile on each entry, ranked. Fast (no tracing, no I/O)."""
+    """Pure part of compare: the profile on each entry, ranked. Fast (no tracing, no I/O).
+
+    `local_calibration` (chipfit.calibrate.Calibration) replaces the published efficiencies
+    for the local CPU's own estimate.
+    """
     if framework is not None and framework not in FRAMEWORKS:
         raise ChipfitError(f"Framework {framework!r} is not known.{closest(framework, FRAMEWORKS)} Known: {', '.join(FRAMEWORKS)}.")
     arrays = OpArrays.from_profile(profile, workload.precision)
@@ -109,7 +125,9 @@ def compare_profile(
     if local_cpu is not None:
         # One local CPU runs the whole job, the global batch as per-device micro-batches in turn.
         local_job = replace(workload, batch=profile.batch)
-        local = predict_fitting(profile, local_cpu, local_job, Plan(devices=1), arrays=arrays, conditions=conditions)
+        eff = local_calibration.efficiency(local_cpu) if local_calibration else None
+        local = predict_fitting(profile, local_cpu, local_job, Plan(devices=1), arrays=arrays, conditions=conditions,
+                                efficiency=eff)
         estimates.append(local)
         for e in estimates:
             if e.total_time_s and local.total_time_s:
@@ -240,14 +258,15 @@ def compare(
         estimates = compare_serving(shape, workload, prompt, generate, devices, entries, catalog, conditions)
         return Comparison(workload=workload, plan=plan, profile=prof, estimates=estimates, conditions=conditions,
                           timings_s={"profile": t1 - t0, "predict": time.perf_counter() - t1})
-    local = None
+    local, calibration = None, None
     if include_local_cpu:
         from .measure.devices import local_cpu_hardware
 
         local = local_cpu_hardware()
+        calibration = _stored_calibration(local.id)
     t2 = time.perf_counter()
     estimates = compare_profile(prof, workload, plan, entries, catalog, framework=framework,
-                                conditions=conditions, local_cpu=local)
+                                conditions=conditions, local_cpu=local, local_calibration=calibration)
     t3 = time.perf_counter()
     return Comparison(workload=workload, plan=plan, profile=prof, estimates=estimates, conditions=conditions,
                       local_cpu=local.id if local else None,

@@ -78,7 +78,7 @@ class LocalValidation:
 
 
 def predicted_step(profile, hw: Hardware, workload: Workload, calibration: Calibration | None) -> float:
-    eff = calibration.efficiency(hw.hw_class) if calibration else default_efficiency(hw.hw_class)
+    eff = calibration.efficiency(hw) if calibration else default_efficiency(hw.hw_class)
     return predict(profile, hw, workload, Plan(), efficiency=eff).step_time_s
 
 

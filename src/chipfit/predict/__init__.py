@@ -100,8 +100,7 @@ def predict(
 
     mid = parts(central)
     assumptions = [
-        f"efficiency: matmul {eff.matmul:.0%} of peak, memory {eff.memory:.0%} of bandwidth, "
-        f"{eff.kernel_overhead_s * 1e6:.1f} us per kernel ({eff.source})",
+        eff.describe(),
         *central.notes,
     ]
     if plan.devices > 1:

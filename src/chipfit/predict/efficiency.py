@@ -70,6 +70,16 @@ class Efficiency:
     source: str = "published defaults (chipfit.predict.efficiency)"
     curves: tuple[Curve, ...] = field(default=())
 
+    def describe(self) -> str:
+        """One line for an estimate's assumptions."""
+        if self.curves:
+            fitted = ", ".join(f"{c.family} {c.precision} up to {c.e_max:.0%}" for c in self.curves)
+            matmul = f"fitted efficiency of peak ({fitted})"
+        else:
+            matmul = f"matmul {self.matmul:.0%} of peak"
+        return (f"efficiency: {matmul}, memory {self.memory:.0%} of bandwidth, "
+                f"{self.kernel_overhead_s * 1e6:.1f} us per kernel ({self.source})")
+
     def matrix(self, precision: str, kinds: np.ndarray, flops: np.ndarray) -> np.ndarray:
         """Per-op efficiency of matrix ops (kinds: matmul, conv, attention) at `precision`."""
         eff = np.full(len(flops), self.matmul)

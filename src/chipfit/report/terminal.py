@@ -228,8 +228,8 @@ def calibration_table(cal) -> Table:
     for c in cal.curves:
         t.add_row(f"{c.family} {c.precision} efficiency", f"{c.e_max:.2f} x F / (F + {si(c.half_flops, 'FLOP')})",
                   f"{cal.residuals.get(f'{c.family}/{c.precision}', 0):.0%}")
-    if cal.memory_efficiency is not None:
-        t.add_row("memory bandwidth", f"{cal.memory_efficiency:.0%} of the entry's figure", "")
+    if cal.bandwidth_bytes_per_s is not None:
+        t.add_row("memory bandwidth", si(cal.bandwidth_bytes_per_s, "B/s"), "")
     if cal.kernel_overhead_s is not None:
         t.add_row("per-kernel overhead", seconds(cal.kernel_overhead_s), "")
     return t
