@@ -20,6 +20,7 @@ from .report.units import kwh, nbytes, seconds, usd
 
 WHERE = ("any", "cloud", "local")
 OBJECTIVES = ("time", "cost", "energy")
+_BEST_WORD = {"time": "fastest", "cost": "cheapest", "energy": "most frugal"}
 _METRIC = {"time": "total_time_s", "cost": "cost_usd", "energy": "energy_kwh"}
 # Bytes per element of the dtype a profile was traced in (activations scale with it).
 _DTYPE_BYTES = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "int8": 1}
@@ -194,7 +195,7 @@ def why_wins(winner: Estimate, candidates: Sequence[Estimate], objective: str) -
     rival_axis = "cost" if objective == "time" else "time"
     with_rival = [e for e in candidates if _metric(e, rival_axis) is not None]
     rival = _by_objective(with_rival, rival_axis)[0] if with_rival else None
-    best_word = {"time": "fastest", "cost": "cheapest", "energy": "most frugal"}[objective]
+    best_word = _BEST_WORD[objective]
     rival_word = {"cost": "cheapest", "time": "fastest"}[rival_axis]
     if rival is None or rival is winner:
         also = f" and also the {rival_word}" if rival is winner else ""
@@ -222,70 +223,78 @@ def fit_changes(cmp: Comparison, hw: Hardware, capacity_bytes: float) -> tuple[l
     """Changes that shrink the memory per device of `cmp`'s job on `hw`, each with the memory it leaves.
 
     Lower precision, a smaller per-device batch (gradient accumulation keeps the global batch),
-    activation checkpointing (transformers from the zoo), and more devices with ZeRO stage 3.
-    Returns the changes and notes on changes that could not be worked out.
+    activation checkpointing (transformers from the zoo), more devices with ZeRO stage 3, and,
+    when no single change is enough, all of them together. Returns the changes and notes on
+    changes that could not be worked out.
     """
     prof, work, plan = cmp.profile, cmp.workload, cmp.plan
-    notes: list[str] = []
 
     def mem(profile, workload, plan_, shape=None) -> dict:
         return memory_per_device(profile, workload, plan_, hw.hw_class, shape)
 
-    def change(text: str, parts: dict) -> FitChange:
-        return FitChange(text, hw.id, parts["total"], capacity_bytes, parts)
-
     def at_precision(precision: str):
         traced = _DTYPE_BYTES.get(prof.dtype, 4)
-        k = activation_element_bytes(precision) / traced if work.training else _DTYPE_BYTES[precision] / traced
+        k = (activation_element_bytes(precision) if work.training else _DTYPE_BYTES[precision]) / traced
         scaled = replace(prof, activation_bytes=round(prof.activation_bytes * k),
                          peak_activation_bytes=round(prof.peak_activation_bytes * k))
         return scaled, replace(work, precision=precision)
 
-    out: list[FitChange] = []
-    lower = [p for p in (("bf16",) if work.training else ("bf16", "int8"))
-             if _DTYPE_BYTES[p] < _DTYPE_BYTES[work.precision]]
-    for p in lower:
-        what = "bf16 mixed precision" if work.training else f"{p} weights and activations"
-        out.append(change(what, mem(*at_precision(p), plan)))
-
-    def largest_batch(profile, workload, plan_, shape=None):
-        b = profile.batch // 2
-        while b >= 1:
-            parts = mem(scale_profile(profile, b), workload, replace(plan_, micro_batches=profile.batch // b), shape)
+    def largest_batch(profile, workload, plan_, shape, start: int):
+        """The largest per-device batch from `start` down (halving) that fits, else batch 1."""
+        b = start
+        while True:
+            parts = mem(scale_profile(profile, b), workload, replace(plan_, micro_batches=max(1, profile.batch // b)), shape)
             if parts["total"] <= capacity_bytes or b == 1:
                 return b, parts
             b //= 2
-        return None, None
 
-    b, parts = largest_batch(prof, work, plan)
-    if b is not None:
-        keep = f", {prof.batch // b} accumulation steps keep the global batch" if work.training else ""
-        out.append(change(f"per-device batch {b} (from {prof.batch}){keep}", parts))
-
-    shape = _shape_for(work) if work.training else None
-    if work.training:
-        if shape is not None:
-            out.append(change("activation checkpointing", mem(prof, work, replace(plan, activation_checkpointing=True), shape)))
-        else:
-            notes.append(f"activation checkpointing needs the layer sizes of a transformer from the zoo; "
-                         f"not worked out for {work.model}")
-        n, parts = plan.devices, None
-        while n <= _MAX_DEVICES:
-            parts = mem(prof, work, replace(plan, devices=n, zero_stage=3, tensor_parallel=1, pipeline_parallel=1))
-            if parts["total"] <= capacity_bytes:
-                break
+    def zero3(profile, workload, plan_, shape):
+        """The fewest devices (doubling) with ZeRO stage 3 that fit, and the batch that fits there."""
+        n = plan_.devices
+        while True:
+            sharded = replace(plan_, devices=n, zero_stage=3, tensor_parallel=1, pipeline_parallel=1)
+            b, parts = largest_batch(profile, workload, sharded, shape, profile.batch)
+            if parts["total"] <= capacity_bytes or n >= _MAX_DEVICES:
+                return n, b, parts
             n *= 2
-        n = min(n, _MAX_DEVICES)
-        out.append(change(f"{n} devices with ZeRO stage 3 (FSDP), same per-device batch", parts))
 
-    if out and not any(c.fits for c in out) and (lower or shape is not None):
+    out: list[FitChange] = []
+    notes: list[str] = []
+
+    def add(text: str, parts: dict) -> None:
+        out.append(FitChange(text, hw.id, parts["total"], capacity_bytes, parts))
+
+    lower = [p for p in (("bf16",) if work.training else ("bf16", "int8"))
+             if _DTYPE_BYTES[p] < _DTYPE_BYTES[work.precision]]
+    for p in lower:
+        add(f"{'bf16 mixed precision' if work.training else p + ' weights and activations'} (--precision {p})",
+            mem(*at_precision(p), plan))
+    if prof.batch > 1:
+        b, parts = largest_batch(prof, work, plan, None, prof.batch // 2)
+        keep = f", {prof.batch // b} accumulation steps keeping the global batch" if work.training else ""
+        add(f"per-device batch {b} (from {prof.batch}){keep}", parts)
+    if not work.training:
+        return out, notes
+    shape = _shape_for(work)
+    if shape is not None:
+        add("activation checkpointing", mem(prof, work, replace(plan, activation_checkpointing=True), shape))
+    else:
+        notes.append(f"activation checkpointing needs the layer sizes of a transformer from the zoo; "
+                     f"not worked out for {work.model}")
+    n = max(2, plan.devices)
+    while True:
+        parts = mem(prof, work, replace(plan, devices=n, zero_stage=3, tensor_parallel=1, pipeline_parallel=1))
+        if parts["total"] <= capacity_bytes or n >= _MAX_DEVICES:
+            break
+        n *= 2
+    add(f"{n} devices with ZeRO stage 3 (FSDP), same per-device batch" if parts["total"] <= capacity_bytes else
+        f"ZeRO stage 3 (FSDP) even over {n} devices (activations do not shard)", parts)
+    if not any(c.fits for c in out):
         both_prof, both_work = at_precision(lower[0]) if lower else (prof, work)
         both_plan = replace(plan, activation_checkpointing=shape is not None)
-        b, parts = largest_batch(both_prof, both_work, both_plan, shape)
-        if b is not None:
-            done = ([("bf16" if work.training else lower[0])] if lower else []) + (
-                ["activation checkpointing"] if shape is not None else [])
-            out.append(change(" + ".join([*done, f"per-device batch {b}"]), parts))
+        n, b, parts = zero3(both_prof, both_work, both_plan, shape)
+        done = ([lower[0]] if lower else []) + (["activation checkpointing"] if shape is not None else [])
+        add(" + ".join([*done, f"per-device batch {b}", f"{n} devices with ZeRO stage 3"]), parts)
     return out, notes
 
 
@@ -375,13 +384,17 @@ def advise(
     if winner is not None:
         why = why_wins(winner, candidates, objective)
     else:
-        near = [e for e in _by_objective(failed, objective) if not e.excluded_reason]
+        runs = [e for e in _by_objective(failed, objective) if not e.excluded_reason]
         why = "No option meets the constraints" + (
-            f"; the nearest is {label(near[0])}: {dropped[failed.index(near[0])].reason}" if near else ".")
+            f"; the {_BEST_WORD[objective]} that runs at all is {label(runs[0])}: "
+            f"{dropped[failed.index(runs[0])].reason}" if runs else ".")
 
     # What to change: for the best entry (by the objective) that only memory rules out.
     changes: list[FitChange] = []
     too_big = [e for e in _by_objective(failed, objective) if e.fits is False and not e.excluded_reason]
+    if winner is None:
+        # Nothing meets the constraints: work on the entry closest to fitting.
+        too_big.sort(key=lambda e: e.memory_per_device_bytes / _capacity(catalog, e))
     if too_big and (winner is None or _better(too_big[0], winner, objective)):
         target_est = too_big[0]
         hw = catalog.hardware.get(target_est.hardware)
@@ -401,6 +414,11 @@ def advise(
     return Advice(comparisons=comparisons, objective=objective, constraints=constraints, candidates=candidates,
                   dropped=dropped, pareto=pareto_front(candidates), winner=winner, why=why, changes=changes,
                   rent_buy=rent_buy, notes=notes)
+
+
+def _capacity(catalog: Catalog, e: Estimate) -> float:
+    hw = catalog.hardware.get(e.hardware)
+    return hw.memory_bytes.value if hw is not None and hw.memory_bytes else float("inf")
 
 
 def _better(a: Estimate, b: Estimate, objective: str) -> bool:
