@@ -83,3 +83,81 @@ def test_malformed_user_catalog_names_file_line_and_field(capsys, tmp_path):
     code, _, err = run(capsys, "--catalog", str(tmp_path), "hardware", "list")
     assert code == 1
     assert "mine.toml" in err and "line 9" in err and "mem_bw_gb_per_s" in err
+
+
+def test_plan_finds_fitting_plans_on_the_devices_given(capsys):
+    code, out, _ = run(capsys, "plan", "llama-3-8b", "--train", "--tokens", "1e9", "--hardware",
+                       "nvidia-h100-sxm5-80gb", "--devices", "8", "--batch", "64", "--seq", "2048", "--json")
+    d = json.loads(out)
+    assert code == 0 and d["workload"]["batch"] == 64
+    ranked = d["search"]["ranked"]
+    assert ranked
+    for r in ranked:
+        p = r["plan"]
+        assert p["data_parallel"] * p["tensor_parallel"] * p["pipeline_parallel"] == 8
+        assert r["memory_per_device_bytes"] <= 80 * 2**30
+    times = [r["total_time_s"] for r in ranked]
+    assert times == sorted(times)
+
+
+def test_compare_spec_counts_the_parameters_of_the_sizes_given(capsys):
+    # 2 layers, hidden 64, 4 heads (2 KV heads of 16), SwiGLU 128, vocab 100, untied head, RMSNorm:
+    # attention 64*64 + 2*64*32 + 64*64, MLP 3*64*128, 2 norms of 64 per layer; embedding, head, final norm.
+    code, out, _ = run(capsys, "compare", "--spec", "layers=2,hidden=64,heads=4,kv_heads=2,ffn=128,vocab=100",
+                       "--train", "--tokens", "1e6", "--seq", "32", "--batch", "4", "--no-local", "--json")
+    d = json.loads(out)
+    per_layer = 64 * 64 + 2 * 64 * 32 + 64 * 64 + 3 * 64 * 128 + 2 * 64
+    assert code == 0 and d["workload"]["params"] == 2 * per_layer + 2 * 100 * 64 + 64
+
+
+def test_llm_serving_reports_time_to_first_token_and_tokens_per_second(capsys):
+    code, out, _ = run(capsys, "compare", "llama-3-8b", "--infer", "--batch", "4", "--prompt", "512",
+                       "--generate", "64", "--precision", "bf16", "--hardware", "nvidia-h100-sxm5-80gb", "--json")
+    (e,) = json.loads(out)["estimates"]
+    assert code == 0 and e["throughput_unit"] == "tokens/s" and e["fits"] is True
+    assert 0 < e["latency_s"] < e["total_time_s"]
+    # Generated tokens over the whole job time.
+    assert e["throughput_per_s"] == pytest.approx(4 * 64 / e["total_time_s"], rel=1e-6)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["compare", "llama-3-8b", "--train", "--prompt", "512", "--generate", "8"],
+     "LLM serving needs --infer with both --prompt and --generate as token counts."),
+    (["compare", "resnet50", "--infer", "--prompt", "512", "--generate", "8"], "needs a decoder LLM"),
+    (["plan", "llama-3-8b", "--hardware", "nvidia-h100-sxm5-80gb", "--deadline", "5x"],
+     "Duration '5x' is not understood; write it like 90d, 12h, 45m or 3600s."),
+    (["plan", "resnet50", "--hardware", "nvidia-h100-sxm5-80gb"], "chipfit plan searches transformer plans"),
+    (["compare", "--spec", "layers=2,hiden=64,heads=4,ffn=128,vocab=100"], "Spec key 'hiden' is not known"),
+])
+def test_bad_llm_and_plan_input(capsys, argv, message):
+    code, _, err = run(capsys, *argv)
+    assert code == 1 and message in err and "Traceback" not in err
+
+
+def test_bench_calibrate_measure_and_results_use_one_store(capsys, tmp_path):
+    db = str(tmp_path / "r.sqlite")
+    code, out, _ = run(capsys, "bench", "--quick", "--db", db, "--json")
+    (bench,) = json.loads(out)
+    assert code == 0 and bench["device"] == "local-cpu"
+    kinds = {m["kind"] for m in bench["measurements"]}
+    assert {"overhead", "copy", "triad", "matmul", "conv2d"} <= kinds
+    code, out, _ = run(capsys, "calibrate", "--db", db, "--json")
+    cal = json.loads(out)
+    assert code == 0 and cal["hardware_id"] == "local-cpu" and cal["bandwidth_bytes_per_s"] > 0
+    assert {(c["family"], c["precision"]) for c in cal["curves"]} >= {("matmul", "fp32"), ("conv", "fp32")}
+    code, out, _ = run(capsys, "measure", "tests.fixtures.user_models:two_layer", "--infer", "--batch", "4",
+                       "--reps", "2", "--db", db, "--json")
+    m = json.loads(out)
+    assert code == 0 and m["calibrated"] is True and m["predicted_s"] > 0 and m["median_s"] > 0
+    assert m["flops"] == 2 * 4 * 64 * 128 + 2 * 4 * 128 * 10 + 4 * 128 + 4 * 10 + 4 * 128
+    code, out, _ = run(capsys, "results", "list", "--db", db, "--json")
+    assert [r["kind"] for r in json.loads(out)] == ["bench", "measure"]
+    csv_path = tmp_path / "all.csv"
+    code, _, err = run(capsys, "results", "export", "--csv", str(csv_path), "--db", db)
+    rows = csv_path.read_text().strip().splitlines()
+    assert code == 0 and len(rows) == 1 + len(bench["measurements"]) + 1
+
+
+def test_calibrate_without_benchmarks_says_what_to_do(capsys, tmp_path):
+    code, _, err = run(capsys, "calibrate", "--db", str(tmp_path / "empty.sqlite"))
+    assert code == 1 and "No benchmark run of local-cpu" in err and "run `chipfit bench`" in err
