@@ -2,6 +2,7 @@
 layer-by-layer fallback and the errors for custom layers and broken files."""
 
 import zipfile
+from pathlib import Path
 
 import pytest
 from torch._subclasses.fake_tensor import FakeTensor
@@ -63,6 +64,13 @@ def test_keras_resnet50_counts_its_batchnorm_statistics():
     assert prof.params == model.count_params() == 25_636_712
     assert prof.trainable_params == 25_583_592 == 25_557_032 + 26_560
     assert prof.uncounted == {}
+    # Keras' ResNet50 is v1 (stride on the first 1x1 conv), as He et al.'s Caffe prototxt: the
+    # convolutions agree exactly, the whole forward within 1% (Keras adds conv biases, Caffe's
+    # BatchNorm+Scale are priced as norms).
+    caffe = profile(str(Path(__file__).parent / "fixtures" / "caffe" / "resnet50_v1.prototxt"), mode="infer")
+    assert prof.by_kind()["conv"]["flops"] == caffe.by_kind()["conv"]["flops"]
+    assert prof.flops("forward") == pytest.approx(caffe.flops("forward"), rel=0.01)
+    assert prof.trainable_params == caffe.params + 26_560
     assert not isinstance(model.get_layer("conv1_conv").kernel.value, FakeTensor)  # real weights restored
 
 
