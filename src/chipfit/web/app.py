@@ -1,0 +1,354 @@
+"""The dashboard's FastAPI app: a JSON API over chipfit's Python API, and the page that uses it.
+
+Models are zoo names or files uploaded to a temporary folder (parsed by chipfit's own
+loaders, never imported as code). Profiles are cached by their arguments, so a repeated
+compare is a fast loop over the catalog; blocking work runs in the server's thread pool.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import shutil
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+from fastapi import FastAPI, HTTPException, Query, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field
+
+from .. import __version__
+from ..catalog import load_catalog
+from ..catalog.schema import CLASSES, FRAMEWORKS
+from ..errors import ChipfitError, closest
+from ..workload.workload import OPTIMIZERS, PRECISION_CHOICES
+
+STATIC_DIR = Path(__file__).parent / "static"
+MAX_UPLOAD_BYTES = 64 * 2**20
+# Multipart framing around the file: boundaries and part headers, a few hundred bytes in practice.
+MULTIPART_OVERHEAD_BYTES = 64 * 2**10
+UPLOAD_SUFFIXES = (".onnx", ".prototxt", ".keras")
+HF_CONFIG_NAME = "config.json"
+UPLOAD_PREFIX = "upload:"
+PROFILE_CACHE_SIZE = 64
+# The page and API load nothing from elsewhere; the SVG plots are drawn by the page's own script.
+CONTENT_SECURITY_POLICY = "default-src 'self'; img-src 'self' data:; object-src 'none'; frame-ancestors 'none'"
+
+
+class CompareRequest(BaseModel):
+    """One job and its constraints; the fields of `chipfit compare` (class and framework filter the catalog)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    model: str = Field(description="a zoo name (GET /api/models) or an upload id (POST /api/upload)")
+    mode: Literal["train", "infer"] = "train"
+    batch: int = Field(1, description="global batch, samples or sequences per step")
+    seq: int | None = Field(None, description="sequence length; default the model's context")
+    samples: float | None = Field(None, description="training samples per epoch, or inference requests")
+    epochs: float = 1.0
+    tokens: float | None = Field(None, description="training tokens (sequence models)")
+    precision: str = "fp32"
+    optimizer: str = "adamw"
+    devices: int = Field(1, description="devices per entry, data parallel")
+    hw_class: str | None = Field(None, alias="class", description="only this hardware class")
+    framework: str | None = Field(None, description="entries that do not run it are listed as excluded")
+    deadline: str | None = Field(None, description="finish within this time: 90d, 12h, 45m, 3600s")
+    budget: float | None = Field(None, description="spend at most this many US dollars")
+
+
+class ProfileCache:
+    """Profiles by their arguments, newest kept. One trace at a time (tracing uses process-wide
+    torch state, and the machine's cores are better spent on one); a hit never waits for a trace."""
+
+    def __init__(self, maxsize: int = PROFILE_CACHE_SIZE):
+        self.maxsize = maxsize
+        self.traces = 0
+        self._done: OrderedDict[tuple, Any] = OrderedDict()
+        self._lock = threading.Lock()
+        self._trace_lock = threading.Lock()
+
+    def _hit(self, key: tuple):
+        with self._lock:
+            if key in self._done:
+                self._done.move_to_end(key)
+                return self._done[key]
+        return None
+
+    def get(self, key: tuple, make: Callable[[], Any]):
+        found = self._hit(key)
+        if found is not None:
+            return found
+        with self._trace_lock:
+            found = self._hit(key)
+            if found is not None:
+                return found
+            value = make()
+            with self._lock:
+                self.traces += 1
+                self._done[key] = value
+                while len(self._done) > self.maxsize:
+                    self._done.popitem(last=False)
+        return value
+
+
+def finite(value):
+    """`value` with every NaN or infinite float replaced by None (JSON has neither)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
+class Dashboard:
+    """What the routes share: the store's path, the catalog folders, uploads and cached profiles."""
+
+    def __init__(self, db_path=None, catalog_dirs=()):
+        self.db_path = db_path
+        self.catalog_dirs = tuple(catalog_dirs)
+        self.profiles = ProfileCache()
+        self.upload_dir = Path(tempfile.mkdtemp(prefix="chipfit-uploads-"))
+        self.uploads: dict[str, Path] = {}
+
+    def close(self) -> None:
+        shutil.rmtree(self.upload_dir, ignore_errors=True)
+
+    # --- models ---------------------------------------------------------------------------
+    def source(self, model: str) -> tuple[str, str]:
+        """(what chipfit's profile() takes, the name to show) for a zoo name or an upload id."""
+        from ..workload.zoo import ZOO
+
+        if model.startswith(UPLOAD_PREFIX):
+            path = self.uploads.get(model)
+            if path is None:
+                raise ChipfitError(f"Upload {model!r} is not on this server (uploads last until it stops); upload the file again.")
+            return str(path), path.parent.name.split("-", 1)[1]
+        entry = ZOO.get(model.strip().lower())
+        if entry is None:
+            raise ChipfitError(
+                f"Unknown model {model!r}.{closest(model, ZOO)} Pick a zoo model ({', '.join(ZOO)}) or upload a model file."
+            )
+        return entry.name, entry.name
+
+    def profile(self, source: str, mode: str, batch: int, seq_len: int | None, precision: str, optimizer: str):
+        from ..workload import profile
+
+        key = (source, mode, batch, seq_len, precision, optimizer)
+        return self.profiles.get(key, lambda: profile(source, mode=mode, batch=batch, seq_len=seq_len,
+                                                      precision=precision, optimizer=optimizer))
+
+    # --- compare --------------------------------------------------------------------------
+    def compare(self, req: CompareRequest) -> dict:
+        """The Comparison dict for the request, with its constraints and how long each part took."""
+        from ..comparison import Comparison, compare_profile, select_hardware
+        from ..planning import parse_duration
+        from ..predict import Conditions, Plan
+        from ..workload.source import resolve
+        from ..workload.workload import Workload
+
+        if req.budget is not None and req.budget <= 0:
+            raise ChipfitError(f"Budget {req.budget:g} USD is not positive; give a budget above 0 or leave it empty.")
+        deadline_s = parse_duration(req.deadline) if req.deadline else None
+        source, name = self.source(req.model)
+        seq_len = req.seq or getattr(resolve(source), "default_seq_len", None)
+        workload = Workload(model=name, mode=req.mode, batch=req.batch, seq_len=seq_len, samples=req.samples,
+                            epochs=req.epochs, tokens=req.tokens, precision=req.precision, optimizer=req.optimizer)
+        plan = Plan(devices=req.devices)
+        if req.batch % plan.data_parallel:
+            raise ChipfitError(
+                f"Batch {req.batch} does not split evenly over {req.devices} devices; "
+                f"give a batch that is a multiple of {req.devices}."
+            )
+        catalog = load_catalog(self.catalog_dirs)
+        entries = select_hardware(catalog, req.hw_class, None)
+        t0 = time.perf_counter()
+        prof = self.profile(source, req.mode, req.batch // plan.data_parallel, seq_len, req.precision, req.optimizer)
+        t1 = time.perf_counter()
+        conditions = Conditions()
+        estimates = compare_profile(prof, workload, plan, entries, catalog, framework=req.framework,
+                                    conditions=conditions)
+        t2 = time.perf_counter()
+        result = Comparison(workload=workload, plan=plan, profile=prof, estimates=estimates,
+                            conditions=conditions).to_dict()
+        result["constraints"] = {"deadline_s": deadline_s, "budget_usd": req.budget,
+                                 "hw_class": req.hw_class, "framework": req.framework}
+        result["timings_s"] = {"profile": t1 - t0, "predict": t2 - t1}
+        return finite(result)
+
+    # --- uploads --------------------------------------------------------------------------
+    def add_upload(self, filename: str, data: bytes) -> dict:
+        """Keep an uploaded model file and profile it once (inference, batch 1) to check it is a model."""
+        digest = hashlib.sha256(data).hexdigest()[:16]
+        upload_id = UPLOAD_PREFIX + digest
+        lowered = filename.lower()
+        stem = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(filename).stem)[:64] or "model"
+        folder = self.upload_dir / f"{digest}-{stem}"
+        path = folder / (HF_CONFIG_NAME if lowered.endswith(HF_CONFIG_NAME) else stem + Path(lowered).suffix)
+        folder.mkdir(exist_ok=True)
+        path.write_bytes(data)
+        try:
+            prof = self.profile(str(path), "infer", 1, None, "fp32", "adamw")
+        except Exception as exc:  # a user's file: any parser failure is their input's, said as such
+            shutil.rmtree(folder, ignore_errors=True)
+            text = str(exc).replace(str(path), filename)
+            if isinstance(exc, ChipfitError):
+                raise ChipfitError(text) from exc
+            raise ChipfitError(
+                f"File {filename} could not be read as a model ({type(exc).__name__}: {text}); "
+                "upload a valid .onnx, .prototxt, config.json or .keras file."
+            ) from exc
+        self.uploads[upload_id] = path
+        return finite({"model": upload_id, "name": stem, "filename": filename, "bytes": len(data),
+                       "profile": prof.to_dict()})
+
+    # --- results --------------------------------------------------------------------------
+    def runs(self, kind: str | None) -> list[dict]:
+        from ..store import Store
+
+        with Store(self.db_path) as store:
+            return finite([r.to_dict() for r in store.runs(kind=kind)])
+
+    def run(self, run_id: int) -> dict:
+        from ..store import Store
+
+        with Store(self.db_path) as store:
+            try:
+                run = store.run(run_id)
+            except ChipfitError as exc:
+                raise HTTPException(status_code=404, detail=str(exc)) from None
+            return finite(run.to_dict() | {"measurements": [m.to_dict() for m in store.measurements(run_id=run_id)]})
+
+
+def _one_sentence(exc: RequestValidationError) -> str:
+    """Pydantic's first complaint as one sentence naming the field."""
+    errors = exc.errors()
+    if not errors:
+        return "The request is not valid; send a JSON body with the fields of POST /api/compare."
+    first = errors[0]
+    where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path"))
+    more = f" ({len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+    message = first.get("msg", "is not valid").rstrip(".")
+    if not where:
+        return f"The request body is not valid: {message}{more}; send a JSON object."
+    return f"Field {where!r} is not valid: {message}{more}; see /openapi.json for the fields."
+
+
+def create_app(db_path=None, catalog_dirs=()) -> FastAPI:
+    """The dashboard app. `db_path`: the results store (default: chipfit.store.default_db_path());
+    `catalog_dirs`: folders of the user's own catalog TOML files, as `chipfit --catalog`."""
+    board = Dashboard(db_path=db_path, catalog_dirs=catalog_dirs)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        board.close()
+
+    app = FastAPI(title="chipfit", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
+                  description="Which hardware should a deep-learning job run on, and what will it cost?")
+    app.state.board = board
+
+    @app.exception_handler(ChipfitError)
+    async def _chipfit_error(request: Request, exc: ChipfitError):
+        return JSONResponse(status_code=400, content={"detail": str(exc)})
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        return JSONResponse(status_code=422, content={"detail": _one_sentence(exc)})
+
+    @app.middleware("http")
+    async def _guard(request: Request, call_next):
+        if request.url.path == "/api/upload":
+            length = request.headers.get("content-length", "")
+            if length.isdigit() and int(length) > MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD_BYTES:
+                return JSONResponse(status_code=413, content={"detail": _too_large()})
+        response = await call_next(request)
+        response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
+    @app.get("/", include_in_schema=False)
+    def index():
+        return FileResponse(STATIC_DIR / "index.html")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon():
+        return Response(status_code=204)
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/api/meta")
+    def meta():
+        """What the form offers: classes, frameworks, precisions, optimizers and the upload limit."""
+        return {"version": __version__, "classes": list(CLASSES), "frameworks": list(FRAMEWORKS),
+                "precisions": list(PRECISION_CHOICES), "optimizers": list(OPTIMIZERS),
+                "upload_max_bytes": MAX_UPLOAD_BYTES,
+                "upload_types": [*UPLOAD_SUFFIXES, HF_CONFIG_NAME]}
+
+    @app.get("/api/models")
+    def models():
+        """The built-in zoo."""
+        from ..workload.zoo import ZOO
+
+        return [{"name": e.name, "task": e.task, "default_seq_len": e.default_seq_len,
+                 "published_params": e.published_params, "params_source": e.params_source,
+                 "description": e.description} for e in ZOO.values()]
+
+    @app.get("/api/hardware")
+    def hardware(hw_class: str | None = Query(None, alias="class"), framework: str | None = None):
+        """Catalog entries, every figure with its unit and source; filter by class and framework."""
+        catalog = load_catalog(board.catalog_dirs)
+        return finite([catalog.to_dict(hw) for hw in catalog.select(hw_class=hw_class, framework=framework)])
+
+    @app.post("/api/compare")
+    def compare(req: CompareRequest):
+        """Rank the catalog for the job (the `chipfit compare --json` schema, plus constraints)."""
+        return board.compare(req)
+
+    @app.post("/api/upload")
+    async def upload(file: UploadFile):
+        """A model file (.onnx, .prototxt, .keras or a Hugging Face config.json) to compare by its id."""
+        filename = Path(file.filename or "").name
+        lowered = filename.lower()
+        if not (lowered.endswith(UPLOAD_SUFFIXES) or lowered.endswith(HF_CONFIG_NAME)):
+            raise HTTPException(
+                status_code=415,
+                detail=f"File {filename or '(unnamed)'!r} is not a model file chipfit reads; upload "
+                       f"{', '.join(UPLOAD_SUFFIXES)} or a Hugging Face {HF_CONFIG_NAME}.",
+            )
+        chunks, size = [], 0
+        while chunk := await file.read(2**20):
+            size += len(chunk)
+            if size > MAX_UPLOAD_BYTES:
+                raise HTTPException(status_code=413, detail=_too_large())
+            chunks.append(chunk)
+        if not size:
+            raise HTTPException(status_code=400, detail=f"File {filename!r} is empty; upload the model file itself.")
+        return await run_in_threadpool(board.add_upload, filename, b"".join(chunks))
+
+    @app.get("/api/results")
+    def results(kind: str | None = None):
+        """Stored runs (benchmarks, measured steps), oldest first."""
+        return board.runs(kind)
+
+    @app.get("/api/results/{run_id}")
+    def result(run_id: int):
+        """One stored run with its measurements."""
+        return board.run(run_id)
+
+    return app
+
+
+def _too_large() -> str:
+    return (f"The file is larger than the {MAX_UPLOAD_BYTES // 2**20} MiB the dashboard accepts; "
+            "profile it with the chipfit command line instead.")
