@@ -336,9 +336,8 @@ def measure_ddp(ctx: DistContext, model: str, batch: int, seq_len: int | None = 
     if progress:
         progress(f"{model} on rank 0 alone")
     single = [0.0] * reps
-    if ctx.rank == 0:
-        step, name, grad_bytes = _train_step(model, ctx, batch, seq_len, ddp=False)
-        single = _step_times(step, ctx, warmup, reps)
+    if ctx.rank == 0:  # no reference to the plain step (and its model) outlives the timing
+        single = _step_times(_train_step(model, ctx, batch, seq_len, ddp=False)[0], ctx, warmup, reps)
     dist.barrier()
     single = _slowest(single, ctx)  # rank 0's times reach every rank
     if progress:
@@ -473,12 +472,10 @@ def run(args: argparse.Namespace, ctx: DistContext, progress: Progress | None = 
     dist.all_gather_object(hosts, socket.gethostname())
     if ctx.rank != 0:
         return None
-    hw_id = ctx.device.id
-    if ctx.device.kind == "cuda":
-        from ..catalog import load_catalog
-        from .devices import match_catalog
+    from ..catalog import load_catalog
+    from .devices import match_catalog
 
-        hw_id = match_catalog(ctx.device, load_catalog().hardware, measure_bandwidth=False).id
+    hw_id = match_catalog(ctx.device, load_catalog().hardware, measure_bandwidth=False).id
     env = Environment.capture(ctx.device.id, ctx.device.name, hw_id, extra={
         "world_size": ctx.world_size, "backend": ctx.backend, "nodes": ctx.nodes,
         "local_world_size": ctx.local_world_size, "hosts": hosts})
