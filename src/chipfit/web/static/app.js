@@ -410,7 +410,7 @@ async function loadRuns() {
 async function loadRun(id) {
   let run;
   try { run = await api(`/api/results/${id}`); } catch (err) { showError(err.message); return; }
-  $("run-title").textContent = `Run ${run.id}: ${run.kind} on ${run.device} (${run.environment.cpu_model || run.hardware_id || ""})`;
+  $("run-title").textContent = `Run ${run.id}: ${run.kind} on ${run.device} (${run.environment.device_name || run.hardware_id})`;
   const head = el("thead", {}, el("tr", {}, ...["kind", "label", "precision", "shape", "median", "spread", "achieved FLOP/s", "achieved bytes/s", "predicted", "energy"].map((h) => el("th", {}, h))));
   const body = el("tbody", {}, ...run.measurements.map((m) => el("tr", {},
     el("td", {}, m.kind), el("td", {}, m.label || "–"), el("td", {}, m.precision),
