@@ -36,8 +36,7 @@ _CLASS_LABEL_HEADS = ("ForSequenceClassification", "ForImageClassification")
 _LEARNED_POSITIONS = ("bert", "gpt2")
 # Config fields where published configs give the context length.
 _CONTEXT_FIELDS = ("max_position_embeddings", "n_positions")
-_MOE_TYPES = ("mixtral",)
-_ZOO_FOR_MOE = {"mixtral": "mixtral-8x7b"}
+_ZOO_FOR_MOE = {"mixtral": "mixtral-8x7b"}  # mixture-of-experts types -> zoo entry with balanced routing
 
 
 def is_hf_config(model: str) -> bool:
@@ -182,7 +181,7 @@ class HFConfigModel:
 
     def moe_error(self, exc: ChipfitError) -> ChipfitError:
         """A trace failure explained for mixture-of-experts configs; `exc` unchanged for the others."""
-        if self.model_type not in _MOE_TYPES:
+        if self.model_type not in _ZOO_FOR_MOE:
             return exc
         return ChipfitError(
             f"Hugging Face config {self.path} is a mixture of experts whose routing depends on the data, which fake "
