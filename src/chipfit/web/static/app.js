@@ -243,7 +243,7 @@ function logScale(lo, hi, a, b) {
 
 // Tick candidates: 1-2-5 in each decade, and for durations the clock's own steps.
 const HOUR = 3600, DAY = 86400;
-const TIME_STEPS = [1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, HOUR, 2 * HOUR, 6 * HOUR, 12 * HOUR,
+const TIME_STEPS = [1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 900, 1800, HOUR, 2 * HOUR, 3 * HOUR, 6 * HOUR, 12 * HOUR,
   DAY, 2 * DAY, 7 * DAY, 14 * DAY, 30 * DAY, 90 * DAY, 180 * DAY, 365 * DAY, 2 * 365 * DAY, 5 * 365 * DAY, 10 * 365 * DAY];
 
 function ticks(lo, hi, isTime, most = 6) {
