@@ -161,3 +161,17 @@ def test_bench_calibrate_measure_and_results_use_one_store(capsys, tmp_path):
 def test_calibrate_without_benchmarks_says_what_to_do(capsys, tmp_path):
     code, _, err = run(capsys, "calibrate", "--db", str(tmp_path / "empty.sqlite"))
     assert code == 1 and "No benchmark run of local-cpu" in err and "run `chipfit bench`" in err
+
+
+def test_graph_files_default_to_inference_and_take_input_shapes(capsys, tmp_path):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    path = tmp_path / "lin.onnx"
+    torch.onnx.export(torch.nn.Linear(8, 16), (torch.zeros(2, 8),), str(path), dynamo=False, input_names=["x"],
+                      dynamic_axes={"x": {0: "batch"}})
+    code, out, _ = run(capsys, "profile", str(path), "--input", "x=5x8", "--json")
+    d = json.loads(out)
+    assert code == 0 and d["mode"] == "infer"
+    assert d["flops"]["forward"] == 2 * 5 * 8 * 16 + 5 * 16  # Gemm with its bias add
+    code, _, err = run(capsys, "profile", str(path), "--input", "x5x8")
+    assert code == 2 and "'x5x8' is not NAME=DIMS like input=1x3x224x224" in err

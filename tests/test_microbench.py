@@ -92,7 +92,7 @@ def test_matmul_work_per_precision_on_cpu():
     assert int8.bytes == 2 * 32 * 32 + 32 * 32 * 4  # int8 operands, int32 result
     for m in (fp32, bf16, int8):
         assert 0 < m.min_s <= m.median_s <= m.max_s
-        assert m.repetitions >= microbench.MIN_REPS
+        assert m.repetitions >= 3  # MIN_REPS, or 3 when one warm call outlasts the budget (a loaded machine)
         assert m.extra["timer"] == "perf_counter" and m.extra["threads"] == torch.get_num_threads()
         assert m.achieved_flops_per_s == pytest.approx(m.flops / m.median_s)
 

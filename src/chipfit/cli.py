@@ -18,11 +18,26 @@ def _number(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
 
 
+def _shape(text: str) -> tuple[str, tuple[int, ...]]:
+    """'input=1x3x224x224' -> ('input', (1, 3, 224, 224))."""
+    name, _, dims = text.partition("=")
+    try:
+        shape = tuple(int(d) for d in dims.lower().split("x"))
+    except ValueError:
+        shape = ()
+    if not name or not shape or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=DIMS like input=1x3x224x224")
+    return name, shape
+
+
 def _job_args(p: argparse.ArgumentParser, job: bool) -> None:
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--train", dest="mode", action="store_const", const="train", help="a training step (default)")
+    mode.add_argument("--train", dest="mode", action="store_const", const="train",
+                      help="a training step (default, except for .onnx and .prototxt files)")
     mode.add_argument("--infer", dest="mode", action="store_const", const="infer", help="inference (forward only)")
-    p.set_defaults(mode="train")
+    p.set_defaults(mode=None)
+    p.add_argument("--input", action="append", type=_shape, default=[], metavar="NAME=DIMS",
+                   help="ONNX: the shape of a graph input, e.g. input=1x3x224x224 (repeatable)")
     p.add_argument("--batch", type=int, default=1, help="global batch, samples or sequences per step (default 1)")
     p.add_argument("--seq", type=int, default=None, help="sequence length (default: the model's context)")
     p.add_argument("--precision", default="fp32", help="fp32, tf32, bf16, fp16, fp8, int8 (default fp32)")
@@ -150,6 +165,13 @@ def _print_csv(rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
+def _default_mode(args: argparse.Namespace) -> None:
+    """Training by default; inference for graph files, which hold no training step."""
+    if getattr(args, "mode", "") is None:
+        model = getattr(args, "model", None) or ""
+        args.mode = "infer" if model.lower().endswith((".onnx", ".prototxt")) else "train"
+
+
 def run(args: argparse.Namespace) -> None:
     from .report import terminal
 
@@ -174,8 +196,8 @@ def run(args: argparse.Namespace) -> None:
     elif args.command == "profile":
         from .workload import profile
 
-        p = profile(args.model, mode=args.mode, batch=args.batch, seq_len=args.seq,
-                    precision=args.precision, optimizer=args.optimizer)
+        p = profile(args.model, mode=args.mode, batch=args.batch, seq_len=args.seq, precision=args.precision,
+                    optimizer=args.optimizer, input_shapes=dict(args.input) or None)
         _print_json(p.to_dict(ops=args.ops)) if args.json else terminal.show(terminal.profile_tables(p, args.depth))
     elif args.command == "plan":
         from .planning import plan
@@ -198,6 +220,7 @@ def run(args: argparse.Namespace) -> None:
             devices=args.devices, hw_class=args.hw_class, hardware=args.hardware, framework=args.framework,
             pue=args.pue, grid_kg_per_kwh=args.grid, catalog_dirs=tuple(args.catalog),
             include_local_cpu=not args.no_local, spec=args.spec, prompt=args.prompt, generate=args.generate,
+            input_shapes=dict(args.input) or None,
         )
         if args.json:
             _print_json(result.to_dict())
@@ -353,7 +376,11 @@ LOCAL_COMMANDS = ("devices", "bench", "measure", "calibrate", "validate", "resul
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse has printed its usage message
+        return int(exc.code or 0)
+    _default_mode(args)
     try:
         run_local(args) if args.command in LOCAL_COMMANDS else run(args)
     except ChipfitError as exc:

@@ -200,6 +200,7 @@ def compare(
     spec: str | None = None,
     prompt: int | None = None,
     generate: int | None = None,
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
 ) -> Comparison:
     """Profile `model` once at the per-device batch and rank the catalog for the job.
 
@@ -252,7 +253,7 @@ def compare(
         prof = llm.profile_spec(shape, mode="infer", batch=batch, seq_len=prompt, precision=precision)
     else:
         prof = profile_model(model, mode=mode, batch=batch // plan.data_parallel, seq_len=seq_len,
-                             precision=precision, optimizer=optimizer)
+                             precision=precision, optimizer=optimizer, input_shapes=input_shapes)
     t1 = time.perf_counter()
     if serving:
         estimates = compare_serving(shape, workload, prompt, generate, devices, entries, catalog, conditions)

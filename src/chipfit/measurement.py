@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 # Kinds of measurement; calibration reads matmul/conv2d (efficiency by size and precision),
 # copy/triad (bandwidth), overhead (seconds per tiny kernel) and the steps.
-KINDS = ("matmul", "conv2d", "copy", "triad", "overhead", "train_step", "infer_step")
+KINDS = ("matmul", "conv2d", "copy", "triad", "overhead", "train_step", "infer_step", "collective", "ddp_step")
 
 
 @dataclass(frozen=True)

@@ -43,4 +43,6 @@ def kwh(x: float | None) -> str:
         return "-"
     if x >= 1e3:
         return si(x * 1e3, "Wh")
+    if x < 1e-3:
+        return si(x * 3.6e6, "J")
     return f"{x:.3g} kWh" if x >= 1 else f"{x * 1000:.3g} Wh"
