@@ -51,7 +51,7 @@ def test_constraints_drop_entries_with_the_exact_reasons():
         "groq-lpu": "Groq serves inference only.",
     }
     assert a.winner is None and a.candidates == []
-    assert a.why == ("No option meets the constraints; the fastest that runs at all is nvidia-rtx-4090: "
+    assert a.why == ("No option meets the constraints; the fastest that runs at all: "
                      "nvidia-rtx-4090 needs 30 GiB per device but has 24 GiB, so the job does not fit.")
 
     both = advise(comparison([est(A100, 20 * DAY, 2000.0)]), deadline_s=15 * DAY, budget_usd=1800)

@@ -386,8 +386,7 @@ def advise(
     else:
         runs = [e for e in _by_objective(failed, objective) if not e.excluded_reason]
         why = "No option meets the constraints" + (
-            f"; the {_BEST_WORD[objective]} that runs at all is {label(runs[0])}: "
-            f"{dropped[failed.index(runs[0])].reason}" if runs else ".")
+            f"; the {_BEST_WORD[objective]} that runs at all: {dropped[failed.index(runs[0])].reason}" if runs else ".")
 
     # What to change: for the best entry (by the objective) that only memory rules out.
     changes: list[FitChange] = []

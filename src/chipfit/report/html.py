@@ -126,7 +126,7 @@ def _changes(advice: Advice) -> str:
     rows = "".join(
         f'<tr><td class="l">{_text(c.change)}</td><td>{nbytes(c.memory_per_device_bytes)}</td>'
         f'<td>{nbytes(c.capacity_bytes)}</td><td>{"<span class=yes>fits</span>" if c.fits else "<span class=no>does not fit</span>"}</td>'
-        f'<td class="l">{_text(", ".join(f"{k} {nbytes(v)}" for k, v in c.memory_breakdown.items() if k != "total" and v))}</td></tr>'
+        f'<td class="w">{_text(", ".join(f"{k} {nbytes(v)}" for k, v in c.memory_breakdown.items() if k != "total" and v))}</td></tr>'
         for c in advice.changes)
     return (f"<h2>What to change to fit on {_text(hw)}</h2><p class=muted>Memory per device after each change, "
             f"from chipfit's memory model (predict/memory.py).</p><table><thead><tr><th class=l>change</th>"

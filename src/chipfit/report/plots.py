@@ -18,7 +18,7 @@ from ..predict import Estimate, OpArrays
 from ..predict.efficiency import default_efficiency
 from ..predict.roofline import peak_for, step_time
 from ..workload.profile import Profile
-from .units import nbytes, seconds, usd
+from .units import seconds, usd
 
 MEMORY_PARTS = ("weights", "gradients", "optimizer", "activations", "workspace")
 KIND_COLOURS = {"matmul": "#1f77b4", "conv": "#2ca02c", "attention": "#9467bd", "elementwise": "#ff7f0e",
@@ -329,8 +329,3 @@ def plots(item: Advice | Comparison, out_dir, fmt: str = "svg", measurements=())
         fig.savefig(paths[name], format=fmt, dpi=150)
     return paths
 
-
-def memory_summary(e: Estimate) -> str:
-    """'52.1 GiB: weights 14 GiB, ...' for a table cell."""
-    parts = ", ".join(f"{p} {nbytes(e.memory_breakdown[p])}" for p in MEMORY_PARTS if e.memory_breakdown.get(p))
-    return f"{nbytes(e.memory_per_device_bytes)}: {parts}"
