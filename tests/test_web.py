@@ -90,6 +90,24 @@ def test_compare_reports_parsed_constraints(client):
     assert {e["class"] for e in r.json()["estimates"]} == {"tpu"}
 
 
+def test_compare_advises_under_the_constraints(client):
+    r = _compare(client, deadline="1h", budget=0.01, samples=10_000)
+    assert r.status_code == 200, r.text
+    result = r.json()
+    advice, by_id = result["advice"], {(e["hardware"], e["devices"]): e for e in result["estimates"]}
+    assert advice["constraints"]["deadline_s"] == 3600 and advice["constraints"]["budget_usd"] == 0.01
+    kept = [by_id[(c["hardware"], c["devices"])] for c in advice["candidates"]]
+    assert kept and len(kept) + len(advice["dropped"]) == len(by_id)
+    # Kept: priced, within budget and deadline; the winner is the fastest of them (objective: time).
+    assert all(e["cost_usd"] is not None and e["cost_usd"] <= 0.01 and e["total_time_s"] <= 3600 for e in kept)
+    fastest = min(kept, key=lambda e: e["total_time_s"])
+    assert advice["winner"] == {"hardware": fastest["hardware"], "devices": 1, "name": fastest["name"]}
+    assert advice["why"].startswith(fastest["hardware"])
+    unpriced = next(e for e in result["estimates"] if e["cost_usd"] is None and not e["excluded_reason"])
+    reason = next(d["reason"] for d in advice["dropped"] if d["hardware"] == unpriced["hardware"])
+    assert "no sourced price" in reason
+
+
 BAD_COMPARES = [
     ({"model": "resnet19"}, 400, "Did you mean resnet18"),
     ({"model": "os:system"}, 400, "Unknown model"),  # never imported: only zoo names and upload ids

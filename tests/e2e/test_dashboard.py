@@ -103,6 +103,9 @@ def test_comparison_shows_table_and_plots(page, tmp_path):
     priced = [e for e in fitting if e["cost_usd"]]
     assert page.locator("#plot-scatter svg circle").count() == len(priced) > 0
     assert page.locator("#summary").inner_text().count("resnet18") == 1
+    winner = api["advice"]["winner"]["hardware"]
+    assert page.locator("#advice").inner_text().startswith(f"Advice: {winner} ")
+    assert page.locator("#ranking-table tr.winner").get_attribute("data-hardware") == winner
 
     rows.first.click()  # a row opens its assumptions
     assert "efficiency" in page.locator("#ranking-table tr.assumptions").first.inner_text()

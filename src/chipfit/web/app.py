@@ -151,6 +151,7 @@ class Dashboard:
     # --- compare --------------------------------------------------------------------------
     def compare(self, req: CompareRequest) -> dict:
         """The Comparison dict for the request, with its constraints and how long each part took."""
+        from ..advise import advise
         from ..comparison import Comparison, compare_profile, select_hardware
         from ..planning import parse_duration
         from ..predict import Conditions, Plan
@@ -179,11 +180,13 @@ class Dashboard:
         estimates = compare_profile(prof, workload, plan, entries, catalog, framework=req.framework,
                                     conditions=conditions)
         t2 = time.perf_counter()
-        result = Comparison(workload=workload, plan=plan, profile=prof, estimates=estimates,
-                            conditions=conditions).to_dict()
+        comparison = Comparison(workload=workload, plan=plan, profile=prof, estimates=estimates, conditions=conditions)
+        result = comparison.to_dict()
         result["constraints"] = {"deadline_s": deadline_s, "budget_usd": req.budget,
                                  "hw_class": req.hw_class, "framework": req.framework}
-        result["timings_s"] = {"profile": t1 - t0, "predict": t2 - t1}
+        result["advice"] = advice_summary(advise(comparison, deadline_s=deadline_s, budget_usd=req.budget,
+                                                 framework=req.framework))
+        result["timings_s"] = {"profile": t1 - t0, "predict": t2 - t1, "advise": time.perf_counter() - t2}
         return finite(result)
 
     # --- uploads --------------------------------------------------------------------------
@@ -228,6 +231,17 @@ class Dashboard:
             except ChipfitError as exc:
                 raise HTTPException(status_code=404, detail=str(exc)) from None
             return finite(run.to_dict() | {"measurements": [m.to_dict() for m in store.measurements(run_id=run_id)]})
+
+
+def advice_summary(advice) -> dict:
+    """Advice.to_dict() without what the comparison beside it already holds: the workload, and the
+    candidates' and winner's figures (candidates become (hardware, devices) pairs)."""
+    d = advice.to_dict()
+    del d["workload"]
+    d["candidates"] = [{"hardware": e["hardware"], "devices": e["devices"]} for e in d["candidates"]]
+    w = d["winner"]
+    d["winner"] = {"hardware": w["hardware"], "devices": w["devices"], "name": w["name"]} if w else None
+    return d
 
 
 def _one_sentence(exc: RequestValidationError) -> str:

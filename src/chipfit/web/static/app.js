@@ -189,11 +189,23 @@ async function onCompare(event) {
 }
 
 // --- the answer -------------------------------------------------------------------------
-function constraintMisses(e, constraints) {
-  const misses = [];
-  if (constraints.deadline_s && e.total_time_s > constraints.deadline_s) misses.push("misses deadline");
-  if (constraints.budget_usd && e.cost_usd !== null && e.cost_usd > constraints.budget_usd) misses.push("over budget");
-  return misses;
+// The advice's verdict per entry: "" when it meets every constraint, else the reason it was dropped.
+function verdicts(advice) {
+  const out = new Map();
+  for (const d of advice.dropped) out.set(`${d.hardware}/${d.devices}`, d.reason);
+  for (const c of advice.candidates) out.set(`${c.hardware}/${c.devices}`, "");
+  return out;
+}
+
+function renderAdvice(advice) {
+  const box = $("advice");
+  const items = [el("p", { class: "why" }, advice.winner ? el("b", {}, "Advice: ") : el("b", { class: "miss" }, "No fit: "), advice.why)];
+  const changes = advice.changes.map((c) => el("li", {}, `${c.change}: ${fmtBytes(c.memory_per_device_bytes)} of ${fmtBytes(c.capacity_bytes)} on ${c.hardware}`,
+    c.fits ? el("span", { class: "meets" }, " fits") : el("span", { class: "miss" }, " still too large")));
+  if (changes.length) items.push(el("p", { class: "small" }, `What would make ${advice.changes[0].hardware} fit:`), el("ul", { class: "small" }, changes));
+  if (advice.notes.length) items.push(el("p", { class: "small muted" }, advice.notes.join(" · ")));
+  box.replaceChildren(...items);
+  box.hidden = false;
 }
 
 function render(result) {
@@ -201,10 +213,11 @@ function render(result) {
   const runnable = result.estimates.filter((e) => !e.excluded_reason);
   const excluded = result.estimates.filter((e) => e.excluded_reason);
   renderSummary(result, runnable);
+  renderAdvice(result.advice);
   $("plots").hidden = false;
   drawScatter($("plot-scatter"), runnable, result.constraints);
   drawBars($("plot-bars"), runnable, result.constraints);
-  renderTable(runnable, result.constraints);
+  renderTable(runnable, verdicts(result.advice), result.advice.winner);
   const details = $("excluded");
   details.hidden = excluded.length === 0;
   details.querySelector("summary").textContent = `${excluded.length} entr${excluded.length === 1 ? "y" : "ies"} cannot run this job`;
@@ -356,16 +369,17 @@ function drawBars(box, estimates, constraints) {
   box.replaceChildren(root, legend([...new Set(rows.map((e) => e.class))]));
 }
 
-function renderTable(estimates, constraints) {
+function renderTable(estimates, verdict, winner) {
   const head = el("thead", {}, el("tr", {}, ...["#", "hardware", "class", "fits", "step", "total time", "throughput", "memory", "energy", "cost", "constraints"].map((h) => el("th", {}, h))));
   const body = el("tbody");
   estimates.forEach((e, i) => {
     const fit = e.fits === true ? el("span", { class: "fit-yes" }, "yes") : e.fits === false ? el("span", { class: "fit-no" }, "no") : el("span", { class: "fit-unknown" }, "?");
     const range = (key, fmt) => (e.low && e.low[key] !== undefined && e.high && e.high[key] !== undefined)
       ? el("span", { class: "range" }, `${fmt(e.low[key])} – ${fmt(e.high[key])}`) : null;
-    const misses = constraintMisses(e, constraints);
+    const reason = verdict.get(`${e.hardware}/${e.devices}`);
+    const isWinner = winner && winner.hardware === e.hardware && winner.devices === e.devices;
     const devices = e.devices > 1 ? ` × ${e.devices}` : "";
-    const row = el("tr", { class: "row", "data-hardware": e.hardware },
+    const row = el("tr", { class: isWinner ? "row winner" : "row", "data-hardware": e.hardware },
       el("td", {}, i + 1),
       el("td", { class: "name" }, e.name + devices, el("small", {}, e.hardware)),
       el("td", {}, el("span", { class: "badge", style: { background: CLASS_COLOURS[e.class] || "#888" } }, e.class)),
@@ -376,7 +390,7 @@ function renderTable(estimates, constraints) {
       el("td", {}, fmtBytes(e.memory_per_device_bytes)),
       el("td", {}, fmtKwh(e.energy_kwh)),
       el("td", { title: e.cost_source || "no sourced price" }, fmtUsd(e.cost_usd), range("cost_usd", fmtUsd)),
-      el("td", { class: misses.length ? "miss" : "meets" }, misses.length ? misses.join(", ") : (constraints.deadline_s || constraints.budget_usd ? "meets" : "")),
+      el("td", { class: reason ? "reason miss" : "reason meets" }, isWinner ? "advised" : reason === "" ? "meets" : reason || "–"),
     );
     const notes = el("tr", { class: "assumptions", hidden: true }, el("td", { colspan: 11 },
       el("ul", {}, ...e.assumptions.map((a) => el("li", {}, a)), e.cost_source ? el("li", {}, `price: ${e.cost_source}`) : null)));
