@@ -242,3 +242,11 @@ def test_profile_cache_traces_each_key_once_and_keeps_the_newest():
         cache.get((key,), lambda key=key: made.append(key) or key.upper())
     # "a" hit once; "c" evicts the least recently used "b", so "b" is traced again.
     assert made == ["a", "b", "c", "b"] and cache.traces == 4
+
+
+def test_serve_refuses_a_port_that_is_not_one():
+    from chipfit.errors import ChipfitError
+    from chipfit.web import serve
+
+    with pytest.raises(ChipfitError, match="Port 70000 is not a TCP port"):
+        serve(port=70000)

@@ -22,11 +22,11 @@ def create_app(db_path=None, catalog_dirs=()):
 
 def serve(host: str = "127.0.0.1", port: int = 8000, db_path=None, catalog_dirs=()) -> None:
     """Run the dashboard with uvicorn until interrupted; binds loopback unless `host` says otherwise."""
-    app = create_app(db_path=db_path, catalog_dirs=catalog_dirs)
+    if not 0 < port < 65536:
+        raise ChipfitError(f"Port {port} is not a TCP port; give --port between 1 and 65535.")
     try:
         import uvicorn
     except ImportError:
         raise _missing("uvicorn") from None
-    if not 0 < port < 65536:
-        raise ChipfitError(f"Port {port} is not a TCP port; give --port between 1 and 65535.")
+    app = create_app(db_path=db_path, catalog_dirs=catalog_dirs)
     uvicorn.run(app, host=host, port=port, log_level="warning")
