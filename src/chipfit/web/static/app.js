@@ -275,6 +275,13 @@ function ticks(lo, hi, isTime, most = 6) {
   return inRange;
 }
 
+// Ticks at least minPx apart on screen, so their labels never overlap.
+function spaced(values, x, minPx = 56) {
+  const out = [];
+  for (const v of values) if (!out.length || x(v) - x(out[out.length - 1]) >= minPx) out.push(v);
+  return out;
+}
+
 function paddedRange(values) {
   let lo = Math.min(...values), hi = Math.max(...values);
   if (lo === hi) { lo /= 2; hi *= 2; }
@@ -305,7 +312,7 @@ function drawScatter(box, estimates, constraints) {
   const [c0, c1] = paddedRange(points.map((p) => p.c));
   const x = logScale(t0, t1, L, W - R), y = logScale(c0, c1, H - B, T);
   const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "time against cost" });
-  for (const t of ticks(t0, t1, true)) {
+  for (const t of spaced(ticks(t0, t1, true), x)) {
     root.append(svg("line", { class: "gridline", x1: x(t), x2: x(t), y1: T, y2: H - B }));
     root.append(svg("text", { x: x(t), y: H - B + 14, "text-anchor": "middle" }, fmtTime(t)));
   }
@@ -349,7 +356,7 @@ function drawBars(box, estimates, constraints) {
   const lo = Math.min(...lows) / 2, hi = Math.max(...highs) * 1.3;
   const x = logScale(lo, hi, L, W - R);
   const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "total time per entry" });
-  for (const t of ticks(lo, hi, true)) {
+  for (const t of spaced(ticks(lo, hi, true), x)) {
     root.append(svg("line", { class: "gridline", x1: x(t), x2: x(t), y1: T, y2: H - 22 }));
     root.append(svg("text", { x: x(t), y: H - 8, "text-anchor": "middle" }, fmtTime(t)));
   }
