@@ -176,3 +176,16 @@ def test_workload_steps():
     llm = Workload(model="t", batch=8, seq_len=4096, tokens=1e9)
     assert llm.steps() == pytest.approx(1e9 / 4096 / 8)
     assert math.isclose(Workload(model="t", mode="infer", batch=4).steps(), 1.0)
+
+
+def test_fp32_never_runs_at_a_narrower_rate_except_on_tpus():
+    bf16_only = {"bf16": Figure(400e12, S, True)}
+    npu = Hardware(**{**GPU.__dict__, "hw_class": "asic", "name": "NPU", "peak_flops": bf16_only})
+    arrays = OpArrays.from_profile(profile_of([op("matmul", 4e12, 1, "fp32")]))
+    e = predict(profile_of([op("matmul", 4e12, 1, "fp32")]), npu, Workload(model="t"), Plan())
+    assert e.excluded_reason == ("The catalog has no sourced fp32 throughput figure for NPU, so its step time cannot "
+                                 "be predicted; it has figures for bf16: compare with --precision set to one of them.")
+    tpu = Hardware(**{**npu.__dict__, "hw_class": "tpu", "name": "TPU"})
+    t = step_time(arrays, tpu, PERFECT)
+    assert t.total_s == pytest.approx(4e12 / 400e12)
+    assert t.notes == ("no fp32 figure for test-gpu: fp32 matrix ops priced at its bf16 rate",)

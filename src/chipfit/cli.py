@@ -93,6 +93,20 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--no-local", action="store_true", help="do not measure this machine's CPU")
     _out_args(cmp, csv_too=True)
 
+    for name, text in (("advise", "rank hardware and device counts under your constraints; rent versus buy"),
+                       ("report", "the advice as one self-contained HTML file, and plots for slides")):
+        adv = sub.add_parser(name, help=text)
+        adv.add_argument("model")
+        _job_args(adv, job=True)
+        _advice_args(adv)
+        if name == "report":
+            adv.add_argument("--html", required=True, metavar="FILE", help="the report file to write")
+            adv.add_argument("--plots", metavar="DIR", help="also write each plot here")
+            adv.add_argument("--format", default="svg", choices=("svg", "png"), help="plot file format")
+            _db_arg(adv)
+        else:
+            _out_args(adv)
+
     pl = sub.add_parser("plan", help="best parallel plans for training a transformer on one kind of hardware")
     pl.add_argument("model", nargs="?", help="a decoder LLM from the zoo (or use --spec)")
     pl.add_argument("--spec", help="a transformer by its sizes (see compare --spec)")
@@ -149,6 +163,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _advice_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--devices-list", default="1,8", help="device counts to weigh, comma-separated (default 1,8)")
+    p.add_argument("--class", dest="hw_class", help="only this hardware class")
+    p.add_argument("--framework", help="only hardware that runs this framework")
+    p.add_argument("--deadline", help="finish within: 14d, 12h, ...")
+    p.add_argument("--budget", type=float, help="spend at most this many US dollars")
+    p.add_argument("--energy", type=float, help="use at most this many kWh")
+    p.add_argument("--co2", type=float, help="emit at most this many kg CO2")
+    p.add_argument("--where", default="any", choices=("any", "cloud", "local"), help="rented, owned, or either")
+    p.add_argument("--single-device", action="store_true", help="must fit and run on one device")
+    p.add_argument("--objective", default="time", choices=("time", "cost", "energy"))
+    p.add_argument("--buy", action="store_true", help="weigh buying the hardware against renting it")
+    p.add_argument("--years", type=float, default=3.0, help="with --buy: lifetime of owned hardware")
+    p.add_argument("--electricity", type=float, help="with --buy: electricity price, USD per kWh")
+    p.add_argument("--utilisation", type=float, default=1.0, help="with --buy: share of the lifetime in use")
+    p.add_argument("--pue", type=float, help="data-centre PUE")
+    p.add_argument("--grid", type=float, help="grid carbon intensity, kg CO2 per kWh")
+
+
+def _advice(args: argparse.Namespace):
+    from .advise import advise
+    from .planning import parse_duration
+
+    try:
+        counts = [int(n) for n in args.devices_list.split(",")]
+    except ValueError:
+        raise ChipfitError(f"--devices-list {args.devices_list!r} is not comma-separated device counts like 1,8.") from None
+    if args.buy and args.electricity is None:
+        raise ChipfitError("--buy needs --electricity, the price you pay per kWh, to cost owned hardware.")
+    return advise(
+        args.model, deadline_s=parse_duration(args.deadline) if args.deadline else None, budget_usd=args.budget,
+        energy_kwh_max=args.energy, co2_kg_max=args.co2, framework=args.framework, where=args.where,
+        single_device=args.single_device, objective=args.objective, device_counts=counts,
+        buy_years=args.years if args.buy else None, electricity_usd_per_kwh=args.electricity,
+        utilisation=args.utilisation, catalog_dirs=tuple(args.catalog),
+        mode=args.mode, batch=args.batch, seq_len=args.seq, samples=args.samples, epochs=args.epochs,
+        tokens=args.tokens, precision=args.precision, optimizer=args.optimizer, hw_class=args.hw_class,
+        pue=args.pue, grid_kg_per_kwh=args.grid, input_shapes=dict(args.input) or None,
+    )
+
+
 def _db_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db", help="results database (default $CHIPFIT_DB or ~/.local/share/chipfit/results.sqlite)")
 
@@ -199,6 +254,23 @@ def run(args: argparse.Namespace) -> None:
         p = profile(args.model, mode=args.mode, batch=args.batch, seq_len=args.seq, precision=args.precision,
                     optimizer=args.optimizer, input_shapes=dict(args.input) or None)
         _print_json(p.to_dict(ops=args.ops)) if args.json else terminal.show(terminal.profile_tables(p, args.depth))
+    elif args.command == "advise":
+        advice = _advice(args)
+        _print_json(advice.to_dict()) if args.json else terminal.show(terminal.advice_tables(advice))
+    elif args.command == "report":
+        from .report.html import html
+        from .store import Store, default_db_path
+
+        advice = _advice(args)
+        db = args.db or (default_db_path() if default_db_path().exists() else None)
+        with (Store(db) if db else _nothing()) as store:
+            path = html(advice, args.html, store=store)
+        print(f"report written to {path}")
+        if args.plots:
+            from .report.plots import plots
+
+            for name, file in plots(advice, args.plots, fmt=args.format).items():
+                print(f"{name}: {file}")
     elif args.command == "plan":
         from .planning import plan
 
@@ -360,6 +432,12 @@ def run_local(args: argparse.Namespace) -> None:
             else:
                 terminal.show(terminal.measurements_table(ms, None, f"run {run.id}: {run.kind} on {run.device} ({run.created_at})"))
     store.close()
+
+
+def _nothing():
+    import contextlib
+
+    return contextlib.nullcontext(None)
 
 
 def _model_path(model: str) -> str | None:

@@ -16,7 +16,7 @@ from .memory import activation_element_bytes, memory_per_device
 from .parallel import (Network, PlanStep, bubble_fraction, link_bandwidth, needs_links, plan_step,
                        ring_allreduce_s, shard_arrays, topology)
 from .plan import ModelShape, Plan
-from .roofline import OpArrays, StepTime, step_time
+from .roofline import MissingFigure, OpArrays, StepTime, step_time
 
 __all__ = ["Conditions", "Efficiency", "Estimate", "ModelShape", "OpArrays", "Plan", "PlanStep",
            "bubble_fraction", "link_bandwidth", "plan_step", "predict", "predict_fitting", "ring_allreduce_s"]
@@ -82,10 +82,10 @@ def predict(
                           plan.tensor_parallel, plan.sequence_parallel)
     eff = efficiency or default_efficiency(hw.hw_class)
     fast_eff, slow_eff = eff.bounds(hw.hw_class)
-    central = step_time(arrays, hw, eff)
-    if central is None:
-        missing = "memory bandwidth" if hw.mem_bw_bytes_per_s is None else "throughput"
-        return _excluded(hw, plan, f"The catalog has no sourced {missing} figure for {hw.name}, so its step time cannot be predicted.")
+    try:
+        central = step_time(arrays, hw, eff)
+    except MissingFigure as missing:
+        return _excluded(hw, plan, str(missing))
     fast, slow = step_time(arrays, hw, fast_eff), step_time(arrays, hw, slow_eff)
     topo = topology(hw, network)
     if needs_links(plan, workload.training) and topo is None:

@@ -25,7 +25,7 @@ from .efficiency import Efficiency, default_efficiency
 from .memory import activation_element_bytes, memory_per_device
 from .parallel import Network, PlanStep, plan_step, shard_arrays, topology
 from .plan import ModelShape, Plan
-from .roofline import OpArrays, step_time
+from .roofline import MissingFigure, OpArrays, step_time
 
 OBJECTIVES = ("time", "cost", "energy", "device_hours")
 TENSOR_PARALLEL = (1, 2, 4, 8)
@@ -170,8 +170,10 @@ def search_plans(
         if key not in cache:
             prof = profile(b) if callable(profile) else scale_profile(profile, b)
             arrays = shard_arrays(OpArrays.from_profile(prof, workload.precision), t, sp)
-            st = step_time(arrays, hw, eff)
-            cache[key] = None if st is None else (prof, st.phase_s)
+            try:
+                cache[key] = (prof, step_time(arrays, hw, eff).phase_s)
+            except MissingFigure:
+                cache[key] = None
         return cache[key]
 
     rejected: dict[str, int] = {}

@@ -18,15 +18,23 @@ from .efficiency import Efficiency
 
 MATRIX_KINDS = ("matmul", "conv", "attention")
 
-# Where a device has no figure for the precision asked, the next one it would run at.
+# Where a device has no figure for the precision asked, the precision its matrix units would
+# really run such an op at: a narrower format is never assumed for a wider one (an fp32 model
+# does not run at the bf16 rate), except on TPUs, where XLA runs fp32 matrix products as
+# single bf16 passes by default (jax.lax.Precision.DEFAULT).
 _FALLBACK = {
-    "fp32": ("fp32", "tf32", "bf16", "fp16", "fp8", "int8"),
-    "tf32": ("tf32", "fp32", "bf16", "fp16"),
-    "bf16": ("bf16", "fp16", "fp32", "fp8", "int8"),
-    "fp16": ("fp16", "bf16", "fp32", "fp8", "int8"),
-    "fp8": ("fp8", "int8", "bf16", "fp16", "fp32"),
-    "int8": ("int8", "fp8", "fp16", "bf16", "fp32"),
+    "fp32": ("fp32", "tf32"),
+    "tf32": ("tf32", "fp32"),
+    "bf16": ("bf16", "fp16", "fp32"),
+    "fp16": ("fp16", "bf16", "fp32"),
+    "fp8": ("fp8", "bf16", "fp16", "fp32"),
+    "int8": ("int8", "bf16", "fp16", "fp32"),
 }
+_TPU_FALLBACK = {"fp32": ("fp32", "bf16"), "tf32": ("tf32", "bf16")}
+
+
+class MissingFigure(Exception):
+    """The catalog lacks a figure the roofline needs; the message says which, for people."""
 _DTYPE_PRECISION = {"fp64": "fp32", "int64": "fp32", "int32": "fp32", "bool": "fp32", "uint8": "int8"}
 
 
@@ -77,19 +85,31 @@ class StepTime:
 
 
 def peak_for(hw: Hardware, precision: str) -> tuple[float | None, str]:
-    """The dense peak a `precision` op runs at on `hw`, and the precision it really used."""
-    for p in _FALLBACK.get(precision, (precision,)):
+    """The dense peak a `precision` matrix op runs at on `hw`, and the precision it really used."""
+    chain = (_TPU_FALLBACK if hw.hw_class == "tpu" else {}).get(precision) or _FALLBACK.get(precision, (precision,))
+    for p in chain:
         value = hw.peak(p)
         if value:
             return value, p
     return None, precision
 
 
-def step_time(arrays: OpArrays, hw: Hardware, eff: Efficiency) -> StepTime | None:
-    """Roofline time of one step of `arrays` on one `hw` device; None without peak or bandwidth."""
+def _vector_peak(hw: Hardware, precision: str) -> float | None:
+    """Vector units: the fp32 rate, else the op's own, else the best figure the device has
+    (vector ops are bound by memory almost always, so this rarely decides a time)."""
+    dense = [f.value for f in hw.peak_flops.values() if f.dense is not False]
+    return hw.peak("fp32") or hw.peak(precision) or (max(dense) if dense else None)
+
+
+def step_time(arrays: OpArrays, hw: Hardware, eff: Efficiency) -> StepTime:
+    """Roofline time of one step of `arrays` on one `hw` device.
+
+    Raises MissingFigure when the catalog has no bandwidth, or no throughput at a precision used.
+    """
     bw = hw.mem_bw_bytes_per_s.value if hw.mem_bw_bytes_per_s else None
     if not bw:
-        return None
+        raise MissingFigure(f"The catalog has no sourced memory bandwidth figure for {hw.name}, so its step time "
+                            "cannot be predicted.")
     rate = np.zeros(arrays.n_ops)
     notes: list[str] = []
     for prec in set(arrays.precision.tolist()):
@@ -98,17 +118,22 @@ def step_time(arrays: OpArrays, hw: Hardware, eff: Efficiency) -> StepTime | Non
             group = sel & (arrays.matrix == is_matrix)
             if not group.any():
                 continue
-            # Vector ops run on the vector units at the fp32 rate (or the op's own, if higher).
-            want = prec if is_matrix else ("fp32" if hw.peak("fp32") else prec)
-            peak, used = peak_for(hw, want)
-            if peak is None:
-                return None
-            if is_matrix and used != want:
-                notes.append(f"no {want} figure for {hw.id}: {want} matrix ops priced at its {used} rate")
-            if is_matrix:
-                rate[group] = peak * eff.matrix(used, arrays.kind[group], arrays.flops[group])
-            else:
+            if not is_matrix:
+                peak = _vector_peak(hw, prec)
+                if peak is None:
+                    raise MissingFigure(f"The catalog has no sourced throughput figure for {hw.name}, so its step "
+                                        "time cannot be predicted.")
                 rate[group] = peak * eff.vector
+                continue
+            peak, used = peak_for(hw, prec)
+            if peak is None:
+                have = ", ".join(p for p, f in hw.peak_flops.items() if f.dense is not False)
+                hint = f"; it has figures for {have}: compare with --precision set to one of them" if have else ""
+                raise MissingFigure(f"The catalog has no sourced {prec} throughput figure for {hw.name}, so its "
+                                    f"step time cannot be predicted{hint}.")
+            if used != prec:
+                notes.append(f"no {prec} figure for {hw.id}: {prec} matrix ops priced at its {used} rate")
+            rate[group] = peak * eff.matrix(used, arrays.kind[group], arrays.flops[group])
     t_compute = np.divide(arrays.flops, rate, out=np.zeros(arrays.n_ops), where=rate > 0)
     t_memory = arrays.bytes / (bw * eff.memory)
     compute_bound = t_compute >= t_memory

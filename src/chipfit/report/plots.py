@@ -16,7 +16,7 @@ from ..comparison import Comparison
 from ..errors import ChipfitError
 from ..predict import Estimate, OpArrays
 from ..predict.efficiency import default_efficiency
-from ..predict.roofline import peak_for, step_time
+from ..predict.roofline import MissingFigure, peak_for, step_time
 from ..workload.profile import Profile
 from .units import seconds, usd
 
@@ -60,8 +60,10 @@ def op_times(profile: Profile, hw: Hardware, precision: str) -> np.ndarray:
             one = OpArrays(flops=arrays.flops[i:i + 1], bytes=arrays.bytes[i:i + 1], kind=arrays.kind[i:i + 1],
                            matrix=arrays.matrix[i:i + 1], precision=arrays.precision[i:i + 1],
                            phase=arrays.phase[i:i + 1], n_ops=1)
-            st = step_time(one, hw, eff)
-            priced[key] = st.total_s if st is not None else float("nan")
+            try:
+                priced[key] = step_time(one, hw, eff).total_s
+            except MissingFigure:
+                priced[key] = float("nan")
         out[i] = priced[key]
     return out
 

@@ -262,3 +262,30 @@ def plan_tables(workload, search) -> list:
         out += [f"  {n} plans: {reason}" + (f" (e.g. {search.examples[reason]})" if reason in search.examples else "")
                 for reason, n in sorted(search.rejected.items(), key=lambda kv: -kv[1])]
     return out
+
+
+def advice_tables(advice) -> list:
+    """The advice: candidates that meet every constraint, the Pareto front, why, changes, rent vs buy."""
+    from ..advise import label
+
+    t = Table(title=f"meets every constraint (by {advice.objective}): " + (", ".join(
+        f"{k} {v}" for k, v in advice.constraints.items() if v not in (None, False, "any", ())) or "none set"),
+        header_style="bold")
+    for col in ("#", "hardware", "fits", "step", "total time", "energy", "cost", "Pareto"):
+        t.add_column(col, justify="left" if col == "hardware" else "right")
+    front = {id(e) for e in advice.pareto}
+    for i, e in enumerate(advice.candidates[:20], 1):
+        t.add_row(str(i), label(e), {True: "yes", False: "no", None: "?"}[e.fits], seconds(e.step_time_s),
+                  seconds(e.total_time_s), kwh(e.energy_kwh), usd(e.cost_usd), "*" if id(e) in front else "")
+    out: list = [t, f"[bold]{advice.why}[/bold]" if advice.why else ""]
+    if advice.changes:
+        out.append("[bold]What would make it fit:[/bold]")
+        out += [f"  {c.change} on {c.hardware}: {nbytes(c.memory_per_device_bytes)} of {nbytes(c.capacity_bytes)}"
+                + (" (fits)" if c.fits else " (still too large)") for c in advice.changes]
+    for rb in advice.rent_buy:
+        out.append(f"[bold]Rent or buy {rb.name}:[/bold] {rb.verdict}")
+    dropped = [d for d in advice.dropped if d.reason]
+    if dropped:
+        out.append(f"[dim]{len(dropped)} options ruled out; --json lists each with its reason.[/dim]")
+    out += [f"[dim]note: {n}[/dim]" for n in advice.notes]
+    return out
