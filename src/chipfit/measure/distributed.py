@@ -21,6 +21,7 @@ Rank 0 writes one run of kind "distributed" (measurements of kind "collective" a
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import re
@@ -503,6 +504,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     lead = ctx.rank == 0
     try:
         result = run(args, ctx, progress=(lambda msg: print(f"[rank 0] {msg}", file=sys.stderr)) if lead else None)
+        # DDP's reducer (kept alive by reference cycles until a collection) must be gone before its
+        # process group, and every rank done with the group: else gloo threads abort at exit.
+        gc.collect()
+        dist.barrier()
     except ChipfitError as exc:
         if lead:
             print(f"error: {exc}", file=sys.stderr)
