@@ -124,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--top", type=int, default=5)
     _out_args(pl)
 
+    srv = sub.add_parser("serve", help="the dashboard in a browser (FastAPI; needs chipfit[web])")
+    srv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    srv.add_argument("--port", type=int, default=8000)
+    _db_arg(srv)
+
     dev = sub.add_parser("devices", help="what is here: CPU model, cores, ISA, GPUs, MPS")
     _out_args(dev)
     bench = sub.add_parser("bench", help="micro-benchmarks of every local device, stored")
@@ -271,6 +276,11 @@ def run(args: argparse.Namespace) -> None:
 
             for name, file in plots(advice, args.plots, fmt=args.format).items():
                 print(f"{name}: {file}")
+    elif args.command == "serve":
+        from .web import serve
+
+        print(f"chipfit dashboard on http://{args.host}:{args.port} (Ctrl-C stops it)", file=sys.stderr)
+        serve(args.host, args.port, db_path=args.db, catalog_dirs=tuple(args.catalog))
     elif args.command == "plan":
         from .planning import plan
 
