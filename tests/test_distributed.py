@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
-from torch import nn
 
 from chipfit.errors import ChipfitError
 from chipfit.measure import distributed as D
@@ -20,26 +19,13 @@ from chipfit.measurement import Measurement
 from chipfit.predict.parallel import collective_s
 from chipfit.store import Store
 
+
 ROOT = Path(__file__).resolve().parents[1]
 CPU = LocalDevice(id="local-cpu", kind="cpu", name="test CPU", vendor="", torch_device="cpu", precisions=("fp32",))
 # A "GPU" whose tensors live on the CPU, so the CUDA timing path runs with faked events.
 FAKE_GPU = LocalDevice(id="cuda:0", kind="cuda", name="fake", vendor="NVIDIA", torch_device="cpu", precisions=("fp32",))
 
 
-class Tiny(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc = nn.Linear(8, 4)
-
-    def forward(self, x):
-        return self.fc(x)
-
-    def example_inputs(self, batch, seq_len):
-        return torch.randn(batch, 8)
-
-
-def tiny() -> nn.Module:
-    return Tiny()
 
 
 # --- formulas ------------------------------------------------------------------------------------
@@ -198,15 +184,15 @@ def test_collectives_on_the_cuda_timing_path(one_rank, monkeypatch):
 
 def test_ddp_rows_on_one_rank(one_rank):
     ctx = D.DistContext(0, 1, 0, 1, "gloo", CPU)
-    single, multi = D.measure_ddp(ctx, "tests.test_distributed:tiny", batch=2, warmup=1, reps=2)
-    assert (single.kind, single.label, single.shape) == ("ddp_step", "tests.test_distributed:tiny",
+    single, multi = D.measure_ddp(ctx, "tests.fixtures.user_models:tiny", batch=2, warmup=1, reps=2)
+    assert (single.kind, single.label, single.shape) == ("ddp_step", "tests.fixtures.user_models:tiny",
                                                          {"batch": 2, "seq_len": 0, "world_size": 1})
     assert single.extra["ddp"] is False and multi.extra["ddp"] is True
     assert multi.extra["gradient_bytes"] == (8 * 4 + 4) * 4  # fp32 weight and bias of Linear(8, 4)
     assert multi.extra["scaling_efficiency"] == pytest.approx(single.median_s / multi.median_s)
     assert multi.extra["global_batch"] == 2 and single.repetitions == multi.repetitions == 2
     with pytest.raises(ChipfitError, match="batch 0"):
-        D.measure_ddp(ctx, "tests.test_distributed:tiny", batch=0)
+        D.measure_ddp(ctx, "tests.fixtures.user_models:tiny", batch=0)
 
 
 # --- two processes under torchrun ------------------------------------------------------------------
@@ -219,7 +205,7 @@ def test_two_process_gloo_job_stores_one_run(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            "-m", "chipfit.measure.distributed", "--device", "cpu", "--sizes", "4K:4M:16",
            "--collectives", "all_reduce", "all_gather", "--warmup", "1", "--iters", "2", "--reps", "3",
-           "--model", "tests.test_distributed:tiny", "--batch", "4", "--steps", "2", "--db", str(db)]
+           "--model", "tests.fixtures.user_models:tiny", "--batch", "4", "--steps", "2", "--db", str(db)]
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "busbw" in out.stdout and "efficiency" in out.stdout

@@ -4,28 +4,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
 from chipfit.errors import ChipfitError
 from chipfit.measure.devices import LocalDevice
 from chipfit.measure.power import EnergyMeter, EnergyReading
 from chipfit.measure.steps import measure_step
 from chipfit.workload.profile import Profile
+from tests.fixtures.user_models import Tiny
 
 CPU = LocalDevice(id="local-cpu", kind="cpu", name="test CPU", vendor="", torch_device="cpu",
                   precisions=("fp32", "bf16"), memory_bytes=2**30)
 
-
-class Tiny(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc = nn.Linear(8, 4)
-
-    def forward(self, x):
-        return self.fc(x)
-
-    def example_inputs(self, batch, seq_len):
-        return torch.randn(batch, 8)
 
 
 class CountingMeter(EnergyMeter):

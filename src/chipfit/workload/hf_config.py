@@ -13,6 +13,7 @@ import torch
 
 from ..errors import ChipfitError
 from .source import surrogate_loss
+from .zoo import checked_seq_len
 
 MAX_CONFIG_BYTES = 2**20  # published config.json files are a few KiB
 CONFIG_NAME = "config.json"
@@ -160,14 +161,7 @@ class HFConfigModel:
             inputs = (torch.randn(batch, cfg.num_channels, size, size),)
             labels = torch.randint(0, cfg.num_labels, (batch,))
         else:
-            seq = self.default_seq_len if seq_len is None else seq_len
-            if seq < 1:
-                raise ChipfitError(f"Sequence length {seq} for model {self.name!r} is not positive; give 1 or more.")
-            if self.max_seq_len is not None and seq > self.max_seq_len:
-                raise ChipfitError(
-                    f"Sequence length {seq} exceeds the {self.max_seq_len} positions model {self.name!r} has; "
-                    f"give {self.max_seq_len} or fewer."
-                )
+            seq = checked_seq_len(self.name, self.default_seq_len if seq_len is None else seq_len, self.max_seq_len)
             ids = torch.randint(0, cfg.vocab_size, (batch, seq))
             inputs = (ids, ids) if self.inputs == "seq2seq" else (ids,)
             labels = torch.randint(0, cfg.num_labels, (batch,)) if self.cls.__name__.endswith(_CLASS_LABEL_HEADS) else ids

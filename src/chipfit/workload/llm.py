@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, fields
 
 from ..errors import ChipfitError, closest
 from .profile import Op, Profile
-from .workload import OPTIMIZERS, PRECISION_CHOICES
+from .workload import Workload
 
 NORMS = ("rms", "layer")
 # Element bytes of activations and of the dtype the tracer records, per precision
@@ -332,14 +332,7 @@ def profile_spec(
     Ops are grouped per layer and family (module paths 'layers.3.attn', 'layers.3.mlp', ...).
     flash_attention=False adds the S x S attention probabilities to the saved activations.
     """
-    if mode not in ("train", "infer"):
-        raise ChipfitError(f"Mode {mode!r} is not known; use 'train' or 'infer'.")
-    if precision not in PRECISION_CHOICES:
-        raise ChipfitError(f"Precision {precision!r} is not known; use one of {', '.join(PRECISION_CHOICES)}.")
-    if optimizer not in OPTIMIZERS:
-        raise ChipfitError(f"Optimizer {optimizer!r} is not known; use one of {', '.join(OPTIMIZERS)}.")
-    if batch < 1 or seq_len < 1:
-        raise ChipfitError(f"Batch {batch} and sequence length {seq_len} must both be 1 or more.")
+    Workload(model=spec.name, mode=mode, batch=batch, seq_len=seq_len, precision=precision, optimizer=optimizer)
     if spec.max_positions is not None and seq_len > spec.max_positions:
         raise ChipfitError(
             f"Sequence length {seq_len} exceeds the {spec.max_positions} positions of {spec.name!r}; "

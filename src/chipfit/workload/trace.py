@@ -28,7 +28,7 @@ from torch.utils._pytree import tree_leaves
 from ..errors import ChipfitError
 from .formulas import GATHER_OPS, WRITE_ONLY_SELF_OPS, op_cost
 from .profile import Op, Profile
-from .workload import OPTIMIZERS, PRECISION_CHOICES
+from .workload import Workload
 
 DTYPE_NAMES = {
     torch.float32: "fp32",
@@ -305,12 +305,7 @@ def trace_module(
     inference casts the model to that dtype; fp8/int8 are traced as bf16. `fake_mode` is the
     FakeTensorMode to use when the factory returns a model already made of fake tensors.
     """
-    if mode not in ("train", "infer"):
-        raise ChipfitError(f"Mode {mode!r} is not known; use 'train' or 'infer'.")
-    if precision not in PRECISION_CHOICES:
-        raise ChipfitError(f"Precision {precision!r} is not known; use one of {', '.join(PRECISION_CHOICES)}.")
-    if optimizer not in OPTIMIZERS:
-        raise ChipfitError(f"Optimizer {optimizer!r} is not known; use one of {', '.join(OPTIMIZERS)}.")
+    Workload(model=name, mode=mode, batch=batch, seq_len=seq_len, precision=precision, optimizer=optimizer)
     train = mode == "train"
     compute = COMPUTE_DTYPES[precision]
     fake = fake_mode or FakeTensorMode(allow_non_fake_inputs=True)

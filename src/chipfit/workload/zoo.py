@@ -21,6 +21,17 @@ from . import zoo_vision as vision
 TASKS = ("image-classification", "masked-lm", "causal-lm")
 
 
+def checked_seq_len(name: str, seq: int, max_seq_len: int | None) -> int:
+    """`seq` if model `name` can take it (positive, within its learned positions); else a ChipfitError."""
+    if seq < 1:
+        raise ChipfitError(f"Sequence length {seq} for model '{name}' is not positive; give 1 or more.")
+    if max_seq_len is not None and seq > max_seq_len:
+        raise ChipfitError(
+            f"Sequence length {seq} exceeds the {max_seq_len} positions model '{name}' has; give {max_seq_len} or fewer."
+        )
+    return seq
+
+
 @dataclass(frozen=True)
 class ZooEntry:
     """A named architecture, how to feed it, and the parameter count it is published with."""
@@ -56,14 +67,7 @@ class ZooEntry:
             size = vision.IMAGE_SIZE
             images = torch.randn(batch, 3, size, size, dtype=dtype, device=device)
             return (images,), torch.randint(0, vision.NUM_CLASSES, (batch,), device=device)
-        seq = self.default_seq_len if seq_len is None else seq_len
-        if seq < 1:
-            raise ChipfitError(f"Sequence length {seq} for model '{self.name}' is not positive; give 1 or more.")
-        if self.max_seq_len is not None and seq > self.max_seq_len:
-            raise ChipfitError(
-                f"Sequence length {seq} exceeds the {self.max_seq_len} positions model '{self.name}' has; "
-                f"give {self.max_seq_len} or fewer."
-            )
+        seq = checked_seq_len(self.name, self.default_seq_len if seq_len is None else seq_len, self.max_seq_len)
         ids = torch.randint(0, self.vocab_size, (batch, seq), device=device)
         return (ids,), torch.randint(0, self.vocab_size, (batch, seq), device=device)
 
