@@ -92,6 +92,17 @@ def test_link_fit_keeps_latency_non_negative_and_needs_two_ranks():
     assert D.fit_link([_coll("all_reduce", 4096, 1, 1e-5)]) is None
 
 
+def test_link_fit_of_size_independent_times_is_latency_only():
+    # A noisy run where the large message came back faster: no positive bandwidth term fits, so the
+    # fit is latency alone, 2(n-1) = 2 steps per all-reduce: latency = sum(x) / sum(x^2), x = 2 / t.
+    ms = [_coll("all_reduce", 4096, 2, 1.0e-4), _coll("all_reduce", 2**20, 2, 0.8e-4)]
+    fit = D.fit_link(ms)
+    x = [2 / 1.0e-4, 2 / 0.8e-4]
+    assert fit.bw_bytes_per_s == float("inf") and fit.latency_s == pytest.approx(sum(x) / sum(v * v for v in x))
+    (first, _) = D.with_predictions(ms, fit)
+    assert first.predicted_s == pytest.approx(2 * fit.latency_s)
+
+
 # --- joining the job -----------------------------------------------------------------------------
 
 @pytest.fixture

@@ -257,8 +257,8 @@ class LinkFit:
 
 def fit_link(measurements: Sequence[Measurement]) -> LinkFit | None:
     """Least-squares fit of t = steps x latency + bytes / bandwidth (relative error, both terms
-    non-negative) over every collective of the run; None with fewer than two ranks or when no
-    positive bandwidth fits."""
+    non-negative) over every collective of the run; None with fewer than two ranks. A run whose
+    times do not grow with size gets an infinite bandwidth (latency only)."""
     import numpy as np
 
     rows = [(*_ring_terms(m.label, m.shape["size_bytes"], m.shape["world_size"]), m.median_s)
@@ -268,11 +268,14 @@ def fit_link(measurements: Sequence[Measurement]) -> LinkFit | None:
     steps, volume, t = (np.array(c, dtype=float) for c in zip(*rows))
     a = np.stack([steps / t, volume / t], axis=1)
     (latency, inv_bw), *_ = np.linalg.lstsq(a, np.ones_like(t), rcond=None)
+    # Non-negative least squares in two unknowns: where the joint fit makes one term negative,
+    # the best fit has that term at zero and the other fitted alone.
     if latency < 0:
         latency, inv_bw = 0.0, float(np.sum(volume / t) / np.sum((volume / t) ** 2))
-    if inv_bw <= 0:
-        return None
-    return LinkFit(1 / float(inv_bw), float(latency), "fitted to this run")
+    elif inv_bw <= 0:  # times did not grow with size: latency-bound at these sizes
+        latency, inv_bw = float(np.sum(steps / t) / np.sum((steps / t) ** 2)), 0.0
+    bandwidth = 1 / float(inv_bw) if inv_bw > 0 else float("inf")
+    return LinkFit(bandwidth, float(latency), "fitted to this run")
 
 
 def with_predictions(measurements: Sequence[Measurement], link: LinkFit) -> list[Measurement]:
