@@ -175,3 +175,17 @@ def test_graph_files_default_to_inference_and_take_input_shapes(capsys, tmp_path
     assert d["flops"]["forward"] == 2 * 5 * 8 * 16 + 5 * 16  # Gemm with its bias add
     code, _, err = run(capsys, "profile", str(path), "--input", "x5x8")
     assert code == 2 and "'x5x8' is not NAME=DIMS like input=1x3x224x224" in err
+
+
+def test_every_command_writes_csv_rows(capsys):
+    import csv as _csv
+    import io
+
+    code, out, _ = run(capsys, "profile", "tests.fixtures.user_models:two_layer", "--infer", "--batch", "4", "--csv")
+    rows = list(_csv.DictReader(io.StringIO(out)))
+    assert code == 0 and sum(float(r["flops"]) for r in rows) == 2 * 4 * 64 * 128 + 2 * 4 * 128 * 10 + 4 * 128 * 2 + 4 * 10
+    code, out, _ = run(capsys, "hardware", "show", "nvidia-h100-sxm5-80gb", "--csv")
+    (row,) = list(_csv.DictReader(io.StringIO(out)))
+    assert float(row["peak_flops.bf16.value"]) == pytest.approx(989.4e12) and row["peak_flops.bf16.source"]
+    code, _, err = run(capsys, "devices", "--csv", "--json")
+    assert code == 2 and "not allowed with argument" in err

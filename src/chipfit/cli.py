@@ -48,10 +48,10 @@ def _job_args(p: argparse.ArgumentParser, job: bool) -> None:
         p.add_argument("--tokens", type=_number, help="training tokens (sequence models)")
 
 
-def _out_args(p: argparse.ArgumentParser, csv_too: bool = False) -> None:
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    if csv_too:
-        p.add_argument("--csv", action="store_true", help="print CSV instead of a table")
+def _out_args(p: argparse.ArgumentParser) -> None:
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    out.add_argument("--csv", action="store_true", help="print CSV rows instead of a table")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     ls = hw_sub.add_parser("list", help="list catalog entries")
     ls.add_argument("--class", dest="hw_class", help="cpu, gpu, tpu, asic, fpga, edge, neuromorphic, quantum")
     ls.add_argument("--framework", help="only entries that run this framework")
-    _out_args(ls, csv_too=True)
+    _out_args(ls)
     shw = hw_sub.add_parser("show", help="one entry, every figure with its source")
     shw.add_argument("id")
     _out_args(shw)
@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--grid", type=float, help="grid carbon intensity, kg CO2 per kWh (default 0.475)")
     cmp.add_argument("--top", type=int, default=20, help="rows to show (0: all)")
     cmp.add_argument("--no-local", action="store_true", help="do not measure this machine's CPU")
-    _out_args(cmp, csv_too=True)
+    _out_args(cmp)
 
     for name, text in (("advise", "rank hardware and device counts under your constraints; rent versus buy"),
                        ("report", "the advice as one self-contained HTML file, and plots for slides")):
@@ -218,11 +218,36 @@ def _print_json(data) -> None:
     sys.stdout.write("\n")
 
 
+def _flat(d: dict, prefix: str = "") -> dict:
+    """Nested dicts as dotted columns, lists joined with '; ' (one CSV row)."""
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{key}."))
+        elif isinstance(v, (list, tuple)):
+            out[key] = "; ".join(map(str, v))
+        else:
+            out[key] = v
+    return out
+
+
 def _print_csv(rows: list[dict]) -> None:
-    if rows:
-        writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    rows = [_flat(r) for r in rows]
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    writer = csv.DictWriter(sys.stdout, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+
+
+def _emit(args: argparse.Namespace, data, rows: list[dict], show) -> None:
+    """--json prints `data`, --csv prints `rows`, else `show()` draws the tables."""
+    if args.json:
+        _print_json(data)
+    elif getattr(args, "csv", False):
+        _print_csv(rows)
+    else:
+        show()
 
 
 def _default_mode(args: argparse.Namespace) -> None:
@@ -233,6 +258,7 @@ def _default_mode(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    from .comparison import estimate_row
     from .report import terminal
 
     if args.command == "hardware":
@@ -241,27 +267,28 @@ def run(args: argparse.Namespace) -> None:
         catalog = load_catalog(args.catalog)
         if args.action == "list":
             entries = catalog.select(hw_class=args.hw_class, framework=args.framework)
-            if args.json or args.csv:
-                rows = [catalog.to_dict(hw) for hw in entries]
-                _print_json(rows) if args.json else _print_csv([{k: v for k, v in r.items() if not isinstance(v, dict)} for r in rows])
-            else:
-                terminal.show(terminal.hardware_table(entries))
+            rows = [catalog.to_dict(hw) for hw in entries]
+            _emit(args, rows, rows, lambda: terminal.show(terminal.hardware_table(entries)))
         else:
             d = catalog.to_dict(catalog.get(args.id))
             d["cloud"] = [
                 {"id": i.id, "count": i.count, "usd_per_hour": i.price_usd_per_hour.value, "date": i.price_date,
                  "source": i.price_usd_per_hour.source} for i in catalog.instances_for(args.id)
             ]
-            _print_json(d) if args.json else terminal.show(terminal.hardware_detail(d))
+            _emit(args, d, [d], lambda: terminal.show(terminal.hardware_detail(d)))
     elif args.command == "profile":
         from .workload import profile
 
         p = profile(args.model, mode=args.mode, batch=args.batch, seq_len=args.seq, precision=args.precision,
                     optimizer=args.optimizer, input_shapes=dict(args.input) or None)
-        _print_json(p.to_dict(ops=args.ops)) if args.json else terminal.show(terminal.profile_tables(p, args.depth))
+        rows = [{"phase": op.phase, "module": op.module, "op": op.name, "kind": op.kind, "dtype": op.dtype,
+                 "flops": op.flops, "bytes_read": op.bytes_read, "bytes_written": op.bytes_written,
+                 "counted": op.counted, "causal": op.causal} for op in p.ops]
+        _emit(args, p.to_dict(ops=args.ops), rows, lambda: terminal.show(terminal.profile_tables(p, args.depth)))
     elif args.command == "advise":
         advice = _advice(args)
-        _print_json(advice.to_dict()) if args.json else terminal.show(terminal.advice_tables(advice))
+        rows = [estimate_row(e) | {"pareto": any(e is f for f in advice.pareto)} for e in advice.candidates]
+        _emit(args, advice.to_dict(), rows, lambda: terminal.show(terminal.advice_tables(advice)))
     elif args.command == "report":
         from .report.html import html
         from .store import Store, default_db_path
@@ -289,10 +316,8 @@ def run(args: argparse.Namespace) -> None:
             precision=args.precision, max_devices=args.max_devices, devices=args.devices, objective=args.objective,
             deadline=args.deadline, budget_usd=args.budget, top=args.top, catalog_dirs=tuple(args.catalog),
         )
-        if args.json:
-            _print_json({"workload": workload.to_dict(), "search": search.to_dict()})
-        else:
-            terminal.show(terminal.plan_tables(workload, search))
+        data = {"workload": workload.to_dict(), "search": search.to_dict()}
+        _emit(args, data, data["search"]["ranked"], lambda: terminal.show(terminal.plan_tables(workload, search)))
     elif args.command == "compare":
         from .comparison import compare
 
@@ -304,12 +329,8 @@ def run(args: argparse.Namespace) -> None:
             include_local_cpu=not args.no_local, spec=args.spec, prompt=args.prompt, generate=args.generate,
             input_shapes=dict(args.input) or None,
         )
-        if args.json:
-            _print_json(result.to_dict())
-        elif args.csv:
-            _print_csv(result.to_rows())
-        else:
-            terminal.show(terminal.comparison_table(result, top=args.top or None))
+        _emit(args, result.to_dict(), result.to_rows(),
+              lambda: terminal.show(terminal.comparison_table(result, top=args.top or None)))
 
 
 def _local_device(device_id: str):
@@ -341,7 +362,7 @@ def run_local(args: argparse.Namespace) -> None:
         rows = []
         for d in local_devices():
             rows.append(d.to_dict() | {"catalog": _hardware_for(d, args.catalog).id})
-        _print_json(rows) if args.json else terminal.show(terminal.devices_table(rows))
+        _emit(args, rows, rows, lambda: terminal.show(terminal.devices_table(rows)))
         return
     if args.command == "results" and args.action == "export":
         with Store(args.db) as store:
@@ -366,10 +387,10 @@ def run_local(args: argparse.Namespace) -> None:
             env = Environment.capture(device.id, device.name, hw.id, extra={"quick": args.quick})
             run_id = store.record_run("bench", device.id, env, ms)
             out.append({"run_id": run_id, "device": device.id, "hardware": hw.id, "measurements": [m.to_dict() for m in ms]})
-            if not args.json:
+            if not (args.json or args.csv):
                 terminal.show(terminal.measurements_table(ms, hw, f"run {run_id}: {device.name} ({hw.id})"))
-        if args.json:
-            _print_json(out)
+        rows = [{"run_id": r["run_id"], "hardware": r["hardware"]} | m for r in out for m in r["measurements"]]
+        _emit(args, out, rows, lambda: None)
     elif args.command == "measure":
         from .calibrate import stored_calibration
         from .measure.steps import measure_step
@@ -393,28 +414,25 @@ def run_local(args: argparse.Namespace) -> None:
         run_id = store.record_run("measure", device.id, env, [m])
         d = m.to_dict() | {"run_id": run_id, "hardware": hw.id, "calibrated": cal is not None,
                            "error": predicted / m.median_s - 1}
-        if args.json:
-            _print_json(d)
-        else:
-            terminal.show([terminal.measurements_table([m], hw, f"run {run_id}: {args.model} on {hw.id}"),
-                           f"predicted {predicted * 1e3:.4g} ms ({'calibrated' if cal else 'published defaults'}), "
-                           f"measured {m.median_s * 1e3:.4g} ms: error {d['error']:+.1%}"])
+        _emit(args, d, [d], lambda: terminal.show([
+            terminal.measurements_table([m], hw, f"run {run_id}: {args.model} on {hw.id}"),
+            f"predicted {predicted * 1e3:.4g} ms ({'calibrated' if cal else 'published defaults'}), "
+            f"measured {m.median_s * 1e3:.4g} ms: error {d['error']:+.1%}"]))
     elif args.command == "calibrate":
         from .calibrate import calibrate_device
 
         device = _local_device(args.device)
         hw = _hardware_for(device, args.catalog)
         cal = calibrate_device(store, hw, device.id)
-        if args.json:
-            _print_json(cal.to_dict())
-        else:
-            terminal.show(terminal.calibration_table(cal))
+        data = cal.to_dict()
+        _emit(args, data, data["curves"], lambda: terminal.show(terminal.calibration_table(cal)))
     elif args.command == "validate":
         if args.published:
             from .validate_published import format_table, validate_published
 
             v = validate_published(args.published)
-            _print_json(v.to_dict()) if args.json else print(format_table(v))
+            data = v.to_dict()
+            _emit(args, data, data["rows"], lambda: print(format_table(v)))
             return
         from .calibrate import stored_calibration
         from .catalog import load_catalog
@@ -429,18 +447,19 @@ def run_local(args: argparse.Namespace) -> None:
                                repetitions=args.reps, progress=bar, record=records.append)
         env = Environment.capture(device.id, device.name, hw.id, extra={"calibration": v.calibration})
         store.record_run("validate", device.id, env, records)
-        _print_json(v.to_dict()) if args.json else terminal.show(terminal.validation_tables(v))
+        data = v.to_dict()
+        _emit(args, data, data["cases"], lambda: terminal.show(terminal.validation_tables(v)))
     elif args.command == "results":
         if args.action == "list":
             runs = store.runs(kind=args.kind)
-            _print_json([r.to_dict() for r in runs]) if args.json else terminal.show(terminal.runs_table(runs))
+            rows = [r.to_dict() for r in runs]
+            _emit(args, rows, rows, lambda: terminal.show(terminal.runs_table(runs)))
         else:
             run = store.run(args.run_id)
             ms = store.measurements(run_id=run.id)
-            if args.json:
-                _print_json(run.to_dict() | {"measurements": [m.to_dict() for m in ms]})
-            else:
-                terminal.show(terminal.measurements_table(ms, None, f"run {run.id}: {run.kind} on {run.device} ({run.created_at})"))
+            rows = [m.to_dict() for m in ms]
+            _emit(args, run.to_dict() | {"measurements": rows}, rows, lambda: terminal.show(
+                terminal.measurements_table(ms, None, f"run {run.id}: {run.kind} on {run.device} ({run.created_at})")))
     store.close()
 
 

@@ -43,17 +43,19 @@ class Comparison:
 
     def to_rows(self) -> list[dict]:
         """One flat dict per estimate (for CSV or a pandas DataFrame)."""
-        rows = []
-        for e in self.estimates:
-            d = e.to_dict()
-            for bound in ("low", "high"):
-                for k, v in d.pop(bound).items():
-                    d[f"{k}_{bound}"] = v
-            d.pop("memory_breakdown")
-            d.update({f"{k}_s": v for k, v in d.pop("step_breakdown_s").items()})
-            d["assumptions"] = "; ".join(d["assumptions"])
-            rows.append(d)
-        return rows
+        return [estimate_row(e) for e in self.estimates]
+
+
+def estimate_row(e: Estimate) -> dict:
+    """An Estimate as one flat row: bounds as `<figure>_low/_high`, step parts as `<part>_s`."""
+    d = e.to_dict()
+    for bound in ("low", "high"):
+        for k, v in d.pop(bound).items():
+            d[f"{k}_{bound}"] = v
+    d.pop("memory_breakdown")
+    d.update({f"{k}_s": v for k, v in d.pop("step_breakdown_s").items()})
+    d["assumptions"] = "; ".join(d["assumptions"])
+    return d
 
 
 def _stored_calibration(hw_id: str):
