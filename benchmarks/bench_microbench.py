@@ -1,8 +1,10 @@
 """Does chipfit's micro-benchmark measure what torch can really do here?
 
-Prints, for each matmul size and precision, the FLOP/s chipfit's benchmark records (at its
-median time) against the best a plain `torch.matmul(a, b)` reaches in a timed loop, and
-chipfit's triad bandwidth against a plain `a = b + s * c`. Issue 3's targets: matmul at
+Prints, for each matmul size and precision, the best FLOP/s chipfit's benchmark records (its
+fastest repetition, itself a loop of calls) against the best a plain `torch.matmul(a, b)`
+reaches in a timed loop, and chipfit's triad bandwidth against the best plain torch triad
+(`torch.add(b, c, alpha=s, out=a)`, no temporaries). Like is compared with like: best with
+best, and the median rate chipfit stores is printed beside it. Issue 3's targets: matmul at
 least 95% of plain torch.matmul, bandwidth at least 90% of the plain triad. The two are
 run in alternation for --rounds rounds and each keeps its best round, so a machine shared
 with other work penalises neither side more than the other.
@@ -42,9 +44,10 @@ def plain_matmul_flops_per_s(n: int, precision: str, reps: int) -> float:
 
 
 def plain_triad_bytes_per_s(elements: int, reps: int) -> float:
+    a = torch.empty(elements)
     b = torch.full((elements,), 1.5)
     c = torch.full((elements,), 0.5)
-    return 3 * 4 * elements / best_seconds(lambda: b + 3.0 * c, reps)
+    return 3 * 4 * elements / best_seconds(lambda: torch.add(b, c, alpha=3.0, out=a), reps)
 
 
 def main() -> None:
@@ -56,24 +59,25 @@ def main() -> None:
     args = parser.parse_args()
     cpu = local_devices()[0]
     print(f"{cpu.name}, {cpu.cores} cores, torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"{'benchmark':<22}{'chipfit':>14}{'plain torch':>14}{'ratio':>8}  target")
+    print(f"{'benchmark':<22}{'chipfit best':>14}{'plain torch':>14}{'ratio':>8}  target      {'chipfit median':>14}")
     for precision in args.precisions:
         for n in args.sizes:
-            ours = plain = 0.0
+            ours = plain = median = 0.0
             for _ in range(args.rounds):
-                ours = max(ours, bench_matmul(cpu, precision, n).achieved_flops_per_s)
+                m = bench_matmul(cpu, precision, n)
+                ours, median = max(ours, m.flops / m.min_s), max(median, m.achieved_flops_per_s)
                 plain = max(plain, plain_matmul_flops_per_s(n, precision, args.reps))
             ok = "ok" if ours >= MATMUL_TARGET * plain else "MISSED"
             print(f"{f'matmul {precision} {n}':<22}{ours / 1e9:>9.1f} GF/s{plain / 1e9:>9.1f} GF/s"
-                  f"{ours / plain:>8.2f}  >= {MATMUL_TARGET:.2f} {ok}")
-    ours = plain = 0.0
+                  f"{ours / plain:>8.2f}  >= {MATMUL_TARGET:.2f} {ok:<6}{median / 1e9:>9.1f} GF/s")
+    ours = plain = median = 0.0
     for _ in range(args.rounds):
         triad = bench_bandwidth(cpu, "triad")
-        ours = max(ours, triad.achieved_bytes_per_s)
+        ours, median = max(ours, triad.bytes / triad.min_s), max(median, triad.achieved_bytes_per_s)
         plain = max(plain, plain_triad_bytes_per_s(triad.shape["elements"], args.reps))
     ok = "ok" if ours >= TRIAD_TARGET * plain else "MISSED"
     print(f"{'triad fp32':<22}{ours / 1e9:>9.1f} GB/s{plain / 1e9:>9.1f} GB/s{ours / plain:>8.2f}  "
-          f">= {TRIAD_TARGET:.2f} {ok}")
+          f">= {TRIAD_TARGET:.2f} {ok:<6}{median / 1e9:>9.1f} GB/s")
 
 
 if __name__ == "__main__":
