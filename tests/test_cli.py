@@ -1,5 +1,6 @@
 """The command line: real output for good input, one sentence and exit 1 for bad input."""
 
+import csv
 import json
 
 import pytest
@@ -27,6 +28,18 @@ def test_hardware_show_gives_sources(capsys):
     bf16 = d["peak_flops"]["bf16"]
     assert bf16["value"] == pytest.approx(989.4e12) and bf16["dense"] is True and "NVIDIA" in bf16["source"]
     assert d["mem_bw_bytes_per_s"]["value"] == pytest.approx(3.35e12)
+
+
+def test_hardware_show_table_lists_figures_and_cloud_offerings(capsys):
+    code, out, _ = run(capsys, "hardware", "show", "nvidia-h100-sxm5-80gb")
+    assert code == 0 and "989.4" in out and "cloud offerings" in out and "aws-p5.48xlarge" in out
+
+
+def test_compare_batch_defaults_to_one_sample_per_device(capsys):
+    code, out, _ = run(capsys, "compare", "tests.fixtures.user_models:two_layer", "--devices", "4",
+                       "--hardware", "nvidia-h100-sxm5-80gb", "--no-local", "--json")
+    d = json.loads(out)
+    assert code == 0 and d["workload"]["batch"] == 4 and d["estimates"][0]["devices"] == 4
 
 
 def test_profile_user_module_json(capsys):
@@ -154,8 +167,12 @@ def test_bench_calibrate_measure_and_results_use_one_store(capsys, tmp_path):
     assert [r["kind"] for r in json.loads(out)] == ["bench", "measure"]
     csv_path = tmp_path / "all.csv"
     code, _, err = run(capsys, "results", "export", "--csv", str(csv_path), "--db", db)
-    rows = csv_path.read_text().strip().splitlines()
-    assert code == 0 and len(rows) == 1 + len(bench["measurements"]) + 1
+    rows = list(csv.DictReader(csv_path.read_text().splitlines()))
+    kinds = [r["kind"] for r in rows]
+    # measure stores its step and one row per distinct operator call: addmm, relu, addmm
+    assert code == 0 and len(rows) == len(bench["measurements"]) + 1 + 3
+    assert sorted(r["label"] for r in rows if r["kind"] == "op") == ["aten.addmm.default"] * 2 + ["aten.relu.default"]
+    assert kinds.count("infer_step") == 1
 
 
 def test_calibrate_without_benchmarks_says_what_to_do(capsys, tmp_path):

@@ -1,16 +1,29 @@
-"""Calibrate: fit one device's efficiencies from its stored micro-benchmarks.
+"""Calibrate: fit one device's efficiencies from its stored micro-benchmarks and, where there
+are any, from operator times measured in real steps (the Habitat idea: what real models run).
 
+From micro-benchmarks (`chipfit bench`):
     matmul / conv:  e(F) = e_max * F / (F + half_flops) per precision, F = FLOPs of one call,
                     e = achieved FLOP/s / the device's peak at that precision
     memory:         median achieved copy/triad bandwidth (bytes/s; divided by the device's
                     bandwidth figure when the calibration is applied)
     overhead:       median seconds of a tiny kernel
+From operator measurements (kind "op", recorded by `chipfit measure` and `chipfit validate`),
+per operator family (chipfit.predict.efficiency.op_family) and precision:
+    t = overhead + F / (peak * e_compute) + B / (bandwidth * e_memory)
+    three non-negative parameters, least squares on relative error weighted by each row's share
+    of the measured time; these replace the roofline for the ops of that family.
+From real steps with an operator profile beside them:
+    framework seconds per operator, per phase (forward, backward, optimizer): the part of a clean
+    step's time that no operator accounts for (Python, autograd, the optimizer's loop), fitted by
+    non-negative least squares on relative error over the stored steps.
+Families without operator data keep the micro-benchmark figures. Nothing is fitted per model.
 
 Predictions for the calibrated device use these in place of the published defaults.
 """
 
 from __future__ import annotations
 
+import itertools
 import statistics
 from dataclasses import asdict, dataclass, field
 
@@ -19,8 +32,9 @@ import numpy as np
 from .catalog.schema import Hardware
 from .errors import ChipfitError
 from .measurement import Measurement
-from .predict.efficiency import Curve, Efficiency, default_efficiency
-from .predict.roofline import peak_for
+from .predict.efficiency import Curve, Efficiency, OpFit, default_efficiency
+from .predict.roofline import op_peak, peak_for
+from .workload.profile import PHASES
 
 # The half-efficiency sizes tried by the fit: 1 kFLOP to 1 PFLOP, 20 per decade, and 0 (flat).
 _HALF_GRID = np.concatenate([[0.0], np.logspace(3, 15, 241)])
@@ -52,6 +66,85 @@ def fit_curve(flops: np.ndarray, efficiency: np.ndarray) -> tuple[float, float]:
     return e_max, h
 
 
+def nonnegative_lstsq(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, float]:
+    """x >= 0 minimising |a x - b|^2 (few columns: every subset of free columns is tried), and that
+    squared error. On a tie the fewer-parameter solution wins."""
+    n = a.shape[1]
+    scale = np.linalg.norm(a, axis=0)
+    scale[scale == 0] = 1.0
+    a = a / scale
+    best_x, best_err = np.zeros(n), float(b @ b)
+    for size in range(1, n + 1):
+        for cols in itertools.combinations(range(n), size):
+            sol, *_ = np.linalg.lstsq(a[:, cols], b, rcond=None)
+            if np.any(sol < 0):
+                continue
+            x = np.zeros(n)
+            x[list(cols)] = sol
+            r = a @ x - b
+            err = float(r @ r)
+            if err < best_err * (1 - 1e-9):
+                best_x, best_err = x, err
+    return best_x / scale, best_err
+
+
+def relative_fit(columns: np.ndarray, measured_s: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, float]:
+    """Non-negative coefficients c minimising sum w (columns @ c / t - 1)^2; and the weighted RMS
+    relative error (weights normalised to sum 1)."""
+    w = np.sqrt(weight / weight.sum())
+    coef, err = nonnegative_lstsq(columns / measured_s[:, None] * w[:, None], w)
+    return coef, float(np.sqrt(err))
+
+
+def model_of(m: Measurement) -> str:
+    """The model an op or step measurement was taken on."""
+    return m.extra.get("model") or m.label
+
+
+def without_model(measurements: list[Measurement], model: str) -> list[Measurement]:
+    """`measurements` minus every op and step row taken on `model` (micro-benchmarks stay):
+    what a leave-one-model-out calibration may see."""
+    return [m for m in measurements if m.kind not in ("op", "train_step", "infer_step") or model_of(m) != model]
+
+
+def fit_ops(measurements: list[Measurement], hw: Hardware) -> tuple[OpFit, ...]:
+    """Per (family, precision), t = o + F / (peak e_compute) + B / (bw e_memory) from op rows."""
+    bw = hw.mem_bw_bytes_per_s.value if hw.mem_bw_bytes_per_s else None
+    groups: dict[tuple[str, str], list[Measurement]] = {}
+    for m in measurements:
+        if m.kind == "op" and m.median_s > 0:
+            groups.setdefault((m.extra["family"], m.precision), []).append(m)
+    fits = []
+    for (family, precision), ms in sorted(groups.items()):
+        peaks = np.array([op_peak(hw, m.extra["op_kind"], precision) or 0.0 for m in ms])
+        if not bw or np.any(peaks <= 0):
+            continue  # no figure to express an efficiency against
+        calls = np.array([m.shape.get("calls", 1) for m in ms], float)
+        t = np.array([m.median_s for m in ms])
+        cols = np.stack([np.ones(len(ms)), np.array([m.flops for m in ms]) / peaks,
+                         np.array([m.bytes for m in ms]) / bw], axis=1)
+        (o, inv_c, inv_m), err = relative_fit(cols, t, calls * t)
+        fits.append(OpFit(family, precision, float(o), 1 / inv_c if inv_c > 0 else None,
+                          1 / inv_m if inv_m > 0 else None, int(calls.sum()),
+                          tuple(sorted({model_of(m) for m in ms})), err))
+    return tuple(fits)
+
+
+def fit_step_overhead(measurements: list[Measurement]) -> dict[str, float]:
+    """Framework seconds per operator, per phase: s >= 0 minimising the relative error of
+    t_step = (measured operator time) + sum over phases of (operators in the phase) * s,
+    over the steps that carry an operator profile (`op_profile` in their extra)."""
+    rows = [m for m in measurements if m.kind in ("train_step", "infer_step") and "op_profile" in m.extra]
+    if not rows:
+        return {}
+    counts = np.array([[m.extra["op_profile"]["ops_by_phase"].get(p, 0) for p in PHASES] for m in rows], float)
+    t = np.array([m.median_s for m in rows])
+    gap = t - np.array([m.extra["op_profile"]["matched_ops_s"] for m in rows])
+    used = [i for i in range(len(PHASES)) if counts[:, i].any()]
+    coef, _ = nonnegative_lstsq(counts[:, used] / t[:, None], gap / t)
+    return {PHASES[i]: float(c) for i, c in zip(used, coef)}
+
+
 @dataclass(frozen=True)
 class Calibration:
     """Fitted efficiencies of one device, and what they were fitted from."""
@@ -64,6 +157,9 @@ class Calibration:
     measurements: int
     fitted_from: str  # e.g. "run 3 (2026-11-21T23:40:00+00:00)"
     residuals: dict[str, float] = field(default_factory=dict)  # family/precision -> worst relative error
+    op_fits: tuple[OpFit, ...] = ()  # from operator measurements of real steps
+    step_overhead_s: dict[str, float] = field(default_factory=dict)  # phase -> framework seconds per operator
+    op_models: tuple[str, ...] = ()  # the models whose operators and steps were fitted
 
     def memory_efficiency(self, hw: Hardware) -> float | None:
         """Measured bandwidth as a fraction of `hw`'s bandwidth figure."""
@@ -82,6 +178,8 @@ class Calibration:
             kernel_overhead_s=self.kernel_overhead_s if self.kernel_overhead_s is not None else base.kernel_overhead_s,
             source=f"calibrated on {self.hardware_id} from {self.fitted_from}",
             curves=self.curves,
+            op_fits=self.op_fits,
+            step_overhead_s=dict(self.step_overhead_s),
         )
 
     def to_dict(self) -> dict:
@@ -90,7 +188,9 @@ class Calibration:
     @classmethod
     def from_dict(cls, d: dict) -> "Calibration":
         try:
-            return cls(**{**d, "curves": tuple(Curve(**c) for c in d["curves"])})
+            return cls(**{**d, "curves": tuple(Curve(**c) for c in d["curves"]),
+                          "op_fits": tuple(OpFit(**{**f, "models": tuple(f["models"])}) for f in d.get("op_fits", ())),
+                          "op_models": tuple(d.get("op_models", ()))})
         except (TypeError, KeyError) as exc:
             raise ChipfitError(
                 f"The stored calibration of {d.get('hardware_id', 'this device')} was written by another chipfit "
@@ -99,7 +199,8 @@ class Calibration:
 
 
 def fit(measurements: list[Measurement], hw: Hardware, fitted_from: str = "") -> Calibration:
-    """Fit `hw`'s efficiencies from micro-benchmark measurements taken on it."""
+    """Fit `hw`'s efficiencies from measurements taken on it: micro-benchmarks, and operator and
+    step rows where there are any."""
     curves, residuals = [], {}
     for family in ("matmul", "conv2d"):
         by_precision: dict[str, list[Measurement]] = {}
@@ -120,7 +221,8 @@ def fit(measurements: list[Measurement], hw: Hardware, fitted_from: str = "") ->
     bandwidths = [m.achieved_bytes_per_s for m in measurements if m.kind in ("copy", "triad") and m.achieved_bytes_per_s]
     bandwidth = statistics.median(bandwidths) if bandwidths else None
     overheads = [m.median_s for m in measurements if m.kind == "overhead"]
-    if not curves and bandwidth is None and not overheads:
+    op_fits = fit_ops(measurements, hw)
+    if not curves and bandwidth is None and not overheads and not op_fits:
         raise ChipfitError(
             f"No micro-benchmarks of {hw.id} to calibrate from; run `chipfit bench` on this machine first."
         )
@@ -133,18 +235,35 @@ def fit(measurements: list[Measurement], hw: Hardware, fitted_from: str = "") ->
         measurements=len(measurements),
         fitted_from=fitted_from,
         residuals=residuals,
+        op_fits=op_fits,
+        step_overhead_s=fit_step_overhead(measurements) if op_fits else {},
+        op_models=tuple(sorted({model_of(m) for m in measurements if m.kind == "op"})),
     )
 
 
+def device_measurements(store, device: str = "local-cpu", require_bench: bool = True) -> tuple[list[Measurement], str]:
+    """What a calibration of `device` is fitted from: its newest `chipfit bench` run, and every stored
+    operator row and step with an operator profile; and a phrase saying so."""
+    runs = store.runs(kind="bench", device=device)
+    if not runs and require_bench:
+        raise ChipfitError(f"No benchmark run of {device} in {store.path}; run `chipfit bench` on this machine first.")
+    ops = store.measurements(kind="op", device=device)
+    steps = [m for k in ("train_step", "infer_step") for m in store.measurements(kind=k, device=device)
+             if "op_profile" in m.extra]
+    parts = [f"bench run {runs[-1].id} of {runs[-1].created_at}"] if runs else []
+    if ops:
+        models = sorted({model_of(m) for m in ops})
+        parts.append(f"{len(ops)} operator rows and {len(steps)} steps of {len(models)} models ({', '.join(models)})")
+    bench = store.measurements(run_id=runs[-1].id) if runs else []
+    return bench + ops + steps, ", ".join(parts)
+
+
 def calibrate_device(store, hw: Hardware, device: str = "local-cpu") -> Calibration:
-    """Fit `hw` from the newest `chipfit bench` run of `device` in `store`, and keep the result there."""
+    """Fit `hw` from what `device_measurements` finds in `store`, and keep the result there."""
     import datetime as _dt
 
-    runs = store.runs(kind="bench", device=device)
-    if not runs:
-        raise ChipfitError(f"No benchmark run of {device} in {store.path}; run `chipfit bench` on this machine first.")
-    run = runs[-1]
-    cal = fit(store.measurements(run_id=run.id), hw, f"bench run {run.id} of {run.created_at}")
+    measurements, source = device_measurements(store, device)
+    cal = fit(measurements, hw, source)
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     store.save_calibration(hw.id, device, now, cal.to_dict())
     return cal

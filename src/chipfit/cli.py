@@ -38,7 +38,8 @@ def _job_args(p: argparse.ArgumentParser, job: bool) -> None:
     p.set_defaults(mode=None)
     p.add_argument("--input", action="append", type=_shape, default=[], metavar="NAME=DIMS",
                    help="ONNX: the shape of a graph input, e.g. input=1x3x224x224 (repeatable)")
-    p.add_argument("--batch", type=int, default=1, help="global batch, samples or sequences per step (default 1)")
+    p.add_argument("--batch", type=int, default=None,
+                   help="global batch, samples or sequences per step (default: one per device)")
     p.add_argument("--seq", type=int, default=None, help="sequence length (default: the model's context)")
     p.add_argument("--precision", default="fp32", help="fp32, tf32, bf16, fp16, fp8, int8 (default fp32)")
     p.add_argument("--optimizer", default="adamw", help="adamw or sgd (default adamw)")
@@ -143,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     meas.add_argument("--device", default="local-cpu", help="device id (default local-cpu)")
     _db_arg(meas)
     _out_args(meas)
-    cal = sub.add_parser("calibrate", help="fit this machine's efficiency curves from the stored benchmarks")
+    cal = sub.add_parser("calibrate", help="fit this machine's efficiencies from the stored benchmarks and operator times")
     cal.add_argument("--device", default="local-cpu", help="device id (default local-cpu)")
     _db_arg(cal)
     _out_args(cal)
@@ -251,7 +252,10 @@ def _emit(args: argparse.Namespace, data, rows: list[dict], show) -> None:
 
 
 def _default_mode(args: argparse.Namespace) -> None:
-    """Training by default; inference for graph files, which hold no training step."""
+    """Training by default, inference for graph files (they hold no training step); the batch
+    defaults to one sample per device."""
+    if getattr(args, "batch", 0) is None and args.command != "plan":
+        args.batch = getattr(args, "devices", None) or 1
     if getattr(args, "mode", "") is None:
         model = getattr(args, "model", None) or ""
         args.mode = "infer" if model.lower().endswith((".onnx", ".prototxt")) else "train"
@@ -271,10 +275,6 @@ def run(args: argparse.Namespace) -> None:
             _emit(args, rows, rows, lambda: terminal.show(terminal.hardware_table(entries)))
         else:
             d = catalog.to_dict(catalog.get(args.id))
-            d["cloud"] = [
-                {"id": i.id, "count": i.count, "usd_per_hour": i.price_usd_per_hour.value, "date": i.price_date,
-                 "source": i.price_usd_per_hour.source} for i in catalog.instances_for(args.id)
-            ]
             _emit(args, d, [d], lambda: terminal.show(terminal.hardware_detail(d)))
     elif args.command == "profile":
         from .workload import profile
@@ -392,7 +392,10 @@ def run_local(args: argparse.Namespace) -> None:
         rows = [{"run_id": r["run_id"], "hardware": r["hardware"]} | m for r in out for m in r["measurements"]]
         _emit(args, out, rows, lambda: None)
     elif args.command == "measure":
+        from dataclasses import replace
+
         from .calibrate import stored_calibration
+        from .measure.opprofile import profile_ops
         from .measure.steps import measure_step
         from .validate import predicted_step
         from .workload import profile
@@ -406,18 +409,24 @@ def run_local(args: argparse.Namespace) -> None:
                         precision=args.precision, optimizer=args.optimizer)
         cal = stored_calibration(store, hw.id)
         predicted = predicted_step(prof, hw, work, cal)
+        job = dict(mode=args.mode, batch=args.batch, seq_len=args.seq, precision=args.precision,
+                   optimizer=args.optimizer)
         with terminal.progress_bar(f"measure {args.model}") as bar:
-            m = measure_step(args.model, device, mode=args.mode, batch=args.batch, seq_len=args.seq,
-                             precision=args.precision, optimizer=args.optimizer, repetitions=args.reps,
-                             profile=prof, predicted_s=predicted, progress=bar)
+            m = measure_step(args.model, device, **job, repetitions=args.reps, profile=prof, predicted_s=predicted,
+                             progress=bar)
+        ops = profile_ops(args.model, device, prof, **job, repetitions=min(args.reps, 3))
+        m = replace(m, extra={**m.extra, "model": m.label, "op_profile": ops.summary()})
+        op_rows = ops.measurements(device.id, m.label)
         env = Environment.capture(device.id, device.name, hw.id, model_path=_model_path(args.model))
-        run_id = store.record_run("measure", device.id, env, [m])
+        run_id = store.record_run("measure", device.id, env, [m, *op_rows])
         d = m.to_dict() | {"run_id": run_id, "hardware": hw.id, "calibrated": cal is not None,
                            "error": predicted / m.median_s - 1}
         _emit(args, d, [d], lambda: terminal.show([
             terminal.measurements_table([m], hw, f"run {run_id}: {args.model} on {hw.id}"),
             f"predicted {predicted * 1e3:.4g} ms ({'calibrated' if cal else 'published defaults'}), "
-            f"measured {m.median_s * 1e3:.4g} ms: error {d['error']:+.1%}"]))
+            f"measured {m.median_s * 1e3:.4g} ms: error {d['error']:+.1%}",
+            f"{len(op_rows)} distinct operator calls timed under the profiler ({ops.matched} of {len(prof.ops)} "
+            "traced operators matched), stored for `chipfit calibrate`"]))
     elif args.command == "calibrate":
         from .calibrate import calibrate_device
 
@@ -434,17 +443,17 @@ def run_local(args: argparse.Namespace) -> None:
             data = v.to_dict()
             _emit(args, data, data["rows"], lambda: print(format_table(v)))
             return
-        from .calibrate import stored_calibration
+        from .calibrate import device_measurements
         from .catalog import load_catalog
         from .validate import run_validation
 
         device = _local_device("local-cpu")
         hw = _hardware_for(device, args.catalog)
-        cal = stored_calibration(store, hw.id)
+        measurements, source = device_measurements(store, device.id, require_bench=False)
         records = []
         with terminal.progress_bar("validate") as bar:
-            v = run_validation(hw, device, cal, list(load_catalog(args.catalog).hardware.values()),
-                               repetitions=args.reps, progress=bar, record=records.append)
+            v = run_validation(hw, device, measurements, list(load_catalog(args.catalog).hardware.values()),
+                               repetitions=args.reps, progress=bar, record=records.append, fitted_from=source)
         env = Environment.capture(device.id, device.name, hw.id, extra={"calibration": v.calibration})
         store.record_run("validate", device.id, env, records)
         data = v.to_dict()

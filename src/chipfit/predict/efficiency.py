@@ -56,11 +56,55 @@ class Curve:
         return self.e_max * flops / (flops + self.half_flops)
 
 
+# Convolutions doing fewer FLOPs per byte than this (depthwise, grouped, 1x1 on thin or tiny maps)
+# run far from a dense convolution's efficiency; they form a family of their own.
+CONV_LOW_INTENSITY_FLOP_PER_BYTE = 10.0
+
+
+def op_family(kind: str, name: str, flops: float, nbytes: float) -> str:
+    """The family an operator's measured time is fitted in: its kind, with convolutions split into
+    forward/backward and dense/low-intensity ("conv", "conv_low_intensity", "conv_backward", ...)."""
+    if kind != "conv":
+        return kind
+    family = "conv_backward" if "backward" in name else "conv"
+    return family + ("_low_intensity" if flops < CONV_LOW_INTENSITY_FLOP_PER_BYTE * nbytes else "")
+
+
+@dataclass(frozen=True)
+class OpFit:
+    """Measured operator time of one family at one precision, fitted on a device:
+
+        t = overhead_s + flops / (peak * e_compute) + bytes / (bandwidth * e_memory)
+
+    peak is the op's matrix (matmul, conv, attention) or vector rate; a term the fit found no
+    use for has its efficiency None. calls: operator calls fitted from; models: whose.
+    """
+
+    family: str
+    precision: str
+    overhead_s: float
+    e_compute: float | None
+    e_memory: float | None
+    calls: int = 0
+    models: tuple[str, ...] = ()
+    error: float = 0.0  # time-weighted RMS relative error of the fit
+
+    def seconds(self, flops: np.ndarray, nbytes: np.ndarray, peak: np.ndarray | float, bw: float) -> np.ndarray:
+        t = np.full(len(flops), self.overhead_s)
+        if self.e_compute:
+            t = t + flops / (peak * self.e_compute)
+        if self.e_memory:
+            t = t + nbytes / (bw * self.e_memory)
+        return t
+
+
 @dataclass(frozen=True)
 class Efficiency:
     """Fractions of peak a device reaches, per operator family, plus a per-kernel overhead.
 
-    `curves` (from calibration) replace the flat matmul factor for their family and precision.
+    `curves` (from calibration) replace the flat matmul factor for their family and precision;
+    `op_fits` (from operator measurements) replace the whole roofline time of their family's ops,
+    and `step_overhead_s` (per operator, per phase) adds the framework time measured between them.
     """
 
     matmul: float = MATMUL_EFFICIENCY
@@ -69,9 +113,17 @@ class Efficiency:
     kernel_overhead_s: float = KERNEL_OVERHEAD_S["accelerator"]
     source: str = "published defaults (chipfit.predict.efficiency)"
     curves: tuple[Curve, ...] = field(default=())
+    op_fits: tuple[OpFit, ...] = field(default=())
+    step_overhead_s: dict[str, float] = field(default_factory=dict)  # phase -> seconds per operator
 
     def describe(self) -> str:
         """One line for an estimate's assumptions."""
+        if self.op_fits:
+            fams = ", ".join(sorted({f"{f.family} {f.precision}" for f in self.op_fits}))
+            framework = ", ".join(f"{p} {v * 1e6:.1f} us" for p, v in self.step_overhead_s.items())
+            return (f"efficiency: measured operator times fitted per family ({fams})"
+                    + (f", framework time per operator ({framework})" if framework else "")
+                    + f"; other ops: memory {self.memory:.0%} of bandwidth ({self.source})")
         if self.curves:
             fitted = ", ".join(f"{c.family} {c.precision} up to {c.e_max:.0%}" for c in self.curves)
             matmul = f"fitted efficiency of peak ({fitted})"
@@ -100,6 +152,10 @@ class Efficiency:
             memory=min(1.0, self.memory * memory_factor),
             kernel_overhead_s=self.kernel_overhead_s * overhead_factor,
             curves=tuple(replace(c, e_max=min(1.0, c.e_max * factor)) for c in self.curves),
+            op_fits=tuple(replace(f, overhead_s=f.overhead_s * overhead_factor,
+                                  e_compute=f.e_compute and f.e_compute * factor,
+                                  e_memory=f.e_memory and f.e_memory * memory_factor) for f in self.op_fits),
+            step_overhead_s={p: v * overhead_factor for p, v in self.step_overhead_s.items()},
         )
 
     def bounds(self, hw_class: str) -> tuple["Efficiency", "Efficiency"]:
@@ -108,7 +164,7 @@ class Efficiency:
         Published defaults span the published ranges above; a calibrated device keeps its
         measured factors and is bounded by a tenth either way.
         """
-        if self.curves:
+        if self.curves or self.op_fits:
             return self.scaled(1.1, 1.1, 0.9), self.scaled(0.9, 0.9, 1.1)
         lo_m, hi_m = MATMUL_EFFICIENCY_RANGE
         lo_b, hi_b = MEMORY_EFFICIENCY_RANGE

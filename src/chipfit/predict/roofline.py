@@ -14,7 +14,7 @@ import numpy as np
 
 from ..catalog.schema import Hardware
 from ..workload.profile import PHASES, Profile
-from .efficiency import Efficiency
+from .efficiency import Efficiency, op_family
 
 MATRIX_KINDS = ("matmul", "conv", "attention")
 
@@ -38,6 +38,11 @@ class MissingFigure(Exception):
 _DTYPE_PRECISION = {"fp64": "fp32", "int64": "fp32", "int32": "fp32", "bool": "fp32", "uint8": "int8"}
 
 
+def op_precision(dtype: str) -> str:
+    """The precision an operator of `dtype` is priced at ("int64" -> "fp32")."""
+    return _DTYPE_PRECISION.get(dtype, dtype)
+
+
 @dataclass(frozen=True)
 class OpArrays:
     """A profile's operators as parallel arrays, grouped by (precision, matrix?, phase)."""
@@ -49,6 +54,7 @@ class OpArrays:
     precision: np.ndarray  # object array of precision names
     phase: np.ndarray  # int index into PHASES
     n_ops: int
+    family: np.ndarray | None = None  # object array of op_family(): what calibrated operator fits key on
 
     @classmethod
     def from_profile(cls, profile: Profile, matmul_precision: str | None = None) -> "OpArrays":
@@ -56,7 +62,7 @@ class OpArrays:
         ops = profile.ops
         kind = np.array([op.kind for op in ops], dtype=object)
         matrix = np.isin(kind, MATRIX_KINDS)
-        precision = np.array([_DTYPE_PRECISION.get(op.dtype, op.dtype) for op in ops], dtype=object)
+        precision = np.array([op_precision(op.dtype) for op in ops], dtype=object)
         if matmul_precision:
             base = {"tf32": "fp32", "fp8": "bf16", "int8": "bf16"}.get(matmul_precision)
             switch = matrix & (precision == base) if base else np.zeros_like(matrix)
@@ -69,6 +75,7 @@ class OpArrays:
             precision=precision,
             phase=np.array([PHASES.index(op.phase) for op in ops], dtype=int),
             n_ops=len(ops),
+            family=np.array([op_family(op.kind, op.name, op.flops, op.bytes) for op in ops], dtype=object),
         )
 
 
@@ -101,6 +108,11 @@ def _vector_peak(hw: Hardware, precision: str) -> float | None:
     return hw.peak("fp32") or hw.peak(precision) or (max(dense) if dense else None)
 
 
+def op_peak(hw: Hardware, kind: str, precision: str) -> float | None:
+    """The rate, before efficiency, that an op of `kind` at `precision` runs its FLOPs at on `hw`."""
+    return peak_for(hw, precision)[0] if kind in MATRIX_KINDS else _vector_peak(hw, precision)
+
+
 def step_time(arrays: OpArrays, hw: Hardware, eff: Efficiency) -> StepTime:
     """Roofline time of one step of `arrays` on one `hw` device.
 
@@ -110,6 +122,7 @@ def step_time(arrays: OpArrays, hw: Hardware, eff: Efficiency) -> StepTime:
     if not bw:
         raise MissingFigure(f"The catalog has no sourced memory bandwidth figure for {hw.name}, so its step time "
                             "cannot be predicted.")
+    peak = np.zeros(arrays.n_ops)  # the rate each op's FLOPs run at, before efficiency
     rate = np.zeros(arrays.n_ops)
     notes: list[str] = []
     for prec in set(arrays.precision.tolist()):
@@ -119,31 +132,44 @@ def step_time(arrays: OpArrays, hw: Hardware, eff: Efficiency) -> StepTime:
             if not group.any():
                 continue
             if not is_matrix:
-                peak = _vector_peak(hw, prec)
-                if peak is None:
+                vector = _vector_peak(hw, prec)
+                if vector is None:
                     raise MissingFigure(f"The catalog has no sourced throughput figure for {hw.name}, so its step "
                                         "time cannot be predicted.")
-                rate[group] = peak * eff.vector
+                peak[group] = vector
+                rate[group] = vector * eff.vector
                 continue
-            peak, used = peak_for(hw, prec)
-            if peak is None:
+            matrix, used = peak_for(hw, prec)
+            if matrix is None:
                 have = ", ".join(p for p, f in hw.peak_flops.items() if f.dense is not False)
                 hint = f"; it has figures for {have}: compare with --precision set to one of them" if have else ""
                 raise MissingFigure(f"The catalog has no sourced {prec} throughput figure for {hw.name}, so its "
                                     f"step time cannot be predicted{hint}.")
             if used != prec:
                 notes.append(f"no {prec} figure for {hw.id}: {prec} matrix ops priced at its {used} rate")
-            rate[group] = peak * eff.matrix(used, arrays.kind[group], arrays.flops[group])
+            peak[group] = matrix
+            rate[group] = matrix * eff.matrix(used, arrays.kind[group], arrays.flops[group])
     t_compute = np.divide(arrays.flops, rate, out=np.zeros(arrays.n_ops), where=rate > 0)
     t_memory = arrays.bytes / (bw * eff.memory)
-    compute_bound = t_compute >= t_memory
-    t_op = np.maximum(t_compute, t_memory) + eff.kernel_overhead_s
+    t_overhead = np.full(arrays.n_ops, eff.kernel_overhead_s)
+    fitted = np.zeros(arrays.n_ops, dtype=bool)  # priced by a calibrated operator fit: terms add up
+    if eff.op_fits and arrays.family is not None:
+        for f in eff.op_fits:
+            sel = (arrays.family == f.family) & (arrays.precision == f.precision)
+            t_compute[sel] = arrays.flops[sel] / (peak[sel] * f.e_compute) if f.e_compute else 0.0
+            t_memory[sel] = arrays.bytes[sel] / (bw * f.e_memory) if f.e_memory else 0.0
+            t_overhead[sel] = f.overhead_s
+            fitted |= sel
+        t_overhead += np.array([eff.step_overhead_s.get(p, 0.0) for p in PHASES])[arrays.phase]
+    compute_bound = fitted | (t_compute >= t_memory)
+    t_op = np.where(fitted, t_compute + t_memory, np.maximum(t_compute, t_memory)) + t_overhead
+    memory_s = float(t_memory[~compute_bound].sum() + t_memory[fitted].sum())
     phase_s = {p: float(t_op[arrays.phase == i].sum()) for i, p in enumerate(PHASES)}
     return StepTime(
         total_s=float(t_op.sum()),
         compute_s=float(t_compute[compute_bound].sum()),
-        memory_s=float(t_memory[~compute_bound].sum()),
-        overhead_s=eff.kernel_overhead_s * arrays.n_ops,
+        memory_s=memory_s,
+        overhead_s=float(t_overhead.sum()),
         phase_s=phase_s,
         notes=tuple(notes),
     )

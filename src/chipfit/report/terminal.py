@@ -34,8 +34,24 @@ def hardware_table(entries: list[Hardware]) -> Table:
     return t
 
 
-def hardware_detail(d: dict) -> Table:
-    """`d` is Catalog.to_dict(hw): every figure with its source."""
+def hardware_detail(d: dict) -> list:
+    """`d` is Catalog.to_dict(hw): every figure with its source, then its cloud offerings."""
+    d = dict(d)
+    instances = d.pop("instances", [])
+    out: list = [_figures_table(d)]
+    if instances:
+        t = Table(title="cloud offerings", header_style="bold")
+        for col in ("id", "devices", "pricing", "USD/h", "USD per device-hour", "date", "source"):
+            t.add_column(col, overflow="fold")
+        for i in instances:
+            price = i["price_usd_per_hour"]
+            t.add_row(i["id"], str(i["count"]), i.get("pricing", ""), f"{price['value']:g}",
+                      f"{i['price_usd_per_device_hour']:.3g}", i["price_date"], price["source"])
+        out.append(t)
+    return out
+
+
+def _figures_table(d: dict) -> Table:
     t = Table(title=d.get("name", d.get("id")), show_header=True, header_style="bold")
     t.add_column("field")
     t.add_column("value", justify="right")
@@ -192,21 +208,27 @@ def measurements_table(ms, hw: Hardware | None = None, title: str = "measurement
 
 
 def validation_tables(v) -> list:
-    t = Table(title=f"predicted vs measured step time on {v.hardware} (calibration: {v.calibration})",
-              header_style="bold")
-    for col in ("model", "mode", "batch", "seq", "measured", "predicted before", "error", "predicted after", "error"):
+    t = Table(title=f"predicted vs measured step time on {v.hardware} ({v.calibration})", header_style="bold")
+    for col in ("model", "mode", "batch", "seq", "measured", "before", "error", "micro-bench cal.", "error",
+                "after (leave-one-model-out)", "error"):
         t.add_column(col, justify="left" if col in ("model", "mode") else "right")
     for c in v.cases:
-        after = "-" if c.predicted_after_s is None else seconds(c.predicted_after_s)
-        err_after = "-" if c.error_after is None else f"{c.error_after:+.0%}"
+        cells = []
+        for value, err in ((c.predicted_micro_s, c.error_micro), (c.predicted_after_s, c.error_after)):
+            cells += ["-", "-"] if value is None else [seconds(value), f"{err:+.0%}"]
         t.add_row(c.model, c.mode, str(c.batch), str(c.seq_len or "-"), seconds(c.measured_s),
-                  seconds(c.predicted_before_s), f"{c.error_before:+.0%}", after, err_after)
+                  seconds(c.predicted_before_s), f"{c.error_before:+.0%}", *cells)
     s = v.summary()
     out: list = [t]
     line = f"median |error| before calibration {s['median_abs_error_before']:.1%}, worst {s['worst_abs_error_before']:.1%}"
+    if s["median_abs_error_micro"] is not None:
+        line += f"; micro-benchmarks only: median {s['median_abs_error_micro']:.1%}, worst {s['worst_abs_error_micro']:.1%}"
     if s["median_abs_error_after"] is not None:
-        line += f"; after: median {s['median_abs_error_after']:.1%}, worst {s['worst_abs_error_after']:.1%}"
+        line += (f"; after, leave-one-model-out: median {s['median_abs_error_after']:.1%}, "
+                 f"worst {s['worst_abs_error_after']:.1%}")
     out.append(line + f" ({s['cases']} cases)")
+    out.append("Each 'after' prediction uses operator fits from the other models only; `chipfit calibrate` now fits "
+               "from all of them for later predictions.")
     if v.bf16_speedup_measured:
         c = v.cases[0]
         out.append(f"measured bf16 speed-up over fp32 here ({c.model} {c.mode} batch {c.batch}): {v.bf16_speedup_measured:.2f}x")
@@ -220,8 +242,8 @@ def validation_tables(v) -> list:
     return out
 
 
-def calibration_table(cal) -> Table:
-    t = Table(title=f"calibration of {cal.hardware_id} ({cal.fitted_from}, {cal.measurements} measurements)",
+def calibration_table(cal) -> list:
+    t = Table(title=f"calibration of {cal.hardware_id} ({cal.measurements} measurements: {cal.fitted_from})",
               header_style="bold")
     for col in ("what", "fitted", "worst fit error"):
         t.add_column(col)
@@ -232,7 +254,21 @@ def calibration_table(cal) -> Table:
         t.add_row("memory bandwidth", si(cal.bandwidth_bytes_per_s, "B/s"), "")
     if cal.kernel_overhead_s is not None:
         t.add_row("per-kernel overhead", seconds(cal.kernel_overhead_s), "")
-    return t
+    if not cal.op_fits:
+        return t
+    ops = Table(title="operator times from real steps: t = overhead + F / (peak x e_compute) + B / (bandwidth x "
+                      f"e_memory), per family (models: {', '.join(cal.op_models)})", header_style="bold")
+    for col in ("family", "precision", "calls", "overhead", "e_compute", "e_memory", "RMS rel. error"):
+        ops.add_column(col, justify="left" if col in ("family", "precision") else "right")
+    for f in cal.op_fits:
+        ops.add_row(f.family, f.precision, str(f.calls), seconds(f.overhead_s),
+                    "-" if f.e_compute is None else f"{f.e_compute:.3g}",
+                    "-" if f.e_memory is None else f"{f.e_memory:.3g}", f"{f.error:.0%}")
+    out: list = [t, ops]
+    if cal.step_overhead_s:
+        out.append("framework time per operator outside the operators (Python, autograd, optimizer loop): "
+                   + ", ".join(f"{p} {seconds(v)}" for p, v in cal.step_overhead_s.items()))
+    return out
 
 
 def runs_table(runs) -> Table:
