@@ -32,7 +32,8 @@ def test_hardware_show_gives_sources(capsys):
 
 def test_hardware_show_table_lists_figures_and_cloud_offerings(capsys):
     code, out, _ = run(capsys, "hardware", "show", "nvidia-h100-sxm5-80gb")
-    assert code == 0 and "989.4" in out and "cloud offerings" in out and "aws-p5.48xlarge" in out
+    assert code == 0 and "989 TFLOP/s" in out and "3.35 TB/s" in out and "80 GiB" in out
+    assert "cloud offerings" in out and "aws-p5.48xlarge" in out
 
 
 def test_compare_batch_defaults_to_one_sample_per_device(capsys):

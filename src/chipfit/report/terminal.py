@@ -51,26 +51,27 @@ def hardware_detail(d: dict) -> list:
     return out
 
 
+def _figure_text(fig: dict) -> str:
+    unit = {"bytes/s": "B/s"}.get(fig.get("unit", ""), fig.get("unit", ""))
+    value = nbytes(fig["value"]) if unit == "bytes" else usd(fig["value"]) if unit == "USD" else si(fig["value"], unit)
+    return value if fig.get("dense") is not False else f"{value} (SPARSE: not used by predictions)"
+
+
 def _figures_table(d: dict) -> Table:
     t = Table(title=d.get("name", d.get("id")), show_header=True, header_style="bold")
     t.add_column("field")
     t.add_column("value", justify="right")
     t.add_column("source / note", overflow="fold")
     for key, value in d.items():
-        if isinstance(value, dict) and "value" in value:
-            note = value.get("source", "")
-            if value.get("dense") is False:
-                note = "SPARSE figure (not used by predictions). " + note
-            if value.get("note"):
-                note += f" [{value['note']}]"
-            t.add_row(key, f"{value['value']:g}", note)
-        elif isinstance(value, dict):
-            for sub, fig in value.items():
-                if isinstance(fig, dict) and "value" in fig:
-                    flag = "dense" if fig.get("dense", True) else "SPARSE"
-                    t.add_row(f"{key}.{sub}", f"{fig['value']:g} ({flag})", fig.get("source", ""))
-        elif value not in (None, "", [], ()):
-            t.add_row(key, ", ".join(value) if isinstance(value, (list, tuple)) else str(value), "")
+        figures = {key: value} if isinstance(value, dict) and "value" in value else {
+            f"{key}.{sub}": fig for sub, fig in value.items()} if isinstance(value, dict) else None
+        if figures is None:
+            if value not in (None, "", [], ()):
+                t.add_row(key, ", ".join(value) if isinstance(value, (list, tuple)) else str(value), "")
+            continue
+        for name, fig in figures.items():
+            note = fig.get("source", "") + (f" [{fig['note']}]" if fig.get("note") else "")
+            t.add_row(name, _figure_text(fig), note)
     return t
 
 
