@@ -279,21 +279,24 @@ def run(args: argparse.Namespace) -> None:
     elif args.command == "profile":
         from .workload import profile
 
-        p = profile(args.model, mode=args.mode, batch=args.batch, seq_len=args.seq, precision=args.precision,
-                    optimizer=args.optimizer, input_shapes=dict(args.input) or None)
+        with terminal.working(f"profiling {args.model} on fake tensors"):
+            p = profile(args.model, mode=args.mode, batch=args.batch, seq_len=args.seq, precision=args.precision,
+                        optimizer=args.optimizer, input_shapes=dict(args.input) or None)
         rows = [{"phase": op.phase, "module": op.module, "op": op.name, "kind": op.kind, "dtype": op.dtype,
                  "flops": op.flops, "bytes_read": op.bytes_read, "bytes_written": op.bytes_written,
                  "counted": op.counted, "causal": op.causal} for op in p.ops]
         _emit(args, p.to_dict(ops=args.ops), rows, lambda: terminal.show(terminal.profile_tables(p, args.depth)))
     elif args.command == "advise":
-        advice = _advice(args)
+        with terminal.working(f"profiling {args.model} and weighing the catalog"):
+            advice = _advice(args)
         rows = [estimate_row(e) | {"pareto": any(e is f for f in advice.pareto)} for e in advice.candidates]
         _emit(args, advice.to_dict(), rows, lambda: terminal.show(terminal.advice_tables(advice)))
     elif args.command == "report":
         from .report.html import html
         from .store import Store, default_db_path
 
-        advice = _advice(args)
+        with terminal.working(f"profiling {args.model} and weighing the catalog"):
+            advice = _advice(args)
         db = args.db or (default_db_path() if default_db_path().exists() else None)
         with (Store(db) if db else _nothing()) as store:
             path = html(advice, args.html, store=store)
@@ -311,24 +314,26 @@ def run(args: argparse.Namespace) -> None:
     elif args.command == "plan":
         from .planning import plan
 
-        workload, search = plan(
-            args.model, args.hardware, spec=args.spec, tokens=args.tokens, batch=args.batch, seq_len=args.seq,
-            precision=args.precision, max_devices=args.max_devices, devices=args.devices, objective=args.objective,
-            deadline=args.deadline, budget_usd=args.budget, top=args.top, catalog_dirs=tuple(args.catalog),
-        )
+        with terminal.working("searching plans"):
+            workload, search = plan(
+                args.model, args.hardware, spec=args.spec, tokens=args.tokens, batch=args.batch, seq_len=args.seq,
+                precision=args.precision, max_devices=args.max_devices, devices=args.devices, objective=args.objective,
+                deadline=args.deadline, budget_usd=args.budget, top=args.top, catalog_dirs=tuple(args.catalog),
+            )
         data = {"workload": workload.to_dict(), "search": search.to_dict()}
         _emit(args, data, data["search"]["ranked"], lambda: terminal.show(terminal.plan_tables(workload, search)))
     elif args.command == "compare":
         from .comparison import compare
 
-        result = compare(
-            args.model, mode=args.mode, batch=args.batch, seq_len=args.seq, samples=args.samples,
-            epochs=args.epochs, tokens=args.tokens, precision=args.precision, optimizer=args.optimizer,
-            devices=args.devices, hw_class=args.hw_class, hardware=args.hardware, framework=args.framework,
-            pue=args.pue, grid_kg_per_kwh=args.grid, catalog_dirs=tuple(args.catalog),
-            include_local_cpu=not args.no_local, spec=args.spec, prompt=args.prompt, generate=args.generate,
-            input_shapes=dict(args.input) or None,
-        )
+        with terminal.working(f"profiling {args.model or 'the spec'} and ranking the catalog"):
+            result = compare(
+                args.model, mode=args.mode, batch=args.batch, seq_len=args.seq, samples=args.samples,
+                epochs=args.epochs, tokens=args.tokens, precision=args.precision, optimizer=args.optimizer,
+                devices=args.devices, hw_class=args.hw_class, hardware=args.hardware, framework=args.framework,
+                pue=args.pue, grid_kg_per_kwh=args.grid, catalog_dirs=tuple(args.catalog),
+                include_local_cpu=not args.no_local, spec=args.spec, prompt=args.prompt, generate=args.generate,
+                input_shapes=dict(args.input) or None,
+            )
         _emit(args, result.to_dict(), result.to_rows(),
               lambda: terminal.show(terminal.comparison_table(result, top=args.top or None)))
 

@@ -153,6 +153,15 @@ def show(items) -> None:
         console.print(item)
 
 
+def working(message: str):
+    """A spinner on stderr for a step with no natural count (tracing, ranking); silent when piped."""
+    import contextlib
+
+    if not sys.stderr.isatty():
+        return contextlib.nullcontext()
+    return Console(stderr=True).status(message)
+
+
 class progress_bar:
     """A rich progress bar as a `progress(done, total, label)` callback; silent when not a terminal."""
 
