@@ -1,4 +1,5 @@
-"""Calibration recovers the efficiencies it was given from synthetic measurements."""
+"""Calibration recovers the efficiencies it was given from synthetic measurements, micro-benchmarks and
+operator times alike; leave-one-model-out validation never sees the held-out model."""
 
 import numpy as np
 import pytest
@@ -6,6 +7,7 @@ import pytest
 from chipfit.calibrate import Calibration, fit, fit_curve
 from chipfit.catalog.schema import Figure, Hardware
 from chipfit.errors import ChipfitError
+from chipfit.measure.devices import LocalDevice
 from chipfit.measurement import Measurement
 from chipfit.predict.efficiency import Curve
 from chipfit.predict.roofline import OpArrays, step_time
@@ -14,6 +16,9 @@ from chipfit.workload.profile import Op, Profile
 HW = Hardware(id="cpu-x", name="CPU X", vendor="v", hw_class="cpu",
               peak_flops={"fp32": Figure(1e12, "s", True), "bf16": Figure(2e12, "s", True)},
               mem_bw_bytes_per_s=Figure(100e9, "s"))
+CPU_DEVICE = LocalDevice(id="local-cpu", kind="cpu", name="test CPU", vendor="", torch_device="cpu",
+                         precisions=("fp32", "bf16"), memory_bytes=2**30)
+HW_OVERHEAD = 3e-6  # published CPU default per kernel, used where no overhead was benchmarked
 
 
 def matmul(n, seconds, precision="fp32"):
@@ -75,3 +80,108 @@ def test_curve_shape():
 def test_calibration_from_another_version_says_to_recalibrate():
     with pytest.raises(ChipfitError, match=r"^The stored calibration of local-cpu was written by another chipfit version; run"):
         Calibration.from_dict({"hardware_id": "local-cpu", "curves": [], "memory_efficiency": 0.5})
+
+
+# --- operator calibration ---------------------------------------------------------------------
+
+def op_row(model, family, flops, nbytes, seconds, calls=1, kind=None, precision="fp32", phase="forward"):
+    return Measurement(kind="op", device="local-cpu", precision=precision, shape={"calls": calls}, flops=flops,
+                       bytes=nbytes, median_s=seconds, min_s=seconds, max_s=seconds, repetitions=3,
+                       label="aten.x.default",
+                       extra={"model": model, "phase": phase, "op_kind": kind or family, "family": family})
+
+
+def conv_rows(model, overhead, e_compute, e_memory, peak=1e12, bw=100e9):
+    """Synthetic conv ops timed exactly as t = overhead + F / (peak e_c) + B / (bw e_m)."""
+    sizes = [(1e6, 4e5), (1e7, 1e6), (1e8, 8e6), (1e9, 2e7), (3e9, 9e7)]
+    return [op_row(model, "conv", f, b, overhead + f / (peak * e_compute) + b / (bw * e_memory), calls=2)
+            for f, b in sizes]
+
+
+def test_fit_ops_recovers_a_family_from_synthetic_operator_times():
+    rows = conv_rows("a", 20e-6, 0.6, 0.3)
+    rows += [op_row("a", "elementwise", n / 4, n * 3, 3e-6 + n * 3 / (100e9 * 0.4)) for n in (4e3, 4e5, 4e7)]
+    fits = {f.family: f for f in fit(rows, HW, "synthetic").op_fits}
+    conv = fits["conv"]
+    assert (conv.overhead_s, conv.e_compute, conv.e_memory) == (pytest.approx(20e-6), pytest.approx(0.6),
+                                                                pytest.approx(0.3))
+    assert conv.calls == 10 and conv.models == ("a",) and conv.error < 1e-9
+    # Elementwise FLOPs and bytes are proportional here: the FLOP term is not needed and stays off.
+    ew = fits["elementwise"]
+    assert ew.overhead_s == pytest.approx(3e-6) and ew.e_memory == pytest.approx(0.4) and ew.e_compute is None
+
+
+def test_step_overhead_per_phase_is_recovered():
+    def step(n_fwd, n_bwd, ops_s):
+        t = ops_s + n_fwd * 4e-6 + n_bwd * 9e-6
+        return Measurement(kind="train_step", device="local-cpu", precision="fp32", shape={}, flops=1, bytes=1,
+                           median_s=t, min_s=t, max_s=t, repetitions=3, label="m",
+                           extra={"op_profile": {"ops_by_phase": {"forward": n_fwd, "backward": n_bwd},
+                                                 "matched_ops_s": ops_s}})
+    from chipfit.calibrate import fit_step_overhead
+
+    got = fit_step_overhead([step(100, 150, 0.01), step(300, 200, 0.05), step(50, 400, 0.002)])
+    assert got == {"forward": pytest.approx(4e-6), "backward": pytest.approx(9e-6)}
+
+
+def test_fitted_family_prices_its_ops_and_others_keep_the_roofline():
+    cal = fit(conv_rows("a", 20e-6, 0.6, 0.3) + synthetic(0.75, 0.0), HW, "synthetic")
+    cal = Calibration.from_dict(cal.to_dict())  # what the store gives back
+    ops = [Op("aten.convolution.default", "conv", 2e9, 10**7, 0, "fp32", "forward", "c"),
+           Op("aten.mm.default", "matmul", 1e9, 10**6, 0, "fp32", "forward", "m")]
+    prof = Profile("t", "infer", 1, None, "fp32", ops, 0, 0, 0, 0)
+    t = step_time(OpArrays.from_profile(prof), HW, cal.efficiency(HW))
+    conv_s = 20e-6 + 2e9 / (1e12 * 0.6) + 1e7 / (100e9 * 0.3)
+    mm_s = 1e9 / (1e12 * 0.75)  # the micro-benchmark curve, flat (half_flops 0); no overhead benchmark
+    assert t.total_s == pytest.approx(conv_s + mm_s + HW_OVERHEAD, rel=1e-6)
+
+
+def test_leave_one_model_out_never_sees_the_held_out_model(monkeypatch):
+    """Each case is predicted from the other models' rows only: poisoning a model's own rows changes
+    every prediction but its own."""
+    import chipfit.measure.opprofile as opprofile
+    import chipfit.measure.steps as steps
+    import chipfit.workload as workload
+    from chipfit import validate
+    from chipfit.measure.opprofile import OpTimes
+
+    cases = (("a", "infer", 1, None), ("b", "infer", 1, None), ("c", "infer", 1, None))
+    conv = Op("aten.convolution.default", "conv", 1e9, 10**7, 0, "fp32", "forward", "c")
+    sizes = [(1e6, 4e5), (1e7, 1e6), (1e8, 8e6), (3e9, 9e7)]
+
+    def run(slow_model):
+        def fake_trace(model, **kw):
+            ops = [Op("aten.convolution.default", "conv", f, int(b), 0, "fp32", "forward", "c") for f, b in sizes]
+            return Profile(model, "infer", 1, None, "fp32", ops + [conv], 0, 0, 0, 0)
+
+        def op_seconds(model, f, b):
+            e = 0.1 if model == slow_model else 0.5  # the poisoned model's convs run 5x slower
+            return 1e-5 + f / (1e12 * e) + b / (100e9 * 0.3)
+
+        def fake_step(model, device, **kw):
+            p = fake_trace(model)
+            t = sum(op_seconds(model, o.flops, o.bytes) for o in p.ops)
+            return Measurement(kind="infer_step", device="local-cpu", precision=kw.get("precision", "fp32"),
+                               shape={}, flops=1, bytes=1, median_s=t, min_s=t, max_s=t, repetitions=1, label=model)
+
+        def fake_ops(model, device, prof, **kw):
+            return OpTimes(prof, [[op_seconds(model, o.flops, o.bytes) for o in prof.ops]], [1.0])
+
+        monkeypatch.setattr(workload, "profile", fake_trace)
+        monkeypatch.setattr(steps, "measure_step", fake_step)
+        monkeypatch.setattr(opprofile, "profile_ops", fake_ops)
+        v = validate.run_validation(HW, CPU_DEVICE, synthetic(0.75, 2e7), [], cases=cases, repetitions=1)
+        return {c.model: c for c in v.cases}, v
+
+    clean, v = run(None)
+    poisoned, _ = run("a")
+    assert "leave-one-model-out" in v.calibration
+    # a's own measurements changed (5x slower convs), its prediction did not: it never saw them.
+    assert poisoned["a"].measured_s > 2 * clean["a"].measured_s
+    assert poisoned["a"].predicted_after_s == pytest.approx(clean["a"].predicted_after_s)
+    # b and c did see a's rows, and their predictions moved.
+    assert poisoned["b"].predicted_after_s > 1.05 * clean["b"].predicted_after_s
+    # With every model alike, the held-out fit predicts each exactly (no framework gap in these steps).
+    assert clean["a"].predicted_after_s == pytest.approx(clean["a"].measured_s, rel=1e-6)
+    assert clean["a"].predicted_before_s != pytest.approx(clean["a"].measured_s, rel=0.05)
+

@@ -1,10 +1,10 @@
 """Per-operator times of a real step: the step measure_step runs, under torch.profiler.
 
-Each timed step is wrapped in a profiler range; the aten events inside it are matched, in
-order, to the traced profile's operators (same aten name; views, ops the tracer skips and
-profiler-only events are passed over; an event nested in an already matched one belongs to
-it). An operator's time is its event's total time (itself and the kernels it calls): CPU
-time on a CPU, kernel time on a GPU. The median over the timed steps is kept, one
+Each timed step is wrapped in a profiler range; the aten events inside it, in the order they
+end (the order the tracer records operators in), are matched to the traced profile's operators
+(same aten name; views, ops the tracer skips and profiler-only events are passed over). An
+operator's time is its event's total time (itself and the kernels it calls: CPU time on a CPU,
+kernel time on a GPU) less that of matched operators nested in it. The median over the timed steps is kept, one
 Measurement of kind "op" per distinct operator call (same phase, name, dtype, FLOPs and
 bytes), with the number of such calls in the step.
 
@@ -44,26 +44,43 @@ def profiler_name(op_name: str) -> str:
     return f"{namespace}::{rest.split('.')[0]}"
 
 
+def _same_op(event_name: str, profiler_op: str) -> bool:
+    """Same operator, in place or not: autograd accumulates a gradient with add_ where the tracer,
+    on fake tensors, sees add."""
+    return event_name.rstrip("_") == profiler_op.rstrip("_")
+
+
 def match_events(ops: list[Op], events: list[Event], window: int = MATCH_WINDOW) -> list[int | None]:
     """Index into `events` of each traced op's event, or None; greedy, in order.
 
-    `events` are sorted by start (a parent before its children). An event that starts inside the
-    last matched event is part of it and is not matched again.
+    `events` are sorted by end time: an operator after the operators it calls, the order in which
+    the tracer (which records an operator when it returns) sees them. In-place and out-of-place
+    forms of an operator match each other.
     """
     out: list[int | None] = []
-    j, busy_until = 0, float("-inf")
+    j = 0
     for op in ops:
         name = profiler_name(op.name)
-        found = None
-        for k in range(j, min(len(events), j + window)):
-            e = events[k]
-            if e.name == name and e.start_us >= busy_until:
-                found = k
-                break
+        found = next((k for k in range(j, min(len(events), j + window)) if _same_op(events[k].name, name)), None)
         out.append(found)
         if found is not None:
-            j, busy_until = found + 1, events[found].end_us
+            j = found + 1
     return out
+
+
+def charged_times(events: list[Event], matched: list[int | None]) -> list[float | None]:
+    """Each matched event's time less that of the matched events nested in it (a traced operator
+    that calls another traced operator is not charged twice)."""
+    order = sorted({k for k in matched if k is not None}, key=lambda k: (events[k].start_us, -events[k].end_us))
+    own = {k: events[k].time_s for k in order}
+    stack: list[int] = []
+    for k in order:
+        while stack and events[stack[-1]].end_us < events[k].end_us:
+            stack.pop()
+        if stack:  # k is nested in the matched event on top of the stack
+            own[stack[-1]] -= events[k].time_s
+        stack.append(k)
+    return [None if k is None else max(own[k], 0.0) for k in matched]
 
 
 @dataclass
@@ -110,7 +127,7 @@ class OpTimes:
 
 
 def _events(prof, device_kind: str) -> tuple[list[list[Event]], list[float]]:
-    """Per profiled step, its aten events sorted by start; and each step's wall seconds."""
+    """Per profiled step, its aten events sorted by end; and each step's wall seconds."""
     steps, ats = [], []
     for e in prof.events():
         r = e.time_range
@@ -119,7 +136,7 @@ def _events(prof, device_kind: str) -> tuple[list[list[Event]], list[float]]:
         elif "::" in e.name and not e.name.startswith("ProfilerStep"):
             t_us = e.device_time_total if device_kind == "cuda" else e.cpu_time_total
             ats.append(Event(e.name, r.start, r.end, t_us / 1e6))
-    ats.sort(key=lambda e: (e.start_us, -e.end_us))
+    ats.sort(key=lambda e: (e.end_us, -e.start_us))
     per_step, walls = [], []
     for _, start, end in sorted(steps):
         per_step.append([e for e in ats if start <= e.start_us and e.end_us <= end])
@@ -157,7 +174,7 @@ def profile_ops(model, device: LocalDevice, profile: Profile, *, mode: str = "tr
     times, unmatched = [], {}
     for r, events in enumerate(per_step):
         idx = match_events(profile.ops, events)
-        times.append([None if k is None else events[k].time_s for k in idx])
+        times.append(charged_times(events, idx))
         if r == 0:
             for op, k in zip(profile.ops, idx):
                 if k is None:
