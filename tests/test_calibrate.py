@@ -100,13 +100,14 @@ def conv_rows(model, overhead, e_compute, e_memory, peak=1e12, bw=100e9):
 
 def test_fit_ops_recovers_a_family_from_synthetic_operator_times():
     rows = conv_rows("a", 20e-6, 0.6, 0.3)
-    rows += [op_row("a", "elementwise", n / 4, n * 3, 3e-6 + n * 3 / (100e9 * 0.4)) for n in (4e3, 4e5, 4e7)]
+    rows += [op_row("a", "elementwise", n * k, n * 3, 3e-6 + n * 3 / (100e9 * 0.4))
+             for n, k in ((4e3, 1), (4e5, 5), (4e7, 2), (4e6, 1))]
     fits = {f.family: f for f in fit(rows, HW, "synthetic").op_fits}
     conv = fits["conv"]
     assert (conv.overhead_s, conv.e_compute, conv.e_memory) == (pytest.approx(20e-6), pytest.approx(0.6),
                                                                 pytest.approx(0.3))
     assert conv.calls == 10 and conv.models == ("a",) and conv.error < 1e-9
-    # Elementwise FLOPs and bytes are proportional here: the FLOP term is not needed and stays off.
+    # These elementwise ops are timed by their bytes alone: the FLOP term is not needed and stays off.
     ew = fits["elementwise"]
     assert ew.overhead_s == pytest.approx(3e-6) and ew.e_memory == pytest.approx(0.4) and ew.e_compute is None
 
@@ -185,3 +186,33 @@ def test_leave_one_model_out_never_sees_the_held_out_model(monkeypatch):
     assert clean["a"].predicted_after_s == pytest.approx(clean["a"].measured_s, rel=1e-6)
     assert clean["a"].predicted_before_s != pytest.approx(clean["a"].measured_s, rel=0.05)
 
+
+
+def test_fresh_bytes_count_only_large_out_of_place_outputs():
+    from chipfit.predict.efficiency import FRESH_OUTPUT_MIN_BYTES, fresh_bytes
+
+    big = 4 * FRESH_OUTPUT_MIN_BYTES
+    assert fresh_bytes("aten.div.Tensor", big) == big
+    assert fresh_bytes("aten.mul_.Tensor", big) == 0.0  # in place: the pages already exist
+    assert fresh_bytes("aten.div.Tensor", FRESH_OUTPUT_MIN_BYTES - 1) == 0.0  # reused from the heap
+
+
+def test_fresh_output_rate_is_recovered_and_a_family_without_data_uses_its_parent():
+    from chipfit.predict.efficiency import op_family
+
+    rows = []
+    for n, k, in_place in ((4e3, 1, False), (4e5, 2, True), (4e7, 1, False), (4e6, 3, True), (8e6, 1, False)):
+        fresh = 0.0 if in_place or n < 128 * 1024 else n
+        r = op_row("a", "elementwise", n * k, 3 * n, 2e-6 + 3 * n / (100e9 * 0.5) + fresh / 4e9)
+        rows.append(Measurement(**{**r.__dict__, "extra": {**r.extra, "fresh_bytes": fresh}}))
+    rows += conv_rows("a", 20e-6, 0.6, 0.3)
+    cal = fit(rows, HW, "synthetic")
+    ew = next(f for f in cal.op_fits if f.family == "elementwise")
+    assert (ew.overhead_s, ew.e_memory, ew.fresh_bytes_per_s) == (pytest.approx(2e-6), pytest.approx(0.5),
+                                                                  pytest.approx(4e9))
+    # A depthwise-like convolution (few FLOPs per byte) has no fit of its own: the conv fit prices it.
+    dw = Op("aten.convolution.default", "conv", 1e7, 10**7, 0, "fp32", "forward", "c")
+    assert op_family(dw.kind, dw.name, dw.flops, dw.bytes) == "conv_low_intensity"
+    t = step_time(OpArrays.from_profile(Profile("t", "infer", 1, None, "fp32", [dw], 0, 0, 0, 0)), HW,
+                  cal.efficiency(HW))
+    assert t.total_s == pytest.approx(20e-6 + 1e7 / (1e12 * 0.6) + 1e7 / (100e9 * 0.3))

@@ -9,8 +9,9 @@ From micro-benchmarks (`chipfit bench`):
     overhead:       median seconds of a tiny kernel
 From operator measurements (kind "op", recorded by `chipfit measure` and `chipfit validate`),
 per operator family (chipfit.predict.efficiency.op_family) and precision:
-    t = overhead + F / (peak * e_compute) + B / (bandwidth * e_memory)
-    three non-negative parameters, least squares on relative error weighted by each row's share
+    t = overhead + F / (peak * e_compute) + B / (bandwidth * e_memory) + B_new / fresh_rate
+    (B_new: bytes written into newly allocated memory, which page-faults; efficiency.fresh_bytes),
+    four non-negative parameters, least squares on relative error weighted by each row's share
     of the measured time; these replace the roofline for the ops of that family.
 From real steps with an operator profile beside them:
     framework seconds per operator, per phase (forward, backward, optimizer): the part of a clean
@@ -74,6 +75,7 @@ def nonnegative_lstsq(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, float]:
     scale[scale == 0] = 1.0
     a = a / scale
     best_x, best_err = np.zeros(n), float(b @ b)
+    tie = 1e-10 * best_err  # improvements smaller than this are rounding, not a better fit
     for size in range(1, n + 1):
         for cols in itertools.combinations(range(n), size):
             sol, *_ = np.linalg.lstsq(a[:, cols], b, rcond=None)
@@ -83,7 +85,7 @@ def nonnegative_lstsq(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, float]:
             x[list(cols)] = sol
             r = a @ x - b
             err = float(r @ r)
-            if err < best_err * (1 - 1e-9):
+            if err < best_err - tie:
                 best_x, best_err = x, err
     return best_x / scale, best_err
 
@@ -108,7 +110,8 @@ def without_model(measurements: list[Measurement], model: str) -> list[Measureme
 
 
 def fit_ops(measurements: list[Measurement], hw: Hardware) -> tuple[OpFit, ...]:
-    """Per (family, precision), t = o + F / (peak e_compute) + B / (bw e_memory) from op rows."""
+    """Per (family, precision), t = o + F / (peak e_compute) + B / (bw e_memory) + fresh / fresh_rate
+    from op rows."""
     bw = hw.mem_bw_bytes_per_s.value if hw.mem_bw_bytes_per_s else None
     groups: dict[tuple[str, str], list[Measurement]] = {}
     for m in measurements:
@@ -122,10 +125,11 @@ def fit_ops(measurements: list[Measurement], hw: Hardware) -> tuple[OpFit, ...]:
         calls = np.array([m.shape.get("calls", 1) for m in ms], float)
         t = np.array([m.median_s for m in ms])
         cols = np.stack([np.ones(len(ms)), np.array([m.flops for m in ms]) / peaks,
-                         np.array([m.bytes for m in ms]) / bw], axis=1)
-        (o, inv_c, inv_m), err = relative_fit(cols, t, calls * t)
+                         np.array([m.bytes for m in ms]) / bw,
+                         np.array([m.extra.get("fresh_bytes", 0.0) for m in ms])], axis=1)
+        (o, inv_c, inv_m, s_fresh), err = relative_fit(cols, t, calls * t)
         fits.append(OpFit(family, precision, float(o), 1 / inv_c if inv_c > 0 else None,
-                          1 / inv_m if inv_m > 0 else None, int(calls.sum()),
+                          1 / inv_m if inv_m > 0 else None, 1 / s_fresh if s_fresh > 0 else None, int(calls.sum()),
                           tuple(sorted({model_of(m) for m in ms})), err))
     return tuple(fits)
 

@@ -18,7 +18,7 @@ import statistics
 from dataclasses import dataclass, field
 
 from ..measurement import Measurement
-from ..predict.efficiency import op_family
+from ..predict.efficiency import fresh_bytes, op_family
 from ..predict.roofline import op_precision
 from ..workload.profile import Op, Profile
 from .devices import LocalDevice
@@ -111,17 +111,19 @@ class OpTimes:
         groups: dict[tuple, list[int]] = {}
         for i, op in enumerate(self.profile.ops):
             if all(rep[i] is not None for rep in self.times_s):
-                groups.setdefault((op.phase, op.name, op.kind, op.dtype, op.flops, op.bytes), []).append(i)
+                groups.setdefault((op.phase, op.name, op.kind, op.dtype, op.flops, op.bytes, op.bytes_written),
+                                  []).append(i)
         out = []
         p = self.profile
-        for (phase, name, kind, dtype, flops, nbytes), idx in groups.items():
+        for (phase, name, kind, dtype, flops, nbytes, written), idx in groups.items():
             per_rep = [sum(rep[i] for i in idx) / len(idx) for rep in self.times_s]
             out.append(Measurement(
                 kind="op", device=device, precision=op_precision(dtype), shape={"calls": len(idx)},
                 flops=float(flops), bytes=float(nbytes), median_s=statistics.median(per_rep), min_s=min(per_rep),
                 max_s=max(per_rep), repetitions=len(per_rep), label=name,
                 extra={"model": model, "mode": p.mode, "batch": p.batch, "seq_len": p.seq_len or 0, "phase": phase,
-                       "op_kind": kind, "family": op_family(kind, name, flops, nbytes)},
+                       "op_kind": kind, "family": op_family(kind, name, flops, nbytes),
+                       "fresh_bytes": fresh_bytes(name, written)},
             ))
         return out
 

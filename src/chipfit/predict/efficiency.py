@@ -61,6 +61,19 @@ class Curve:
 CONV_LOW_INTENSITY_FLOP_PER_BYTE = 10.0
 
 
+# Outputs at least this large are new pages on every step on Linux/glibc (M_MMAP_THRESHOLD starts at
+# 128 KiB and large blocks are returned to the OS when freed: mallopt(3)), so the first touch of each
+# page costs a fault and a zeroing; in-place operators write into memory that already exists.
+FRESH_OUTPUT_MIN_BYTES = 128 * 1024
+
+
+def fresh_bytes(name: str, bytes_written: float) -> float:
+    """Bytes an operator writes into newly allocated memory: its output, unless it works in place
+    (aten names ending in "_", e.g. "aten.add_.Tensor") or is small enough to reuse the heap."""
+    in_place = name.split(".")[1].endswith("_") if name.count(".") >= 1 else False
+    return 0.0 if in_place or bytes_written < FRESH_OUTPUT_MIN_BYTES else float(bytes_written)
+
+
 def op_family(kind: str, name: str, flops: float, nbytes: float) -> str:
     """The family an operator's measured time is fitted in: its kind, with convolutions split into
     forward/backward and dense/low-intensity ("conv", "conv_low_intensity", "conv_backward", ...)."""
@@ -70,14 +83,21 @@ def op_family(kind: str, name: str, flops: float, nbytes: float) -> str:
     return family + ("_low_intensity" if flops < CONV_LOW_INTENSITY_FLOP_PER_BYTE * nbytes else "")
 
 
+# A family with no fit of its own is priced with the nearest one it splits from.
+PARENT_FAMILY = {"conv_low_intensity": "conv", "conv_backward_low_intensity": "conv_backward",
+                 "conv_backward": "conv"}
+
+
 @dataclass(frozen=True)
 class OpFit:
     """Measured operator time of one family at one precision, fitted on a device:
 
         t = overhead_s + flops / (peak * e_compute) + bytes / (bandwidth * e_memory)
+            + fresh_bytes / fresh_bytes_per_s
 
-    peak is the op's matrix (matmul, conv, attention) or vector rate; a term the fit found no
-    use for has its efficiency None. calls: operator calls fitted from; models: whose.
+    peak is the op's matrix (matmul, conv, attention) or vector rate; fresh_bytes are those written
+    into newly allocated memory (page faults; see fresh_bytes()). A term the fit found no use for
+    is None. calls: operator calls fitted from; models: whose.
     """
 
     family: str
@@ -85,16 +105,20 @@ class OpFit:
     overhead_s: float
     e_compute: float | None
     e_memory: float | None
+    fresh_bytes_per_s: float | None = None
     calls: int = 0
     models: tuple[str, ...] = ()
     error: float = 0.0  # time-weighted RMS relative error of the fit
 
-    def seconds(self, flops: np.ndarray, nbytes: np.ndarray, peak: np.ndarray | float, bw: float) -> np.ndarray:
+    def seconds(self, flops: np.ndarray, nbytes: np.ndarray, fresh: np.ndarray, peak: np.ndarray | float,
+                bw: float) -> np.ndarray:
         t = np.full(len(flops), self.overhead_s)
         if self.e_compute:
             t = t + flops / (peak * self.e_compute)
         if self.e_memory:
             t = t + nbytes / (bw * self.e_memory)
+        if self.fresh_bytes_per_s:
+            t = t + fresh / self.fresh_bytes_per_s
         return t
 
 
@@ -115,6 +139,13 @@ class Efficiency:
     curves: tuple[Curve, ...] = field(default=())
     op_fits: tuple[OpFit, ...] = field(default=())
     step_overhead_s: dict[str, float] = field(default_factory=dict)  # phase -> seconds per operator
+
+    def op_fit(self, family: str, precision: str) -> OpFit | None:
+        """The fit that prices `family` at `precision`: its own, else its parent family's (PARENT_FAMILY)."""
+        fits = {(f.family, f.precision): f for f in self.op_fits}
+        while family and (family, precision) not in fits:
+            family = PARENT_FAMILY.get(family, "")
+        return fits.get((family, precision))
 
     def describe(self) -> str:
         """One line for an estimate's assumptions."""
@@ -154,7 +185,9 @@ class Efficiency:
             curves=tuple(replace(c, e_max=min(1.0, c.e_max * factor)) for c in self.curves),
             op_fits=tuple(replace(f, overhead_s=f.overhead_s * overhead_factor,
                                   e_compute=f.e_compute and f.e_compute * factor,
-                                  e_memory=f.e_memory and f.e_memory * memory_factor) for f in self.op_fits),
+                                  e_memory=f.e_memory and f.e_memory * memory_factor,
+                                  fresh_bytes_per_s=f.fresh_bytes_per_s and f.fresh_bytes_per_s * memory_factor)
+                          for f in self.op_fits),
             step_overhead_s={p: v * overhead_factor for p, v in self.step_overhead_s.items()},
         )
 

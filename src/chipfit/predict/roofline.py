@@ -14,7 +14,7 @@ import numpy as np
 
 from ..catalog.schema import Hardware
 from ..workload.profile import PHASES, Profile
-from .efficiency import Efficiency, op_family
+from .efficiency import Efficiency, fresh_bytes, op_family
 
 MATRIX_KINDS = ("matmul", "conv", "attention")
 
@@ -55,6 +55,7 @@ class OpArrays:
     phase: np.ndarray  # int index into PHASES
     n_ops: int
     family: np.ndarray | None = None  # object array of op_family(): what calibrated operator fits key on
+    fresh: np.ndarray | None = None  # bytes written into new memory (efficiency.fresh_bytes)
 
     @classmethod
     def from_profile(cls, profile: Profile, matmul_precision: str | None = None) -> "OpArrays":
@@ -76,6 +77,7 @@ class OpArrays:
             phase=np.array([PHASES.index(op.phase) for op in ops], dtype=int),
             n_ops=len(ops),
             family=np.array([op_family(op.kind, op.name, op.flops, op.bytes) for op in ops], dtype=object),
+            fresh=np.array([fresh_bytes(op.name, op.bytes_written) for op in ops], dtype=float),
         )
 
 
@@ -154,10 +156,15 @@ def step_time(arrays: OpArrays, hw: Hardware, eff: Efficiency) -> StepTime:
     t_overhead = np.full(arrays.n_ops, eff.kernel_overhead_s)
     fitted = np.zeros(arrays.n_ops, dtype=bool)  # priced by a calibrated operator fit: terms add up
     if eff.op_fits and arrays.family is not None:
-        for f in eff.op_fits:
-            sel = (arrays.family == f.family) & (arrays.precision == f.precision)
+        for family, prec in {(f, p) for f, p in zip(arrays.family.tolist(), arrays.precision.tolist())}:
+            f = eff.op_fit(family, prec)
+            if f is None:
+                continue
+            sel = (arrays.family == family) & (arrays.precision == prec)
             t_compute[sel] = arrays.flops[sel] / (peak[sel] * f.e_compute) if f.e_compute else 0.0
             t_memory[sel] = arrays.bytes[sel] / (bw * f.e_memory) if f.e_memory else 0.0
+            if f.fresh_bytes_per_s and arrays.fresh is not None:
+                t_memory[sel] += arrays.fresh[sel] / f.fresh_bytes_per_s
             t_overhead[sel] = f.overhead_s
             fitted |= sel
         t_overhead += np.array([eff.step_overhead_s.get(p, 0.0) for p in PHASES])[arrays.phase]
