@@ -12,7 +12,8 @@ per operator family (chipfit.predict.efficiency.op_family) and precision:
     t = overhead + F / (peak * e_compute) + B / (bandwidth * e_memory) + B_new / fresh_rate
     (B_new: bytes written into newly allocated memory, which page-faults; efficiency.fresh_bytes),
     four non-negative parameters, least squares on relative error weighted by each row's share
-    of the measured time; these replace the roofline for the ops of that family.
+    of the measured time; the matmul and conv2d micro-benchmarks join their families' rows.
+    These replace the roofline for the ops of that family.
 From real steps with an operator profile beside them:
     framework seconds per operator, per phase (forward, backward, optimizer): the part of a clean
     step's time that no operator accounts for (Python, autograd, the optimizer's loop), fitted by
@@ -33,7 +34,7 @@ import numpy as np
 from .catalog.schema import Hardware
 from .errors import ChipfitError
 from .measurement import Measurement
-from .predict.efficiency import Curve, Efficiency, OpFit, default_efficiency
+from .predict.efficiency import FRESH_OUTPUT_MIN_BYTES, Curve, Efficiency, OpFit, default_efficiency
 from .predict.roofline import op_peak, peak_for
 from .workload.profile import PHASES
 
@@ -109,28 +110,57 @@ def without_model(measurements: list[Measurement], model: str) -> list[Measureme
     return [m for m in measurements if m.kind not in ("op", "train_step", "infer_step") or model_of(m) != model]
 
 
-def fit_ops(measurements: list[Measurement], hw: Hardware) -> tuple[OpFit, ...]:
-    """Per (family, precision), t = o + F / (peak e_compute) + B / (bw e_memory) + fresh / fresh_rate
-    from op rows."""
-    bw = hw.mem_bw_bytes_per_s.value if hw.mem_bw_bytes_per_s else None
-    groups: dict[tuple[str, str], list[Measurement]] = {}
+_ELEMENT_BYTES = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "int8": 1}
+
+
+def _op_rows(measurements: list[Measurement]) -> list[dict]:
+    """Operator rows to fit: "op" measurements of real steps, and the matmul and conv2d micro-benchmarks,
+    which are operators of those families too (matmul writes into a kept output; conv2d allocates its)."""
+    rows = []
     for m in measurements:
-        if m.kind == "op" and m.median_s > 0:
-            groups.setdefault((m.extra["family"], m.precision), []).append(m)
+        if m.median_s <= 0:
+            continue
+        if m.kind == "op":
+            rows.append(dict(family=m.extra["family"], kind=m.extra["op_kind"], fresh=m.extra.get("fresh_bytes", 0.0),
+                             calls=m.shape.get("calls", 1), model=model_of(m)))
+        elif m.kind in ("matmul", "conv2d") and m.precision in _ELEMENT_BYTES:
+            out = (m.shape.get("batch", 0) * m.shape.get("channels_out", 0) * m.shape.get("height", 0)
+                   * m.shape.get("width", 0) * _ELEMENT_BYTES[m.precision])
+            rows.append(dict(family="matmul" if m.kind == "matmul" else "conv", kind="matmul" if m.kind == "matmul"
+                             else "conv", fresh=float(out) if out >= FRESH_OUTPUT_MIN_BYTES else 0.0, calls=1,
+                             model=MICRO_BENCHMARKS))
+        else:
+            continue
+        rows[-1].update(precision=m.precision, flops=m.flops, bytes=m.bytes, t=m.median_s)
+    return rows
+
+
+MICRO_BENCHMARKS = "micro-benchmarks"
+
+
+def fit_ops(measurements: list[Measurement], hw: Hardware) -> tuple[OpFit, ...]:
+    """Per (family, precision), t = o + F / (peak e_compute) + B / (bw e_memory) + fresh / fresh_rate,
+    from the op rows of real steps and, for matmul and conv, the micro-benchmarks. A family with
+    no operators from real steps gets no fit (the micro-benchmark curves price it)."""
+    bw = hw.mem_bw_bytes_per_s.value if hw.mem_bw_bytes_per_s else None
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in _op_rows(measurements):
+        groups.setdefault((r["family"], r["precision"]), []).append(r)
     fits = []
-    for (family, precision), ms in sorted(groups.items()):
-        peaks = np.array([op_peak(hw, m.extra["op_kind"], precision) or 0.0 for m in ms])
+    for (family, precision), rs in sorted(groups.items()):
+        if all(r["model"] == MICRO_BENCHMARKS for r in rs):
+            continue
+        peaks = np.array([op_peak(hw, r["kind"], precision) or 0.0 for r in rs])
         if not bw or np.any(peaks <= 0):
             continue  # no figure to express an efficiency against
-        calls = np.array([m.shape.get("calls", 1) for m in ms], float)
-        t = np.array([m.median_s for m in ms])
-        cols = np.stack([np.ones(len(ms)), np.array([m.flops for m in ms]) / peaks,
-                         np.array([m.bytes for m in ms]) / bw,
-                         np.array([m.extra.get("fresh_bytes", 0.0) for m in ms])], axis=1)
+        calls = np.array([r["calls"] for r in rs], float)
+        t = np.array([r["t"] for r in rs])
+        cols = np.stack([np.ones(len(rs)), np.array([r["flops"] for r in rs]) / peaks,
+                         np.array([r["bytes"] for r in rs]) / bw, np.array([r["fresh"] for r in rs])], axis=1)
         (o, inv_c, inv_m, s_fresh), err = relative_fit(cols, t, calls * t)
         fits.append(OpFit(family, precision, float(o), 1 / inv_c if inv_c > 0 else None,
                           1 / inv_m if inv_m > 0 else None, 1 / s_fresh if s_fresh > 0 else None, int(calls.sum()),
-                          tuple(sorted({model_of(m) for m in ms})), err))
+                          tuple(sorted({r["model"] for r in rs})), err))
     return tuple(fits)
 
 
