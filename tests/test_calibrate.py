@@ -216,3 +216,22 @@ def test_fresh_output_rate_is_recovered_and_a_family_without_data_uses_its_paren
     t = step_time(OpArrays.from_profile(Profile("t", "infer", 1, None, "fp32", [dw], 0, 0, 0, 0)), HW,
                   cal.efficiency(HW))
     assert t.total_s == pytest.approx(20e-6 + 1e7 / (1e12 * 0.6) + 1e7 / (100e9 * 0.3))
+
+
+def test_ops_no_real_step_ran_are_learned_and_priced_at_zero():
+    def step(model, unmatched):
+        return Measurement(kind="train_step", device="local-cpu", precision="fp32", shape={}, flops=1, bytes=1,
+                           median_s=1.0, min_s=1.0, max_s=1.0, repetitions=3, label=model,
+                           extra={"model": model, "op_profile": {"ops_by_phase": {"optimizer": 4},
+                                                                 "matched_ops_s": 1.0, "unmatched": unmatched}})
+    rows = conv_rows("a", 20e-6, 0.6, 0.3) + [
+        step("a", {"optimizer:aten.zeros_like.default": 4, "backward:aten.add.Tensor": 1}),
+        step("b", {"optimizer:aten.zeros_like.default": 6}),
+        op_row("b", "elementwise", 10, 80, 1e-6, phase="backward")]  # b's backward add ran (label below)
+    rows[-1] = Measurement(**{**rows[-1].__dict__, "label": "aten.add.Tensor"})
+    cal = fit(rows, HW, "synthetic")
+    assert cal.absent_ops == ("optimizer:aten.zeros_like.default",)
+    state = Op("aten.zeros_like.default", "memory", 0, 0, 4 * 10**8, "fp32", "optimizer", "w")
+    prof = Profile("t", "train", 1, None, "fp32", [state], 0, 0, 0, 0)
+    assert step_time(OpArrays.from_profile(prof), HW, cal.efficiency(HW)).total_s == 0.0
+    assert step_time(OpArrays.from_profile(prof), HW, fit(synthetic(0.75, 0.0), HW).efficiency(HW)).total_s > 0

@@ -53,7 +53,7 @@ def test_real_train_step_matches_every_steady_state_op():
     ot = profile_ops(model, CPU, prof, mode="train", batch=4, warmup=1, repetitions=2)
     # AdamW's first step creates two state tensors per parameter (zeros_like): 4 parameters, 8 ops
     # that a steady-state step does not run. Everything else is found.
-    assert ot.unmatched == {"aten.zeros_like.default": 8}
+    assert ot.unmatched == {"optimizer:aten.zeros_like.default": 8}
     assert ot.matched == len(prof.ops) - 8
     assert len(ot.times_s) == 2 and len(ot.step_s) == 2
     s = ot.summary()
@@ -107,3 +107,14 @@ def test_op_rows_round_trip_through_the_store_and_feed_calibration(tmp_path):
     assert (f.family, f.overhead_s, f.e_compute, f.e_memory) == ("elementwise", pytest.approx(2e-6), None,
                                                                   pytest.approx(0.5))
     assert cal.step_overhead_s == {"forward": pytest.approx(1e-6)}
+
+
+def test_profiled_times_are_scaled_to_the_clean_step():
+    ops = [op("aten.add.Tensor"), op("aten.mul.Tensor")]
+    prof = Profile("m", "infer", 1, None, "fp32", ops, 0, 0, 0, 0)
+    ot = OpTimes(prof, [[3e-3, 1e-3], [3e-3, 1e-3]], step_s=[5e-3, 5e-3])  # profiled step: 5 ms
+    # The clean step took 4 ms: every profiled time is scaled by 4/5.
+    assert [m.median_s for m in ot.measurements("local-cpu", "m", clean_step_s=4e-3)] == pytest.approx([2.4e-3, 0.8e-3])
+    s = ot.summary(4e-3)
+    assert (s["scale"], s["matched_ops_s"]) == (pytest.approx(0.8), pytest.approx(3.2e-3))
+    assert ot.summary()["matched_ops_s"] == pytest.approx(4e-3)

@@ -18,7 +18,9 @@ From real steps with an operator profile beside them:
     framework seconds per operator, per phase (forward, backward, optimizer): the part of a clean
     step's time that no operator accounts for (Python, autograd, the optimizer's loop), fitted by
     non-negative least squares on relative error over the stored steps.
-Families without operator data keep the micro-benchmark figures. Nothing is fitted per model.
+Traced operators that no profiled real step ran (unmatched everywhere, e.g. the optimizer state
+AdamW creates on its first step) are priced at zero. Families without operator data keep the
+micro-benchmark figures. Nothing is fitted per model.
 
 Predictions for the calibrated device use these in place of the published defaults.
 """
@@ -164,6 +166,15 @@ def fit_ops(measurements: list[Measurement], hw: Hardware) -> tuple[OpFit, ...]:
     return tuple(fits)
 
 
+def fit_absent_ops(measurements: list[Measurement]) -> tuple[str, ...]:
+    """Traced operators ("phase:aten name") that real steps never ran: unmatched in every profiled step
+    and in no operator row, such as the optimizer state a first step creates (zeros_like)."""
+    unmatched = {k for m in measurements if m.kind in ("train_step", "infer_step") and "op_profile" in m.extra
+                 for k in m.extra["op_profile"].get("unmatched", {})}
+    ran = {f"{m.extra['phase']}:{m.label}" for m in measurements if m.kind == "op"}
+    return tuple(sorted(unmatched - ran))
+
+
 def fit_step_overhead(measurements: list[Measurement]) -> dict[str, float]:
     """Framework seconds per operator, per phase: s >= 0 minimising the relative error of
     t_step = (measured operator time) + sum over phases of (operators in the phase) * s,
@@ -194,6 +205,7 @@ class Calibration:
     op_fits: tuple[OpFit, ...] = ()  # from operator measurements of real steps
     step_overhead_s: dict[str, float] = field(default_factory=dict)  # phase -> framework seconds per operator
     op_models: tuple[str, ...] = ()  # the models whose operators and steps were fitted
+    absent_ops: tuple[str, ...] = ()  # "phase:aten name" traced but never run by a real step
 
     def memory_efficiency(self, hw: Hardware) -> float | None:
         """Measured bandwidth as a fraction of `hw`'s bandwidth figure."""
@@ -214,6 +226,7 @@ class Calibration:
             curves=self.curves,
             op_fits=self.op_fits,
             step_overhead_s=dict(self.step_overhead_s),
+            absent_ops=self.absent_ops,
         )
 
     def to_dict(self) -> dict:
@@ -224,7 +237,7 @@ class Calibration:
         try:
             return cls(**{**d, "curves": tuple(Curve(**c) for c in d["curves"]),
                           "op_fits": tuple(OpFit(**{**f, "models": tuple(f["models"])}) for f in d.get("op_fits", ())),
-                          "op_models": tuple(d.get("op_models", ()))})
+                          "op_models": tuple(d.get("op_models", ())), "absent_ops": tuple(d.get("absent_ops", ()))})
         except (TypeError, KeyError) as exc:
             raise ChipfitError(
                 f"The stored calibration of {d.get('hardware_id', 'this device')} was written by another chipfit "
@@ -272,6 +285,7 @@ def fit(measurements: list[Measurement], hw: Hardware, fitted_from: str = "") ->
         op_fits=op_fits,
         step_overhead_s=fit_step_overhead(measurements) if op_fits else {},
         op_models=tuple(sorted({model_of(m) for m in measurements if m.kind == "op"})),
+        absent_ops=fit_absent_ops(measurements) if op_fits else (),
     )
 
 

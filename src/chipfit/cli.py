@@ -420,8 +420,8 @@ def run_local(args: argparse.Namespace) -> None:
             m = measure_step(args.model, device, **job, repetitions=args.reps, profile=prof, predicted_s=predicted,
                              progress=bar)
         ops = profile_ops(args.model, device, prof, **job, repetitions=min(args.reps, 3))
-        m = replace(m, extra={**m.extra, "model": m.label, "op_profile": ops.summary()})
-        op_rows = ops.measurements(device.id, m.label)
+        m = replace(m, extra={**m.extra, "model": m.label, "op_profile": ops.summary(m.median_s)})
+        op_rows = ops.measurements(device.id, m.label, m.median_s)
         env = Environment.capture(device.id, device.name, hw.id, model_path=_model_path(args.model))
         run_id = store.record_run("measure", device.id, env, [m, *op_rows])
         d = m.to_dict() | {"run_id": run_id, "hardware": hw.id, "calibrated": cal is not None,

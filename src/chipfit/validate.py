@@ -140,9 +140,9 @@ def run_validation(local: Hardware, device, measurements: list[Measurement], ent
         if progress:
             progress(2 * i + 1, total, f"{model} {mode} batch {batch}: operators")
         ops = profile_ops(model, device, prof, mode=mode, batch=batch, seq_len=seq, repetitions=min(repetitions, 3))
-        step = replace(step, extra={**step.extra, "model": step.label, "op_profile": ops.summary()})
+        step = replace(step, extra={**step.extra, "model": step.label, "op_profile": ops.summary(step.median_s)})
         measured.append((prof, Workload(model=model, mode=mode, batch=batch, seq_len=seq), step,
-                         ops.measurements(device.id, step.label)))
+                         ops.measurements(device.id, step.label, step.median_s)))
     new = [m for _, _, step, rows in measured for m in (step, *rows)]
     pool = list(measurements) + new
     micro = [m for m in measurements if m.kind not in ("op", "train_step", "infer_step")]

@@ -8,8 +8,9 @@ kernel time on a GPU) less that of matched operators nested in it. The median ov
 Measurement of kind "op" per distinct operator call (same phase, name, dtype, FLOPs and
 bytes), with the number of such calls in the step.
 
-The profiler adds a little time to every event, so these times run a few percent above an
-unprofiled step; the clean step is timed separately by measure_step.
+The profiler adds time to every event, and a profiled run can drift from the clean one on a
+shared machine; so the stored times are scaled by the clean step's time (timed separately by
+measure_step) over the profiled step's wall time.
 """
 
 from __future__ import annotations
@@ -90,24 +91,32 @@ class OpTimes:
     profile: Profile
     times_s: list[list[float | None]]  # [rep][op index]; None where the op was not matched
     step_s: list[float]  # wall time of each profiled step
-    unmatched: dict[str, int] = field(default_factory=dict)  # traced op name -> unmatched calls (first rep)
+    unmatched: dict[str, int] = field(default_factory=dict)  # "phase:op name" -> unmatched calls (first rep)
 
     @property
     def matched(self) -> int:
         return sum(t is not None for t in self.times_s[0]) if self.times_s else 0
 
-    def summary(self) -> dict:
-        """Counts and medians to keep beside the step measurement."""
-        matched_s = [sum(t for t in rep if t is not None) for rep in self.times_s]
+    def scale(self, clean_step_s: float | None) -> float:
+        """Factor taking profiled times to an unprofiled step's: the clean step time over the profiled
+        step's wall time (the profiler's own cost, and any drift between the two runs, cancel)."""
+        return clean_step_s / statistics.median(self.step_s) if clean_step_s and self.step_s else 1.0
+
+    def summary(self, clean_step_s: float | None = None) -> dict:
+        """Counts and medians to keep beside the step measurement (times scaled to `clean_step_s`)."""
+        k = self.scale(clean_step_s)
+        matched_s = [sum(t for t in rep if t is not None) * k for rep in self.times_s]
         by_phase: dict[str, int] = {}
         for op in self.profile.ops:
             by_phase[op.phase] = by_phase.get(op.phase, 0) + 1
         return {"ops": len(self.profile.ops), "ops_matched": self.matched, "ops_by_phase": by_phase,
                 "profiled_step_s": statistics.median(self.step_s), "matched_ops_s": statistics.median(matched_s),
-                "unmatched": dict(sorted(self.unmatched.items(), key=lambda kv: -kv[1])[:10])}
+                "scale": k, "unmatched": dict(sorted(self.unmatched.items(), key=lambda kv: -kv[1]))}
 
-    def measurements(self, device: str, model: str) -> list[Measurement]:
-        """One "op" Measurement per distinct operator call: seconds per call (median over the steps)."""
+    def measurements(self, device: str, model: str, clean_step_s: float | None = None) -> list[Measurement]:
+        """One "op" Measurement per distinct operator call: seconds per call (median over the steps),
+        scaled to `clean_step_s` when given (see scale())."""
+        k = self.scale(clean_step_s)
         groups: dict[tuple, list[int]] = {}
         for i, op in enumerate(self.profile.ops):
             if all(rep[i] is not None for rep in self.times_s):
@@ -116,7 +125,7 @@ class OpTimes:
         out = []
         p = self.profile
         for (phase, name, kind, dtype, flops, nbytes, written), idx in groups.items():
-            per_rep = [sum(rep[i] for i in idx) / len(idx) for rep in self.times_s]
+            per_rep = [k * sum(rep[i] for i in idx) / len(idx) for rep in self.times_s]
             out.append(Measurement(
                 kind="op", device=device, precision=op_precision(dtype), shape={"calls": len(idx)},
                 flops=float(flops), bytes=float(nbytes), median_s=statistics.median(per_rep), min_s=min(per_rep),
@@ -180,5 +189,6 @@ def profile_ops(model, device: LocalDevice, profile: Profile, *, mode: str = "tr
         if r == 0:
             for op, k in zip(profile.ops, idx):
                 if k is None:
-                    unmatched[op.name] = unmatched.get(op.name, 0) + 1
+                    key = f"{op.phase}:{op.name}"
+                    unmatched[key] = unmatched.get(key, 0) + 1
     return OpTimes(profile=profile, times_s=times, step_s=walls, unmatched=unmatched)

@@ -61,10 +61,12 @@ class Curve:
 CONV_LOW_INTENSITY_FLOP_PER_BYTE = 10.0
 
 
-# Outputs at least this large are new pages on every step on Linux/glibc (M_MMAP_THRESHOLD starts at
-# 128 KiB and large blocks are returned to the OS when freed: mallopt(3)), so the first touch of each
-# page costs a fault and a zeroing; in-place operators write into memory that already exists.
-FRESH_OUTPUT_MIN_BYTES = 128 * 1024
+# Outputs at least this large are new pages on every step on Linux/glibc: an allocation above the
+# largest dynamic mmap threshold (DEFAULT_MMAP_THRESHOLD_MAX, 4 * 1024 * 1024 * sizeof(long) = 32 MiB on
+# 64-bit: mallopt(3), M_MMAP_THRESHOLD) is always mmap'd and unmapped when freed, so the first touch of
+# each page costs a fault and a zeroing; smaller blocks are reused from the heap, and in-place
+# operators write into memory that already exists.
+FRESH_OUTPUT_MIN_BYTES = 32 * 2**20
 
 
 def fresh_bytes(name: str, bytes_written: float) -> float:
@@ -128,7 +130,8 @@ class Efficiency:
 
     `curves` (from calibration) replace the flat matmul factor for their family and precision;
     `op_fits` (from operator measurements) replace the whole roofline time of their family's ops,
-    and `step_overhead_s` (per operator, per phase) adds the framework time measured between them.
+    `step_overhead_s` (per operator, per phase) adds the framework time measured between them, and
+    `absent_ops` are priced at zero (first-step work a steady-state step does not do).
     """
 
     matmul: float = MATMUL_EFFICIENCY
@@ -139,6 +142,7 @@ class Efficiency:
     curves: tuple[Curve, ...] = field(default=())
     op_fits: tuple[OpFit, ...] = field(default=())
     step_overhead_s: dict[str, float] = field(default_factory=dict)  # phase -> seconds per operator
+    absent_ops: tuple[str, ...] = ()  # "phase:aten name": traced, but measured steps never run them
 
     def op_fit(self, family: str, precision: str) -> OpFit | None:
         """The fit that prices `family` at `precision`: its own, else its parent family's (PARENT_FAMILY)."""

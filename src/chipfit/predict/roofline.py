@@ -56,6 +56,7 @@ class OpArrays:
     n_ops: int
     family: np.ndarray | None = None  # object array of op_family(): what calibrated operator fits key on
     fresh: np.ndarray | None = None  # bytes written into new memory (efficiency.fresh_bytes)
+    names: np.ndarray | None = None  # object array of aten names, for calibrated absent_ops
 
     @classmethod
     def from_profile(cls, profile: Profile, matmul_precision: str | None = None) -> "OpArrays":
@@ -78,6 +79,7 @@ class OpArrays:
             n_ops=len(ops),
             family=np.array([op_family(op.kind, op.name, op.flops, op.bytes) for op in ops], dtype=object),
             fresh=np.array([fresh_bytes(op.name, op.bytes_written) for op in ops], dtype=float),
+            names=np.array([op.name for op in ops], dtype=object),
         )
 
 
@@ -168,6 +170,10 @@ def step_time(arrays: OpArrays, hw: Hardware, eff: Efficiency) -> StepTime:
             t_overhead[sel] = f.overhead_s
             fitted |= sel
         t_overhead += np.array([eff.step_overhead_s.get(p, 0.0) for p in PHASES])[arrays.phase]
+        if eff.absent_ops and arrays.names is not None:
+            keys = np.char.add(np.array(PHASES)[arrays.phase].astype(str), np.char.add(":", arrays.names.astype(str)))
+            absent = np.isin(keys, list(eff.absent_ops))
+            t_compute[absent] = t_memory[absent] = t_overhead[absent] = 0.0
     compute_bound = fitted | (t_compute >= t_memory)
     t_op = np.where(fitted, t_compute + t_memory, np.maximum(t_compute, t_memory)) + t_overhead
     memory_s = float(t_memory[~compute_bound].sum() + t_memory[fitted].sum())
