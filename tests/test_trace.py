@@ -305,3 +305,10 @@ def test_backward_ops_belong_to_the_module_whose_forward_made_them():
     # each branch: gradient of its input and of its weight, 2*3*4*16 each.
     assert sorted(mm["left"]) == sorted(mm["right"]) == [2 * 3 * 4 * 16] * 2
     assert set(mm) == {"stem", "left", "right"}
+
+
+def test_the_optimizer_step_is_a_steady_state_one():
+    # AdamW's first step creates its two moments (zeros_like); every later step does not.
+    p = trace(lambda: nn.Linear(8, 4), lambda b: (torch.randn(b, 8),), name="lin", batch=2)
+    names = {op.name for op in p.ops if op.phase == "optimizer"}
+    assert "aten.zeros_like.default" not in names and names

@@ -163,6 +163,7 @@ class _Recorder(TorchDispatchMode):
         self.paths = paths
         self.param_keys = param_keys  # storages of parameters and of their autocast copies
         self.phase = "forward"
+        self.paused = False  # ops run while paused are not recorded
         self.rows: list[dict] = []
         self.failed: torch._ops.OpOverload | None = None
         self.live_bytes = 0  # forward phase: non-parameter storages alive now, and their peak
@@ -193,7 +194,7 @@ class _Recorder(TorchDispatchMode):
         except Exception:
             self.failed = self.failed or func
             raise
-        if _is_skipped(func, out):
+        if self.paused or _is_skipped(func, out):
             return out
         kind, flops, causal = op_cost(func, args, kwargs, out)
         inputs = _unique_tensors((args, kwargs))
@@ -360,6 +361,11 @@ def trace_module(
                 recorder.phase = "backward"
                 value.backward()
                 recorder.phase = "optimizer"
+                # The first step only creates the optimizer's state (AdamW's moments); record a
+                # steady-state step, the one every later step repeats.
+                recorder.paused = True
+                opt.step()
+                recorder.paused = False
                 opt.step()
     except ChipfitError:
         raise
