@@ -121,3 +121,15 @@ def test_zero3_gathers_are_exposed_only_beyond_compute():
     assert st.data_comm_s == pytest.approx(2 * per_mb)
     assert st.data_comm_exposed_s == pytest.approx(2 * (per_mb - 0.003))
     assert math.isclose(st.step_s, 2 * 0.003 + st.data_comm_exposed_s)
+
+
+def test_plan_step_parts_add_up_to_the_step():
+    shape, topo = SHAPE, TOPO
+    for m in (1, 4):
+        plan = Plan(devices=32, tensor_parallel=4, pipeline_parallel=4, micro_batches=m, zero_stage=1)
+        st = plan_step({"forward": 0.01, "backward": 0.02, "optimizer": 0.003}, plan, training=True, micro_batch=1,
+                       grad_params=1e8, grad_bytes=2, act_bytes=2, topo=topo, shape=shape)
+        parts = st.compute_s + st.bubble_s + st.tensor_comm_s + st.expert_comm_s + st.pipeline_comm_s
+        assert parts + st.data_comm_exposed_s == pytest.approx(st.step_s)
+        # compute: m micro-batches of a quarter of the layers, plus the ZeRO-1 sharded optimizer.
+        assert st.compute_s == pytest.approx(m * (0.01 + 0.02) / 4 + 0.003 / 4 / 2)

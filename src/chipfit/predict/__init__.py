@@ -121,7 +121,7 @@ def predict(
         hardware=hw.id, hw_class=hw.hw_class, name=hw.name, devices=plan.devices, fits=fits,
         memory_per_device_bytes=mem["total"], memory_breakdown=mem,
         step_time_s=step, compute_s=central.compute_s * scale, memory_s=central.memory_s * scale,
-        overhead_s=central.overhead_s * scale, communication_s=mid.communication_s,
+        overhead_s=central.overhead_s * scale, communication_s=mid.communication_s, bubble_s=mid.bubble_s,
         total_time_s=total, device_hours=total * plan.devices / 3600,
         assumptions=assumptions,
     )

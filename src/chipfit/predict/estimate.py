@@ -24,6 +24,7 @@ class Estimate:
     memory_s: float | None = None
     overhead_s: float | None = None
     communication_s: float | None = None
+    bubble_s: float | None = None  # idle pipeline slots
     throughput_per_s: float | None = None  # samples/s (tokens/s in throughput_unit for LLMs)
     throughput_unit: str = "samples/s"
     latency_s: float | None = None  # inference: time for one batch
@@ -54,6 +55,7 @@ class Estimate:
                 "memory": self.memory_s,
                 "overhead": self.overhead_s,
                 "communication": self.communication_s,
+                "bubble": self.bubble_s,
             },
             "throughput_per_s": self.throughput_per_s,
             "throughput_unit": self.throughput_unit,

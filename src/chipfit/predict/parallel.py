@@ -231,7 +231,7 @@ class PlanStep:
     """One optimizer step of one device under a plan, split into its parts (seconds)."""
 
     step_s: float
-    compute_s: float  # pipeline slots of forward/backward work (bubble included) plus the optimizer
+    compute_s: float  # the m micro-batches' forward/backward work plus the optimizer (no idle slots)
     bubble_s: float  # idle pipeline slots: (p - 1) of the m + p - 1
     tensor_comm_s: float  # tensor-parallel collectives, on the critical path
     expert_comm_s: float  # MoE all-to-all, on the critical path
@@ -326,8 +326,10 @@ def plan_step(phase_s: dict[str, float], plan: Plan, *, training: bool, micro_ba
                 data_total = (group_collective_s("reduce_scatter", size, dp, topo, stride=t)
                               + group_collective_s("all_gather", size, dp, topo, stride=t))
             data_exposed = max(0.0, data_total - bwd) if overlap else data_total
-    compute = slots * (fwd + bwd) + opt
+    # The parts add up to the step: busy slots (work and their communication), idle slots, the
+    # optimizer and the exposed data-parallel traffic.
+    compute = m * (fwd + bwd) + opt
     step = slots * slot + opt + data_exposed
-    return PlanStep(step_s=step, compute_s=compute, bubble_s=bubble, tensor_comm_s=slots * tensor_mb,
-                    expert_comm_s=slots * expert_mb, pipeline_comm_s=slots * p2p_mb,
+    return PlanStep(step_s=step, compute_s=compute, bubble_s=bubble, tensor_comm_s=m * tensor_mb,
+                    expert_comm_s=m * expert_mb, pipeline_comm_s=m * p2p_mb,
                     data_comm_s=data_total, data_comm_exposed_s=data_exposed)

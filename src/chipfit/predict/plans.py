@@ -282,7 +282,7 @@ def _why(search: PlanSearch, results: list[PlanResult], capacity: float | None) 
     best = results[0]
     p = best.parts
     step = p.step_s or 1.0
-    share = (f"its step is {(p.compute_s - p.bubble_s) / step:.0%} compute, {p.bubble_s / step:.0%} pipeline bubble "
+    share = (f"its step is {p.compute_s / step:.0%} compute, {p.bubble_s / step:.0%} pipeline bubble "
              f"and {p.communication_s / step:.0%} exposed communication")
     fit = f", and it fits in {best.memory_per_device_bytes / 2**30:.0f} of {capacity / 2**30:.0f} GiB" if capacity else ""
     if len(results) == 1:
