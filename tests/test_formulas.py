@@ -153,3 +153,14 @@ def test_functional_sdpa_reaches_the_counted_kernel(causal):
     with Spy():
         F.scaled_dot_product_attention(q, q, q, is_causal=causal)
     assert seen == [(4 * 2 * 4 * 4 * 8, causal)]
+
+
+def test_topk_of_moe_routing_is_a_reduction_over_its_input():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from chipfit.workload.formulas import op_cost
+
+    with FakeTensorMode():
+        logits = torch.randn(16, 8)
+        values, indices = torch.ops.aten.topk.default(logits, 2)
+        assert op_cost(torch.ops.aten.topk.default, (logits, 2), {}, (values, indices)) == ("reduction", 16 * 8, None)

@@ -189,3 +189,16 @@ def test_fp32_never_runs_at_a_narrower_rate_except_on_tpus():
     t = step_time(arrays, tpu, PERFECT)
     assert t.total_s == pytest.approx(4e12 / 400e12)
     assert t.notes == ("no fp32 figure for test-gpu: fp32 matrix ops priced at its bf16 rate",)
+
+
+def test_plans_beyond_a_node_without_a_known_network_are_left_out_with_the_reason():
+    from chipfit.predict.parallel import topology
+
+    gaudi_like = Hardware(**{**GPU.__dict__, "id": "npu-x", "name": "NPU X", "hw_class": "asic"})
+    topo = topology(gaudi_like)
+    assert topo.inter_bw_bytes_per_s is None and topo.node_size  # an ASIC with no named scale-out network
+    n = topo.node_size * 2
+    p = profile_of([op("matmul", 1e12, 1, "bf16", "backward")], batch=1)
+    e = predict(p, gaudi_like, Workload(model="t", batch=n, precision="bf16"), Plan(devices=n))
+    assert e.excluded_reason == (f"No scale-out network is known for NPU X, so a {n}-device plan beyond one "
+                                 f"{topo.node_size}-device node cannot be predicted; use at most {topo.node_size} devices.")

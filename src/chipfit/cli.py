@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import sys
 
 from .errors import ChipfitError
@@ -41,7 +42,9 @@ def _job_args(p: argparse.ArgumentParser, job: bool) -> None:
     p.add_argument("--batch", type=int, default=None,
                    help="global batch, samples or sequences per step (default: one per device)")
     p.add_argument("--seq", type=int, default=None, help="sequence length (default: the model's context)")
-    p.add_argument("--precision", default="fp32", help="fp32, tf32, bf16, fp16, fp8, int8 (default fp32)")
+    p.add_argument("--precision", default=None,
+                   help="fp32, tf32, bf16, fp16, fp8, int8 (default: bf16 for LLMs, as they are trained and served; "
+                        "else fp32)")
     p.add_argument("--optimizer", default="adamw", help="adamw or sgd (default adamw)")
     if job:
         p.add_argument("--samples", type=_number, help="training samples per epoch, or inference requests")
@@ -170,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _advice_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--devices-list", default="1,8", help="device counts to weigh, comma-separated (default 1,8)")
+    p.add_argument("--devices-list", default="1,8,64", help="device counts to weigh, comma-separated (default 1,8,64)")
     p.add_argument("--class", dest="hw_class", help="only this hardware class")
     p.add_argument("--framework", help="only hardware that runs this framework")
     p.add_argument("--deadline", help="finish within: 14d, 12h, ...")
@@ -251,11 +254,30 @@ def _emit(args: argparse.Namespace, data, rows: list[dict], show) -> None:
         show()
 
 
+def _is_llm(args: argparse.Namespace) -> bool:
+    """A transformer given by --spec, or a decoder LLM of the zoo."""
+    if getattr(args, "spec", None):
+        return True
+    from .workload.zoo import ZOO
+
+    entry = ZOO.get((getattr(args, "model", None) or "").lower())
+    return entry is not None and entry.task == "causal-lm"
+
+
 def _default_mode(args: argparse.Namespace) -> None:
     """Training by default, inference for graph files (they hold no training step); the batch
-    defaults to one sample per device."""
+    defaults to one sample per device (advise: per device of the largest count it weighs)."""
     if getattr(args, "batch", 0) is None and args.command != "plan":
-        args.batch = getattr(args, "devices", None) or 1
+        counts = getattr(args, "devices_list", None)
+        if counts:  # advise and report weigh several device counts: a batch every one of them splits
+            try:
+                args.batch = math.lcm(*(int(n) for n in counts.split(",")))
+            except ValueError:
+                args.batch = 1  # _advice refuses the malformed list with its own sentence
+        else:
+            args.batch = getattr(args, "devices", None) or 1
+    if getattr(args, "precision", "") is None:
+        args.precision = "bf16" if _is_llm(args) else "fp32"
     if getattr(args, "mode", "") is None:
         model = getattr(args, "model", None) or ""
         args.mode = "infer" if model.lower().endswith((".onnx", ".prototxt")) else "train"

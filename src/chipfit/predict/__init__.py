@@ -90,6 +90,11 @@ def predict(
     topo = topology(hw, network)
     if needs_links(plan, workload.training) and topo is None:
         return _excluded(hw, plan, f"The catalog has no sourced interconnect bandwidth for {hw.name}, so a {plan.devices}-device plan cannot be predicted; compare with --devices 1.")
+    if (needs_links(plan, workload.training) and topo.inter_bw_bytes_per_s is None
+            and topo.node_size is not None and plan.devices > topo.node_size):
+        return _excluded(hw, plan, f"No scale-out network is known for {hw.name}, so a {plan.devices}-device plan "
+                                   f"beyond one {topo.node_size}-device node cannot be predicted; use at most "
+                                   f"{topo.node_size} devices.")
 
     def parts(st: StepTime, overlap: bool = True) -> PlanStep:
         return plan_step(st.phase_s, plan, training=workload.training, micro_batch=profile.batch,

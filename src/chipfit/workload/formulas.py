@@ -244,10 +244,10 @@ def rms_norm_backward_flops(args, kwargs, out) -> float:
     "reduction",
     "sum", "mean", "amax", "amin", "max", "min", "aminmax", "prod", "var", "std", "var_mean",
     "std_mean", "norm", "linalg_vector_norm", "argmax", "argmin", "logsumexp", "cumsum",
-    "cumprod", "any", "all", "count_nonzero",
+    "cumprod", "any", "all", "count_nonzero", "topk",
 )  # fmt: skip
 def reduction_flops(args, kwargs, out) -> float:
-    """1 FLOP per input element."""
+    """1 FLOP per input element (topk: one comparison per element for a small k, as in MoE routing)."""
     return _numel(args[0])
 
 
