@@ -39,6 +39,7 @@ from .measurement import Measurement
 from .predict.efficiency import FRESH_OUTPUT_MIN_BYTES, Curve, Efficiency, OpFit, default_efficiency
 from .predict.roofline import op_peak, peak_for
 from .workload.profile import PHASES
+from .workload.workload import BYTES_PER_ELEMENT
 
 # The half-efficiency sizes tried by the fit: 1 kFLOP to 1 PFLOP, 20 per decade, and 0 (flat).
 _HALF_GRID = np.concatenate([[0.0], np.logspace(3, 15, 241)])
@@ -112,9 +113,6 @@ def without_model(measurements: list[Measurement], model: str) -> list[Measureme
     return [m for m in measurements if m.kind not in ("op", "train_step", "infer_step") or model_of(m) != model]
 
 
-_ELEMENT_BYTES = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "int8": 1}
-
-
 def _op_rows(measurements: list[Measurement]) -> list[dict]:
     """Operator rows to fit: "op" measurements of real steps, and the matmul and conv2d micro-benchmarks,
     which are operators of those families too (matmul writes into a kept output; conv2d allocates its)."""
@@ -125,9 +123,9 @@ def _op_rows(measurements: list[Measurement]) -> list[dict]:
         if m.kind == "op":
             rows.append(dict(family=m.extra["family"], kind=m.extra["op_kind"], fresh=m.extra.get("fresh_bytes", 0.0),
                              calls=m.shape.get("calls", 1), model=model_of(m)))
-        elif m.kind in ("matmul", "conv2d") and m.precision in _ELEMENT_BYTES:
+        elif m.kind in ("matmul", "conv2d") and m.precision in BYTES_PER_ELEMENT:
             out = (m.shape.get("batch", 0) * m.shape.get("channels_out", 0) * m.shape.get("height", 0)
-                   * m.shape.get("width", 0) * _ELEMENT_BYTES[m.precision])
+                   * m.shape.get("width", 0) * BYTES_PER_ELEMENT[m.precision])
             rows.append(dict(family="matmul" if m.kind == "matmul" else "conv", kind="matmul" if m.kind == "matmul"
                              else "conv", fresh=float(out) if out >= FRESH_OUTPUT_MIN_BYTES else 0.0, calls=1,
                              model=MICRO_BENCHMARKS))

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..measurement import Measurement
+from ..workload.workload import BYTES_PER_ELEMENT
 from .devices import LocalDevice
 from .power import EnergyMeter
 
@@ -27,7 +28,6 @@ BUDGET_S = 0.4  # timed seconds per benchmark, spread over the reps
 MIN_REPS, MAX_REPS = 5, 50
 MAX_CALL_S = 0.5  # a matmul size expected to take longer per call is skipped
 
-_ELEMENT_BYTES = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "int8": 1}
 
 
 def _dtype(precision: str):
@@ -158,8 +158,8 @@ def bench_matmul(device: LocalDevice, precision: str, n: int, meter: EnergyMeter
             b = torch.randn(n, n, dtype=_dtype(precision), device=dev)
             c = torch.empty_like(a)
             timing = measure(lambda: torch.mm(a, b, out=c), device, meter)
-            out_bytes = _ELEMENT_BYTES[precision]
-    nbytes = 2 * n * n * _ELEMENT_BYTES[precision] + n * n * out_bytes
+            out_bytes = BYTES_PER_ELEMENT[precision]
+    nbytes = 2 * n * n * BYTES_PER_ELEMENT[precision] + n * n * out_bytes
     return _measurement("matmul", device, precision, {"m": n, "n": n, "k": n}, 2.0 * n**3, nbytes, timing, "mm")
 
 
@@ -218,7 +218,7 @@ def bench_conv2d(device: LocalDevice, precision: str, batch: int, channels: int 
         w = torch.randn(channels, channels, kernel, kernel, dtype=dtype, device=dev)
         timing = measure(lambda: F.conv2d(x, w, padding=kernel // 2), device, meter)
     flops = 2.0 * batch * channels * size * size * channels * kernel * kernel
-    nbytes = _ELEMENT_BYTES[precision] * (2 * batch * channels * size * size + channels * channels * kernel**2)
+    nbytes = BYTES_PER_ELEMENT[precision] * (2 * batch * channels * size * size + channels * channels * kernel**2)
     shape = {"batch": batch, "channels_in": channels, "channels_out": channels, "height": size, "width": size,
              "kernel": kernel}
     return _measurement("conv2d", device, precision, shape, flops, nbytes, timing, "conv2d")

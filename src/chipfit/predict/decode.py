@@ -24,12 +24,12 @@ import numpy as np
 from ..catalog.schema import Hardware
 from ..errors import ChipfitError
 from ..workload.llm import TransformerSpec
+from ..workload.workload import BYTES_PER_ELEMENT
 from .efficiency import Efficiency, default_efficiency
 from .parallel import group_collective_s, topology
 from .roofline import peak_for
 
-BYTES_PER_ELEMENT = {"fp32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "int8": 1, "int4": 0.5}
-WEIGHT_PRECISIONS = tuple(BYTES_PER_ELEMENT)
+WEIGHT_PRECISIONS = ("fp32", "bf16", "fp16", "fp8", "int8", "int4")
 KV_PRECISIONS = ("fp32", "bf16", "fp16", "fp8", "int8")
 # Matrix-unit precision each weight format runs at.
 COMPUTE_PRECISION = {"fp32": "fp32", "bf16": "bf16", "fp16": "fp16", "fp8": "fp8", "int8": "int8", "int4": "fp16"}

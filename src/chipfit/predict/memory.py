@@ -12,7 +12,7 @@ layer's input plus one layer's activations being recomputed.
 from __future__ import annotations
 
 from ..workload.profile import Profile
-from ..workload.workload import Workload
+from ..workload.workload import BYTES_PER_ELEMENT, Workload
 from ..errors import ChipfitError
 from .plan import ModelShape, Plan
 
@@ -26,7 +26,6 @@ _TRAIN_BYTES = {
     "full": (4, 4, {"adamw": 8, "sgd": 4}),
     "mixed": (2, 2, {"adamw": 12, "sgd": 8}),
 }
-_INFER_WEIGHT_BYTES = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "int8": 1}
 
 # The caching allocator holds more than the live tensors; PyTorch's reserved-minus-allocated
 # gap is typically near 10% of allocated memory in training (torch.cuda.memory_stats docs).
@@ -87,7 +86,7 @@ def memory_per_device(profile: Profile, workload: Workload, plan: Plan, hw_class
             weights /= dp
         activations = _activations(profile, workload, plan, shape)
     else:
-        weights = params * _INFER_WEIGHT_BYTES[workload.precision]
+        weights = params * BYTES_PER_ELEMENT[workload.precision]
         grads = optimizer = 0.0
         activations = profile.peak_activation_bytes or max((op.bytes for op in profile.ops), default=0)
         activations /= t * p

@@ -8,6 +8,8 @@ from ..errors import ChipfitError
 
 PRECISION_CHOICES = ("fp32", "tf32", "bf16", "fp16", "fp8", "int8")
 OPTIMIZERS = ("adamw", "sgd")
+# Bytes one tensor element takes at each precision (tf32 is stored as fp32; int4 packs two per byte).
+BYTES_PER_ELEMENT = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "int8": 1, "int4": 0.5}
 
 
 @dataclass(frozen=True)
