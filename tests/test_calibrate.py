@@ -84,17 +84,20 @@ def test_calibration_from_another_version_says_to_recalibrate():
 
 # --- operator calibration ---------------------------------------------------------------------
 
-def op_row(model, family, flops, nbytes, seconds, calls=1, kind=None, precision="fp32", phase="forward"):
+def op_row(model, kind, flops, nbytes, seconds, calls=1, name="aten.add.Tensor", precision="fp32", phase="forward"):
+    """An "op" row of a real step; its family comes from kind and name (op_family)."""
     return Measurement(kind="op", device="local-cpu", precision=precision, shape={"calls": calls}, flops=flops,
-                       bytes=nbytes, median_s=seconds, min_s=seconds, max_s=seconds, repetitions=3,
-                       label="aten.x.default",
-                       extra={"model": model, "phase": phase, "op_kind": kind or family, "family": family})
+                       bytes=nbytes, median_s=seconds, min_s=seconds, max_s=seconds, repetitions=3, label=name,
+                       extra={"model": model, "phase": phase, "op_kind": kind})
+
+
+CONV = "aten.convolution.default"
 
 
 def conv_rows(model, overhead, e_compute, e_memory, peak=1e12, bw=100e9):
-    """Synthetic conv ops timed exactly as t = overhead + F / (peak e_c) + B / (bw e_m)."""
-    sizes = [(1e6, 4e5), (1e7, 1e6), (1e8, 8e6), (1e9, 2e7), (3e9, 9e7)]
-    return [op_row(model, "conv", f, b, overhead + f / (peak * e_compute) + b / (bw * e_memory), calls=2)
+    """Synthetic dense conv ops (>= 10 FLOP per byte) timed exactly as t = overhead + F / (peak e_c) + B / (bw e_m)."""
+    sizes = [(1e6, 5e4), (1e7, 1e6), (1e8, 8e6), (1e9, 2e7), (3e9, 9e7)]
+    return [op_row(model, "conv", f, b, overhead + f / (peak * e_compute) + b / (bw * e_memory), calls=2, name=CONV)
             for f, b in sizes]
 
 
@@ -103,13 +106,93 @@ def test_fit_ops_recovers_a_family_from_synthetic_operator_times():
     rows += [op_row("a", "elementwise", n * k, n * 3, 3e-6 + n * 3 / (100e9 * 0.4))
              for n, k in ((4e3, 1), (4e5, 5), (4e7, 2), (4e6, 1))]
     fits = {f.family: f for f in fit(rows, HW, "synthetic").op_fits}
-    conv = fits["conv"]
+    # Every prefix of a family path is fitted; here each holds the same rows.
+    assert sorted(fits) == ["conv", "conv/forward", "conv/forward/dense", "elementwise", "elementwise/out"]
+    conv = fits["conv/forward/dense"]
     assert (conv.overhead_s, conv.e_compute, conv.e_memory) == (pytest.approx(20e-6), pytest.approx(0.6),
                                                                 pytest.approx(0.3))
     assert conv.calls == 10 and conv.models == ("a",) and conv.error < 1e-9
+    assert fits["conv"].e_compute == pytest.approx(0.6)
     # These elementwise ops are timed by their bytes alone: the FLOP term is not needed and stays off.
-    ew = fits["elementwise"]
+    ew = fits["elementwise/out"]
     assert ew.overhead_s == pytest.approx(3e-6) and ew.e_memory == pytest.approx(0.4) and ew.e_compute is None
+
+
+@pytest.mark.parametrize("kind, name, flops, nbytes, family", [
+    ("conv", CONV, 9e6, 1e6, "conv/forward/low_intensity"),  # 9 FLOP per byte: depthwise-like
+    ("conv", "aten.convolution_backward.default", 1e7, 1e6, "conv/backward/dense"),
+    ("attention", "aten._scaled_dot_product_flash_attention_for_cpu_backward.default", 1, 1, "attention/backward"),
+    ("elementwise", "aten.bernoulli_.float", 1, 1, "elementwise/rng"),
+    ("elementwise", "aten.gelu.default", 1, 1, "elementwise/transcendental"),
+    ("elementwise", "aten.add_.Tensor", 1, 1, "elementwise/inplace"),
+    ("elementwise", "aten.add.Tensor", 1, 1, "elementwise/out"),
+    ("norm", "aten.native_batch_norm_backward.default", 1, 1, "norm/batch"),
+    ("norm", "aten.native_layer_norm.default", 1, 1, "norm/layer"),
+    ("reduction", "aten.max_pool2d_with_indices_backward.default", 1, 1, "reduction/pool/max"),
+    ("reduction", "aten._adaptive_avg_pool2d.default", 1, 1, "reduction/pool/avg"),
+    ("reduction", "aten._log_softmax_backward_data.default", 1, 1, "reduction/softmax"),
+    ("reduction", "aten.nll_loss_forward.default", 1, 1, "reduction/loss"),
+    ("reduction", "aten.sum.dim_IntList", 1, 1, "reduction/sum"),
+    ("memory", "aten.embedding_dense_backward.default", 1, 1, "memory/indexed"),
+    ("memory", "aten.cat.default", 1, 1, "memory/copy"),
+    ("matmul", "aten.mm.default", 1, 1, "matmul"),
+])
+def test_op_family_splits_kinds_by_what_the_hardware_does(kind, name, flops, nbytes, family):
+    from chipfit.predict.efficiency import op_family
+
+    assert op_family(kind, name, flops, nbytes) == family
+
+
+def test_a_family_without_data_is_priced_by_its_parent_kind_then_the_roofline():
+    from chipfit.predict.efficiency import family_chain
+
+    assert family_chain("reduction/pool/max") == ["reduction/pool/max", "reduction/pool", "reduction"]
+    # Data: out-of-place adds (2 us + bytes at 50% of bandwidth) and batch norms (5 us + bytes at 20%).
+    rows = [op_row("a", "elementwise", n, 8 * n, 2e-6 + 8 * n / (100e9 * 0.5)) for n in (1e3, 1e5, 1e7)]
+    rows += [op_row("a", "norm", 5 * n, 8 * n, 5e-6 + 8 * n / (100e9 * 0.2), name="aten.native_batch_norm.default")
+             for n in (1e3, 1e5, 1e7)]
+    eff = fit(rows, HW, "synthetic").efficiency(HW)
+    ops = [Op("aten.bernoulli_.float", "elementwise", 1e6, 8 * 10**6, 0, "fp32", "forward", "d"),  # rng: no data
+           Op("aten.native_layer_norm.default", "norm", 5e6, 8 * 10**6, 0, "fp32", "forward", "n"),  # layer: no data
+           Op("aten.sum.default", "reduction", 1e6, 4 * 10**6, 0, "fp32", "forward", "s")]  # no reduction at all
+
+    def seconds(op):
+        return step_time(OpArrays.from_profile(Profile("t", "infer", 1, None, "fp32", [op], 0, 0, 0, 0)), HW,
+                         eff).total_s
+
+    assert seconds(ops[0]) == pytest.approx(2e-6 + 8e6 / 50e9)  # the elementwise kind's fit
+    assert seconds(ops[1]) == pytest.approx(5e-6 + 8e6 / 20e9)  # the norm kind's fit
+    # No reduction data: the roofline with published memory efficiency and the CPU's per-kernel overhead.
+    assert seconds(ops[2]) == pytest.approx(4e6 / (100e9 * 0.85) + HW_OVERHEAD)
+
+
+def test_depthwise_micro_benchmarks_fit_the_low_intensity_family_alone():
+    def dw(channels, size, seconds):
+        b, hw_ = 8, channels * size * size
+        return Measurement(kind="conv2d_depthwise", device="local-cpu", precision="fp32",
+                           shape={"batch": b, "channels_in": channels, "channels_out": channels, "height": size,
+                                  "width": size, "kernel": 3, "groups": channels},
+                           flops=2.0 * b * hw_ * 9, bytes=4.0 * (2 * b * hw_ + channels * 9), median_s=seconds,
+                           min_s=seconds, max_s=seconds, repetitions=5)
+    shapes = ((32, 112), (64, 56), (128, 28), (256, 14))
+    # Bound by bytes at 10% of bandwidth, plus 30 us a call.
+    rows = [dw(c, n, 30e-6 + 4.0 * (2 * 8 * c * n * n + c * 9) / 10e9) for c, n in shapes]
+    cal = fit(rows + synthetic(0.75, 0.0), HW, "synthetic")
+    fits = {f.family: f for f in cal.op_fits}
+    low = fits["conv/forward/low_intensity"]
+    assert low.models == ("micro-benchmarks",) and low.overhead_s == pytest.approx(30e-6)
+    assert low.e_memory == pytest.approx(0.1) and low.e_compute is None
+    # Micro-benchmarks alone never fit a parent, which would price dense convolutions like depthwise ones.
+    assert "conv/forward" not in fits and "conv" not in fits
+    # Fewer than three sizes of a family measured by micro-benchmarks alone: no fit, the curves price it.
+    assert "conv/forward/low_intensity" not in {f.family for f in fit(rows[:2] + synthetic(0.75, 0.0), HW).op_fits}
+
+
+def test_calibration_with_families_of_an_older_version_says_to_recalibrate():
+    cal = fit(conv_rows("a", 20e-6, 0.6, 0.3), HW, "synthetic").to_dict()
+    cal["op_fits"][0]["family"] = "conv_low_intensity"
+    with pytest.raises(ChipfitError, match=r"written by another chipfit version; run `chipfit bench` and `chipfit calibrate`"):
+        Calibration.from_dict(cal)
 
 
 def test_step_overhead_per_phase_is_recovered():
@@ -125,16 +208,19 @@ def test_step_overhead_per_phase_is_recovered():
     assert got == {"forward": pytest.approx(4e-6), "backward": pytest.approx(9e-6)}
 
 
-def test_fitted_family_prices_its_ops_and_others_keep_the_roofline():
+def test_fitted_families_price_their_ops_and_others_keep_the_roofline():
     cal = fit(conv_rows("a", 20e-6, 0.6, 0.3) + synthetic(0.75, 0.0), HW, "synthetic")
     cal = Calibration.from_dict(cal.to_dict())  # what the store gives back
     ops = [Op("aten.convolution.default", "conv", 2e9, 10**7, 0, "fp32", "forward", "c"),
-           Op("aten.mm.default", "matmul", 1e9, 10**6, 0, "fp32", "forward", "m")]
+           Op("aten.mm.default", "matmul", 1e9, 10**6, 0, "fp32", "forward", "m"),
+           Op("aten.add.Tensor", "elementwise", 1e6, 10**7, 0, "fp32", "forward", "a")]
     prof = Profile("t", "infer", 1, None, "fp32", ops, 0, 0, 0, 0)
     t = step_time(OpArrays.from_profile(prof), HW, cal.efficiency(HW))
     conv_s = 20e-6 + 2e9 / (1e12 * 0.6) + 1e7 / (100e9 * 0.3)
-    mm_s = 1e9 / (1e12 * 0.75)  # the micro-benchmark curve, flat (half_flops 0); no overhead benchmark
-    assert t.total_s == pytest.approx(conv_s + mm_s + HW_OVERHEAD, rel=1e-6)
+    # matmul: six micro-benchmark sizes at 75% of peak and no overhead make a fit of their own
+    mm_s = 1e9 / (1e12 * 0.75)
+    add_s = 1e7 / (100e9 * 0.85) + HW_OVERHEAD  # no data: the roofline, published memory efficiency and overhead
+    assert t.total_s == pytest.approx(conv_s + mm_s + add_s, rel=1e-6)
 
 
 def test_leave_one_model_out_never_sees_the_held_out_model(monkeypatch):
@@ -203,16 +289,17 @@ def test_fresh_output_rate_is_recovered_and_a_family_without_data_uses_its_paren
     rows = []
     for n, k, in_place in ((4e3, 1, False), (4e5, 2, True), (4e7, 1, False), (4e6, 3, True), (8e6, 1, False)):
         fresh = 0.0 if in_place or n < 128 * 1024 else n
-        r = op_row("a", "elementwise", n * k, 3 * n, 2e-6 + 3 * n / (100e9 * 0.5) + fresh / 4e9)
+        r = op_row("a", "elementwise", n * k, 3 * n, 2e-6 + 3 * n / (100e9 * 0.5) + fresh / 4e9,
+                   name="aten.add_.Tensor" if in_place else "aten.add.Tensor")
         rows.append(Measurement(**{**r.__dict__, "extra": {**r.extra, "fresh_bytes": fresh}}))
     rows += conv_rows("a", 20e-6, 0.6, 0.3)
     cal = fit(rows, HW, "synthetic")
-    ew = next(f for f in cal.op_fits if f.family == "elementwise")
+    ew = next(f for f in cal.op_fits if f.family == "elementwise")  # in place and not, pooled
     assert (ew.overhead_s, ew.e_memory, ew.fresh_bytes_per_s) == (pytest.approx(2e-6), pytest.approx(0.5),
                                                                   pytest.approx(4e9))
-    # A depthwise-like convolution (few FLOPs per byte) has no fit of its own: the conv fit prices it.
+    # A depthwise-like convolution (few FLOPs per byte) has no fit of its own: the forward conv fit prices it.
     dw = Op("aten.convolution.default", "conv", 1e7, 10**7, 0, "fp32", "forward", "c")
-    assert op_family(dw.kind, dw.name, dw.flops, dw.bytes) == "conv_low_intensity"
+    assert op_family(dw.kind, dw.name, dw.flops, dw.bytes) == "conv/forward/low_intensity"
     t = step_time(OpArrays.from_profile(Profile("t", "infer", 1, None, "fp32", [dw], 0, 0, 0, 0)), HW,
                   cal.efficiency(HW))
     assert t.total_s == pytest.approx(20e-6 + 1e7 / (1e12 * 0.6) + 1e7 / (100e9 * 0.3))
@@ -235,3 +322,53 @@ def test_ops_no_real_step_ran_are_learned_and_priced_at_zero():
     prof = Profile("t", "train", 1, None, "fp32", [state], 0, 0, 0, 0)
     assert step_time(OpArrays.from_profile(prof), HW, cal.efficiency(HW)).total_s == 0.0
     assert step_time(OpArrays.from_profile(prof), HW, fit(synthetic(0.75, 0.0), HW).efficiency(HW)).total_s > 0
+
+
+def test_validation_interleaves_rounds_and_reports_their_spread(monkeypatch):
+    """Steps are timed round by round over all cases; a case's time is the median of its rounds' medians,
+    its spread their range over that median; a stored run predicted again gives the same predictions."""
+    import chipfit.measure.opprofile as opprofile
+    import chipfit.measure.steps as steps
+    import chipfit.workload as workload
+    from chipfit import validate
+    from chipfit.measure.opprofile import OpTimes
+
+    sizes = [(1e6, 5e4), (1e8, 8e6), (3e9, 9e7)]
+    round_s = {"a": [0.10, 0.30, 0.20], "b": [0.50, 0.40, 0.45]}  # each round's median step time
+    calls = []
+
+    def fake_trace(model, **kw):
+        ops = [Op(CONV, "conv", f, int(b), 0, "fp32", "forward", "c") for f, b in sizes]
+        return Profile(model, "infer", 1, None, "fp32", ops, 0, 0, 0, 0)
+
+    def fake_step(model, device, **kw):
+        if kw.get("precision", "fp32") != "fp32":
+            t = 0.05
+        else:
+            calls.append(model)
+            t = round_s[model][calls.count(model) - 1]
+        return Measurement(kind="infer_step", device="local-cpu", precision=kw.get("precision", "fp32"),
+                           shape={"batch": 1, "seq_len": 0}, flops=1, bytes=1, median_s=t, min_s=t - 0.01,
+                           max_s=t + 0.01, repetitions=kw["repetitions"], label=model)
+
+    def fake_ops(model, device, prof, **kw):
+        return OpTimes(prof, [[1e-5 + f / (1e12 * 0.5) + b / (100e9 * 0.3) for f, b in sizes]], [1.0])
+
+    monkeypatch.setattr(workload, "profile", fake_trace)
+    monkeypatch.setattr(steps, "measure_step", fake_step)
+    monkeypatch.setattr(opprofile, "profile_ops", fake_ops)
+    records = []
+    v = validate.run_validation(HW, CPU_DEVICE, synthetic(0.75, 2e7), [], cases=(("a", "infer", 1, None),
+                                ("b", "infer", 1, None)), repetitions=2, rounds=3, record=records.append)
+    assert calls == ["a", "b"] * 3
+    a, b = v.cases
+    assert (a.measured_s, a.spread) == (pytest.approx(0.20), pytest.approx((0.30 - 0.10) / 0.20))
+    assert (b.measured_s, b.spread) == (pytest.approx(0.45), pytest.approx((0.50 - 0.40) / 0.45))
+    assert v.summary()["median_spread"] == pytest.approx((1.0 + 0.1 / 0.45) / 2)
+    step_a = next(m for m in records if m.kind == "infer_step" and m.label == "a")
+    assert (step_a.repetitions, step_a.min_s, step_a.max_s) == (6, pytest.approx(0.09), pytest.approx(0.31))
+    assert v.bf16_speedup_measured == pytest.approx(0.20 / 0.05)
+    again = validate.revalidate(HW, [m for m in records if m.kind == "infer_step"], synthetic(0.75, 2e7) + records, [])
+    assert [c.predicted_after_s for c in again.cases] == pytest.approx([c.predicted_after_s for c in v.cases])
+    assert [c.spread for c in again.cases] == pytest.approx([a.spread, b.spread])
+    assert again.bf16_speedup_measured == pytest.approx(0.20 / 0.05)

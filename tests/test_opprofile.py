@@ -63,6 +63,7 @@ def test_real_train_step_matches_every_steady_state_op():
     fwd = [m for m in rows if m.extra["phase"] == "forward"]
     assert [m.label for m in fwd][:3] == ["aten.addmm.default", "aten.relu.default", "aten.addmm.default"]
     assert fwd[0].flops == 2 * 4 * 64 * 128 + 4 * 128 and fwd[0].extra["family"] == "matmul"
+    assert fwd[1].extra["family"] == "elementwise/out"
     assert all(m.kind == "op" and m.median_s > 0 and m.extra["model"] == "TwoLayer" for m in rows)
 
 
@@ -102,9 +103,10 @@ def test_op_rows_round_trip_through_the_store_and_feed_calibration(tmp_path):
     assert [m.label for m in back if m.kind == "op"] == ["aten.add.Tensor"] * 3
     assert "3 operator rows and 1 steps of 1 models (m)" in source
     cal = fit(back, hw, source)
-    (f,) = cal.op_fits
-    assert (f.family, f.overhead_s, f.e_compute, f.e_memory) == ("elementwise", pytest.approx(2e-6), None,
-                                                                  pytest.approx(0.5))
+    # The add's family and its parent kind, fitted on the same three rows.
+    assert [f.family for f in cal.op_fits] == ["elementwise", "elementwise/out"]
+    for f in cal.op_fits:
+        assert (f.overhead_s, f.e_compute, f.e_memory) == (pytest.approx(2e-6), None, pytest.approx(0.5))
     assert cal.step_overhead_s == {"forward": pytest.approx(1e-6)}
 
 

@@ -12,7 +12,9 @@ per operator family (chipfit.predict.efficiency.op_family) and precision:
     t = overhead + F / (peak * e_compute) + B / (bandwidth * e_memory) + B_new / fresh_rate
     (B_new: bytes written into newly allocated memory, which page-faults; efficiency.fresh_bytes),
     four non-negative parameters, least squares on relative error weighted by each row's share
-    of the measured time; the matmul and conv2d micro-benchmarks join their families' rows.
+    of the measured time; the matmul and conv2d micro-benchmarks join their families' rows. Families are
+    paths ("elementwise/rng"); every prefix is fitted on the rows below it and an operator is priced by the
+    most specific one fitted, so a family no other model has takes its parent kind's fit.
     These replace the roofline for the ops of that family.
 From real steps with an operator profile beside them:
     framework seconds per operator, per phase (forward, backward, optimizer): the part of a clean
@@ -36,9 +38,10 @@ import numpy as np
 from .catalog.schema import Hardware
 from .errors import ChipfitError
 from .measurement import Measurement
-from .predict.efficiency import FRESH_OUTPUT_MIN_BYTES, Curve, Efficiency, OpFit, default_efficiency
+from .predict.efficiency import (FRESH_OUTPUT_MIN_BYTES, Curve, Efficiency, OpFit, default_efficiency,
+                                 family_chain, op_family)
 from .predict.roofline import op_peak, peak_for
-from .workload.profile import PHASES
+from .workload.profile import KINDS as OP_KINDS, PHASES
 from .workload.workload import BYTES_PER_ELEMENT
 
 # The half-efficiency sizes tried by the fit: 1 kFLOP to 1 PFLOP, 20 per decade, and 0 (flat).
@@ -114,21 +117,25 @@ def without_model(measurements: list[Measurement], model: str) -> list[Measureme
 
 
 def _op_rows(measurements: list[Measurement]) -> list[dict]:
-    """Operator rows to fit: "op" measurements of real steps, and the matmul and conv2d micro-benchmarks,
-    which are operators of those families too (matmul writes into a kept output; conv2d allocates its)."""
+    """Operator rows to fit, each with its family (efficiency.op_family, from the operator itself, so rows
+    stored by older versions get today's families): "op" measurements of real steps, and the matmul and conv2d
+    micro-benchmarks (dense and depthwise), which are operators of those families too (matmul writes into a kept
+    output; conv2d allocates its)."""
     rows = []
     for m in measurements:
         if m.median_s <= 0:
             continue
         if m.kind == "op":
-            rows.append(dict(family=m.extra["family"], kind=m.extra["op_kind"], fresh=m.extra.get("fresh_bytes", 0.0),
-                             calls=m.shape.get("calls", 1), model=model_of(m)))
-        elif m.kind in ("matmul", "conv2d") and m.precision in BYTES_PER_ELEMENT:
+            kind = m.extra["op_kind"]
+            rows.append(dict(family=op_family(kind, m.label, m.flops, m.bytes), kind=kind,
+                             fresh=m.extra.get("fresh_bytes", 0.0), calls=m.shape.get("calls", 1), model=model_of(m)))
+        elif m.kind in ("matmul", "conv2d", "conv2d_depthwise") and m.precision in BYTES_PER_ELEMENT:
             out = (m.shape.get("batch", 0) * m.shape.get("channels_out", 0) * m.shape.get("height", 0)
                    * m.shape.get("width", 0) * BYTES_PER_ELEMENT[m.precision])
-            rows.append(dict(family="matmul" if m.kind == "matmul" else "conv", kind="matmul" if m.kind == "matmul"
-                             else "conv", fresh=float(out) if out >= FRESH_OUTPUT_MIN_BYTES else 0.0, calls=1,
-                             model=MICRO_BENCHMARKS))
+            kind = "matmul" if m.kind == "matmul" else "conv"
+            family = "matmul" if kind == "matmul" else op_family(kind, "aten.convolution.default", m.flops, m.bytes)
+            rows.append(dict(family=family, kind=kind, fresh=float(out) if out >= FRESH_OUTPUT_MIN_BYTES else 0.0,
+                             calls=1, model=MICRO_BENCHMARKS))
         else:
             continue
         rows[-1].update(precision=m.precision, flops=m.flops, bytes=m.bytes, t=m.median_s)
@@ -136,20 +143,26 @@ def _op_rows(measurements: list[Measurement]) -> list[dict]:
 
 
 MICRO_BENCHMARKS = "micro-benchmarks"
+# A family known from micro-benchmarks alone is fitted when they measured it at this many sizes at least.
+MIN_MICRO_ROWS = 3
 
 
 def fit_ops(measurements: list[Measurement], hw: Hardware) -> tuple[OpFit, ...]:
     """Per (family, precision), t = o + F / (peak e_compute) + B / (bw e_memory) + fresh / fresh_rate,
-    from the op rows of real steps and, for matmul and conv, the micro-benchmarks. A family with
-    no operators from real steps gets no fit (the micro-benchmark curves price it)."""
+    from the op rows of real steps and the matmul and conv micro-benchmarks. Every prefix of a family
+    path (efficiency.family_chain) is fitted on all the rows below it, so a family without data of its own
+    is priced by its parent. A family without real-step rows is fitted only from at least MIN_MICRO_ROWS
+    micro-benchmark sizes of that very family (a depthwise convolution's benchmarks never price a dense one)."""
     bw = hw.mem_bw_bytes_per_s.value if hw.mem_bw_bytes_per_s else None
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in _op_rows(measurements):
-        groups.setdefault((r["family"], r["precision"]), []).append(r)
+        for family in family_chain(r["family"]):
+            groups.setdefault((family, r["precision"]), []).append(r)
     fits = []
     for (family, precision), rs in sorted(groups.items()):
-        if all(r["model"] == MICRO_BENCHMARKS for r in rs):
-            continue
+        if all(r["model"] == MICRO_BENCHMARKS for r in rs) and (
+                len(rs) < MIN_MICRO_ROWS or any(r["family"] != family for r in rs)):
+            continue  # micro-benchmarks alone fit their own family, never a parent that would blend them
         peaks = np.array([op_peak(hw, r["kind"], precision) or 0.0 for r in rs])
         if not bw or np.any(peaks <= 0):
             continue  # no figure to express an efficiency against
@@ -233,9 +246,12 @@ class Calibration:
     @classmethod
     def from_dict(cls, d: dict) -> "Calibration":
         try:
-            return cls(**{**d, "curves": tuple(Curve(**c) for c in d["curves"]),
-                          "op_fits": tuple(OpFit(**{**f, "models": tuple(f["models"])}) for f in d.get("op_fits", ())),
-                          "op_models": tuple(d.get("op_models", ())), "absent_ops": tuple(d.get("absent_ops", ()))})
+            cal = cls(**{**d, "curves": tuple(Curve(**c) for c in d["curves"]),
+                         "op_fits": tuple(OpFit(**{**f, "models": tuple(f["models"])}) for f in d.get("op_fits", ())),
+                         "op_models": tuple(d.get("op_models", ())), "absent_ops": tuple(d.get("absent_ops", ()))})
+            if any(f.family.split("/")[0] not in OP_KINDS for f in cal.op_fits):
+                raise KeyError("operator families of an older version")
+            return cal
         except (TypeError, KeyError) as exc:
             raise ChipfitError(
                 f"The stored calibration of {d.get('hardware_id', 'this device')} was written by another chipfit "

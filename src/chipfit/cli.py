@@ -153,7 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
     _out_args(cal)
     val = sub.add_parser("validate", help="predicted vs measured for the zoo here, or vs published runs")
     val.add_argument("--published", metavar="CSV", help="check predictions against published figures instead")
-    val.add_argument("--reps", type=int, default=3, help="timed repetitions per case (default 3)")
+    val.add_argument("--reps", type=int, default=3, help="timed repetitions per case and round (default 3)")
+    val.add_argument("--rounds", type=int, default=3, help="interleaved rounds over the cases (default 3)")
+    val.add_argument("--stored", action="store_true",
+                     help="predict the newest stored validate run's cases again from what is stored; measure nothing")
     _db_arg(val)
     _out_args(val)
     res = sub.add_parser("results", help="the stored history")
@@ -472,17 +475,28 @@ def run_local(args: argparse.Namespace) -> None:
             return
         from .calibrate import device_measurements
         from .catalog import load_catalog
-        from .validate import run_validation
+        from .validate import revalidate, run_validation
 
         device = _local_device("local-cpu")
         hw = _hardware_for(device, args.catalog)
         measurements, source = device_measurements(store, device.id, require_bench=False)
-        records = []
-        with terminal.progress_bar("validate") as bar:
-            v = run_validation(hw, device, measurements, list(load_catalog(args.catalog).hardware.values()),
-                               repetitions=args.reps, progress=bar, record=records.append, fitted_from=source)
-        env = Environment.capture(device.id, device.name, hw.id, extra={"calibration": v.calibration})
-        store.record_run("validate", device.id, env, records)
+        entries = list(load_catalog(args.catalog).hardware.values())
+        if args.stored:
+            runs = store.runs(kind="validate", device=device.id)
+            if not runs:
+                raise ChipfitError(f"No validate run of {device.id} in {store.path}; run `chipfit validate` first.")
+            steps = [m for m in store.measurements(run_id=runs[-1].id) if m.kind in ("train_step", "infer_step")]
+            with terminal.working("predicting the stored cases"):
+                v = revalidate(hw, steps, measurements, entries, source)
+        else:
+            if args.reps < 1 or args.rounds < 1:
+                raise ChipfitError(f"--reps {args.reps} and --rounds {args.rounds} must both be 1 or more.")
+            records = []
+            with terminal.progress_bar("validate") as bar:
+                v = run_validation(hw, device, measurements, entries, repetitions=args.reps, rounds=args.rounds,
+                                   progress=bar, record=records.append, fitted_from=source)
+            env = Environment.capture(device.id, device.name, hw.id, extra={"calibration": v.calibration})
+            store.record_run("validate", device.id, env, records)
         data = v.to_dict()
         _emit(args, data, data["cases"], lambda: terminal.show(terminal.validation_tables(v)))
     elif args.command == "results":

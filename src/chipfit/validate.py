@@ -1,19 +1,26 @@
 """Validate on this machine: predicted (before and after calibration) against measured steps.
 
-For zoo models that fit here, train and infer at two batch sizes: each case's step is timed,
-then run again under the profiler for its operator times. Each case is then predicted three
-ways: with the published defaults (before), with the micro-benchmark calibration alone, and
-with a leave-one-model-out calibration (after): operator fits from every *other* model's
-operators and steps, plus the micro-benchmarks, so no case is predicted from its own model's
-measurements. Reported: each case, the median and worst absolute error. Alongside: the measured
-bf16-over-fp32 speed-up of this CPU and the predicted speed-up of each hardware class over it,
-scaled from the measured step by the two devices' roofline ratio (Habitat's idea, at step level).
+For zoo models that fit here, train and infer at two batch sizes. Every case's step is timed in
+`rounds` rounds, the rounds interleaved over the cases (so a slow minute of a shared machine is spread
+over all cases instead of landing on one); the measured time is the median of the rounds' medians, and
+the spread of those medians is reported beside the error, as the part of it that is noise. Each case is
+then run once more under the profiler for its operator times. Each case is predicted three ways: with
+the published defaults (before), with the micro-benchmark calibration alone, and with a
+leave-one-model-out calibration (after): operator fits from every *other* model's operators and steps,
+plus the micro-benchmarks, so no case is predicted from its own model's measurements. Reported: each
+case, the median and worst absolute error. Alongside: the measured bf16-over-fp32 speed-up of this CPU
+and the predicted speed-up of each hardware class over it, scaled from the measured step by the two
+devices' roofline ratio (Habitat's idea, at step level).
+
+The cases are chosen so that every operator family they use appears in at least two models (pooling
+and batch norm in both ResNets, attention and layer norm in ViT, GPT-2 and BERT, embeddings in GPT-2
+and BERT); depthwise convolutions, in MobileNet alone, are also micro-benchmarked by `chipfit bench`.
 """
 
 from __future__ import annotations
 
 import statistics
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from .calibrate import Calibration, fit, without_model
 from .catalog.schema import Hardware
@@ -26,10 +33,13 @@ from .workload.workload import Workload
 CASES = (
     ("resnet18", "train", 2, None), ("resnet18", "train", 8, None),
     ("resnet18", "infer", 1, None), ("resnet18", "infer", 8, None),
+    ("resnet50", "train", 2, None), ("resnet50", "infer", 4, None),
     ("mobilenet_v3_large", "train", 4, None), ("mobilenet_v3_large", "infer", 16, None),
+    ("vit_b_16", "train", 1, None), ("vit_b_16", "infer", 2, None),
     ("gpt2", "train", 1, 128), ("gpt2", "infer", 4, 128),
     ("bert-base-uncased", "train", 1, 128), ("bert-base-uncased", "infer", 4, 128),
 )
+ROUNDS = 3  # interleaved rounds of timed steps per case
 
 
 @dataclass
@@ -43,6 +53,7 @@ class Case:
     predicted_before_s: float
     predicted_after_s: float | None  # leave-one-model-out calibration
     predicted_micro_s: float | None = None  # micro-benchmark calibration alone
+    spread: float | None = None  # (slowest - fastest) / median of the rounds' median step times
 
     @property
     def error_micro(self) -> float | None:
@@ -69,6 +80,7 @@ class LocalValidation:
         before = [abs(c.error_before) for c in self.cases]
         after = [abs(c.error_after) for c in self.cases if c.error_after is not None]
         micro = [abs(c.error_micro) for c in self.cases if c.error_micro is not None]
+        spreads = [c.spread for c in self.cases if c.spread is not None]
         return {
             "cases": len(self.cases),
             "median_abs_error_micro": statistics.median(micro) if micro else None,
@@ -77,6 +89,7 @@ class LocalValidation:
             "worst_abs_error_before": max(before, default=None),
             "median_abs_error_after": statistics.median(after) if after else None,
             "worst_abs_error_after": max(after, default=None),
+            "median_spread": statistics.median(spreads) if spreads else None,
         }
 
     def to_dict(self) -> dict:
@@ -116,62 +129,123 @@ def class_speedups(profile, workload: Workload, local: Hardware, calibration: Ca
     return best
 
 
-def run_validation(local: Hardware, device, measurements: list[Measurement], entries: list[Hardware],
-                   cases=CASES, repetitions: int = 5, progress=None, record=None,
-                   fitted_from: str = "") -> LocalValidation:
-    """Measure each case here (step, then its operators) and set it beside its predictions.
-
-    `measurements`: what calibrations may be fitted from besides this run's rows (the device's
-    micro-benchmarks and stored operator rows); `record(measurement)` stores each new row.
-    """
-    from dataclasses import replace
-
+def measure_cases(device, cases=CASES, repetitions: int = 5, rounds: int = ROUNDS,
+                  progress=None) -> list[tuple[Workload, object, Measurement, list[Measurement]]]:
+    """(workload, profile, step, operator rows) of each case measured here: `rounds` interleaved rounds of
+    `repetitions` timed steps (the step's median_s is the median of the rounds' medians, its extra keeps
+    them and their spread), then one profiled run for the operator times, scaled to that median."""
     from .measure.opprofile import profile_ops
     from .measure.steps import measure_step
     from .workload import profile as trace
 
-    total = 2 * len(cases) + 1
-    measured = []
-    for i, (model, mode, batch, seq) in enumerate(cases):
+    total = (rounds + 1) * len(cases) + 1
+    done = 0
+    profiles = [trace(model, mode=mode, batch=batch, seq_len=seq, precision="fp32") for model, mode, batch, seq in cases]
+    rounds_of: list[list[Measurement]] = [[] for _ in cases]
+    for r in range(rounds):
+        for i, ((model, mode, batch, seq), prof) in enumerate(zip(cases, profiles)):
+            if progress:
+                progress(done, total, f"round {r + 1}/{rounds}: {model} {mode} batch {batch}")
+            rounds_of[i].append(measure_step(model, device, mode=mode, batch=batch, seq_len=seq,
+                                             repetitions=repetitions, profile=prof))
+            done += 1
+    out = []
+    for (model, mode, batch, seq), prof, steps in zip(cases, profiles, rounds_of):
         if progress:
-            progress(2 * i, total, f"{model} {mode} batch {batch}")
-        prof = trace(model, mode=mode, batch=batch, seq_len=seq, precision="fp32")
-        step = measure_step(model, device, mode=mode, batch=batch, seq_len=seq, repetitions=repetitions, profile=prof)
-        if progress:
-            progress(2 * i + 1, total, f"{model} {mode} batch {batch}: operators")
+            progress(done, total, f"{model} {mode} batch {batch}: operators")
+        done += 1
+        medians = [m.median_s for m in steps]
+        mid = statistics.median(medians)
+        step = replace(steps[0], median_s=mid, min_s=min(m.min_s for m in steps), max_s=max(m.max_s for m in steps),
+                       repetitions=sum(m.repetitions for m in steps),
+                       extra={**steps[0].extra, "model": steps[0].label, "round_medians_s": medians,
+                              "spread": (max(medians) - min(medians)) / mid})
         ops = profile_ops(model, device, prof, mode=mode, batch=batch, seq_len=seq, repetitions=min(repetitions, 3))
-        step = replace(step, extra={**step.extra, "model": step.label, "op_profile": ops.summary(step.median_s)})
-        measured.append((prof, Workload(model=model, mode=mode, batch=batch, seq_len=seq), step,
-                         ops.measurements(device.id, step.label, step.median_s)))
-    new = [m for _, _, step, rows in measured for m in (step, *rows)]
-    pool = list(measurements) + new
+        step = replace(step, extra={**step.extra, "op_profile": ops.summary(mid)})
+        out.append((Workload(model=model, mode=mode, batch=batch, seq_len=seq), prof, step,
+                    ops.measurements(device.id, step.label, mid)))
+    return out
+
+
+def predict_cases(local: Hardware, measured, pool: list[Measurement], micro_cal: Calibration | None) -> list[Case]:
+    """Each measured (workload, profile, step) predicted before calibration, with `micro_cal`, and with a
+    calibration fitted from `pool` less the case's own model (leave-one-model-out)."""
+    out = []
+    held_out: dict[str, Calibration] = {}
+    for work, prof, step in measured:
+        model = step.extra.get("model") or step.label
+        if model not in held_out:
+            held_out[model] = fit(without_model(pool, model), local, f"all but {model}")
+        out.append(Case(work.model, work.mode, work.batch, work.seq_len, step.precision, step.median_s,
+                        predicted_step(prof, local, work, None), predicted_step(prof, local, work, held_out[model]),
+                        predicted_step(prof, local, work, micro_cal) if micro_cal else None, step.extra.get("spread")))
+    return out
+
+
+LOMO = "leave-one-model-out: each case predicted from the other models' operators and steps"
+
+
+def run_validation(local: Hardware, device, measurements: list[Measurement], entries: list[Hardware],
+                   cases=CASES, repetitions: int = 5, rounds: int = ROUNDS, progress=None, record=None,
+                   fitted_from: str = "") -> LocalValidation:
+    """Measure each case here (measure_cases) and set it beside its predictions (predict_cases).
+
+    `measurements`: what calibrations may be fitted from besides this run's rows (the device's
+    micro-benchmarks and stored operator rows); `record(measurement)` stores each new row (the steps
+    with their predictions, the operator rows, and the bf16 step of the first case).
+    """
+    from .measure.steps import measure_step
+
+    measured = measure_cases(device, cases, repetitions, rounds, progress)
+    pool = list(measurements) + [m for _, _, step, rows in measured for m in (step, *rows)]
     micro = [m for m in measurements if m.kind not in ("op", "train_step", "infer_step")]
     micro_cal = fit(micro, local, fitted_from) if micro else None
-    out: list[Case] = []
-    for (model, mode, batch, seq), (prof, work, step, rows) in zip(cases, measured):
-        before = predicted_step(prof, local, work, None)
-        held_out = fit(without_model(pool, step.label), local, f"all but {step.label}")
-        after = predicted_step(prof, local, work, held_out)
-        micro_s = predicted_step(prof, local, work, micro_cal) if micro_cal else None
-        if record:
-            record(replace(step, predicted_s=after, extra={**step.extra, "predicted_before_s": before,
-                                                           "predicted_micro_s": micro_s}))
-            for m in rows:
-                record(m)
-        out.append(Case(model, mode, batch, seq, "fp32", step.median_s, before, after, micro_s))
-    full = fit(pool, local, fitted_from)
-    result = LocalValidation(
-        hardware=local.id, cases=out,
-        calibration=f"leave-one-model-out: each case predicted from the other models' operators and steps"
-                    f"{' plus ' + fitted_from if fitted_from else ''}",
-    )
+    out = predict_cases(local, [(w, p, s) for w, p, s, _ in measured], pool, micro_cal)
+    total = (rounds + 1) * len(cases) + 1
     if progress:
         progress(total - 1, total, "bf16")
-    prof, work, step, _ = measured[0]
-    model, mode, batch, seq = cases[0]
-    bf16 = measure_step(model, device, mode=mode, batch=batch, seq_len=seq, precision="bf16", repetitions=repetitions)
+    work, prof, step, _ = measured[0]
+    bf16 = measure_step(work.model, device, mode=work.mode, batch=work.batch, seq_len=work.seq_len, precision="bf16",
+                        repetitions=repetitions)
+    if record:
+        for case, (_, _, step_i, rows) in zip(out, measured):
+            record(replace(step_i, predicted_s=case.predicted_after_s,
+                           extra={**step_i.extra, "predicted_before_s": case.predicted_before_s,
+                                  "predicted_micro_s": case.predicted_micro_s}))
+            for m in rows:
+                record(m)
+        record(replace(bf16, extra={**bf16.extra, "model": bf16.label}))
+    result = LocalValidation(hardware=local.id, cases=out,
+                             calibration=LOMO + (f" plus {fitted_from}" if fitted_from else ""))
     result.bf16_speedup_measured = step.median_s / bf16.median_s
-    result.class_speedups = class_speedups(prof, work, local, full, entries)
+    result.class_speedups = class_speedups(prof, work, local, fit(pool, local, fitted_from), entries)
     if progress:
         progress(total, total, "done")
+    return result
+
+
+def revalidate(local: Hardware, steps: list[Measurement], pool: list[Measurement], entries: list[Hardware],
+               fitted_from: str = "") -> LocalValidation:
+    """Predict the fp32 steps of a stored validate run again from `pool` (what is stored: micro-benchmarks,
+    operator rows, profiled steps), without measuring: after a new `chipfit bench` or a chipfit upgrade.
+    The profiles are traced again; the bf16 step of the run, if stored, gives the measured speed-up."""
+    from .workload import profile as trace
+
+    measured, bf16 = [], None
+    for m in steps:
+        mode, seq = m.kind.removesuffix("_step"), m.shape.get("seq_len") or None
+        if m.precision != "fp32":
+            bf16 = bf16 or m
+            continue
+        work = Workload(model=m.label, mode=mode, batch=m.shape["batch"], seq_len=seq)
+        measured.append((work, trace(m.label, mode=mode, batch=work.batch, seq_len=seq, precision="fp32"), m))
+    micro = [m for m in pool if m.kind not in ("op", "train_step", "infer_step")]
+    out = predict_cases(local, measured, pool, fit(micro, local, fitted_from) if micro else None)
+    result = LocalValidation(hardware=local.id, cases=out,
+                             calibration=LOMO + (f" plus {fitted_from}" if fitted_from else ""))
+    if measured:
+        work, prof, step = measured[0]
+        if bf16 is not None and bf16.label == step.label and bf16.kind == step.kind:
+            result.bf16_speedup_measured = step.median_s / bf16.median_s
+        result.class_speedups = class_speedups(prof, work, local, fit(pool, local, fitted_from), entries)
     return result

@@ -1,4 +1,5 @@
-"""Micro-benchmarks of one local device: matmul, conv2d, copy/triad bandwidth, per-op overhead.
+"""Micro-benchmarks of one local device: matmul, conv2d (dense and depthwise), copy/triad bandwidth,
+per-op overhead.
 
 Each benchmark warms up, then times repetitions (each rep a loop of `inner` calls sized so
 a rep is long enough for the timer) and returns a Measurement with median, min and max
@@ -206,22 +207,30 @@ def bench_overhead(device: LocalDevice, meter: EnergyMeter | None = None) -> Mea
 
 
 def bench_conv2d(device: LocalDevice, precision: str, batch: int, channels: int = 64, size: int = 56,
-                 kernel: int = 3, meter: EnergyMeter | None = None) -> Measurement:
-    """A ResNet-style 3x3 convolution, stride 1, same padding, channels in = out."""
+                 kernel: int = 3, meter: EnergyMeter | None = None, depthwise: bool = False) -> Measurement:
+    """A ResNet-style 3x3 convolution, stride 1, same padding, channels in = out; or, `depthwise`, one filter
+    per channel (groups = channels, MobileNet's depthwise layers), measured as kind "conv2d_depthwise"."""
     import torch
     import torch.nn.functional as F
 
     dev = torch.device(device.torch_device)
     dtype = _dtype(precision)
+    groups = channels if depthwise else 1
     with torch.inference_mode(), _tf32(precision == "tf32" and device.kind == "cuda"):
         x = torch.randn(batch, channels, size, size, dtype=dtype, device=dev)
-        w = torch.randn(channels, channels, kernel, kernel, dtype=dtype, device=dev)
-        timing = measure(lambda: F.conv2d(x, w, padding=kernel // 2), device, meter)
-    flops = 2.0 * batch * channels * size * size * channels * kernel * kernel
-    nbytes = BYTES_PER_ELEMENT[precision] * (2 * batch * channels * size * size + channels * channels * kernel**2)
+        w = torch.randn(channels, channels // groups, kernel, kernel, dtype=dtype, device=dev)
+        timing = measure(lambda: F.conv2d(x, w, padding=kernel // 2, groups=groups), device, meter)
+    flops = 2.0 * batch * channels * size * size * (channels // groups) * kernel * kernel
+    nbytes = BYTES_PER_ELEMENT[precision] * (2 * batch * channels * size * size + channels * channels // groups * kernel**2)
     shape = {"batch": batch, "channels_in": channels, "channels_out": channels, "height": size, "width": size,
-             "kernel": kernel}
-    return _measurement("conv2d", device, precision, shape, flops, nbytes, timing, "conv2d")
+             "kernel": kernel} | ({"groups": groups} if depthwise else {})
+    kind = "conv2d_depthwise" if depthwise else "conv2d"
+    return _measurement(kind, device, precision, shape, flops, nbytes, timing, kind)
+
+
+# Depthwise 3x3 layers as MobileNets stack them (channels double as the map halves), batch 8: a spread of sizes
+# for calibration's fit of the low-intensity convolution family.
+DEPTHWISE_SHAPES = ((32, 112), (64, 56), (128, 28), (256, 14))
 
 
 @dataclass(frozen=True)
@@ -236,7 +245,8 @@ class Bench:
     @property
     def label(self) -> str:
         size = f" {self.size}" if self.size else ""
-        return f"{self.kind} {self.precision}{size}"
+        channels = f" x{self.params['channels']}" if "channels" in self.params else ""
+        return f"{self.kind} {self.precision}{size}{channels}"
 
 
 def plan(device: LocalDevice, quick: bool = False) -> list[Bench]:
@@ -250,6 +260,7 @@ def plan(device: LocalDevice, quick: bool = False) -> list[Bench]:
     out += [Bench("matmul", p, n) for p in device.precisions for n in sizes]
     conv_batch = (16 if quick else 64) if gpu else (2 if quick else 8)
     out += [Bench("conv2d", p, conv_batch) for p in device.precisions if p not in ("int8",)]
+    out += [Bench("conv2d_depthwise", "fp32", conv_batch, {"channels": c, "size": n}) for c, n in DEPTHWISE_SHAPES]
     return out
 
 
@@ -258,6 +269,9 @@ def run_bench(bench: Bench, device: LocalDevice, meter: EnergyMeter | None = Non
         return bench_matmul(device, bench.precision, bench.size, meter)
     if bench.kind == "conv2d":
         return bench_conv2d(device, bench.precision, bench.size, meter=meter)
+    if bench.kind == "conv2d_depthwise":
+        return bench_conv2d(device, bench.precision, bench.size, bench.params["channels"], bench.params["size"],
+                            meter=meter, depthwise=True)
     if bench.kind in ("copy", "triad"):
         return bench_bandwidth(device, bench.kind, quick=bench.params.get("quick", False), meter=meter)
     if bench.kind == "overhead":

@@ -76,18 +76,75 @@ def fresh_bytes(name: str, bytes_written: float) -> float:
     return 0.0 if in_place or bytes_written < FRESH_OUTPUT_MIN_BYTES else float(bytes_written)
 
 
+# Operator families: an operator kind split by what the hardware does differently, as a path from the kind
+# ("elementwise/rng"). Calibration fits every path prefix on the operators below it, and an operator is
+# priced by the longest prefix that has a fit (efficiency.Efficiency.op_fit): a family no other model has
+# falls back to its parent kind's fit, then to the micro-benchmark figures.
+_RNG = frozenset({"bernoulli", "bernoulli_", "native_dropout", "normal_", "uniform_", "rand_like", "randn_like",
+                  "exponential_", "random_", "multinomial"})  # a random-number generator per element
+# Elementwise functions that evaluate a polynomial or series per element (tens of instructions), not one
+# vector instruction: erf/tanh-based GELU, exp, log, sigmoid, SiLU and their gradients.
+_TRANSCENDENTAL = frozenset({"exp", "exp_", "log", "log_", "log1p", "expm1", "tanh", "tanh_", "tanh_backward", "erf",
+                             "gelu", "gelu_", "gelu_backward", "silu", "silu_", "silu_backward", "sigmoid", "sigmoid_",
+                             "sigmoid_backward", "softplus", "softplus_backward", "mish", "mish_", "mish_backward",
+                             "elu", "elu_", "elu_backward", "pow", "pow_", "sin", "cos", "log_sigmoid_forward",
+                             "log_sigmoid_backward"})
+_BATCH_NORM = frozenset({"native_batch_norm", "native_batch_norm_backward", "batch_norm_backward",
+                         "_native_batch_norm_legit", "_native_batch_norm_legit_no_training",
+                         "_native_batch_norm_legit_functional", "_batch_norm_with_update", "_batch_norm_no_update"})
+_MAX_POOL = ("max_pool", "adaptive_max_pool")
+_AVG_POOL = ("avg_pool", "_adaptive_avg_pool", "adaptive_avg_pool")
+_SOFTMAX = ("_softmax", "_log_softmax", "_safe_softmax")
+_LOSS = ("nll_loss",)
+# Gathers and scatters: one indexed row at a time (embedding lookups and their scatter-add gradient).
+_INDEXED = frozenset({"embedding", "embedding_dense_backward", "index_select", "index_select_backward", "gather",
+                      "scatter", "scatter_add", "scatter_reduce", "index_add", "index_copy", "index", "index_put",
+                      "index_put_", "_index_put_impl_", "_unsafe_index", "masked_scatter", "masked_select"})
+
+
+def _packet(name: str) -> str:
+    """"aten.add_.Tensor" -> "add_"."""
+    parts = name.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
 def op_family(kind: str, name: str, flops: float, nbytes: float) -> str:
-    """The family an operator's measured time is fitted in: its kind, with convolutions split into
-    forward/backward and dense/low-intensity ("conv", "conv_low_intensity", "conv_backward", ...)."""
-    if kind != "conv":
-        return kind
-    family = "conv_backward" if "backward" in name else "conv"
-    return family + ("_low_intensity" if flops < CONV_LOW_INTENSITY_FLOP_PER_BYTE * nbytes else "")
+    """The family an operator's measured time is fitted in, a path from its kind:
+    conv/{forward,backward}/{dense,low_intensity}; attention/{forward,backward}; elementwise/{rng,
+    transcendental,inplace,out}; norm/{batch,layer}; reduction/{pool/max,pool/avg,softmax,loss,sum};
+    memory/{indexed,copy}; matmul and other as they are."""
+    op = _packet(name)
+    base = op.rstrip("_")
+    if kind == "conv":
+        dense = "low_intensity" if flops < CONV_LOW_INTENSITY_FLOP_PER_BYTE * nbytes else "dense"
+        return f"conv/{'backward' if 'backward' in op else 'forward'}/{dense}"
+    if kind == "attention":
+        return "attention/backward" if "backward" in op else "attention/forward"
+    if kind == "elementwise":
+        if op in _RNG:
+            return "elementwise/rng"
+        if op in _TRANSCENDENTAL:
+            return "elementwise/transcendental"
+        return "elementwise/inplace" if op.endswith("_") else "elementwise/out"
+    if kind == "norm":
+        return "norm/batch" if op in _BATCH_NORM else "norm/layer"
+    if kind == "reduction":
+        if base.startswith(_MAX_POOL):
+            return "reduction/pool/max"
+        if base.startswith(_AVG_POOL):
+            return "reduction/pool/avg"
+        if base.startswith(_SOFTMAX):
+            return "reduction/softmax"
+        return "reduction/loss" if base.startswith(_LOSS) else "reduction/sum"
+    if kind == "memory":
+        return "memory/indexed" if op in _INDEXED else "memory/copy"
+    return kind
 
 
-# A family with no fit of its own is priced with the nearest one it splits from.
-PARENT_FAMILY = {"conv_low_intensity": "conv", "conv_backward_low_intensity": "conv_backward",
-                 "conv_backward": "conv"}
+def family_chain(family: str) -> list[str]:
+    """`family` and its ancestors, most specific first: "conv/forward/dense" -> [that, "conv/forward", "conv"]."""
+    parts = family.split("/")
+    return ["/".join(parts[:i]) for i in range(len(parts), 0, -1)]
 
 
 @dataclass(frozen=True)
@@ -145,11 +202,9 @@ class Efficiency:
     absent_ops: tuple[str, ...] = ()  # "phase:aten name": traced, but measured steps never run them
 
     def op_fit(self, family: str, precision: str) -> OpFit | None:
-        """The fit that prices `family` at `precision`: its own, else its parent family's (PARENT_FAMILY)."""
+        """The fit that prices `family` at `precision`: its own, else its nearest ancestor's (family_chain)."""
         fits = {(f.family, f.precision): f for f in self.op_fits}
-        while family and (family, precision) not in fits:
-            family = PARENT_FAMILY.get(family, "")
-        return fits.get((family, precision))
+        return next((fits[f, precision] for f in family_chain(family) if (f, precision) in fits), None)
 
     def describe(self) -> str:
         """One line for an estimate's assumptions."""

@@ -219,7 +219,7 @@ def measurements_table(ms, hw: Hardware | None = None, title: str = "measurement
 
 def validation_tables(v) -> list:
     t = Table(title=f"predicted vs measured step time on {v.hardware} ({v.calibration})", header_style="bold")
-    for col in ("model", "mode", "batch", "seq", "measured", "before", "error", "micro-bench cal.", "error",
+    for col in ("model", "mode", "batch", "seq", "measured", "spread", "before", "error", "micro-bench cal.", "error",
                 "after (leave-one-model-out)", "error"):
         t.add_column(col, justify="left" if col in ("model", "mode") else "right")
     for c in v.cases:
@@ -227,7 +227,8 @@ def validation_tables(v) -> list:
         for value, err in ((c.predicted_micro_s, c.error_micro), (c.predicted_after_s, c.error_after)):
             cells += ["-", "-"] if value is None else [seconds(value), f"{err:+.0%}"]
         t.add_row(c.model, c.mode, str(c.batch), str(c.seq_len or "-"), seconds(c.measured_s),
-                  seconds(c.predicted_before_s), f"{c.error_before:+.0%}", *cells)
+                  "-" if c.spread is None else f"{c.spread:.0%}", seconds(c.predicted_before_s),
+                  f"{c.error_before:+.0%}", *cells)
     s = v.summary()
     out: list = [t]
     line = f"median |error| before calibration {s['median_abs_error_before']:.1%}, worst {s['worst_abs_error_before']:.1%}"
@@ -237,6 +238,9 @@ def validation_tables(v) -> list:
         line += (f"; after, leave-one-model-out: median {s['median_abs_error_after']:.1%}, "
                  f"worst {s['worst_abs_error_after']:.1%}")
     out.append(line + f" ({s['cases']} cases)")
+    if s["median_spread"] is not None:
+        out.append(f"spread: (slowest - fastest) / median of each case's round medians, median {s['median_spread']:.0%}; "
+                   "an error of that size is within this machine's run-to-run noise.")
     out.append("Each 'after' prediction uses operator fits from the other models only; `chipfit calibrate` now fits "
                "from all of them for later predictions.")
     if v.bf16_speedup_measured:
