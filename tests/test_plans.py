@@ -4,9 +4,9 @@ import pytest
 
 from chipfit.catalog.schema import Figure, Hardware
 from chipfit.errors import ChipfitError
-from chipfit.predict.plan import ModelShape
+from chipfit.planning import shape_of
 from chipfit.predict.plans import scale_profile, search_plans
-from chipfit.validate_published import transformer_profile
+from chipfit.workload.llm import TransformerSpec, profile_spec
 from chipfit.workload.workload import Workload
 
 S = "test figure"
@@ -14,18 +14,18 @@ GPU = Hardware(id="test-gpu", name="Test GPU", vendor="T", hw_class="gpu",
                peak_flops={"fp32": Figure(100e12, S, True), "bf16": Figure(400e12, S, True)},
                memory_bytes=Figure(40 * 2**30, S), mem_bw_bytes_per_s=Figure(2e12, S),
                interconnect_bw_bytes_per_s=Figure(800e9, S), tdp_watts=Figure(500, S))
-SHAPE = ModelShape(layers=8, hidden=4096, heads=12, seq_len=2048)
-PARAMS = 8 * 12 * 4096**2  # 1.6e9 parameters in 8 layers
+SPEC = TransformerSpec(layers=8, hidden=4608, heads=12, kv_heads=12, ffn=4 * 4608, vocab=32000, gated_mlp=False)
+SHAPE = shape_of(SPEC, 2048)
 JOB = Workload(model="t", batch=64, seq_len=2048, tokens=64 * 2048 * 1000, precision="bf16")
 
 
 def factory(b):
-    return transformer_profile(PARAMS, SHAPE, b)
+    return profile_spec(SPEC, batch=b, seq_len=2048, precision="bf16")
 
 
 def test_search_rejects_plans_that_do_not_fit_and_keeps_only_fitting_ones():
     small = Hardware(**{**GPU.__dict__, "memory_bytes": Figure(8 * 2**30, S)})
-    # 1.6e9 params x 16 B = 25.8 GB of training state: no 8 GiB device holds it without sharding.
+    # 2.3e9 params x 16 B = 37 GB of training state: no 8 GiB device holds it without sharding.
     result = search_plans(factory, SHAPE, JOB, small, devices=8, micro_batch_sizes=(1,))
     assert result.rejected["does not fit in memory"] > 0
     assert "needs" in result.examples["does not fit in memory"]
@@ -69,3 +69,15 @@ def test_scale_profile_is_linear_in_the_micro_batch_except_the_optimizer():
     assert four.flops("forward") == pytest.approx(4 * one.flops("forward"))
     assert four.flops("optimizer") == one.flops("optimizer")
     assert four.activation_bytes == 4 * one.activation_bytes and four.batch == 4
+
+
+def test_scale_profile_through_two_traces_keeps_the_weight_traffic_fixed():
+    # Every operator's bytes are (weights, fixed) + (activations, per sample): the line through
+    # micro-batches 1 and 2 gives micro-batch 8 exactly, where scaling 1 by 8 also multiplies the weights.
+    exact, lined = factory(8), scale_profile(factory(1), 8, reference=factory(2))
+    assert [op.bytes for op in lined.ops] == pytest.approx([op.bytes for op in exact.ops], abs=1)
+    assert [op.flops for op in lined.ops] == pytest.approx([op.flops for op in exact.ops])
+    assert lined.activation_bytes == pytest.approx(exact.activation_bytes, abs=1)
+    qkvo = next(i for i, op in enumerate(exact.ops) if op.module == "layers.0.attn" and op.kind == "matmul")
+    weights = 4 * 4608**2 * 2  # q, k, v, o in bf16, read once whatever the batch
+    assert scale_profile(factory(1), 8).ops[qkvo].bytes - exact.ops[qkvo].bytes == pytest.approx(7 * weights, abs=8)

@@ -5,9 +5,8 @@ import csv
 import pytest
 
 from chipfit.errors import ChipfitError
-from chipfit.predict.plan import ModelShape
-from chipfit.validate_published import (format_table, parse_amount, parse_batch, plan_hints, summarize,
-                                        transformer_profile, validate_published, RowResult)
+from chipfit.validate_published import (format_table, model_spec, parse_amount, parse_batch, plan_hints, summarize,
+                                        validate_published, RowResult)
 
 FIELDS = ["id", "kind", "model", "params", "tokens_or_samples", "seq_len", "global_batch", "hardware",
           "device_count", "precision", "metric", "value", "unit", "source", "confidence", "notes"]
@@ -24,15 +23,18 @@ def test_row_inputs_are_parsed():
     assert plan_hints("bf16") == ((0, 1, 2, 3), (False, True))
 
 
-def test_transformer_profile_does_six_n_d_plus_attention():
-    shape = ModelShape(layers=4, hidden=1024, heads=8, seq_len=512)
-    n = 4 * 12 * 1024**2
-    p = transformer_profile(n, shape, micro_batch=2)
-    tokens = 2 * 512
-    matmul = sum(op.flops for op in p.ops if op.kind == "matmul")
-    attention = sum(op.flops for op in p.ops if op.kind == "attention")
-    assert matmul == pytest.approx(6 * n * tokens)
-    assert attention == pytest.approx(4 * 3.5 * 2 * tokens * 512 * 1024)  # fwd 1x + bwd 2.5x per layer
+# (model, params) as ../shared/validation/published.csv gives them.
+ROW_PARAMS = (("LLaMA-7B", 6.7e9), ("LLaMA-65B", 65.2e9), ("Llama 2 70B", 68.98e9), ("BLOOM-176B", 176.247e9),
+              ("GPT 1T (1008B, benchmark, not trained to convergence)", 1008e9), ("MPT-7B", 6_658_859_008),
+              ("MPT-70B", 64_862_437_376), ("GPT-style 175B (Megatron-DeepSpeed, benchmark only)", 175e9),
+              ("GPT-3 175B (MLPerf)", 175e9))
+
+
+def test_published_architectures_reproduce_each_rows_parameter_count():
+    ratios = {model: model_spec(model)[0].params() / params for model, params in ROW_PARAMS}
+    assert all(abs(r - 1) < 0.01 for r in ratios.values()), ratios
+    assert ratios["MPT-70B"] == pytest.approx(64_839_761_920 / 64_862_437_376)
+    assert model_spec("PaLM 540B") is None and model_spec("T5-11B") is None  # no decoder-only spec
 
 
 def test_summary_is_median_and_p90_of_abs_error():

@@ -3,8 +3,8 @@
 Each row of `published.csv` is predicted from its own inputs only (model, parameters, tokens or
 samples, sequence, global batch, hardware, device count, precision), never from its `value`:
 
-- LLM training: an analytic transformer profile per micro-batch (matmuls of 2N FLOPs per token
-  forward, flash attention, norms, residuals and activations, fused AdamW), the plan search
+- LLM training: the analytic transformer profile `compare --spec` uses (workload.llm.profile_spec)
+  of the row's published architecture, per micro-batch; the plan search
   (predict.plans) picks the fastest plan that fits on the row's device count (the fewest
   device-hours where the row gives no count), and its step time gives tokens/s, hours, energy.
 - CNNs: the traced zoo model (ResNet-50) on the roofline, data parallel over the devices.
@@ -25,9 +25,10 @@ from .catalog import Catalog, load_catalog
 from .errors import ChipfitError
 from .predict import Plan, predict
 from .predict.parallel import GBIT, Network
-from .predict.plan import ModelShape
-from .predict.plans import search_plans
-from .workload.profile import Op, Profile
+from .predict.plans import scale_profile, search_plans
+from .planning import shape_of
+from .workload.llm import TransformerSpec, profile_spec
+from .workload.profile import Profile
 from .workload.workload import Workload
 
 # Share of wall-clock time a large run spends on useful training steps: Llama 3 reports "higher
@@ -45,21 +46,32 @@ DEFAULT_SEQ_LEN = 2048
 CNN_BATCH = 256
 # An MI250X package holds two graphics compute dies (AMD MI250X page); rows count dies.
 GCDS_PER_MI250X = 2
-ADAMW_BYTES_PER_PARAM = 28  # fused AdamW, mixed precision: read fp32 w, m, v and 16-bit grad (14 B), write w, m, v, 16-bit w (14 B)
-ADAMW_FLOPS_PER_PARAM = 12  # about a dozen vector operations per element (torch.optim.AdamW step)
 
-# Architectures of the named models (layers, hidden, heads), each from its paper or model card.
-SHAPES = (
-    (r"llama-7b", (32, 4096, 32), "Touvron et al. 2023, LLaMA, Table 2"),
-    (r"llama-65b", (80, 8192, 64), "Touvron et al. 2023, LLaMA, Table 2"),
-    (r"llama 2 70b", (80, 8192, 64), "Touvron et al. 2023, Llama 2, Sec. 2 and Table 1 (GQA, 8 KV heads)"),
-    (r"bloom-176b", (70, 14336, 112), "BigScience 2022, BLOOM (arXiv:2211.05100), Table 3"),
-    (r"t5-11b", (48, 1024, 128), "Raffel et al. 2020, T5, Sec. 3.7 (24 encoder + 24 decoder blocks, d_model 1024)"),
-    (r"palm 540b", (118, 18432, 48), "Chowdhery et al. 2022, PaLM, Table 1"),
-    (r"gpt 1t", (128, 25600, 160), "Narayanan et al. 2021, Megatron-LM SC'21, Table 1"),
-    (r"mpt-7b", (32, 4096, 32), "MosaicML MPT-7B model card (d_model 4096, 32 layers, 32 heads)"),
-    (r"mpt-70b", (80, 8192, 64), "llm-foundry mpt-70b config (d_model 8192, n_layers 80, n_heads 64)"),
-    (r"175b", (96, 12288, 96), "Brown et al. 2020, GPT-3, Table 2.1"),
+# Architectures of the named models, each from its paper, model card or released config; each
+# reproduces its row's parameter count within 1% (tests/test_published.py). PaLM has none: its
+# head size (256) is not hidden / heads, which a TransformerSpec cannot express.
+_SPECS = (
+    (r"llama-7b", TransformerSpec(32, 4096, 32, 32, 11008, 32000, name="LLaMA-7B"),
+     "Touvron et al. 2023, LLaMA, Table 2; ffn and vocab from the released params (HF config)"),
+    (r"llama-65b", TransformerSpec(80, 8192, 64, 64, 22016, 32000, name="LLaMA-65B"),
+     "Touvron et al. 2023, LLaMA, Table 2; ffn and vocab from the released params (HF config)"),
+    (r"llama 2 70b", TransformerSpec(80, 8192, 64, 8, 28672, 32000, name="Llama-2-70B"),
+     "Touvron et al. 2023, Llama 2, Sec. 2 (GQA, 8 KV heads); meta-llama/Llama-2-70b-hf config.json"),
+    (r"bloom-176b", TransformerSpec(70, 14336, 112, 112, 57344, 250880, tied_embeddings=True, gated_mlp=False,
+                                    norm="layer", bias=True, name="BLOOM-176B"),
+     "BigScience 2022, BLOOM (arXiv:2211.05100), Table 3 (ALiBi, 4h GELU MLP, 250,880 vocab)"),
+    (r"gpt 1t", TransformerSpec(128, 25600, 160, 160, 102400, 51200, tied_embeddings=True, gated_mlp=False,
+                                norm="layer", max_positions=2048, bias=True, name="GPT-1T"),
+     "Narayanan et al. 2021, Megatron-LM SC'21, Table 1 (GPT: 4h MLP, 51,200 padded vocab)"),
+    (r"mpt-7b", TransformerSpec(32, 4096, 32, 32, 16384, 50432, tied_embeddings=True, gated_mlp=False,
+                                norm="layer", name="MPT-7B"),
+     "MosaicML MPT-7B model card (d_model 4096, 32 layers, 32 heads, expansion 4, vocab 50432, ALiBi)"),
+    (r"mpt-70b", TransformerSpec(80, 8192, 64, 64, 32768, 50368, tied_embeddings=True, gated_mlp=False,
+                                 norm="layer", name="MPT-70B"),
+     "llm-foundry mpt-70b config (d_model 8192, n_layers 80, n_heads 64, expansion 4, vocab 50368)"),
+    (r"175b", TransformerSpec(96, 12288, 96, 96, 49152, 50257, tied_embeddings=True, gated_mlp=False,
+                              norm="layer", max_positions=2048, bias=True, name="GPT-3-175B"),
+     "Brown et al. 2020, GPT-3, Table 2.1 (4h MLP, GPT-2 vocabulary, 2048 learned positions)"),
 )
 # How each source counts FLOPs (../shared/validation/README.md): PaLM and MosaicML count the
 # attention FLOPs; Megatron-LM counts the recomputed forward of the plan (hardware FLOPs).
@@ -171,8 +183,8 @@ def parse_precision(text: str, hw_id: str) -> str:
         return "fp8"
     if "int8" in t:
         return "int8"
-    if "fp16" in t and "bf16" not in t:
-        return "fp16"
+    if ("fp16" in t or t.strip() == "amp") and "bf16" not in t:
+        return "fp16"  # plain "AMP" is torch.cuda.amp, whose default dtype is float16
     return "bf16"
 
 
@@ -193,11 +205,12 @@ def catalog_id(hardware: str, catalog: Catalog) -> str | None:
     return None
 
 
-def model_shape(model: str, seq_len: int) -> tuple[ModelShape, str] | None:
+def model_spec(model: str) -> tuple[TransformerSpec, str] | None:
+    """The published architecture of a row's model, and its source."""
     text = model.lower()
-    for pattern, (layers, hidden, heads), source in SHAPES:
+    for pattern, spec, source in _SPECS:
         if re.search(pattern, text):
-            return ModelShape(layers=layers, hidden=hidden, heads=heads, seq_len=seq_len), source
+            return spec, source
     return None
 
 
@@ -210,45 +223,6 @@ def row_network(hardware: str) -> Network | None:
     return Network(f"RoCE, {gbps:g} Gb/s per 8 GPUs", gbps * GBIT / 8, "the published row's hardware column")
 
 
-# --- an analytic transformer profile -------------------------------------------------------------
-
-def transformer_profile(params: float, shape: ModelShape, micro_batch: int, dtype: str = "bf16") -> Profile:
-    """One training step of a dense decoder at `micro_batch` sequences, as roofline operators.
-
-    Every layer holds params / layers parameters in four matmuls (QKV, output, MLP up, down in the
-    ratio 3:1:4:4 of a 4h MLP); attention is fused (flash: causal, 2 s h FLOPs per token per
-    matmul pair); two norms, two residual adds and the MLP activation are memory-bound. Backward:
-    twice the matmul FLOPs (input and weight gradients), 2.5x the attention (flash recomputes
-    its scores), twice the elementwise bytes. The optimizer is one fused AdamW pass.
-    """
-    e = 2  # bytes per 16-bit element
-    h, s, L = shape.hidden, shape.seq_len, shape.layers
-    T = micro_batch * s
-    per_layer = params / L
-    c = per_layer / (12 * h * h)
-    ops: list[Op] = []
-
-    def add(kind: str, flops: float, nbytes: float, phase: str) -> None:
-        ops.append(Op(name=f"analytic.{kind}", kind=kind, flops=flops, bytes_read=round(nbytes), bytes_written=0,
-                      dtype=dtype, phase=phase, module="layer"))
-
-    mats = [(h, 3 * h * c), (h * c, h), (h, 4 * h * c), (4 * h * c, h)]  # (in, out) features
-    act_saved = 0.0
-    for _ in range(L):
-        for phase, mult in (("forward", 1), ("backward", 2)):
-            for k, n in mats:
-                for _ in range(mult):
-                    add("matmul", 2 * T * k * n, e * (T * k + k * n + T * n), phase)
-            add("attention", (2.5 if mult == 2 else 1) * 2 * T * s * h, mult * e * 4 * T * h, phase)
-            for nbytes in (2 * T * h, 2 * T * h, 3 * T * h, 3 * T * h, 3 * T * 4 * h * c):  # norms, adds, act
-                add("elementwise", T * h, mult * e * nbytes, phase)
-        act_saved += e * T * h * (6 + 3 * c + 12 * c)  # norm outputs, q k v, attention out, MLP in/act
-    add("elementwise", ADAMW_FLOPS_PER_PARAM * params, ADAMW_BYTES_PER_PARAM * params, "optimizer")
-    return Profile(model="transformer", mode="train", batch=micro_batch, seq_len=s, dtype=dtype, ops=ops,
-                   params=int(params), trainable_params=int(params), param_bytes=int(e * params),
-                   activation_bytes=int(act_saved))
-
-
 # --- predicting one row ----------------------------------------------------------------------------
 
 class _Unpredictable(Exception):
@@ -258,10 +232,11 @@ class _Unpredictable(Exception):
 def _llm_train(row: dict, catalog: Catalog, hw_id: str) -> tuple[float, str]:
     params = float(row["params"])
     seq = int(_number(row["seq_len"]) or DEFAULT_SEQ_LEN)
-    got = model_shape(row["model"], seq)
+    got = model_spec(row["model"])
     if got is None:
-        raise _Unpredictable(f"no published architecture (layers, hidden, heads) for {row['model']}")
-    shape, shape_src = got
+        raise _Unpredictable(f"no published decoder-only architecture for {row['model']}")
+    spec, shape_src = got
+    shape = shape_of(spec, seq)
     amount = parse_amount(row["tokens_or_samples"])
     tokens = None
     if amount is not None:
@@ -279,7 +254,7 @@ def _llm_train(row: dict, catalog: Catalog, hw_id: str) -> tuple[float, str]:
         raise _Unpredictable("the row gives no number of tokens or samples trained")
     job = Workload(model=row["model"], batch=batch, seq_len=seq, tokens=tokens or float(batch * seq),
                    precision=precision)
-    search = search_plans(lambda b: transformer_profile(params, shape, b), shape, job, hw,
+    search = search_plans(lambda b: profile_spec(spec, batch=b, seq_len=seq, precision=precision), shape, job, hw,
                           devices=devices, max_devices=None if devices else batch,
                           objective="time" if devices else "device_hours", network=row_network(row["hardware"]),
                           zero_stages=zero_stages, recompute=recompute)
@@ -318,22 +293,21 @@ def _llm_train(row: dict, catalog: Catalog, hw_id: str) -> tuple[float, str]:
     raise _Unpredictable(f"metric {metric!r} is not predicted for LLM training")
 
 
-_CNN_CACHE: dict[tuple, Profile] = {}
+_CNN_CACHE: dict[tuple, tuple[Profile, Profile]] = {}
 
 
-def _cnn_profile(mode: str, precision: str) -> Profile:
-    """ResNet-50 traced once at batch 1 (torch, fake tensors), scaled per batch analytically."""
+def _cnn_profile(mode: str, precision: str, batch: int) -> Profile:
+    """ResNet-50 at `batch`, through its traces (torch, fake tensors) at batch 1 and 2."""
     key = (mode, precision)
     if key not in _CNN_CACHE:
         from .workload import profile as trace
 
-        _CNN_CACHE[key] = trace("resnet50", mode=mode, batch=1, precision=precision)
-    return _CNN_CACHE[key]
+        _CNN_CACHE[key] = tuple(trace("resnet50", mode=mode, batch=b, precision=precision) for b in (1, 2))
+    one, two = _CNN_CACHE[key]
+    return scale_profile(one, batch, reference=two)
 
 
 def _cnn(row: dict, catalog: Catalog, hw_id: str) -> tuple[float, str]:
-    from .predict.plans import scale_profile
-
     if "resnet" not in row["model"].lower():
         raise _Unpredictable(f"no zoo model for {row['model']}")
     hw = catalog.get(hw_id)
@@ -344,7 +318,7 @@ def _cnn(row: dict, catalog: Catalog, hw_id: str) -> tuple[float, str]:
     batch = given or CNN_BATCH * devices
     per_device = batch // devices
     trace_precision = "bf16" if precision == "int8" else precision
-    prof = scale_profile(_cnn_profile(mode, trace_precision), per_device)
+    prof = _cnn_profile(mode, trace_precision, per_device)
     amount = parse_amount(row["tokens_or_samples"])
     samples = amount[1] if amount and amount[0] == "samples" else float(batch)
     job = Workload(model="resnet50", mode=mode, batch=per_device * devices, samples=samples, precision=precision)

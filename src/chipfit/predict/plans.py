@@ -2,10 +2,8 @@
 
 Pure (no torch, no I/O). Re-tracing the model for every plan would be slow, so the search needs
 one profile per micro-batch size: either a factory `profile_for(micro_batch) -> Profile` (called
-once per size), or one Profile traced at some micro-batch b0 that is scaled analytically: forward
-and backward FLOPs, bytes and saved activations grow linearly with the micro-batch (b / b0; this
-overstates weight reads, which do not grow, so small micro-batches look slightly slower than they
-are), optimizer operators do not change. Tensor parallelism then divides a rank's matrix work by t
+once per size), or one Profile traced at some micro-batch that is scaled analytically
+(scale_profile). Tensor parallelism then divides a rank's matrix work by t
 (predict.parallel.shard_arrays).
 """
 
@@ -86,17 +84,42 @@ class PlanSearch:
                 "examples": dict(self.examples), "why": self.why}
 
 
-def scale_profile(profile: Profile, micro_batch: int) -> Profile:
-    """`profile` as if traced at `micro_batch`: forward/backward ops and activations scale linearly."""
+def scale_profile(profile: Profile, micro_batch: int, reference: Profile | None = None) -> Profile:
+    """`profile` as if traced at `micro_batch`; optimizer operators do not change.
+
+    With a `reference` traced at another batch (same operators in the same order), each operator's
+    FLOPs, bytes and the saved activations follow the line through the two traces: exact for the
+    per-sample part and the fixed part (weights read, weight gradients written). Without one they
+    grow linearly with the micro-batch, which overstates weight traffic when scaling up.
+    """
     if micro_batch == profile.batch:
         return profile
-    k = micro_batch / profile.batch
-    ops = [op if op.phase == "optimizer" else replace(op, flops=op.flops * k, bytes_read=round(op.bytes_read * k),
-                                                       bytes_written=round(op.bytes_written * k))
-           for op in profile.ops]
-    return replace(profile, batch=micro_batch, ops=ops, activation_bytes=round(profile.activation_bytes * k),
-                   peak_activation_bytes=round(profile.peak_activation_bytes * k),
-                   notes=[*profile.notes, f"scaled analytically from micro-batch {profile.batch} to {micro_batch}"])
+    aligned = (reference is not None and reference.batch != profile.batch and len(reference.ops) == len(profile.ops)
+               and all(a.name == b.name for a, b in zip(reference.ops, profile.ops)))
+
+    def at(x0: float, x1: float | None) -> float:
+        """The value at micro_batch of a quantity that is x0 at profile.batch (x1 at the reference's)."""
+        if x1 is None:
+            return x0 * micro_batch / profile.batch
+        return max(0.0, x0 + (x1 - x0) * (micro_batch - profile.batch) / (reference.batch - profile.batch))
+
+    ops = []
+    for i, op in enumerate(profile.ops):
+        if op.phase == "optimizer":
+            ops.append(op)
+            continue
+        ref = reference.ops[i] if aligned else None
+        scaled = {k: at(getattr(op, k), None if ref is None else getattr(ref, k))
+                  for k in ("flops", "bytes_read", "bytes_written")}
+        ops.append(replace(op, flops=scaled["flops"], bytes_read=round(scaled["bytes_read"]),
+                           bytes_written=round(scaled["bytes_written"])))
+    ref_act = reference.activation_bytes if aligned else None
+    ref_peak = reference.peak_activation_bytes if aligned else None
+    how = f"from traces at micro-batch {profile.batch} and {reference.batch}" if aligned else \
+        f"linearly from micro-batch {profile.batch}"
+    return replace(profile, batch=micro_batch, ops=ops, activation_bytes=round(at(profile.activation_bytes, ref_act)),
+                   peak_activation_bytes=round(at(profile.peak_activation_bytes, ref_peak)),
+                   notes=[*profile.notes, f"scaled to micro-batch {micro_batch} {how}"])
 
 
 def _device_counts(max_devices: int, devices: int | None) -> list[int]:
