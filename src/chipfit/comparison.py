@@ -9,6 +9,7 @@ from .catalog import Catalog, load_catalog
 from .catalog.schema import FRAMEWORKS, Hardware
 from .errors import ChipfitError, closest
 from .predict import Conditions, Estimate, OpArrays, Plan, add_energy_and_cost, predict_fitting
+from .workload.fusion import FUSING_FRAMEWORKS, fuse_for_engine
 from .workload.profile import Profile
 from .workload.workload import Workload
 
@@ -109,11 +110,16 @@ def compare_profile(
 ) -> list[Estimate]:
     """Pure part of compare: the profile on each entry, ranked. Fast (no tracing, no I/O).
 
+    An inference engine named as `framework` (TensorRT, ONNX Runtime, ...) runs the fused graph
+    (workload.fusion).
+
     `local_calibration` (chipfit.calibrate.Calibration) replaces the published efficiencies
     for the local CPU's own estimate.
     """
     if framework is not None and framework not in FRAMEWORKS:
         raise ChipfitError(f"Framework {framework!r} is not known.{closest(framework, FRAMEWORKS)} Known: {', '.join(FRAMEWORKS)}.")
+    if framework in FUSING_FRAMEWORKS:
+        profile = fuse_for_engine(profile, workload.precision)
     arrays = OpArrays.from_profile(profile, workload.precision)
     estimates = []
     for hw in hardware:

@@ -7,7 +7,8 @@ samples, sequence, global batch, hardware, device count, precision), never from 
   of the row's published architecture, per micro-batch; the plan search
   (predict.plans) picks the fastest plan that fits on the row's device count (the fewest
   device-hours where the row gives no count), and its step time gives tokens/s, hours, energy.
-- CNNs: the traced zoo model (ResNet-50) on the roofline, data parallel over the devices.
+- CNNs: the traced zoo model (ResNet-50) on the roofline, data parallel over the devices; rows
+  run in TensorRT get the engine's fused graph (workload.fusion).
 - Whole-run hours divide by WHOLE_RUN_GOODPUT for restarts, evaluation and lost work.
 A row that cannot be predicted says why; no row is dropped.
 """
@@ -27,6 +28,7 @@ from .predict import Plan, predict
 from .predict.parallel import GBIT, Network
 from .predict.plans import scale_profile, search_plans
 from .planning import shape_of
+from .workload.fusion import fuse_for_engine
 from .workload.llm import TransformerSpec, profile_spec
 from .workload.profile import Profile
 from .workload.workload import Workload
@@ -319,13 +321,17 @@ def _cnn(row: dict, catalog: Catalog, hw_id: str) -> tuple[float, str]:
     per_device = batch // devices
     trace_precision = "bf16" if precision == "int8" else precision
     prof = _cnn_profile(mode, trace_precision, per_device)
+    engine = "tensorrt" if "tensorrt" in row["precision"].lower() else None
+    if engine:
+        prof = fuse_for_engine(prof, precision)
     amount = parse_amount(row["tokens_or_samples"])
     samples = amount[1] if amount and amount[0] == "samples" else float(batch)
     job = Workload(model="resnet50", mode=mode, batch=per_device * devices, samples=samples, precision=precision)
     est = predict(prof, hw, job, Plan(devices=devices))
     if est.excluded_reason:
         raise _Unpredictable(est.excluded_reason)
-    how = f"traced ResNet-50, batch {per_device} per device x {devices} {hw_id}, {precision}"
+    how = f"traced ResNet-50, batch {per_device} per device x {devices} {hw_id}, {precision}" + \
+        (f", fused as {engine} runs it" if engine else "")
     metric = row["metric"]
     if metric == "samples_per_s":
         return est.throughput_per_s / (devices if row["kind"] == "train_throughput" else 1), how
