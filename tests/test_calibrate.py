@@ -126,15 +126,19 @@ def test_fit_ops_recovers_a_family_from_synthetic_operator_times():
     ("elementwise", "aten.gelu.default", 1, 1, "elementwise/transcendental"),
     ("elementwise", "aten.add_.Tensor", 1, 1, "elementwise/inplace"),
     ("elementwise", "aten.add.Tensor", 1, 1, "elementwise/out"),
-    ("norm", "aten.native_batch_norm_backward.default", 1, 1, "norm/batch"),
-    ("norm", "aten.native_layer_norm.default", 1, 1, "norm/layer"),
-    ("reduction", "aten.max_pool2d_with_indices_backward.default", 1, 1, "reduction/pool/max"),
-    ("reduction", "aten._adaptive_avg_pool2d.default", 1, 1, "reduction/pool/avg"),
-    ("reduction", "aten._log_softmax_backward_data.default", 1, 1, "reduction/softmax"),
-    ("reduction", "aten.nll_loss_forward.default", 1, 1, "reduction/loss"),
-    ("reduction", "aten.sum.dim_IntList", 1, 1, "reduction/sum"),
-    ("memory", "aten.embedding_dense_backward.default", 1, 1, "memory/indexed"),
-    ("memory", "aten.cat.default", 1, 1, "memory/copy"),
+    ("norm", "aten.native_batch_norm_backward.default", 1, 1, "norm/batch/backward"),
+    ("norm", "aten.native_batch_norm.default", 1, 1, "norm/batch/forward"),
+    ("norm", "aten.native_layer_norm.default", 1, 1, "norm/layer/forward"),
+    ("reduction", "aten.max_pool2d_with_indices.default", 1, 1, "reduction/pool/max/forward"),
+    ("reduction", "aten.max_pool2d_with_indices_backward.default", 1, 1, "reduction/pool/max/backward"),
+    ("reduction", "aten._adaptive_avg_pool2d.default", 1, 1, "reduction/pool/avg/forward"),
+    ("reduction", "aten._log_softmax_backward_data.default", 1, 1, "reduction/softmax/backward"),
+    ("reduction", "aten.nll_loss_forward.default", 1, 1, "reduction/loss/forward"),
+    ("reduction", "aten.sum.dim_IntList", 1, 1, "reduction/sum/forward"),
+    ("memory", "aten.embedding_dense_backward.default", 1, 1, "memory/indexed/backward"),
+    ("memory", "aten.embedding.default", 1, 1, "memory/indexed/forward"),
+    ("memory", "aten.cat.default", 1, 1, "memory/copy/forward"),
+    ("elementwise", "aten.threshold_backward.default", 1, 1, "elementwise/out"),
     ("matmul", "aten.mm.default", 1, 1, "matmul"),
 ])
 def test_op_family_splits_kinds_by_what_the_hardware_does(kind, name, flops, nbytes, family):
@@ -146,7 +150,8 @@ def test_op_family_splits_kinds_by_what_the_hardware_does(kind, name, flops, nby
 def test_a_family_without_data_is_priced_by_its_parent_kind_then_the_roofline():
     from chipfit.predict.efficiency import family_chain
 
-    assert family_chain("reduction/pool/max") == ["reduction/pool/max", "reduction/pool", "reduction"]
+    assert family_chain("reduction/pool/max/forward") == ["reduction/pool/max/forward", "reduction/pool/max",
+                                                          "reduction/pool", "reduction"]
     # Data: out-of-place adds (2 us + bytes at 50% of bandwidth) and batch norms (5 us + bytes at 20%).
     rows = [op_row("a", "elementwise", n, 8 * n, 2e-6 + 8 * n / (100e9 * 0.5)) for n in (1e3, 1e5, 1e7)]
     rows += [op_row("a", "norm", 5 * n, 8 * n, 5e-6 + 8 * n / (100e9 * 0.2), name="aten.native_batch_norm.default")
@@ -326,7 +331,8 @@ def test_ops_no_real_step_ran_are_learned_and_priced_at_zero():
 
 def test_validation_interleaves_rounds_and_reports_their_spread(monkeypatch):
     """Steps are timed round by round over all cases; a case's time is the median of its rounds' medians,
-    its spread their range over that median; a stored run predicted again gives the same predictions."""
+    its spread their median absolute deviation over that median; a stored run predicted again gives the same
+    predictions."""
     import chipfit.measure.opprofile as opprofile
     import chipfit.measure.steps as steps
     import chipfit.workload as workload
@@ -362,9 +368,10 @@ def test_validation_interleaves_rounds_and_reports_their_spread(monkeypatch):
                                 ("b", "infer", 1, None)), repetitions=2, rounds=3, record=records.append)
     assert calls == ["a", "b"] * 3
     a, b = v.cases
-    assert (a.measured_s, a.spread) == (pytest.approx(0.20), pytest.approx((0.30 - 0.10) / 0.20))
-    assert (b.measured_s, b.spread) == (pytest.approx(0.45), pytest.approx((0.50 - 0.40) / 0.45))
-    assert v.summary()["median_spread"] == pytest.approx((1.0 + 0.1 / 0.45) / 2)
+    # spread: median of |round median - 0.20| = median(0.10, 0.10, 0) = 0.10, over 0.20
+    assert (a.measured_s, a.spread) == (pytest.approx(0.20), pytest.approx(0.10 / 0.20))
+    assert (b.measured_s, b.spread) == (pytest.approx(0.45), pytest.approx(0.05 / 0.45))
+    assert v.summary()["median_spread"] == pytest.approx((0.5 + 0.05 / 0.45) / 2)
     step_a = next(m for m in records if m.kind == "infer_step" and m.label == "a")
     assert (step_a.repetitions, step_a.min_s, step_a.max_s) == (6, pytest.approx(0.09), pytest.approx(0.31))
     assert v.bf16_speedup_measured == pytest.approx(0.20 / 0.05)
@@ -372,3 +379,15 @@ def test_validation_interleaves_rounds_and_reports_their_spread(monkeypatch):
     assert [c.predicted_after_s for c in again.cases] == pytest.approx([c.predicted_after_s for c in v.cases])
     assert [c.spread for c in again.cases] == pytest.approx([a.spread, b.spread])
     assert again.bf16_speedup_measured == pytest.approx(0.20 / 0.05)
+
+
+def test_rows_of_one_shape_are_explained_by_the_work_not_a_constant():
+    """Two models' attention calls of one shape: any one term fits them; the FLOP term is kept, so a call with
+    half the work is priced at half the time."""
+    rows = [op_row(m, "attention", 2e8, 6e6, 2e-3, calls=12, name="aten._scaled_dot_product_flash_attention.default")
+            for m in ("a", "b")]
+    f = next(f for f in fit(rows, HW).op_fits if f.family == "attention/forward")
+    assert (f.overhead_s, f.e_memory) == (0.0, None) and f.e_compute == pytest.approx(2e8 / 1e12 / 2e-3)
+    rows = [op_row(m, "norm", 1e6, 8e6, 1e-3, name="aten.native_layer_norm.default") for m in ("a", "b")]
+    f = next(f for f in fit(rows, HW).op_fits if f.family == "norm/layer/forward")
+    assert (f.overhead_s, f.e_compute) == (0.0, None) and f.e_memory == pytest.approx(8e6 / 100e9 / 1e-3)

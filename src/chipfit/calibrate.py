@@ -40,7 +40,7 @@ from .errors import ChipfitError
 from .measurement import Measurement
 from .predict.efficiency import (FRESH_OUTPUT_MIN_BYTES, Curve, Efficiency, OpFit, default_efficiency,
                                  family_chain, op_family)
-from .predict.roofline import op_peak, peak_for
+from .predict.roofline import MATRIX_KINDS, op_peak, peak_for
 from .workload.profile import KINDS as OP_KINDS, PHASES
 from .workload.workload import BYTES_PER_ELEMENT
 
@@ -170,7 +170,11 @@ def fit_ops(measurements: list[Measurement], hw: Hardware) -> tuple[OpFit, ...]:
         t = np.array([r["t"] for r in rs])
         cols = np.stack([np.ones(len(rs)), np.array([r["flops"] for r in rs]) / peaks,
                          np.array([r["bytes"] for r in rs]) / bw, np.array([r["fresh"] for r in rs])], axis=1)
-        (o, inv_c, inv_m, s_fresh), err = relative_fit(cols, t, calls * t)
+        # Where the rows cannot tell the terms apart (one shape, seen by several models), the fit keeps the first
+        # that explains them: time proportional to the work (FLOPs on matrix units, else bytes), then a constant.
+        order = [1, 0, 2, 3] if family.split("/")[0] in MATRIX_KINDS else [2, 0, 1, 3]
+        coef, err = relative_fit(cols[:, order], t, calls * t)
+        o, inv_c, inv_m, s_fresh = coef[np.argsort(order)]
         fits.append(OpFit(family, precision, float(o), 1 / inv_c if inv_c > 0 else None,
                           1 / inv_m if inv_m > 0 else None, 1 / s_fresh if s_fresh > 0 else None, int(calls.sum()),
                           tuple(sorted({r["model"] for r in rs})), err))

@@ -3,7 +3,8 @@
 For zoo models that fit here, train and infer at two batch sizes. Every case's step is timed in
 `rounds` rounds, the rounds interleaved over the cases (so a slow minute of a shared machine is spread
 over all cases instead of landing on one); the measured time is the median of the rounds' medians, and
-the spread of those medians is reported beside the error, as the part of it that is noise. Each case is
+their spread (median absolute deviation over the median, robust to one disturbed round as the median
+is) is reported beside the error, as the part of it that is noise. Each case is
 then run once more under the profiler for its operator times. Each case is predicted three ways: with
 the published defaults (before), with the micro-benchmark calibration alone, and with a
 leave-one-model-out calibration (after): operator fits from every *other* model's operators and steps,
@@ -39,7 +40,7 @@ CASES = (
     ("gpt2", "train", 1, 128), ("gpt2", "infer", 4, 128),
     ("bert-base-uncased", "train", 1, 128), ("bert-base-uncased", "infer", 4, 128),
 )
-ROUNDS = 3  # interleaved rounds of timed steps per case
+ROUNDS = 5  # interleaved rounds of timed steps per case
 
 
 @dataclass
@@ -53,7 +54,7 @@ class Case:
     predicted_before_s: float
     predicted_after_s: float | None  # leave-one-model-out calibration
     predicted_micro_s: float | None = None  # micro-benchmark calibration alone
-    spread: float | None = None  # (slowest - fastest) / median of the rounds' median step times
+    spread: float | None = None  # median absolute deviation of the rounds' medians, over their median
 
     @property
     def error_micro(self) -> float | None:
@@ -159,7 +160,7 @@ def measure_cases(device, cases=CASES, repetitions: int = 5, rounds: int = ROUND
         step = replace(steps[0], median_s=mid, min_s=min(m.min_s for m in steps), max_s=max(m.max_s for m in steps),
                        repetitions=sum(m.repetitions for m in steps),
                        extra={**steps[0].extra, "model": steps[0].label, "round_medians_s": medians,
-                              "spread": (max(medians) - min(medians)) / mid})
+                              "spread": statistics.median(abs(x - mid) for x in medians) / mid})
         ops = profile_ops(model, device, prof, mode=mode, batch=batch, seq_len=seq, repetitions=min(repetitions, 3))
         step = replace(step, extra={**step.extra, "op_profile": ops.summary(mid)})
         out.append((Workload(model=model, mode=mode, batch=batch, seq_len=seq), prof, step,

@@ -111,15 +111,18 @@ def _packet(name: str) -> str:
 def op_family(kind: str, name: str, flops: float, nbytes: float) -> str:
     """The family an operator's measured time is fitted in, a path from its kind:
     conv/{forward,backward}/{dense,low_intensity}; attention/{forward,backward}; elementwise/{rng,
-    transcendental,inplace,out}; norm/{batch,layer}; reduction/{pool/max,pool/avg,softmax,loss,sum};
-    memory/{indexed,copy}; matmul and other as they are."""
+    transcendental,inplace,out}; norm/{batch,layer}/D; reduction/{pool/max,pool/avg,softmax,loss,sum}/D;
+    memory/{indexed,copy}/D, D forward or backward; matmul and other as they are. The gradient of a norm,
+    reduction or memory operator is a kernel of its own (a max-pool's backward scatters to saved indices, its
+    forward searches each window; an embedding's backward scatter-adds), hence the direction."""
     op = _packet(name)
     base = op.rstrip("_")
+    backward = "backward" in op
     if kind == "conv":
         dense = "low_intensity" if flops < CONV_LOW_INTENSITY_FLOP_PER_BYTE * nbytes else "dense"
-        return f"conv/{'backward' if 'backward' in op else 'forward'}/{dense}"
+        return f"conv/{'backward' if backward else 'forward'}/{dense}"
     if kind == "attention":
-        return "attention/backward" if "backward" in op else "attention/forward"
+        return "attention/backward" if backward else "attention/forward"
     if kind == "elementwise":
         if op in _RNG:
             return "elementwise/rng"
@@ -127,18 +130,21 @@ def op_family(kind: str, name: str, flops: float, nbytes: float) -> str:
             return "elementwise/transcendental"
         return "elementwise/inplace" if op.endswith("_") else "elementwise/out"
     if kind == "norm":
-        return "norm/batch" if op in _BATCH_NORM else "norm/layer"
-    if kind == "reduction":
+        family = "norm/batch" if op in _BATCH_NORM else "norm/layer"
+    elif kind == "reduction":
         if base.startswith(_MAX_POOL):
-            return "reduction/pool/max"
-        if base.startswith(_AVG_POOL):
-            return "reduction/pool/avg"
-        if base.startswith(_SOFTMAX):
-            return "reduction/softmax"
-        return "reduction/loss" if base.startswith(_LOSS) else "reduction/sum"
-    if kind == "memory":
-        return "memory/indexed" if op in _INDEXED else "memory/copy"
-    return kind
+            family = "reduction/pool/max"
+        elif base.startswith(_AVG_POOL):
+            family = "reduction/pool/avg"
+        elif base.startswith(_SOFTMAX):
+            family = "reduction/softmax"
+        else:
+            family = "reduction/loss" if base.startswith(_LOSS) else "reduction/sum"
+    elif kind == "memory":
+        family = "memory/indexed" if op in _INDEXED else "memory/copy"
+    else:
+        return kind
+    return family + ("/backward" if backward else "/forward")
 
 
 def family_chain(family: str) -> list[str]:
