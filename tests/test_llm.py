@@ -97,6 +97,18 @@ def test_spec_for_zoo_refuses_non_decoders():
         spec_for_zoo("llama-3-8")
 
 
+def test_head_dim_other_than_hidden_over_heads():
+    # Gemma 7B: 16 heads of 256 over hidden 3072; 8,537,680,896 parameters (google/gemma-7b safetensors).
+    gemma = parse_spec("layers=28,hidden=3072,heads=16,head_dim=256,ffn=24576,vocab=256000,tied_embeddings=true")
+    assert (gemma.q_dim, gemma.kv_dim) == (4096, 4096)
+    assert gemma.params() == 8_537_680_896
+    prof = profile_spec(gemma, mode="infer", batch=1, seq_len=128, precision="bf16")
+    assert prof.by_kind()["attention"]["flops"] == 28 * 4 * 128 * 128 * 4096
+    assert parse_spec("layers=2,hidden=64,heads=4,ffn=256,vocab=100").head_dim == 16
+    with pytest.raises(ChipfitError, match="head_dim=-1 is not a positive whole number"):
+        parse_spec("layers=2,hidden=64,heads=4,ffn=256,vocab=100,head_dim=-1")
+
+
 def test_kv_cache_bytes_formula():
     spec = spec_for_zoo("llama-3-70b")
     assert spec.kv_cache_bytes(1000, 2) == 2 * 80 * 8 * 128 * 1000 * 2

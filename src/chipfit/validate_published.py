@@ -50,8 +50,7 @@ CNN_BATCH = 256
 GCDS_PER_MI250X = 2
 
 # Architectures of the named models, each from its paper, model card or released config; each
-# reproduces its row's parameter count within 1% (tests/test_published.py). PaLM has none: its
-# head size (256) is not hidden / heads, which a TransformerSpec cannot express.
+# reproduces its row's parameter count within 1% (tests/test_published.py).
 _SPECS = (
     (r"llama-7b", TransformerSpec(32, 4096, 32, 32, 11008, 32000, name="LLaMA-7B"),
      "Touvron et al. 2023, LLaMA, Table 2; ffn and vocab from the released params (HF config)"),
@@ -62,6 +61,10 @@ _SPECS = (
     (r"bloom-176b", TransformerSpec(70, 14336, 112, 112, 57344, 250880, tied_embeddings=True, gated_mlp=False,
                                     norm="layer", bias=True, name="BLOOM-176B"),
      "BigScience 2022, BLOOM (arXiv:2211.05100), Table 3 (ALiBi, 4h GELU MLP, 250,880 vocab)"),
+    (r"palm 540b", TransformerSpec(118, 18432, 48, 1, 73728, 256000, tied_embeddings=True, norm="layer",
+                                   head_dim=256, name="PaLM-540B"),
+     "Chowdhery et al. 2022, PaLM, Table 1 and Sec. 2 (SwiGLU d_ff = 4 d_model, multi-query with head size 256, "
+     "256k vocabulary, shared input and output embeddings)"),
     (r"gpt 1t", TransformerSpec(128, 25600, 160, 160, 102400, 51200, tied_embeddings=True, gated_mlp=False,
                                 norm="layer", max_positions=2048, bias=True, name="GPT-1T"),
      "Narayanan et al. 2021, Megatron-LM SC'21, Table 1 (GPT: 4h MLP, 51,200 padded vocab)"),

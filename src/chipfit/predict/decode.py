@@ -6,9 +6,9 @@ Pure: a TransformerSpec and a Hardware entry in, an InferenceEstimate out.
     decode step  = the same at one new token per sequence, with context c, for c = P .. P+G-1
 
 Prefill FLOPs: 2 * tokens * (layer matmul weights a token uses) + causal attention
-2 * b * P^2 * hidden per layer (kernels skip the masked half) + the LM head at the last
+2 * b * P^2 * heads * head_dim per layer (kernels skip the masked half) + the LM head at the last
 position only. Decode FLOPs per step: 2 * b * (matmul weights incl. LM head) + 4 * b * c *
-hidden per layer. Decode bytes per step: every weight a step touches (all matrices and norms,
+heads * head_dim per layer. Decode bytes per step: every weight a step touches (all matrices and norms,
 the embedding rows looked up; for MoE the experts at least one token reaches) plus the whole
 KV cache read. Weights are stored at the weight precision; fp8/int8 weights compute at
 their own peak (W8A8), int4 at 16 bits (W4A16, dequantised in the kernel).
@@ -129,7 +129,7 @@ def _times(spec: TransformerSpec, hw: Hardware, eff: Efficiency, batch: int, pro
     kv_per_token = spec.kv_cache_bytes(1, kvb)
 
     tokens = batch * prompt
-    flops = 2 * tokens * layers * _active_layer_matmul(spec) + layers * 2 * batch * prompt**2 * h
+    flops = 2 * tokens * layers * _active_layer_matmul(spec) + layers * 2 * batch * prompt**2 * spec.q_dim
     flops += 2 * batch * h * spec.vocab
     moved = _weights_touched(spec, tokens, wb) + tokens * kv_per_token + _activation_traffic(spec, tokens, act)
     compute, memory = flops / devices / rate, moved / devices / bw
@@ -137,7 +137,7 @@ def _times(spec: TransformerSpec, hw: Hardware, eff: Efficiency, batch: int, pro
     prefill = max(compute, memory) + comm_prefill
 
     context = prompt + 1 + np.arange(generate, dtype=float)  # positions attended, the new token included
-    step_flops = 2 * batch * (spec.matmul_params(active=True)) + layers * 4 * batch * context * h
+    step_flops = 2 * batch * (spec.matmul_params(active=True)) + layers * 4 * batch * context * spec.q_dim
     step_bytes = _weights_touched(spec, batch, wb) + batch * context * kv_per_token
     step_compute, step_memory = step_flops / devices / rate, step_bytes / devices / bw
     comm_step = 2 * layers * allreduce(batch * h * act)

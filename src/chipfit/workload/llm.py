@@ -77,6 +77,7 @@ class TransformerSpec:
     norm: str = "rms"
     max_positions: int | None = None
     bias: bool = False
+    head_dim: int = 0
     name: str = "transformer"
 
     def __post_init__(self) -> None:
@@ -84,10 +85,16 @@ class TransformerSpec:
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ChipfitError(f"Spec {key}={value!r} is not a positive whole number; give {key}=<n> with n >= 1.")
-        if self.hidden % self.heads:
-            raise ChipfitError(
-                f"Spec heads={self.heads} does not divide hidden={self.hidden}; give a head count that divides it."
-            )
+        if self.head_dim < 0 or isinstance(self.head_dim, bool) or not isinstance(self.head_dim, int):
+            raise ChipfitError(f"Spec head_dim={self.head_dim!r} is not a positive whole number; give head_dim=<n> "
+                               "or leave it out for hidden / heads.")
+        if not self.head_dim:
+            if self.hidden % self.heads:
+                raise ChipfitError(
+                    f"Spec heads={self.heads} does not divide hidden={self.hidden}; give a head count that divides it, "
+                    "or head_dim=<n> for models whose heads are not hidden / heads wide."
+                )
+            object.__setattr__(self, "head_dim", self.hidden // self.heads)
         if self.heads % self.kv_heads:
             raise ChipfitError(
                 f"Spec kv_heads={self.kv_heads} does not divide heads={self.heads}; each KV head must serve a whole "
@@ -108,8 +115,9 @@ class TransformerSpec:
 
     # --- shapes -------------------------------------------------------------------------
     @property
-    def head_dim(self) -> int:
-        return self.hidden // self.heads
+    def q_dim(self) -> int:
+        """Width of the Q projection and of the attention output: heads * head_dim."""
+        return self.heads * self.head_dim
 
     @property
     def kv_dim(self) -> int:
@@ -122,8 +130,8 @@ class TransformerSpec:
 
     def attention_matrices(self) -> tuple[tuple[str, int, int], ...]:
         """(name, in, out) of the q, k, v and output projections."""
-        h, kv = self.hidden, self.kv_dim
-        return (("q_proj", h, h), ("k_proj", h, kv), ("v_proj", h, kv), ("o_proj", h, h))
+        h, q, kv = self.hidden, self.q_dim, self.kv_dim
+        return (("q_proj", h, q), ("k_proj", h, kv), ("v_proj", h, kv), ("o_proj", q, h))
 
     def expert_matrices(self) -> tuple[tuple[str, int, int], ...]:
         """(name, in, out) of one MLP (one expert for MoE)."""
@@ -257,16 +265,17 @@ def activation_bytes_per_layer(spec: TransformerSpec, batch: int, seq_len: int, 
     """Bytes one layer saves for backward (Korthikanti et al. 2022, Sec. 4.1, no dropout).
 
     With s*b tokens and e bytes per element: norms 2*e*sbh (each norm's input); attention
-    e*sb*(h [QKV input] + h + kv [Q, K] + kv [V] + h [output-projection input]) plus the
+    e*sb*(h [QKV input] + q + kv [Q, K] + kv [V] + q [output-projection input]; q = heads*head_dim,
+    h unless head_dim says otherwise) plus the
     flash log-sum-exp 4*b*a*s; MLP e*sb*(h + 4f) gated (gate, up, silu and product) or
     e*sb*(h + 2f) for GELU; MoE: the routed copies e*sb*k*h, k times the expert tensors, the
     expert outputs e*sb*k*h and the fp32 router probabilities 4*sb*E. For GPT (kv = h,
     f = 4h, e = 2) this is 32*sbh: the paper's 34*sbh less its two sbh dropout masks. Without
     flash attention add the softmax output e*a*s*s*b (the paper's 5*as^2*b adds dropout's 3).
     """
-    t, h, kv, f = batch * seq_len, spec.hidden, spec.kv_dim, spec.ffn
+    t, h, q, kv, f = batch * seq_len, spec.hidden, spec.q_dim, spec.kv_dim, spec.ffn
     norms = 2 * act_bytes * t * h
-    attn = act_bytes * t * (3 * h + 2 * kv) + LOGSUMEXP_BYTES * batch * spec.heads * seq_len
+    attn = act_bytes * t * (h + 2 * q + 2 * kv) + LOGSUMEXP_BYTES * batch * spec.heads * seq_len
     if not flash_attention:
         attn += act_bytes * spec.heads * seq_len * seq_len * batch
     per_expert = (4 if spec.gated_mlp else 2) * f
@@ -343,7 +352,7 @@ def profile_spec(
     amp = train and act == 2
     wbytes = act  # matmuls read weights in the compute dtype (AMP casts them first)
     ops = _Ops([], [], COMPUTE_DTYPE[precision], train)
-    b, s, h, kv, v = batch, seq_len, spec.hidden, spec.kv_dim, spec.vocab
+    b, s, h, q, kv, v = batch, seq_len, spec.hidden, spec.q_dim, spec.kv_dim, spec.vocab
     t = b * s
 
     # Embedding lookup (and learned positions): gathers, 0 FLOPs; backward writes the whole gradient table.
@@ -359,12 +368,12 @@ def profile_spec(
         ops.add("norm", "norm", f"{p}.norm", 2 * norm_flops * t * h, 2 * t * h * act, 2 * t * h * act)
         _matmuls(ops, spec, f"{p}.attn", "qkvo_proj", [(i_, o, t, 1) for _, i_, o in spec.attention_matrices()],
                  act, wbytes)
-        qkv, out = t * (h + 2 * kv) * act, t * h * act
+        qkv, out = t * (q + 2 * kv) * act, t * q * act
         lse = LOGSUMEXP_BYTES * b * spec.heads * s
-        ops.add("sdpa", "attention", f"{p}.attn", 4 * b * s * s * h, qkv, out + lse,
-                (BACKWARD_FACTOR * 4 * b * s * s * h, qkv + 2 * out + lse, qkv), causal=True)
-        rotary = 0 if spec.max_positions else ROTARY_FLOPS_PER_ELEMENT * t * (h + kv)
-        rot_bytes = 0 if spec.max_positions else t * (h + kv) * act
+        ops.add("sdpa", "attention", f"{p}.attn", 4 * b * s * s * q, qkv, out + lse,
+                (BACKWARD_FACTOR * 4 * b * s * s * q, qkv + 2 * out + lse, qkv), causal=True)
+        rotary = 0 if spec.max_positions else ROTARY_FLOPS_PER_ELEMENT * t * (q + kv)
+        rot_bytes = 0 if spec.max_positions else t * (q + kv) * act
         ops.add("rotary_residual", "elementwise", f"{p}.attn", rotary + t * h, rot_bytes + 2 * t * h * act,
                 rot_bytes + t * h * act)
         if spec.moe:
