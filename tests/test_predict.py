@@ -10,7 +10,7 @@ from chipfit.predict import Conditions, Plan, predict, predict_fitting
 from chipfit.predict.efficiency import Efficiency
 from chipfit.predict.memory import memory_per_device
 from chipfit.predict.parallel import link_bandwidth, ring_allreduce_s
-from chipfit.predict.roofline import OpArrays, step_time
+from chipfit.predict.roofline import OpArrays, op_times, step_time
 from chipfit.workload.profile import Op, Profile
 from chipfit.workload.workload import Workload
 
@@ -50,6 +50,15 @@ def test_memory_bound_elementwise_runs_at_bandwidth():
     t = step_time(arrays, GPU, PERFECT)
     assert t.total_s == pytest.approx(12 * n / 2e12)
     assert t.memory_s == pytest.approx(t.total_s) and t.compute_s == 0
+
+
+def test_per_operator_times_are_what_the_step_sums():
+    n = 4096
+    arrays = OpArrays.from_profile(profile_of([op("matmul", 2 * n**3, 3 * n * n * 2, "bf16"),
+                                               op("elementwise", n * n, 12 * n * n)]))
+    times = op_times(arrays, GPU, PERFECT)
+    assert times.tolist() == pytest.approx([2 * n**3 / 400e12, 12 * n * n / 2e12])
+    assert times.sum() == pytest.approx(step_time(arrays, GPU, PERFECT).total_s)
 
 
 def test_efficiency_and_overhead_enter_linearly():

@@ -117,8 +117,24 @@ def op_peak(hw: Hardware, kind: str, precision: str) -> float | None:
     return peak_for(hw, precision)[0] if kind in MATRIX_KINDS else _vector_peak(hw, precision)
 
 
-def step_time(arrays: OpArrays, hw: Hardware, eff: Efficiency) -> StepTime:
-    """Roofline time of one step of `arrays` on one `hw` device.
+@dataclass(frozen=True)
+class _OpTerms:
+    """Per-operator time terms; `fitted` ops (calibrated fits) add their terms, the rest take the max."""
+
+    compute: np.ndarray
+    memory: np.ndarray
+    overhead: np.ndarray
+    fitted: np.ndarray
+    notes: tuple[str, ...]
+
+    @property
+    def seconds(self) -> np.ndarray:
+        both = np.where(self.fitted, self.compute + self.memory, np.maximum(self.compute, self.memory))
+        return both + self.overhead
+
+
+def _op_terms(arrays: OpArrays, hw: Hardware, eff: Efficiency) -> _OpTerms:
+    """Each operator's compute, memory and overhead seconds on one `hw` device.
 
     Raises MissingFigure when the catalog has no bandwidth, or no throughput at a precision used.
     """
@@ -174,8 +190,23 @@ def step_time(arrays: OpArrays, hw: Hardware, eff: Efficiency) -> StepTime:
             keys = np.char.add(np.array(PHASES)[arrays.phase].astype(str), np.char.add(":", arrays.names.astype(str)))
             absent = np.isin(keys, list(eff.absent_ops))
             t_compute[absent] = t_memory[absent] = t_overhead[absent] = 0.0
+    return _OpTerms(t_compute, t_memory, t_overhead, fitted, tuple(notes))
+
+
+def op_times(arrays: OpArrays, hw: Hardware, eff: Efficiency) -> np.ndarray:
+    """Each operator's predicted seconds on one `hw` device (what step_time sums)."""
+    return _op_terms(arrays, hw, eff).seconds
+
+
+def step_time(arrays: OpArrays, hw: Hardware, eff: Efficiency) -> StepTime:
+    """Roofline time of one step of `arrays` on one `hw` device.
+
+    Raises MissingFigure when the catalog has no bandwidth, or no throughput at a precision used.
+    """
+    terms = _op_terms(arrays, hw, eff)
+    t_compute, t_memory, t_overhead, fitted = terms.compute, terms.memory, terms.overhead, terms.fitted
     compute_bound = fitted | (t_compute >= t_memory)
-    t_op = np.where(fitted, t_compute + t_memory, np.maximum(t_compute, t_memory)) + t_overhead
+    t_op = terms.seconds
     memory_s = float(t_memory[~compute_bound].sum() + t_memory[fitted].sum())
     phase_s = {p: float(t_op[arrays.phase == i].sum()) for i, p in enumerate(PHASES)}
     return StepTime(
@@ -184,5 +215,5 @@ def step_time(arrays: OpArrays, hw: Hardware, eff: Efficiency) -> StepTime:
         memory_s=memory_s,
         overhead_s=float(t_overhead.sum()),
         phase_s=phase_s,
-        notes=tuple(notes),
+        notes=terms.notes,
     )

@@ -16,7 +16,8 @@ from ..comparison import Comparison
 from ..errors import ChipfitError
 from ..predict import Estimate, OpArrays
 from ..predict.efficiency import default_efficiency
-from ..predict.roofline import MissingFigure, peak_for, step_time
+from ..predict import roofline
+from ..predict.roofline import MissingFigure, peak_for
 from ..workload.profile import Profile
 from .units import seconds, usd
 
@@ -46,26 +47,11 @@ def chosen(advice: Advice, n: int = 3) -> list[Estimate]:
 
 # --- data ---------------------------------------------------------------------------------------
 def op_times(profile: Profile, hw: Hardware, precision: str) -> np.ndarray:
-    """Each operator's predicted time on one `hw` device (roofline.step_time, one op at a time).
-
-    Operators with the same work are priced once.
-    """
-    arrays = OpArrays.from_profile(profile, precision)
-    eff = default_efficiency(hw.hw_class)
-    out = np.zeros(arrays.n_ops)
-    keys = list(zip(arrays.flops, arrays.bytes, arrays.kind, arrays.precision, arrays.phase))
-    priced: dict[tuple, float] = {}
-    for i, key in enumerate(keys):
-        if key not in priced:
-            one = OpArrays(flops=arrays.flops[i:i + 1], bytes=arrays.bytes[i:i + 1], kind=arrays.kind[i:i + 1],
-                           matrix=arrays.matrix[i:i + 1], precision=arrays.precision[i:i + 1],
-                           phase=arrays.phase[i:i + 1], n_ops=1)
-            try:
-                priced[key] = step_time(one, hw, eff).total_s
-            except MissingFigure:
-                priced[key] = float("nan")
-        out[i] = priced[key]
-    return out
+    """Each operator's predicted time on one `hw` device (NaN where the catalog lacks a figure)."""
+    try:
+        return roofline.op_times(OpArrays.from_profile(profile, precision), hw, default_efficiency(hw.hw_class))
+    except MissingFigure:
+        return np.full(len(profile.ops), np.nan)
 
 
 def roofline_data(profile: Profile, hw: Hardware, precision: str) -> dict:
