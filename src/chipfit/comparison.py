@@ -9,7 +9,7 @@ from .catalog import Catalog, load_catalog
 from .catalog.schema import FRAMEWORKS, Hardware
 from .errors import ChipfitError, closest
 from .predict import Conditions, Estimate, OpArrays, Plan, add_energy_and_cost, predict_fitting
-from .workload.fusion import FUSING_FRAMEWORKS, fuse_for_engine
+from .workload.fusion import FUSING_FRAMEWORKS, fuse_for_compiler, fuse_for_engine, runs_compiled
 from .workload.profile import Profile
 from .workload.workload import Workload
 
@@ -110,8 +110,8 @@ def compare_profile(
 ) -> list[Estimate]:
     """Pure part of compare: the profile on each entry, ranked. Fast (no tracing, no I/O).
 
-    An inference engine named as `framework` (TensorRT, ONNX Runtime, ...) runs the fused graph
-    (workload.fusion).
+    An inference engine named as `framework` (TensorRT, ONNX Runtime, ...) runs the fused graph,
+    and TPUs (and every device under JAX) the XLA-fused one (workload.fusion).
 
     `local_calibration` (chipfit.calibrate.Calibration) replaces the published efficiencies
     for the local CPU's own estimate.
@@ -121,6 +121,15 @@ def compare_profile(
     if framework in FUSING_FRAMEWORKS:
         profile = fuse_for_engine(profile, workload.precision)
     arrays = OpArrays.from_profile(profile, workload.precision)
+    compiled: list[OpArrays] = []  # built on first use
+
+    def arrays_for(hw: Hardware) -> OpArrays:
+        if not runs_compiled(hw.hw_class, framework):
+            return arrays
+        if not compiled:
+            compiled.append(OpArrays.from_profile(fuse_for_compiler(profile), workload.precision))
+        return compiled[0]
+
     estimates = []
     for hw in hardware:
         if framework and framework not in hw.frameworks:
@@ -128,7 +137,7 @@ def compare_profile(
             estimates.append(Estimate(hardware=hw.id, hw_class=hw.hw_class, name=hw.name, devices=plan.devices,
                                       excluded_reason=f"{hw.name} does not run {framework} (runs: {runs})."))
             continue
-        estimates.append(predict_fitting(profile, hw, workload, plan, arrays=arrays,
+        estimates.append(predict_fitting(profile, hw, workload, plan, arrays=arrays_for(hw),
                                          instance=catalog.cheapest_instance(hw.id), conditions=conditions))
     if local_cpu is not None:
         # One local CPU runs the whole job, the global batch as per-device micro-batches in turn.

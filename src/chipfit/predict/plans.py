@@ -16,6 +16,7 @@ from typing import Callable
 
 from ..catalog.schema import Hardware, Instance
 from ..errors import ChipfitError
+from ..workload.fusion import fuse_for_compiler, runs_compiled
 from ..workload.profile import Profile
 from ..workload.workload import Workload
 from . import energy as _energy
@@ -192,7 +193,8 @@ def search_plans(
         key = (b, t, sp)
         if key not in cache:
             prof = profile(b) if callable(profile) else scale_profile(profile, b)
-            arrays = shard_arrays(OpArrays.from_profile(prof, workload.precision), t, sp)
+            ran = fuse_for_compiler(prof) if runs_compiled(hw.hw_class) else prof
+            arrays = shard_arrays(OpArrays.from_profile(ran, workload.precision), t, sp)
             try:
                 cache[key] = (prof, step_time(arrays, hw, eff).phase_s)
             except MissingFigure:

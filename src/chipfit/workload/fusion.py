@@ -1,61 +1,77 @@
-"""What an inference engine does to a traced forward pass before it runs it.
+"""What a graph compiler or inference engine does to a traced step before it runs it.
 
-Inference compilers (TensorRT, ONNX Runtime, OpenVINO, TensorFlow Lite, Core ML) rewrite the
-graph the same two ways (TensorRT developer guide, "Layer fusion"; ONNX Runtime "Graph
-optimizations": Conv+BatchNorm folding, Conv/MatMul+Add+activation fusion):
+Eager frameworks (PyTorch, TensorFlow, Keras) run the graph as traced: every operator reads its
+inputs from memory and writes its output back. Compilers fuse:
 
-- a batch norm right after a convolution or linear layer is folded into its weights and bias,
-  so it costs nothing at run time;
-- elementwise operators that follow a convolution or matmul (bias, activation, residual add)
-  run in its epilogue: the intermediate tensor is never written and read back, so a fused
-  operator only reads the operands the chain did not produce (the residual of an add).
+- Inference engines (TensorRT, ONNX Runtime, OpenVINO, TensorFlow Lite, Core ML; TensorRT
+  developer guide, "Layer fusion"; ONNX Runtime "Graph optimizations"): a batch norm right
+  after a convolution or linear layer is folded into its weights, so it costs nothing at run
+  time; elementwise operators that follow a convolution or matmul (bias, activation, residual
+  add) run in its epilogue. With int8 or fp8 the engine also stores weights and activations in
+  8 bits, half the bytes of the 16-bit trace.
+- XLA (every program on a TPU, every JAX program; XLA "operation fusion": loop and output
+  fusion): elementwise operators and dtype casts merge into the operator that produces their
+  input, in the forward and the backward pass. The optimizer's per-parameter updates are left
+  as traced (an upper bound: XLA fuses them too).
 
-With int8 or fp8 the engine also stores weights and activations in 8 bits (TensorRT int8
-calibration / explicit quantization), half the bytes of the 16-bit trace.
-Eager frameworks (PyTorch, TensorFlow, Keras, JAX without jit) run the graph as traced.
+A fused operator's intermediate tensor is never written and read back, so it only reads the
+operands the chain did not produce (the residual of an add, the saved output a ReLU backward
+needs). Data dependencies are taken from the trace order (each operator consumes the one
+before it), which holds for the chains these rules fuse.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Callable
 
 from .profile import Op, Profile
 from .workload import BYTES_PER_ELEMENT
 
 FUSING_FRAMEWORKS = ("tensorrt", "onnxruntime", "openvino", "tflite", "coreml")
-_PRODUCERS = ("conv", "matmul")
+COMPILING_FRAMEWORKS = ("jax",)
 _EIGHT_BIT = ("int8", "fp8")
+_CAST = "aten._to_copy"
 
 
-def _fused(op: Op, chained: bool) -> Op | None:
-    """`op` as the engine runs it (None: folded away); `chained`: it follows a producer's epilogue."""
-    if not chained:
-        return op
-    if op.kind == "norm" and "batch_norm" in op.name:
-        return None
-    if op.kind == "elementwise":
-        # Reads only what the chain did not produce: nothing for an activation, the other
-        # operand for a binary op; its output is the producer's output.
-        return replace(op, bytes_read=max(0, op.bytes_read - op.bytes_written), bytes_written=0)
-    return op
+def runs_compiled(hw_class: str, framework: str | None = None) -> bool:
+    """Whether XLA compiles the program: always on a TPU, and for JAX on any device."""
+    return hw_class == "tpu" or framework in COMPILING_FRAMEWORKS
+
+
+def _epilogue(op: Op) -> Op:
+    """`op` run inside its producer: it reads only what the chain did not produce, writes nothing new."""
+    return replace(op, bytes_read=max(0, op.bytes_read - op.bytes_written), bytes_written=0)
+
+
+def _fuse_chains(profile: Profile, producer: Callable[[Op], bool], fusible: Callable[[Op], bool],
+                 fold_batch_norm: bool) -> list[Op]:
+    """Fuse each `fusible` op that follows a `producer` (or an op already fused into one) in the
+    forward and backward passes; views and allocations (no bytes) pass through."""
+    ops: list[Op] = []
+    chained, phase = False, None
+    for op in profile.ops:
+        if op.phase != phase:
+            chained, phase = False, op.phase
+        if op.phase == "optimizer" or (op.kind == "memory" and not op.bytes):
+            ops.append(op)
+            continue
+        if chained and fold_batch_norm and op.kind == "norm" and "batch_norm" in op.name:
+            continue
+        if chained and fusible(op):
+            ops.append(_epilogue(op))
+            continue
+        ops.append(op)
+        chained = producer(op)
+    return ops
 
 
 def fuse_for_engine(profile: Profile, precision: str) -> Profile:
     """The forward pass of an inference `profile` as a fusing engine runs it at `precision`."""
     if profile.mode != "infer":
         return profile
-    ops: list[Op] = []
-    chained = False
-    for op in profile.ops:
-        fused = _fused(op, chained)
-        if op.kind in _PRODUCERS:
-            chained = True
-        elif op.kind not in ("elementwise", "norm") and op.bytes:  # views and allocations pass through
-            chained = False
-        elif op.kind == "norm" and fused is op:  # layer norm is not folded: it ends the chain
-            chained = False
-        if fused is not None:
-            ops.append(fused)
+    ops = _fuse_chains(profile, producer=lambda op: op.kind in ("conv", "matmul"),
+                       fusible=lambda op: op.kind == "elementwise", fold_batch_norm=True)
     notes = [*profile.notes, "Inference engine: batch norms folded into the preceding conv or linear layer, "
              "activations and residual adds fused into its epilogue."]
     if precision in _EIGHT_BIT and profile.dtype in ("bf16", "fp16"):
@@ -63,3 +79,12 @@ def fuse_for_engine(profile: Profile, precision: str) -> Profile:
         ops = [replace(op, bytes_read=round(op.bytes_read * k), bytes_written=round(op.bytes_written * k)) for op in ops]
         notes.append(f"Weights and activations stored in {precision} (8 bits).")
     return replace(profile, ops=ops, notes=notes)
+
+
+def fuse_for_compiler(profile: Profile) -> Profile:
+    """`profile` as XLA runs it: elementwise operators and casts fused into their producers."""
+    ops = _fuse_chains(profile, producer=lambda op: True,
+                       fusible=lambda op: op.kind == "elementwise" or op.name.startswith(_CAST),
+                       fold_batch_norm=False)
+    return replace(profile, ops=ops, notes=[*profile.notes, "XLA: elementwise operators and casts fused into "
+                                            "the operator that produces their input (optimizer updates as traced)."])
