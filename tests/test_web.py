@@ -108,6 +108,61 @@ def test_compare_advises_under_the_constraints(client):
     assert "no sourced price" in reason
 
 
+LLAMA3_70B = "layers=80,hidden=8192,heads=64,kv_heads=8,ffn=28672,vocab=128256"
+
+
+def test_compare_by_sizes_ranks_the_spec_model(client):
+    from chipfit.comparison import compare
+
+    r = client.post("/api/compare", json={"spec": LLAMA3_70B, "mode": "train", "tokens": 1e12, "precision": "bf16",
+                                          "class": "gpu"})
+    assert r.status_code == 200, r.text
+    got = r.json()
+    # Llama 3 70B by hand: embedding and LM head 2 x 128256 x 8192 = 2,101,346,304; per layer attention
+    # 2 x 8192^2 + 2 x 8192 x 1024 = 150,994,944, MLP 3 x 8192 x 28672 = 704,643,072, two RMSNorms 16,384;
+    # 80 layers 68,452,352,000; final norm 8,192: 70,553,706,496.
+    assert got["workload"]["params"] == 70_553_706_496
+    assert got["workload"]["model"] == LLAMA3_70B and got["workload"]["seq_len"] == 2048
+    assert any("sequence length 2048 assumed" in n for n in got["workload"]["profile_notes"])
+    expected = compare(None, spec=LLAMA3_70B, mode="train", tokens=1e12, precision="bf16", hw_class="gpu",
+                       include_local_cpu=False).to_dict()
+    assert [e["hardware"] for e in got["estimates"]] == [e["hardware"] for e in expected["estimates"]]
+    assert {e["class"] for e in got["estimates"]} == {"gpu"}
+    assert "serving" not in got["estimates"][0]
+
+
+def test_llm_serving_gives_first_token_tokens_per_s_and_max_batch(client):
+    body = {"model": "llama-3-70b", "mode": "infer", "batch": 32, "prompt_tokens": 2048, "generate_tokens": 256,
+            "precision": "int8", "class": "gpu"}
+    r = client.post("/api/compare", json=body)
+    assert r.status_code == 200, r.text
+    got = r.json()
+    assert got["workload"]["prompt_tokens"] == 2048 and got["workload"]["generate_tokens"] == 256
+    h100 = next(e for e in got["estimates"] if e["hardware"] == "nvidia-h100-sxm5-80gb")
+    serving = h100["serving"]
+    assert serving["time_to_first_token_s"] == h100["latency_s"] and h100["throughput_unit"] == "tokens/s"
+    # By hand, H100 SXM5 (int8 1978.9 TFLOP/s dense, 3350 GB/s) at the published efficiencies of the
+    # assumptions (matmul 72%, memory 85%). Prefill of 32 x 2048 tokens is compute bound:
+    assert any("matmul 72% of the int8 peak, memory 85%" in a for a in h100["assumptions"])
+    rate, bandwidth = 1978.9e12 * 0.72, 3350e9 * 0.85
+    layer_matmul = 2 * 8192**2 + 2 * 8192 * 1024 + 3 * 8192 * 28672  # 855,638,016 weights a token runs through
+    prefill_flops = (2 * 32 * 2048 * 80 * layer_matmul + 80 * 2 * 32 * 2048**2 * 8192  # layers, causal attention
+                     + 2 * 32 * 8192 * 128256)  # LM head at the last position
+    assert serving["time_to_first_token_s"] == pytest.approx(prefill_flops / rate, rel=1e-9)  # 6.42 s
+    # Decode is memory bound: each of 256 steps reads the int8 weights it touches (all layers with their norms,
+    # final norm and LM head, 32 embedding rows) and the bf16 KV cache, 80 x 2 x 1024 x 2 B per token, at
+    # contexts 2049..2304.
+    weights = 80 * (layer_matmul + 2 * 8192) + 8192 + 128256 * 8192 + 32 * 8192
+    kv_bytes = 32 * sum(range(2049, 2305)) * 80 * 2 * 1024 * 2
+    decode_s = (256 * weights + kv_bytes) / bandwidth  # 8.30 s
+    assert serving["tokens_per_s"] == pytest.approx(32 * 256 / (prefill_flops / rate + decode_s), rel=1e-6)  # 556
+    # 32 requests need 70.55 GB of weights + 32 x 755 MB of KV cache: more than 90% of 80 GiB. The most that
+    # fit: (0.9 x 80 GiB - 70,553,706,496 - 2048 x (2 x 8192 + 3 x 28672) x 2 B of prefill activations)
+    # / (2304 tokens x 327,680 B) = 8.39, so 8.
+    assert h100["fits"] is False and serving["max_batch"] == 8
+    assert got["advice"]["changes"] == []
+
+
 BAD_COMPARES = [
     ({"model": "resnet19"}, 400, "Did you mean resnet18"),
     ({"model": "os:system"}, 400, "Unknown model"),  # never imported: only zoo names and upload ids
@@ -128,7 +183,17 @@ BAD_COMPARES = [
     ({"model": "resnet18", "class": "gpus"}, 400, "Did you mean gpu"),
     ({"model": "resnet18", "framework": "pytorc"}, 400, "Did you mean pytorch"),
     ({"model": "resnet18", "budjet": 5}, 422, "Field 'budjet'"),
-    ({}, 422, "Field 'model'"),
+    ({}, 400, "The request names no model; give a zoo name or upload id as model, or a spec."),
+    ({"model": "llama-3-8b", "spec": LLAMA3_70B}, 400, "gives both model and spec"),
+    ({"spec": "layers=80,hiden=8192"}, 400, "Spec key 'hiden' is not known. Did you mean hidden?"),
+    ({"model": "llama-3-8b", "mode": "train", "prompt_tokens": 8, "generate_tokens": 8}, 400, "set mode to infer"),
+    ({"model": "llama-3-8b", "mode": "infer", "prompt_tokens": 8}, 400,
+     "LLM serving needs generate_tokens as a whole number of tokens above 0 (not given)"),
+    ({"model": "llama-3-8b", "mode": "infer", "prompt_tokens": 0, "generate_tokens": 8}, 400, "(got 0)"),
+    ({"model": "resnet18", "mode": "infer", "prompt_tokens": 8, "generate_tokens": 8}, 400,
+     "LLM serving needs a decoder LLM; Zoo model 'resnet18' is not a decoder-only transformer"),
+    ({"model": "upload:0123456789abcdef", "mode": "infer", "prompt_tokens": 8, "generate_tokens": 8}, 400,
+     "not an uploaded file"),
     ([1, 2], 422, "not valid"),
 ]
 

@@ -49,7 +49,9 @@ class CompareRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    model: str = Field(description="a zoo name (GET /api/models) or an upload id (POST /api/upload)")
+    model: str | None = Field(None, description="a zoo name (GET /api/models) or an upload id (POST /api/upload)")
+    spec: str | None = Field(None, description="instead of model, a transformer by its sizes: "
+                                               "layers=80,hidden=8192,heads=64,kv_heads=8,ffn=28672,vocab=128256")
     mode: Literal["train", "infer"] = "train"
     batch: int = Field(1, description="global batch, samples or sequences per step")
     seq: int | None = Field(None, description="sequence length; default the model's context")
@@ -63,6 +65,8 @@ class CompareRequest(BaseModel):
     framework: str | None = Field(None, description="entries that do not run it are listed as excluded")
     deadline: str | None = Field(None, description="finish within this time: 90d, 12h, 45m, 3600s")
     budget: float | None = Field(None, description="spend at most this many US dollars")
+    prompt_tokens: int | None = Field(None, description="LLM serving (mode infer): prompt tokens per request")
+    generate_tokens: int | None = Field(None, description="LLM serving (mode infer): generated tokens per request")
 
 
 class ProfileCache:
@@ -150,17 +154,54 @@ class Dashboard:
 
     # --- compare --------------------------------------------------------------------------
     def compare(self, req: CompareRequest) -> dict:
-        """The Comparison dict for the request, with its constraints and how long each part took."""
+        """The Comparison dict for the request, with its constraints and how long each part took.
+
+        A spec, or prompt and generated tokens (LLM serving), go through chipfit.comparison.compare
+        as `chipfit compare --spec/--prompt/--generate` do; serving rows also carry `serving`
+        (time to first token, tokens/s, the largest batch that fits)."""
         from ..advise import advise
-        from ..comparison import Comparison, compare_profile, select_hardware
         from ..planning import parse_duration
-        from ..predict import Conditions, Plan
-        from ..workload.source import resolve
-        from ..workload.workload import Workload
 
         if req.budget is not None and req.budget <= 0:
             raise ChipfitError(f"Budget {req.budget:g} USD is not positive; give a budget above 0 or leave it empty.")
         deadline_s = parse_duration(req.deadline) if req.deadline else None
+        serving = req.prompt_tokens is not None or req.generate_tokens is not None
+        if req.spec is not None or serving:
+            comparison = self._compare_llm(req, serving)
+        else:
+            comparison = self._compare_model(req)
+        t2 = time.perf_counter()
+        advice = advise(comparison, deadline_s=deadline_s, budget_usd=req.budget, framework=req.framework)
+        result = comparison.to_dict()
+        if serving:
+            # The memory changes advise works out are a training or plain-inference model without
+            # the KV cache; for serving the max batch column says what fits.
+            advice.changes = []
+            batches = max_batches(self._llm_spec(req), req.precision, req.prompt_tokens, req.generate_tokens,
+                                  req.devices, self._catalog().select(hw_class=req.hw_class))
+            for row in result["estimates"]:
+                if not row["excluded_reason"]:
+                    row["serving"] = {"time_to_first_token_s": row["latency_s"], "tokens_per_s": row["throughput_per_s"],
+                                      "max_batch": batches.get(row["hardware"])}
+        result["constraints"] = {"deadline_s": deadline_s, "budget_usd": req.budget,
+                                 "hw_class": req.hw_class, "framework": req.framework}
+        result["advice"] = advice_summary(advice)
+        result["timings_s"] = {"profile": comparison.timings_s["profile"], "predict": comparison.timings_s["predict"],
+                               "advise": time.perf_counter() - t2}
+        return finite(result)
+
+    def _catalog(self):
+        return load_catalog(self.catalog_dirs)
+
+    def _compare_model(self, req: CompareRequest):
+        """A zoo model or an upload, its profile cached."""
+        from ..comparison import Comparison, compare_profile, select_hardware
+        from ..predict import Conditions, Plan
+        from ..workload.source import resolve
+        from ..workload.workload import Workload
+
+        if req.model is None:
+            raise ChipfitError("The request names no model; give a zoo name or upload id as model, or a spec.")
         source, name = self.source(req.model)
         seq_len = req.seq or getattr(resolve(source), "default_seq_len", None)
         workload = Workload(model=name, mode=req.mode, batch=req.batch, seq_len=seq_len, samples=req.samples,
@@ -171,7 +212,7 @@ class Dashboard:
                 f"Batch {req.batch} does not split evenly over {req.devices} devices; "
                 f"give a batch that is a multiple of {req.devices}."
             )
-        catalog = load_catalog(self.catalog_dirs)
+        catalog = self._catalog()
         entries = select_hardware(catalog, req.hw_class, None)
         t0 = time.perf_counter()
         prof = self.profile(source, req.mode, req.batch // plan.data_parallel, seq_len, req.precision, req.optimizer)
@@ -179,15 +220,44 @@ class Dashboard:
         conditions = Conditions()
         estimates = compare_profile(prof, workload, plan, entries, catalog, framework=req.framework,
                                     conditions=conditions)
-        t2 = time.perf_counter()
-        comparison = Comparison(workload=workload, plan=plan, profile=prof, estimates=estimates, conditions=conditions)
-        result = comparison.to_dict()
-        result["constraints"] = {"deadline_s": deadline_s, "budget_usd": req.budget,
-                                 "hw_class": req.hw_class, "framework": req.framework}
-        result["advice"] = advice_summary(advise(comparison, deadline_s=deadline_s, budget_usd=req.budget,
-                                                 framework=req.framework))
-        result["timings_s"] = {"profile": t1 - t0, "predict": t2 - t1, "advise": time.perf_counter() - t2}
-        return finite(result)
+        return Comparison(workload=workload, plan=plan, profile=prof, estimates=estimates, conditions=conditions,
+                          timings_s={"profile": t1 - t0, "predict": time.perf_counter() - t1})
+
+    def _llm_spec(self, req: CompareRequest):
+        """The TransformerSpec of the request's spec, or of its zoo decoder for serving."""
+        from ..workload import llm
+
+        if req.spec is not None:
+            return llm.parse_spec(req.spec)
+        if req.model.startswith(UPLOAD_PREFIX):
+            raise ChipfitError("LLM serving needs a decoder LLM from the zoo or a spec, not an uploaded file; "
+                               "pick one, or leave prompt_tokens and generate_tokens empty.")
+        try:
+            return llm.spec_for_zoo(self.source(req.model)[1])
+        except ChipfitError as exc:
+            raise ChipfitError(f"LLM serving needs a decoder LLM; {exc}") from exc
+
+    def _compare_llm(self, req: CompareRequest, serving: bool):
+        """A transformer by its sizes, or LLM serving: `chipfit compare --spec/--prompt/--generate`."""
+        from ..comparison import compare
+
+        if req.spec is not None and req.model is not None:
+            raise ChipfitError("The request gives both model and spec; give one of them.")
+        if serving:
+            if req.mode != "infer":
+                raise ChipfitError("LLM serving (prompt_tokens, generate_tokens) is inference; set mode to infer.")
+            for field_name in ("prompt_tokens", "generate_tokens"):
+                value = getattr(req, field_name)
+                if value is None or value < 1:
+                    given = "not given" if value is None else f"got {value}"
+                    raise ChipfitError(f"LLM serving needs {field_name} as a whole number of tokens above 0 "
+                                       f"({given}); give both prompt_tokens and generate_tokens, or neither.")
+            self._llm_spec(req)  # a zoo model that is no decoder LLM is refused in the dashboard's words
+        return compare(None if req.spec is not None else self.source(req.model)[0], mode=req.mode, batch=req.batch,
+                       seq_len=req.seq, samples=req.samples, epochs=req.epochs, tokens=req.tokens,
+                       precision=req.precision, optimizer=req.optimizer, devices=req.devices, hw_class=req.hw_class,
+                       framework=req.framework, catalog_dirs=self.catalog_dirs, include_local_cpu=False,
+                       spec=req.spec, prompt=req.prompt_tokens, generate=req.generate_tokens)
 
     # --- uploads --------------------------------------------------------------------------
     def add_upload(self, filename: str, data: bytes) -> dict:
@@ -242,6 +312,21 @@ def advice_summary(advice) -> dict:
     w = d["winner"]
     d["winner"] = {"hardware": w["hardware"], "devices": w["devices"], "name": w["name"]} if w else None
     return d
+
+
+def max_batches(spec, precision: str, prompt_tokens: int, generate_tokens: int, devices: int,
+                hardware) -> dict[str, int | None]:
+    """The largest batch of `prompt_tokens` + `generate_tokens` requests whose weights, KV cache and
+    prefill activations fit each entry (predict/decode.py), by hardware id; None where unknown."""
+    from ..predict.decode import predict_inference
+
+    weights = "fp32" if precision == "tf32" else precision  # as comparison.compare_serving stores them
+    out = {}
+    for hw in hardware:
+        inf = predict_inference(spec, hw, batch=1, prompt_tokens=prompt_tokens, generated_tokens=generate_tokens,
+                                weight_precision=weights, devices=devices)
+        out[hw.id] = None if inf.excluded_reason else inf.max_batch
+    return out
 
 
 def _one_sentence(exc: RequestValidationError) -> str:
