@@ -32,7 +32,7 @@ from playwright.sync_api import expect, sync_playwright  # noqa: E402
 from chipfit.measurement import Environment, Measurement  # noqa: E402
 from chipfit.store import Store  # noqa: E402
 from chipfit.web import create_app  # noqa: E402
-from tests.test_web import TINY_PROTOTXT  # noqa: E402
+from tests.test_web import LLAMA3_70B, TINY_PROTOTXT  # noqa: E402
 
 
 def _free_loopback_port() -> int:
@@ -137,6 +137,43 @@ def test_upload_then_compare(page, tmp_path):
     page.click("#run")
     expect(page.locator("#summary .v").first).to_have_text("tiny", timeout=COMPARE_TIMEOUT_MS)
     assert page.locator("#ranking-table tbody tr.row").count() > 0
+
+
+def test_llm_by_sizes_serving_ranks_with_serving_columns(page):
+    page.click("button[data-tab=compare]")
+    page.check("input[name=mode][value=infer]")
+    page.select_option("#model", "resnet18")
+    assert page.locator("#serving-fields").is_hidden()  # not a decoder LLM
+    page.select_option("#model", "llama-3-8b")
+    assert page.locator("#serving-fields").is_visible()
+    page.check("input[name=source][value=spec]")
+    assert page.locator("#model").is_hidden() and page.locator("#spec").is_visible()
+    page.fill("#spec", LLAMA3_70B)
+    page.fill("input[name=batch]", "32")
+    page.fill("input[name=samples]", "")
+    page.select_option("#precision", "int8")
+    page.fill("input[name=prompt_tokens]", "2048")
+    page.fill("input[name=generate_tokens]", "256")
+    page.click("#run")
+    expect(page.locator("#ranking-table thead")).to_contain_text("first token", timeout=COMPARE_TIMEOUT_MS)
+
+    api = page.request.post(page.server + "/api/compare", data={
+        "spec": LLAMA3_70B, "mode": "infer", "batch": 32, "precision": "int8", "prompt_tokens": 2048,
+        "generate_tokens": 256}).json()
+    runnable = [e["hardware"] for e in api["estimates"] if not e["excluded_reason"]]
+    rows = page.locator("#ranking-table tbody tr.row")
+    assert rows.count() == len(runnable)
+    assert [rows.nth(i).get_attribute("data-hardware") for i in range(3)] == runnable[:3]
+    headers = page.locator("#ranking-table thead th").all_inner_texts()
+    assert headers[4:7] == ["first token", "tokens/s", "max batch"]
+    # Llama 3 70B at int8 on one H100: 8 requests of 2048 + 256 tokens fit (tests/test_web.py derives it).
+    h100 = page.locator('#ranking-table tr.row[data-hardware="nvidia-h100-sxm5-80gb"] td')
+    assert h100.nth(6).inner_text() == "8" and h100.nth(4).inner_text() == "6.42 s"
+    summary = page.locator("#summary").inner_text()
+    assert "70.6 G" in summary and "LLM serving, 2048 prompt + 256 generated tokens" in summary
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "dashboard-serving.png"), full_page=True)
+    assert page.problems == [], page.problems
 
 
 def test_stored_measurements_tab(page):

@@ -87,6 +87,21 @@ function showError(message) {
 
 // --- the form ---------------------------------------------------------------------------
 const uploaded = [];  // {model, name} of files uploaded in this page
+const DECODER_TASK = "causal-lm";  // zoo models LLM serving (prompt and generated tokens) applies to
+const decoders = new Set();
+
+function bySizes() {
+  return document.querySelector("input[name=source]:checked").value === "spec";
+}
+
+// Show the model source picked, and the serving fields for a decoder LLM in inference.
+function updateForm() {
+  const spec = bySizes();
+  $("source-zoo").hidden = spec;
+  $("source-spec").hidden = !spec;
+  const infer = document.querySelector("input[name=mode]:checked").value === "infer";
+  $("serving-fields").hidden = !(infer && (spec || decoders.has($("model").value)));
+}
 
 function fillOptions(select, values, selected) {
   for (const v of values) select.append(el("option", { value: v, selected: v === selected }, v));
@@ -95,7 +110,10 @@ function fillOptions(select, values, selected) {
 function fillModels(models) {
   const select = $("model");
   const groups = {};
-  for (const m of models) (groups[m.task] = groups[m.task] || []).push(m);
+  for (const m of models) {
+    (groups[m.task] = groups[m.task] || []).push(m);
+    if (m.task === DECODER_TASK) decoders.add(m.name);
+  }
   for (const [task, entries] of Object.entries(groups)) {
     const group = el("optgroup", { label: task });
     for (const m of entries) {
@@ -134,6 +152,8 @@ async function onUpload(event) {
     status.textContent = `${result.filename}: ${fmtNumber(p.params)} parameters, ${fmtNumber(p.flops.total)}FLOP per inference at batch 1. Inference only for .onnx and .prototxt.`;
     addUploadedModel(result);
     document.querySelector("input[name=mode][value=infer]").checked = true;
+    document.querySelector("input[name=source][value=zoo]").checked = true;
+    updateForm();
   } catch (err) {
     status.textContent = "";
     showError(err.message);
@@ -150,8 +170,13 @@ function numberOrNull(text) {
 
 function readForm() {
   const f = new FormData($("job"));
+  const spec = bySizes();
+  const serving = !$("serving-fields").hidden;
   const body = {
-    model: $("model").value,
+    model: spec ? null : $("model").value,
+    spec: spec ? String(f.get("spec")).trim() : null,
+    prompt_tokens: serving ? numberOrNull(f.get("prompt_tokens")) : null,
+    generate_tokens: serving ? numberOrNull(f.get("generate_tokens")) : null,
     mode: f.get("mode"),
     batch: numberOrNull(f.get("batch")),
     seq: numberOrNull(f.get("seq")),
@@ -217,7 +242,7 @@ function render(result) {
   $("plots").hidden = false;
   drawScatter($("plot-scatter"), runnable, result.constraints);
   drawBars($("plot-bars"), runnable, result.constraints);
-  renderTable(runnable, verdicts(result.advice), result.advice.winner);
+  renderTable(runnable, verdicts(result.advice), result.advice.winner, Boolean(result.workload.prompt_tokens));
   const details = $("excluded");
   details.hidden = excluded.length === 0;
   details.querySelector("summary").textContent = `${excluded.length} entr${excluded.length === 1 ? "y" : "ies"} cannot run this job`;
@@ -228,11 +253,14 @@ function render(result) {
 function renderSummary(result, runnable) {
   const w = result.workload;
   const fitting = runnable.filter((e) => e.fits !== false);
-  const job = w.mode === "train" ? `train, ${fmtNumber(w.samples ? w.samples * w.epochs : w.tokens ? w.tokens / (w.seq_len || 1) : w.batch)} samples` : "inference";
+  const serving = Boolean(w.prompt_tokens);
+  const job = w.mode === "train" ? `train, ${fmtNumber(w.samples ? w.samples * w.epochs : w.tokens ? w.tokens / (w.seq_len || 1) : w.batch)} samples`
+    : serving ? `LLM serving, ${w.prompt_tokens} prompt + ${w.generate_tokens} generated tokens` : "inference";
+  const batch = serving ? `${w.batch} request${w.batch > 1 ? "s" : ""}` : w.batch + (w.seq_len ? ` × ${w.seq_len} tokens` : "");
   const items = [
     ["model", w.model], ["parameters", fmtNumber(w.params)], ["job", job],
-    ["batch", w.batch + (w.seq_len ? ` × ${w.seq_len} tokens` : "")], ["precision", w.precision],
-    ["FLOP per step per device", fmtNumber(w.flops_per_step_per_device)],
+    ["batch", batch], ["precision", w.precision],
+    [serving ? "prefill FLOP per batch" : "FLOP per step per device", fmtNumber(w.flops_per_step_per_device)],
     ["entries that fit", `${fitting.length} of ${result.estimates.length}`],
     ["profiled in", fmtTime(result.timings_s.profile)],
   ];
@@ -376,30 +404,50 @@ function drawBars(box, estimates, constraints) {
   box.replaceChildren(root, legend([...new Set(rows.map((e) => e.class))]));
 }
 
-function renderTable(estimates, verdict, winner) {
-  const head = el("thead", {}, el("tr", {}, ...["#", "hardware", "class", "fits", "step", "total time", "throughput", "memory", "energy", "cost", "constraints"].map((h) => el("th", {}, h))));
+// Columns of the ranking: [header, cell(e, i)]. LLM serving shows what `chipfit compare --prompt
+// --generate` does (time to first token, tokens/s) and the largest batch that fits.
+function rankingColumns(serving, verdict, winner) {
+  const range = (e, key, fmt) => (e.low && e.low[key] !== undefined && e.high && e.high[key] !== undefined)
+    ? el("span", { class: "range" }, `${fmt(e.low[key])} – ${fmt(e.high[key])}`) : null;
+  const isWinner = (e) => winner && winner.hardware === e.hardware && winner.devices === e.devices;
+  const fit = (e) => e.fits === true ? el("span", { class: "fit-yes" }, "yes") : e.fits === false ? el("span", { class: "fit-no" }, "no") : el("span", { class: "fit-unknown" }, "?");
+  const throughput = (e) => [e.throughput_per_s ? fmtNumber(e.throughput_per_s) : "–", e.throughput_per_s ? el("span", { class: "range" }, e.throughput_unit) : null];
+  const first = [
+    ["#", (e, i) => i + 1],
+    ["hardware", (e) => [e.name + (e.devices > 1 ? ` × ${e.devices}` : ""), el("small", {}, e.hardware)], "name"],
+    ["class", (e) => el("span", { class: "badge", style: { background: CLASS_COLOURS[e.class] || "#888" } }, e.class)],
+    ["fits", fit],
+  ];
+  const middle = serving ? [
+    ["first token", (e) => fmtTime(e.serving.time_to_first_token_s)],
+    ["tokens/s", throughput],
+    ["max batch", (e) => e.serving.max_batch === null ? "–" : String(e.serving.max_batch)],
+    ["decode step", (e) => fmtTime(e.step_time_s)],
+  ] : [
+    ["step", (e) => fmtTime(e.step_time_s)],
+    ["throughput", throughput],
+  ];
+  const last = [
+    ["total time", (e) => [fmtTime(e.total_time_s), range(e, "total_time_s", fmtTime)]],
+    ["memory", (e) => fmtBytes(e.memory_per_device_bytes)],
+    ["energy", (e) => fmtKwh(e.energy_kwh)],
+    ["cost", (e) => [fmtUsd(e.cost_usd), range(e, "cost_usd", fmtUsd)], null, (e) => e.cost_source || "no sourced price"],
+    ["constraints", (e) => { const r = verdict.get(`${e.hardware}/${e.devices}`); return isWinner(e) ? "advised" : r === "" ? "meets" : r || "–"; },
+      (e) => { const r = verdict.get(`${e.hardware}/${e.devices}`); return r ? "reason miss" : "reason meets"; }],
+  ];
+  return { columns: [...first, ...middle, ...last], isWinner };
+}
+
+function renderTable(estimates, verdict, winner, serving) {
+  const { columns, isWinner } = rankingColumns(serving, verdict, winner);
+  const head = el("thead", {}, el("tr", {}, ...columns.map(([h]) => el("th", {}, h))));
   const body = el("tbody");
   estimates.forEach((e, i) => {
-    const fit = e.fits === true ? el("span", { class: "fit-yes" }, "yes") : e.fits === false ? el("span", { class: "fit-no" }, "no") : el("span", { class: "fit-unknown" }, "?");
-    const range = (key, fmt) => (e.low && e.low[key] !== undefined && e.high && e.high[key] !== undefined)
-      ? el("span", { class: "range" }, `${fmt(e.low[key])} – ${fmt(e.high[key])}`) : null;
-    const reason = verdict.get(`${e.hardware}/${e.devices}`);
-    const isWinner = winner && winner.hardware === e.hardware && winner.devices === e.devices;
-    const devices = e.devices > 1 ? ` × ${e.devices}` : "";
-    const row = el("tr", { class: isWinner ? "row winner" : "row", "data-hardware": e.hardware },
-      el("td", {}, i + 1),
-      el("td", { class: "name" }, e.name + devices, el("small", {}, e.hardware)),
-      el("td", {}, el("span", { class: "badge", style: { background: CLASS_COLOURS[e.class] || "#888" } }, e.class)),
-      el("td", {}, fit),
-      el("td", {}, fmtTime(e.step_time_s)),
-      el("td", {}, fmtTime(e.total_time_s), range("total_time_s", fmtTime)),
-      el("td", {}, e.throughput_per_s ? fmtNumber(e.throughput_per_s) : "–", e.throughput_per_s ? el("span", { class: "range" }, e.throughput_unit) : null),
-      el("td", {}, fmtBytes(e.memory_per_device_bytes)),
-      el("td", {}, fmtKwh(e.energy_kwh)),
-      el("td", { title: e.cost_source || "no sourced price" }, fmtUsd(e.cost_usd), range("cost_usd", fmtUsd)),
-      el("td", { class: reason ? "reason miss" : "reason meets" }, isWinner ? "advised" : reason === "" ? "meets" : reason || "–"),
-    );
-    const notes = el("tr", { class: "assumptions", hidden: true }, el("td", { colspan: 11 },
+    const row = el("tr", { class: isWinner(e) ? "row winner" : "row", "data-hardware": e.hardware },
+      ...columns.map(([, cell, cls, title]) => el("td", {
+        class: typeof cls === "function" ? cls(e) : cls, title: title ? title(e) : null,
+      }, cell(e, i))));
+    const notes = el("tr", { class: "assumptions", hidden: true }, el("td", { colspan: columns.length },
       el("ul", {}, ...e.assumptions.map((a) => el("li", {}, a)), e.cost_source ? el("li", {}, `price: ${e.cost_source}`) : null)));
     row.addEventListener("click", () => { notes.hidden = !notes.hidden; });
     body.append(row, notes);
@@ -456,6 +504,8 @@ async function init() {
   for (const b of document.querySelectorAll(".tab")) b.addEventListener("click", () => switchTab(b.dataset.tab));
   $("job").addEventListener("submit", onCompare);
   $("upload").addEventListener("change", onUpload);
+  for (const input of document.querySelectorAll("input[name=source], input[name=mode]")) input.addEventListener("change", updateForm);
+  $("model").addEventListener("change", updateForm);
   try {
     const [meta, models] = await Promise.all([api("/api/meta"), api("/api/models")]);
     $("version").textContent = `v${meta.version}`;
@@ -465,6 +515,7 @@ async function init() {
     fillOptions($("optimizer"), meta.optimizers, "adamw");
     fillOptions($("hw-class"), meta.classes, null);
     fillOptions($("framework"), meta.frameworks, null);
+    updateForm();
     document.body.dataset.ready = "true";
   } catch (err) {
     showError(`The dashboard could not load its options (${err.message}); is the server still running?`);
