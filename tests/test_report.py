@@ -133,3 +133,14 @@ def test_measured_data_keeps_only_predicted_steps():
     assert measured_data([step, bench, unpredicted]) == [
         {"label": "gpt2", "kind": "train_step", "device": "cuda:0", "precision": "bf16",
          "predicted_s": 0.4, "measured_s": 0.5}]
+
+
+def test_ranking_price_column_is_per_device_hour_and_wraps(advice, tmp_path):
+    text = html(advice.comparison, tmp_path / "r.html").read_text()
+    h100 = re.search(r'<tr class="[a-z]*"><td>\d+</td><td class="w">nvidia-h100-sxm5-80gb</td>.*?</tr>', text).group(0)
+    # aws p5.48xlarge: $55.04/h for 8 H100s is $6.88 per device-hour; the instance follows in small text.
+    assert '<td class="p">$6.88/h<br><span class=muted>aws p5.48xlarge</span></td>' in h100
+    # The price cell and, at narrow widths, headers and ranges wrap (tests/e2e checks the width in a browser).
+    assert "td.p{white-space:normal" in text and "th,td .muted{white-space:normal}" in text
+    # A range breaks only after its dash, never between a figure and its unit.
+    assert re.search(r"<span class=muted>[0-9.]+&nbsp;[a-z]+&nbsp;- [0-9.]+&nbsp;[a-z]+</span>", h100)

@@ -22,9 +22,11 @@ h1{font-size:24px;margin:0 0 4px}h2{font-size:18px;margin:32px 0 8px;border-bott
 .none{background:#fbeeee;border-left-color:#c44e52}
 table{border-collapse:collapse;width:100%;font-size:12.5px;margin:8px 0}
 th,td{padding:4px 8px;border-bottom:1px solid #e6e6e6;text-align:right;vertical-align:top;white-space:nowrap}
-td.w{white-space:normal;text-align:left;min-width:280px}.reason{color:#a33;font-size:11.5px}.scroll{overflow-x:auto}td .muted{font-size:11px}
+td.w{white-space:normal;text-align:left;min-width:11em}.reason{color:#a33;font-size:11.5px}.scroll{overflow-x:auto}td .muted{font-size:11px}
 th{background:#fafafa;position:sticky;top:0}td.l,th.l{text-align:left}
 tr.win td{background:#fff7e0;font-weight:600}tr.out td{color:#888}
+td.p{white-space:normal;text-align:left;min-width:7em;max-width:10em;overflow-wrap:anywhere}td.p .muted{display:block}
+@media (max-width:1100px){main{padding:16px 12px 32px}table{font-size:11px}th,td{padding:3px 5px}th,td .muted{white-space:normal}td.w{min-width:7em}td.p{min-width:5em}}
 .yes{color:#2a7d2a}.no{color:#c44e52}
 figure{margin:12px 0}figure img{max-width:100%;height:auto;border:1px solid #eee}figcaption{color:#555;font-size:12.5px}
 ul{margin:6px 0;padding-left:20px}li{margin:2px 0}.muted{color:#777;font-size:12.5px}
@@ -60,6 +62,20 @@ def _short_source(e) -> str:
     return e.cost_source.split(" at $", 1)[0]
 
 
+def _unbroken(text: str) -> str:
+    """`text` with its spaces made non-breaking, so a figure and its unit stay on one line."""
+    return text.replace(" ", "&nbsp;")
+
+
+def _price(e) -> str:
+    """The price cell: USD per device-hour (the cost over the device-hours it was priced from), then the
+    instance in small text that wraps, so the column stays narrow."""
+    if not e.cost_source:
+        return "-"
+    rate = f"{usd(e.cost_usd / e.device_hours)}/h<br>" if e.cost_usd and e.device_hours else ""
+    return f"{rate}<span class=muted>{_text(_short_source(e))}</span>"
+
+
 def _png(fig) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=130)
@@ -93,24 +109,24 @@ def _ranking(advice: Advice) -> str:
     others.sort(key=lambda e: (e.total_time_s is None, e.total_time_s or 0.0))
     cannot = [e for e in advice.estimates() if e.excluded_reason]
     unit = advice.comparison.estimates[0].throughput_unit if advice.comparison.estimates else "samples/s"
-    head = ["#", "hardware", "class", "fits", "memory/device", "step", f"throughput<br>({unit})",
-            "total time<br>(low - high)", "device-hours", "energy", "CO2", "cost", "price"]
+    head = ["#", "hardware", "class", "fits", "memory per device", "step", f"throughput<br>({unit})",
+            "total time<br>(low - high)", "device-hours", "energy", "CO2", "cost", "price<br>(per device)"]
     rows = []
     for i, e in enumerate([*advice.candidates, *others], 1):
         fits = {True: '<span class="yes">yes</span>', False: '<span class="no">no</span>', None: "?"}[e.fits]
-        span = "-" if e.total_time_s is None else (
-            f"{seconds(e.total_time_s)}<br><span class=muted>{seconds(e.low.get('total_time_s'))} - "
-            f"{seconds(e.high.get('total_time_s'))}</span>")
+        span = "-" if e.total_time_s is None else (  # a narrow column wraps the range at its dash only
+            f"{seconds(e.total_time_s)}<br><span class=muted>{_unbroken(seconds(e.low.get('total_time_s')))}&nbsp;- "
+            f"{_unbroken(seconds(e.high.get('total_time_s')))}</span>")
         cls = "win" if e is advice.winner else "" if e in advice.candidates else "out"
         why = reasons.get((e.hardware, e.devices), "")
         name = _text(label(e)) + (f"<div class=reason>{_text(why)}</div>" if why else "")
         cells = [str(i), name, _text(e.hw_class), fits, nbytes(e.memory_per_device_bytes),
                  seconds(e.step_time_s), si(e.throughput_per_s), span,
                  "-" if e.device_hours is None else f"{e.device_hours:,.1f}", kwh(e.energy_kwh),
-                 "-" if e.co2_kg is None else f"{e.co2_kg:,.3g} kg", usd(e.cost_usd),
-                 _text(_short_source(e))]
+                 "-" if e.co2_kg is None else f"{e.co2_kg:,.3g} kg", usd(e.cost_usd), _price(e)]
         rows.append(f'<tr class="{cls}">' + "".join(
-            f'<td class="w">{c}</td>' if j == 1 else f'<td class="l">{c}</td>' if j in (2, 12) else f"<td>{c}</td>"
+            f'<td class="w">{c}</td>' if j == 1 else f'<td class="l">{c}</td>' if j == 2
+            else f'<td class="p">{c}</td>' if j == 12 else f"<td>{c}</td>"
             for j, c in enumerate(cells)) + "</tr>")
     ths = "".join(f'<th class="l">{h}</th>' if j in {1, 2, 12} else f"<th>{h}</th>" for j, h in enumerate(head))
     left_out = "".join(f"<li><b>{_text(label(e))}</b>: {_text(e.excluded_reason)}</li>" for e in cannot)
