@@ -180,12 +180,17 @@ def serving_estimate(inf, hw: Hardware, requests: float, instance, conditions: C
     return est
 
 
+def serving_weight_precision(precision: str) -> str:
+    """The precision served weights are stored at for a job's `precision` (tf32 weights are fp32)."""
+    return "fp32" if precision == "tf32" else precision
+
+
 def compare_serving(spec, workload: Workload, prompt: int, generate: int, devices: int, hardware: list[Hardware],
                     catalog: Catalog, conditions: Conditions) -> list[Estimate]:
     """LLM serving (prefill, then decode) of `workload.batch` requests per batch on each entry."""
     from .predict.decode import predict_inference
 
-    weights = workload.precision if workload.precision != "tf32" else "fp32"
+    weights = serving_weight_precision(workload.precision)
     out = []
     for hw in hardware:
         inf = predict_inference(spec, hw, batch=workload.batch, prompt_tokens=prompt, generated_tokens=generate,

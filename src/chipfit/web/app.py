@@ -318,9 +318,10 @@ def max_batches(spec, precision: str, prompt_tokens: int, generate_tokens: int, 
                 hardware) -> dict[str, int | None]:
     """The largest batch of `prompt_tokens` + `generate_tokens` requests whose weights, KV cache and
     prefill activations fit each entry (predict/decode.py), by hardware id; None where unknown."""
+    from ..comparison import serving_weight_precision
     from ..predict.decode import predict_inference
 
-    weights = "fp32" if precision == "tf32" else precision  # as comparison.compare_serving stores them
+    weights = serving_weight_precision(precision)
     out = {}
     for hw in hardware:
         inf = predict_inference(spec, hw, batch=1, prompt_tokens=prompt_tokens, generated_tokens=generate_tokens,
