@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     dev = sub.add_parser("devices", help="what is here: CPU model, cores, ISA, GPUs, MPS")
     _out_args(dev)
     bench = sub.add_parser("bench", help="micro-benchmarks of every local device, stored")
-    bench.add_argument("--quick", action="store_true", help="fewer sizes (a few seconds on a CPU)")
+    bench.add_argument("--quick", action="store_true", help="fewer sizes, one round (a few seconds on a CPU)")
     bench.add_argument("--device", help="only this device id (see `chipfit devices`)")
     _db_arg(bench)
     _out_args(bench)
@@ -403,7 +403,7 @@ def run_local(args: argparse.Namespace) -> None:
     store = Store(args.db)
     if args.command == "bench":
         from .measure.devices import local_devices
-        from .measure.microbench import run_microbenchmarks
+        from .measure.microbench import BENCH_ROUNDS, run_microbenchmarks
         from .measure.power import energy_meter
 
         devices = [_local_device(args.device)] if args.device else local_devices()
@@ -413,7 +413,8 @@ def run_local(args: argparse.Namespace) -> None:
             tdp = hw.tdp_watts
             meter = energy_meter(device.kind, tdp_watts=tdp.value if tdp else None, tdp_source=tdp.source if tdp else "")
             with terminal.progress_bar(f"bench {device.id}") as bar:
-                ms = run_microbenchmarks(device, quick=args.quick, progress=bar, meter=meter)
+                ms = run_microbenchmarks(device, quick=args.quick, progress=bar, meter=meter,
+                                         rounds=1 if args.quick else BENCH_ROUNDS)
             env = Environment.capture(device.id, device.name, hw.id, extra={"quick": args.quick})
             run_id = store.record_run("bench", device.id, env, ms)
             out.append({"run_id": run_id, "device": device.id, "hardware": hw.id, "measurements": [m.to_dict() for m in ms]})

@@ -14,7 +14,7 @@ import contextlib
 import math
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from ..measurement import Measurement
@@ -28,6 +28,7 @@ TARGET_REP_S = 0.01  # a rep loops calls until it lasts about this long
 BUDGET_S = 0.4  # timed seconds per benchmark, spread over the reps
 MIN_REPS, MAX_REPS = 5, 50
 MAX_CALL_S = 0.5  # a matmul size expected to take longer per call is skipped
+BENCH_ROUNDS = 3  # rounds of the whole plan `chipfit bench` runs (one with --quick)
 
 
 
@@ -279,27 +280,47 @@ def run_bench(bench: Bench, device: LocalDevice, meter: EnergyMeter | None = Non
     raise ValueError(f"unknown benchmark kind {bench.kind!r}")
 
 
+def median_round(rounds: list[Measurement]) -> Measurement:
+    """One benchmark measured in several rounds, as one Measurement: the round with the median time (the lower
+    of the middle two for an even count), with the repetitions, fastest and slowest of all rounds."""
+    if len(rounds) == 1:
+        return rounds[0]
+    mid = statistics.median_low(m.median_s for m in rounds)
+    pick = next(m for m in rounds if m.median_s == mid)
+    return replace(pick, min_s=min(m.min_s for m in rounds), max_s=max(m.max_s for m in rounds),
+                   repetitions=sum(m.repetitions for m in rounds),
+                   extra={**pick.extra, "round_medians_s": [m.median_s for m in rounds]})
+
+
 def run_microbenchmarks(device: LocalDevice, quick: bool = False, progress: Progress | None = None,
-                        meter: EnergyMeter | None = None) -> list[Measurement]:
-    """Run plan(device, quick) and return its Measurements.
+                        meter: EnergyMeter | None = None, rounds: int = 1) -> list[Measurement]:
+    """Run plan(device, quick) `rounds` times over, the whole plan per round (so a slow stretch of a shared
+    machine is spread over every benchmark instead of landing on one), and return one Measurement per
+    benchmark (median_round of its rounds).
 
     A matmul size whose time per call, extrapolated from the last size of the same
     precision, exceeds MAX_CALL_S is skipped (fp16 on a CPU without fp16 units is ~100x
     slower than fp32); progress still counts it.
     """
     benches = plan(device, quick)
-    out: list[Measurement] = []
-    rate: dict[str, float] = {}  # precision -> last achieved matmul FLOP/s
-    for i, bench in enumerate(benches):
-        if progress:
-            progress(i, len(benches), bench.label)
-        if bench.kind == "matmul" and bench.precision in rate:
-            if 2.0 * bench.size**3 / rate[bench.precision] > MAX_CALL_S:
+    total = len(benches) * rounds
+    results: dict[int, list[Measurement]] = {}
+    skipped: set[int] = set()
+    rate: dict[str, float] = {}  # precision -> last achieved matmul FLOP/s (first round)
+    for r in range(rounds):
+        for i, bench in enumerate(benches):
+            if progress:
+                progress(r * len(benches) + i, total, bench.label)
+            if i in skipped:
                 continue
-        m = run_bench(bench, device, meter)
-        if bench.kind == "matmul":
-            rate[bench.precision] = m.achieved_flops_per_s or math.inf
-        out.append(m)
+            if r == 0 and bench.kind == "matmul" and bench.precision in rate:
+                if 2.0 * bench.size**3 / rate[bench.precision] > MAX_CALL_S:
+                    skipped.add(i)
+                    continue
+            m = run_bench(bench, device, meter)
+            if r == 0 and bench.kind == "matmul":
+                rate[bench.precision] = m.achieved_flops_per_s or math.inf
+            results.setdefault(i, []).append(m)
     if progress:
-        progress(len(benches), len(benches), "done")
-    return out
+        progress(total, total, "done")
+    return [median_round(ms) for _, ms in sorted(results.items())]
