@@ -15,9 +15,10 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass, field, replace
 
-# Kinds of measurement; calibration reads matmul/conv2d (efficiency by size and precision),
-# copy/triad (bandwidth), overhead (seconds per tiny kernel) and the steps.
-KINDS = ("matmul", "conv2d", "copy", "triad", "overhead", "train_step", "infer_step", "collective", "ddp_step")
+# Kinds of measurement (Measurement.kind): micro-benchmarks matmul, conv2d, conv2d_depthwise
+# (efficiency by size and precision), copy and triad (bandwidth), overhead (seconds per tiny
+# kernel); real steps train_step and infer_step, with one "op" row per profiled operator;
+# collective and ddp_step from torchrun. Calibration reads all but the last two.
 
 
 @dataclass(frozen=True)
