@@ -272,7 +272,7 @@ def _llm_train(row: dict, catalog: Catalog, hw_id: str) -> tuple[float, str]:
            f"shape {shape.layers}x{shape.hidden} ({shape_src})")
     metric, kind = row["metric"], row["kind"]
     peak = hw.peak(precision) or hw.peak("bf16")
-    attention_per_token = 12 * shape.layers * shape.hidden * seq  # PaLM App. B: 6N + 12 L H Q T
+    attention_per_token = 12 * spec.layers * spec.q_dim * seq  # PaLM App. B: 6N + 12 L H Q T (H heads of Q)
     if metric == "gpu_hours":
         return best.device_hours / WHOLE_RUN_GOODPUT, how + f"; goodput {WHOLE_RUN_GOODPUT:.0%}"
     if metric in ("energy_dynamic", "energy"):
