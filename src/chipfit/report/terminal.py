@@ -333,7 +333,7 @@ def advice_tables(advice) -> list:
         out += [f"  {c.change} on {c.hardware}: {nbytes(c.memory_per_device_bytes)} of {nbytes(c.capacity_bytes)}"
                 + (" (fits)" if c.fits else " (still too large)") for c in advice.changes]
     for rb in advice.rent_buy:
-        out.append(f"[bold]Rent or buy {rb.name}:[/bold] {rb.verdict}")
+        out.append(f"[bold]Rent or buy {rb.devices} x {rb.name}:[/bold] {rb.verdict}")
     dropped = [d for d in advice.dropped if d.reason]
     if dropped:
         out.append(f"[dim]{len(dropped)} options ruled out; --json lists each with its reason.[/dim]")
