@@ -147,6 +147,27 @@ def test_op_family_splits_kinds_by_what_the_hardware_does(kind, name, flops, nby
     assert op_family(kind, name, flops, nbytes) == family
 
 
+def test_batch_norm_forward_is_priced_by_the_steps_mode():
+    """Training-mode batch norm (statistics, three passes) and inference-mode (one pass) are fitted apart: a
+    training step's batch norm takes the train fit, an inference step's the infer fit."""
+    from chipfit.predict.efficiency import op_family
+
+    bn = "aten.native_batch_norm.default"
+    assert op_family("norm", bn, 1, 1, "train") == "norm/batch/forward/train"
+    assert op_family("norm", bn, 1, 1, "infer") == "norm/batch/forward/infer"
+    assert op_family("norm", "aten.native_batch_norm_backward.default", 1, 1, "train") == "norm/batch/backward"
+    rows = []
+    for mode, bw in (("train", 10e9), ("infer", 50e9)):
+        for n in (1e6, 4e6, 1.6e7):
+            r = op_row(mode, "norm", n, n, 1e-6 + n / bw, name=bn)
+            rows.append(Measurement(**{**r.__dict__, "extra": {**r.extra, "mode": mode}}))
+    eff = fit(rows, HW, "synthetic").efficiency(HW)
+    op = Op(bn, "norm", 8e6, 8 * 10**6, 0, "fp32", "forward", "b")
+    for mode, bw in (("train", 10e9), ("infer", 50e9)):
+        t = step_time(OpArrays.from_profile(Profile("t", mode, 1, None, "fp32", [op], 0, 0, 0, 0)), HW, eff)
+        assert t.total_s == pytest.approx(1e-6 + 8e6 / bw, rel=1e-6)
+
+
 def test_a_family_without_data_is_priced_by_its_parent_kind_then_the_roofline():
     from chipfit.predict.efficiency import family_chain
 

@@ -127,7 +127,7 @@ def _op_rows(measurements: list[Measurement]) -> list[dict]:
             continue
         if m.kind == "op":
             kind = m.extra["op_kind"]
-            rows.append(dict(family=op_family(kind, m.label, m.flops, m.bytes), kind=kind,
+            rows.append(dict(family=op_family(kind, m.label, m.flops, m.bytes, m.extra.get("mode")), kind=kind,
                              fresh=m.extra.get("fresh_bytes", 0.0), calls=m.shape.get("calls", 1), model=model_of(m)))
         elif m.kind in ("matmul", "conv2d", "conv2d_depthwise") and m.precision in BYTES_PER_ELEMENT:
             out = (m.shape.get("batch", 0) * m.shape.get("channels_out", 0) * m.shape.get("height", 0)

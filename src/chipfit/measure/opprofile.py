@@ -131,7 +131,7 @@ class OpTimes:
                 flops=float(flops), bytes=float(nbytes), median_s=statistics.median(per_rep), min_s=min(per_rep),
                 max_s=max(per_rep), repetitions=len(per_rep), label=name,
                 extra={"model": model, "mode": p.mode, "batch": p.batch, "seq_len": p.seq_len or 0, "phase": phase,
-                       "op_kind": kind, "family": op_family(kind, name, flops, nbytes),
+                       "op_kind": kind, "family": op_family(kind, name, flops, nbytes, p.mode),
                        "fresh_bytes": fresh_bytes(name, written)},
             ))
         return out

@@ -108,13 +108,15 @@ def _packet(name: str) -> str:
     return parts[1] if len(parts) > 1 else parts[0]
 
 
-def op_family(kind: str, name: str, flops: float, nbytes: float) -> str:
+def op_family(kind: str, name: str, flops: float, nbytes: float, mode: str | None = None) -> str:
     """The family an operator's measured time is fitted in, a path from its kind:
     conv/{forward,backward}/{dense,low_intensity}; attention/{forward,backward}; elementwise/{rng,
     transcendental,inplace,out}; norm/{batch,layer}/D; reduction/{pool/max,pool/avg,softmax,loss,sum}/D;
     memory/{indexed,copy}/D, D forward or backward; matmul and other as they are. The gradient of a norm,
     reduction or memory operator is a kernel of its own (a max-pool's backward scatters to saved indices, its
-    forward searches each window; an embedding's backward scatter-adds), hence the direction."""
+    forward searches each window; an embedding's backward scatter-adds), hence the direction. A batch norm's
+    forward in a training step (`mode` "train") computes the batch's statistics and updates the running ones
+    (two more passes over its input), in inference it applies the stored ones: norm/batch/forward/{train,infer}."""
     op = _packet(name)
     base = op.rstrip("_")
     backward = "backward" in op
@@ -144,6 +146,8 @@ def op_family(kind: str, name: str, flops: float, nbytes: float) -> str:
         family = "memory/indexed" if op in _INDEXED else "memory/copy"
     else:
         return kind
+    if family == "norm/batch" and not backward and mode in ("train", "infer"):
+        return f"norm/batch/forward/{mode}"
     return family + ("/backward" if backward else "/forward")
 
 

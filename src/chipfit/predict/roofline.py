@@ -77,7 +77,8 @@ class OpArrays:
             precision=precision,
             phase=np.array([PHASES.index(op.phase) for op in ops], dtype=int),
             n_ops=len(ops),
-            family=np.array([op_family(op.kind, op.name, op.flops, op.bytes) for op in ops], dtype=object),
+            family=np.array([op_family(op.kind, op.name, op.flops, op.bytes, profile.mode) for op in ops],
+                            dtype=object),
             fresh=np.array([fresh_bytes(op.name, op.bytes_written) for op in ops], dtype=float),
             names=np.array([op.name for op in ops], dtype=object),
         )
