@@ -81,3 +81,17 @@ def test_scale_profile_through_two_traces_keeps_the_weight_traffic_fixed():
     qkvo = next(i for i, op in enumerate(exact.ops) if op.module == "layers.0.attn" and op.kind == "matmul")
     weights = 4 * 4608**2 * 2  # q, k, v, o in bf16, read once whatever the batch
     assert scale_profile(factory(1), 8).ops[qkvo].bytes - exact.ops[qkvo].bytes == pytest.approx(7 * weights, abs=8)
+
+
+def test_a_tpu_slice_takes_tensor_parallelism_beyond_eight_chips():
+    # A TPU slice is one ICI torus: no 8-device node bounds tensor parallelism there.
+    tpu = Hardware(**{**GPU.__dict__, "id": "test-tpu", "hw_class": "tpu"})
+    spec = TransformerSpec(layers=4, hidden=2048, heads=16, kv_heads=16, ffn=8192, vocab=32000)
+    job = Workload(model="t", batch=16, seq_len=512, tokens=16 * 512 * 10, precision="bf16")
+    result = search_plans(lambda b: profile_spec(spec, batch=b, seq_len=512, precision="bf16"), shape_of(spec, 512),
+                          job, tpu, devices=16, micro_batch_sizes=(1,), top=500)
+    assert "tensor parallelism beyond one node" not in result.rejected
+    assert 16 in {r.plan.tensor_parallel for r in result.ranked}
+    gpu = search_plans(lambda b: profile_spec(spec, batch=b, seq_len=512, precision="bf16"), shape_of(spec, 512),
+                       job, GPU, devices=16, micro_batch_sizes=(1,), top=500, network="ib-ndr-400")
+    assert max(r.plan.tensor_parallel for r in gpu.ranked) == 8  # GPUs: within one 8-GPU node

@@ -181,6 +181,8 @@ def search_plans(
                            "than one device cannot be predicted; search with --max-devices 1.")
     eff = efficiency or default_efficiency(hw.hw_class)
     capacity = hw.memory_bytes.value if hw.memory_bytes else None
+    # Tensor parallelism stays within the scale-up domain: a node, or a TPU slice's whole ICI torus.
+    ici_slice = topo is not None and topo.node_size is None
     node = topo.node_size if topo is not None and topo.node_size is not None else max(TENSOR_PARALLEL)
     seq = workload.seq_len or shape.seq_len
     # In a node, {1, 2, 4, 8}; one ICI domain (a TPU slice) takes any divisor of the heads up to 64.
@@ -218,7 +220,7 @@ def search_plans(
         for t in tensor_degrees:
             if n % t:
                 continue
-            if t > node:
+            if t > node and not ici_slice:
                 reject("tensor parallelism beyond one node", f"tp {t} > {node} devices per node")
                 continue
             for p in _divisors(shape.layers):
