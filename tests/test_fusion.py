@@ -89,3 +89,4 @@ def test_tpus_run_compiled_and_gpus_eager_unless_jax():
     eager = predict(train, gpu, job, Plan())
     (jax,) = compare_profile(train, job, Plan(), [gpu], catalog, framework="jax")
     assert jax.step_time_s < eager.step_time_s
+    assert any("XLA" in a for a in jax.assumptions) and not any("XLA" in a for a in eager.assumptions)

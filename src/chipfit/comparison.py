@@ -137,7 +137,7 @@ def compare_profile(
             estimates.append(Estimate(hardware=hw.id, hw_class=hw.hw_class, name=hw.name, devices=plan.devices,
                                       excluded_reason=f"{hw.name} does not run {framework} (runs: {runs})."))
             continue
-        estimates.append(predict_fitting(profile, hw, workload, plan, arrays=arrays_for(hw),
+        estimates.append(predict_fitting(profile, hw, workload, plan, arrays=arrays_for(hw), framework=framework,
                                          instance=catalog.cheapest_instance(hw.id), conditions=conditions))
     if local_cpu is not None:
         # One local CPU runs the whole job, the global batch as per-device micro-batches in turn.

@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 
 from ..catalog.schema import Hardware, Instance
 from ..errors import ChipfitError
-from ..workload.fusion import fuse_for_compiler, runs_compiled
+from ..workload.fusion import as_run, runs_compiled
 from ..workload.profile import Profile
 from ..workload.workload import Workload
 from . import energy as _energy
@@ -59,6 +59,7 @@ def predict(
     conditions: Conditions = Conditions(),
     shape: ModelShape | None = None,
     network: Network | str | None = None,
+    framework: str | None = None,
 ) -> Estimate:
     """Step time, memory fit, job totals and their bounds for `workload` on `plan.devices` x `hw`.
 
@@ -66,8 +67,8 @@ def predict(
     traced at the per-device micro-batch (batch / data-parallel degree / micro-batches).
     `shape` (layers, hidden, heads, sequence) is needed for tensor, pipeline and expert
     parallelism and recomputation; `network` names the scale-out network (default: the
-    vendor's reference node for the hardware). A TPU runs the step as XLA compiles it
-    (workload.fusion.fuse_for_compiler) unless `arrays` are given.
+    vendor's reference node for the hardware). A TPU, or any device under `framework` jax, runs the
+    step as XLA compiles it (workload.fusion.as_run); `arrays`, when given, are the step as it runs.
     """
     dp, m = plan.data_parallel, plan.micro_batches
     if profile.batch * dp * m != workload.batch:
@@ -80,10 +81,8 @@ def predict(
         plan.check(shape)
     if reason := hw.excluded_for(workload.training):
         return _excluded(hw, plan, reason)
-    if arrays is None:
-        compiled = fuse_for_compiler(profile) if runs_compiled(hw.hw_class) else profile
-        arrays = OpArrays.from_profile(compiled, workload.precision)
-    arrays = shard_arrays(arrays, plan.tensor_parallel, plan.sequence_parallel)
+    arrays = shard_arrays(arrays or OpArrays.from_profile(as_run(profile, hw.hw_class, framework), workload.precision),
+                          plan.tensor_parallel, plan.sequence_parallel)
     eff = efficiency or default_efficiency(hw.hw_class)
     fast_eff, slow_eff = eff.bounds(hw.hw_class)
     try:
@@ -112,7 +111,7 @@ def predict(
         eff.describe(),
         *central.notes,
     ]
-    if runs_compiled(hw.hw_class):
+    if runs_compiled(hw.hw_class, framework):
         assumptions.append("XLA fuses elementwise operators and casts into the operator producing their input")
     if plan.devices > 1:
         assumptions.append(_plan_assumption(plan, topo))

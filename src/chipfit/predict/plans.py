@@ -16,7 +16,7 @@ from typing import Callable
 
 from ..catalog.schema import Hardware, Instance
 from ..errors import ChipfitError
-from ..workload.fusion import fuse_for_compiler, runs_compiled
+from ..workload.fusion import as_run
 from ..workload.profile import Profile
 from ..workload.workload import Workload
 from . import energy as _energy
@@ -181,13 +181,13 @@ def search_plans(
                            "than one device cannot be predicted; search with --max-devices 1.")
     eff = efficiency or default_efficiency(hw.hw_class)
     capacity = hw.memory_bytes.value if hw.memory_bytes else None
-    # Tensor parallelism stays within the scale-up domain: a node, or a TPU slice's whole ICI torus.
-    ici_slice = topo is not None and topo.node_size is None
-    node = topo.node_size if topo is not None and topo.node_size is not None else max(TENSOR_PARALLEL)
     seq = workload.seq_len or shape.seq_len
-    # In a node, {1, 2, 4, 8}; one ICI domain (a TPU slice) takes any divisor of the heads up to 64.
-    tensor_degrees = TENSOR_PARALLEL if topo is None or topo.node_size is not None else \
-        tuple(d for d in shape.divisors_of_heads() if d <= 64)
+    # Tensor parallelism stays within the scale-up domain: {1, 2, 4, 8} in a node; one ICI domain
+    # (a TPU slice, no node) takes any divisor of the heads up to 64.
+    if topo is not None and topo.node_size is None:
+        node, tensor_degrees = math.inf, tuple(d for d in shape.divisors_of_heads() if d <= 64)
+    else:
+        node, tensor_degrees = topo.node_size if topo is not None else max(TENSOR_PARALLEL), TENSOR_PARALLEL
 
     cache: dict[tuple[int, int, bool], tuple[Profile, dict[str, float]] | None] = {}
 
@@ -195,8 +195,7 @@ def search_plans(
         key = (b, t, sp)
         if key not in cache:
             prof = profile(b) if callable(profile) else scale_profile(profile, b)
-            ran = fuse_for_compiler(prof) if runs_compiled(hw.hw_class) else prof
-            arrays = shard_arrays(OpArrays.from_profile(ran, workload.precision), t, sp)
+            arrays = shard_arrays(OpArrays.from_profile(as_run(prof, hw.hw_class), workload.precision), t, sp)
             try:
                 cache[key] = (prof, step_time(arrays, hw, eff).phase_s)
             except MissingFigure:
@@ -220,7 +219,7 @@ def search_plans(
         for t in tensor_degrees:
             if n % t:
                 continue
-            if t > node and not ici_slice:
+            if t > node:
                 reject("tensor parallelism beyond one node", f"tp {t} > {node} devices per node")
                 continue
             for p in _divisors(shape.layers):

@@ -39,6 +39,11 @@ def runs_compiled(hw_class: str, framework: str | None = None) -> bool:
     return hw_class == "tpu" or framework in COMPILING_FRAMEWORKS
 
 
+def as_run(profile: Profile, hw_class: str, framework: str | None = None) -> Profile:
+    """`profile` as a `hw_class` device runs it under `framework`: XLA-fused where XLA compiles it."""
+    return fuse_for_compiler(profile) if runs_compiled(hw_class, framework) else profile
+
+
 def _epilogue(op: Op) -> Op:
     """`op` run inside its producer: it reads only what the chain did not produce, writes nothing new."""
     return replace(op, bytes_read=max(0, op.bytes_read - op.bytes_written), bytes_written=0)
