@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import difflib
+from pathlib import Path
 from typing import Iterable
 
 
 class ChipfitError(Exception):
     """Bad input or an impossible request. The CLI prints the message and exits non-zero."""
+
+
+def check_file(path: Path, what: str, give: str, max_bytes: int | None = None, too_big: str = "") -> None:
+    """The one-sentence error for an input file that does not exist ("{what} {path} does not exist;
+    {give}.") or, with `max_bytes`, is larger ("{what} {path} is N bytes, {too_big}.")."""
+    if not path.is_file():
+        raise ChipfitError(f"{what} {path} does not exist; {give}.")
+    if max_bytes is not None and (size := path.stat().st_size) > max_bytes:
+        raise ChipfitError(f"{what} {path} is {size} bytes, {too_big}.")
 
 
 def closest(name: str, choices: Iterable[str], n: int = 3) -> str:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .catalog import Catalog, load_catalog
-from .errors import ChipfitError
+from .errors import ChipfitError, check_file
 from .predict import Plan, predict
 from .predict.parallel import GBIT, Network
 from .predict.plans import scale_profile, search_plans
@@ -368,8 +368,7 @@ def predict_row(row: dict, catalog: Catalog) -> RowResult:
 def validate_published(path: str | Path, catalog: Catalog | None = None) -> Validation:
     """Predict every row of a published.csv; the summary gives median and p90 of |r - 1| per kind."""
     path = Path(path)
-    if not path.is_file():
-        raise ChipfitError(f"Published figures file {path} does not exist; give the path to published.csv.")
+    check_file(path, "Published figures file", "give the path to published.csv")
     catalog = catalog or load_catalog()
     with path.open(newline="") as f:
         rows = [predict_row(row, catalog) for row in csv.DictReader(f)]

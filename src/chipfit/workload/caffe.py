@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..errors import ChipfitError, closest
+from ..errors import ChipfitError, check_file, closest
 from .graph_memory import peak_live_bytes
 from .profile import Op, Profile
 from .protobuf_text import Message, parse
@@ -140,13 +140,8 @@ def _in_place_last(net: CaffeNet, blob: str) -> bool:
 def parse_net(path: str | Path, batch: int | None = None, max_bytes: int = MAX_PROTOTXT_BYTES) -> CaffeNet:
     """Read a deploy prototxt and propagate blob shapes from its input dims."""
     path = Path(path)
-    if not path.is_file():
-        raise ChipfitError(f"Caffe file {path} does not exist; give the path of a deploy .prototxt.")
-    size = path.stat().st_size
-    if size > max_bytes:
-        raise ChipfitError(
-            f"Caffe file {path} is {size} bytes, over the {max_bytes}-byte limit for a prototxt; give the deploy prototxt, not weights."
-        )
+    check_file(path, "Caffe file", "give the path of a deploy .prototxt", max_bytes,
+               f"over the {max_bytes}-byte limit for a prototxt; give the deploy prototxt, not weights")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import torch
 
-from ..errors import ChipfitError
+from ..errors import ChipfitError, check_file
 from .source import surrogate_loss
 from .zoo import checked_seq_len
 
@@ -59,14 +59,8 @@ def _config_file(model: str | Path) -> Path:
     path = Path(model)
     if path.is_dir():
         path = path / CONFIG_NAME
-    if not path.is_file():
-        raise ChipfitError(f"Hugging Face config {path} does not exist; give the path of a config.json file.")
-    size = path.stat().st_size
-    if size > MAX_CONFIG_BYTES:
-        raise ChipfitError(
-            f"Hugging Face config {path} is {size} bytes, more than the {MAX_CONFIG_BYTES} a config.json can be;"
-            " give the model's config.json."
-        )
+    check_file(path, "Hugging Face config", "give the path of a config.json file", MAX_CONFIG_BYTES,
+               f"more than the {MAX_CONFIG_BYTES} a config.json can be; give the model's config.json")
     return path
 
 

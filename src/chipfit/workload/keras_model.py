@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from ..errors import ChipfitError
+from ..errors import ChipfitError, check_file
 from .profile import Op, Profile
 from .source import surrogate_loss
 from .trace import _notes, dtype_name, trace_module
@@ -46,8 +46,7 @@ def _import_keras():
 
 def _check_archive(path: Path) -> dict:
     """The archive's config.json, after checking size, member names and that it is a zip at all."""
-    if not path.is_file():
-        raise ChipfitError(f"Keras file {path} does not exist; give the path of a .keras file.")
+    check_file(path, "Keras file", "give the path of a .keras file")
     if not zipfile.is_zipfile(path):
         raise ChipfitError(f"Keras file {path} is not a .keras archive (a zip file); save it with model.save('x.keras').")
     try:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..errors import ChipfitError, closest
+from ..errors import ChipfitError, check_file, closest
 from .graph_memory import peak_live_bytes
 from .profile import Op, Profile
 
@@ -110,13 +110,8 @@ def _import_onnx():
 
 
 def _load(onnx, path: Path, max_bytes: int):
-    if not path.is_file():
-        raise ChipfitError(f"ONNX file {path} does not exist; give the path of a .onnx model.")
-    size = path.stat().st_size
-    if size > max_bytes:
-        raise ChipfitError(
-            f"ONNX file {path} is {size} bytes, over the {max_bytes}-byte limit; keep the weights in external data beside it."
-        )
+    check_file(path, "ONNX file", "give the path of a .onnx model", max_bytes,
+               f"over the {max_bytes}-byte limit; keep the weights in external data beside it")
     model = onnx.ModelProto()
     try:
         model.ParseFromString(path.read_bytes())
