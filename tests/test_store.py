@@ -152,6 +152,33 @@ def test_two_processes_writing_at_once_lose_nothing(tmp_path):
         assert len(store.measurements()) == 2 * n
 
 
+class _LockedAtFirst:
+    """A connection whose first `times` journal-mode switches find the file locked, as SQLite
+    reports while another process is switching the same new file."""
+
+    def __init__(self, db, times):
+        self.db, self.times, self.tries = db, times, 0
+
+    def execute(self, sql, *args):
+        if sql.startswith("PRAGMA journal_mode"):
+            self.tries += 1
+            if self.tries <= self.times:
+                raise sqlite3.OperationalError("database is locked")
+        return self.db.execute(sql, *args)
+
+
+def test_opening_waits_while_another_process_sets_the_file_up(tmp_path, monkeypatch):
+    with Store(tmp_path / "r.sqlite") as store:
+        store._db = _LockedAtFirst(store._db, times=3)
+        store._prepare()
+        assert store._db.tries == 4
+        monkeypatch.setattr("chipfit.store.BUSY_TIMEOUT_MS", 0)
+        store._db = _LockedAtFirst(store._db.db, times=1)
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            store._prepare()
+        store._db = store._db.db
+
+
 def test_export_csv(tmp_path):
     with Store(tmp_path / "r.sqlite") as store:
         run_id = store.record_run("bench", "local-cpu", _env(), [_matmul(100, 0.002)])

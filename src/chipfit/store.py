@@ -13,6 +13,7 @@ import io
 import json
 import os
 import sqlite3
+import time
 from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import IO, Iterable
@@ -133,13 +134,31 @@ class Store:
         self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         self._db.execute("PRAGMA foreign_keys = ON")
         try:
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._migrate()
+            self._prepare()
         except sqlite3.DatabaseError as exc:
             self._db.close()
+            if "locked" in str(exc):
+                raise ChipfitError(f"Results database {self.path} stayed locked by another process for "
+                                   f"{BUSY_TIMEOUT_MS // 1000} s; wait for it to finish or pass another file "
+                                   "with --db.") from exc
             raise ChipfitError(
                 f"{self.path} is not a chipfit results database ({exc}); pass another file with --db."
             ) from exc
+
+    def _prepare(self) -> None:
+        """WAL mode and the current schema, waiting up to the busy timeout: while another process is
+        setting up the same file, SQLite can answer 'database is locked' at once instead of calling
+        its busy handler (changing the journal mode, recovering the WAL index)."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode = WAL")
+                self._migrate()
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
     # --- schema ---------------------------------------------------------------------------
     @property
