@@ -67,6 +67,15 @@ def test_efficiency_and_overhead_enter_linearly():
     assert step_time(arrays, GPU, eff).total_s == pytest.approx(3 * (1e12 / 200e12 + 1e-5))
 
 
+def test_views_and_allocations_launch_no_kernel_on_an_accelerator_but_dispatch_on_a_cpu():
+    eff = Efficiency(matmul=1.0, vector=1.0, memory=1.0, kernel_overhead_s=1e-5)
+    ops = [op("matmul", 1e12, 1, "bf16"), op("memory", 0, 0), op("memory", 0, 0)]  # a GEMM, a view, an empty
+    arrays = OpArrays.from_profile(profile_of(ops))
+    assert op_times(arrays, GPU, eff).tolist() == pytest.approx([1e12 / 400e12 + 1e-5, 0, 0])
+    cpu = Hardware(**{**GPU.__dict__, "id": "test-cpu", "hw_class": "cpu"})
+    assert op_times(arrays, cpu, eff).tolist() == pytest.approx([1e12 / 400e12 + 1e-5, 1e-5, 1e-5])
+
+
 def test_fp8_workload_moves_matmuls_to_fp8_rate_and_missing_precision_falls_back():
     arrays = OpArrays.from_profile(profile_of([op("matmul", 8e12, 1, "bf16")]), matmul_precision="fp8")
     assert step_time(arrays, GPU, PERFECT).total_s == pytest.approx(8e12 / 800e12)

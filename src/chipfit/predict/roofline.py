@@ -173,6 +173,10 @@ def _op_terms(arrays: OpArrays, hw: Hardware, eff: Efficiency) -> _OpTerms:
     t_compute = np.divide(arrays.flops, rate, out=np.zeros(arrays.n_ops), where=rate > 0)
     t_memory = arrays.bytes / (bw * eff.memory)
     t_overhead = np.full(arrays.n_ops, eff.kernel_overhead_s)
+    if hw.hw_class != "cpu":
+        # Views and allocations (no bytes, no FLOPs) launch no kernel on an accelerator; on a CPU
+        # eager dispatch still costs each of them its few microseconds.
+        t_overhead[(arrays.bytes == 0) & (arrays.flops == 0)] = 0.0
     fitted = np.zeros(arrays.n_ops, dtype=bool)  # priced by a calibrated operator fit: terms add up
     if eff.op_fits and arrays.family is not None:
         for family, prec in {(f, p) for f, p in zip(arrays.family.tolist(), arrays.precision.tolist())}:

@@ -14,9 +14,9 @@ inputs from memory and writes its output back. Compilers fuse:
   input, in the forward and the backward pass. The optimizer's per-parameter updates are left
   as traced (an upper bound: XLA fuses them too).
 
-A fused operator's intermediate tensor is never written and read back, so it only reads the
-operands the chain did not produce (the residual of an add, the saved output a ReLU backward
-needs). Data dependencies are taken from the trace order (each operator consumes the one
+A fused operator is no kernel of its own: its work joins its producer's kernel, and its
+intermediate tensor is never written and read back, so the kernel only also reads the operands the
+chain did not produce (the residual of an add, the saved output a ReLU backward needs). Data dependencies are taken from the trace order (each operator consumes the one
 before it), which holds for the chains these rules fuse.
 """
 
@@ -44,30 +44,34 @@ def as_run(profile: Profile, hw_class: str, framework: str | None = None) -> Pro
     return fuse_for_compiler(profile) if runs_compiled(hw_class, framework) else profile
 
 
-def _epilogue(op: Op) -> Op:
-    """`op` run inside its producer: it reads only what the chain did not produce, writes nothing new."""
-    return replace(op, bytes_read=max(0, op.bytes_read - op.bytes_written), bytes_written=0)
+def _absorb(producer: Op, op: Op) -> Op:
+    """`producer` with `op` run in its epilogue: one kernel, which also reads what the chain did not
+    produce (a residual, a saved output) and still writes only the producer's output."""
+    return replace(producer, flops=producer.flops + op.flops,
+                   bytes_read=producer.bytes_read + max(0, op.bytes_read - op.bytes_written))
 
 
 def _fuse_chains(profile: Profile, producer: Callable[[Op], bool], fusible: Callable[[Op], bool],
                  fold_batch_norm: bool) -> list[Op]:
-    """Fuse each `fusible` op that follows a `producer` (or an op already fused into one) in the
-    forward and backward passes; views and allocations (no bytes) pass through."""
+    """Merge each `fusible` op that follows a `producer` (or an op already merged into one) into
+    that producer's kernel, in the forward and backward passes; views and allocations (no bytes)
+    pass through."""
     ops: list[Op] = []
-    chained, phase = False, None
+    head: int | None = None  # index in `ops` of the kernel the chain runs in
+    phase = None
     for op in profile.ops:
         if op.phase != phase:
-            chained, phase = False, op.phase
+            head, phase = None, op.phase
         if op.phase == "optimizer" or (op.kind == "memory" and not op.bytes):
             ops.append(op)
             continue
-        if chained and fold_batch_norm and op.kind == "norm" and "batch_norm" in op.name:
+        if head is not None and fold_batch_norm and op.kind == "norm" and "batch_norm" in op.name:
             continue
-        if chained and fusible(op):
-            ops.append(_epilogue(op))
+        if head is not None and fusible(op):
+            ops[head] = _absorb(ops[head], op)
             continue
         ops.append(op)
-        chained = producer(op)
+        head = len(ops) - 1 if producer(op) else None
     return ops
 
 
