@@ -141,6 +141,8 @@ def test_llm_serving_reports_time_to_first_token_and_tokens_per_second(capsys):
     (["plan", "llama-3-8b", "--hardware", "nvidia-h100-sxm5-80gb", "--deadline", "5x"],
      "Duration '5x' is not understood; write it like 90d, 12h, 45m or 3600s."),
     (["plan", "resnet50", "--hardware", "nvidia-h100-sxm5-80gb"], "chipfit plan searches transformer plans"),
+    (["plan", "llama-3-8b", "--hardware", "nvidia-a100-sxm4-80gb", "--devices", "16", "--network", "ib-hdr"],
+     "Network 'ib-hdr' is not known. Did you mean ib-hdr-200"),
     (["compare", "--spec", "layers=2,hiden=64,heads=4,ffn=128,vocab=100"], "Spec key 'hiden' is not known"),
 ])
 def test_bad_llm_and_plan_input(capsys, argv, message):

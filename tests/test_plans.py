@@ -95,3 +95,24 @@ def test_a_tpu_slice_takes_tensor_parallelism_beyond_eight_chips():
     gpu = search_plans(lambda b: profile_spec(spec, batch=b, seq_len=512, precision="bf16"), shape_of(spec, 512),
                        job, GPU, devices=16, micro_batch_sizes=(1,), top=500, network="ib-ndr-400")
     assert max(r.plan.tensor_parallel for r in gpu.ranked) == 8  # GPUs: within one 8-GPU node
+
+
+def test_a_named_network_prices_the_data_parallel_traffic_between_nodes():
+    from chipfit.predict.parallel import COLLECTIVE_EFFICIENCY, GBIT
+
+    big = Hardware(**{**GPU.__dict__, "memory_bytes": Figure(80 * 2**30, S)})
+
+    def dp16(network):
+        search = search_plans(factory, SHAPE, JOB, big, devices=16, micro_batch_sizes=(1,), zero_stages=(0,),
+                              recompute=(False,), top=500, network=network)
+        (r,) = [r for r in search.ranked if r.plan.tensor_parallel == r.plan.pipeline_parallel == 1]
+        return search, r
+
+    opa, slow = dp16("opa-4x100")
+    ndr, fast = dp16("ib-ndr-400")
+    assert "Omni-Path, 4x 100 Gb/s per 8 GPUs" in opa.links and "NDR" in ndr.links
+    # Two nodes: the all-reduce across them moves each GPU's eighth of the gradients once each way
+    # (ring over 2: 2 (n-1)/n = 1), over 50 against 400 Gb/s per GPU; the in-node parts are the same.
+    grads = SPEC.params() * 2 / 8
+    gap = grads / (50 * GBIT * COLLECTIVE_EFFICIENCY) - grads / (400 * GBIT * COLLECTIVE_EFFICIENCY)
+    assert slow.parts.data_comm_s - fast.parts.data_comm_s == pytest.approx(gap, rel=1e-6)

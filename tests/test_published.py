@@ -5,8 +5,9 @@ import csv
 import pytest
 
 from chipfit.errors import ChipfitError
-from chipfit.validate_published import (format_table, model_spec, parse_amount, parse_batch, plan_hints, summarize,
-                                        validate_published, RowResult)
+from chipfit.predict.parallel import GBIT, NETWORKS
+from chipfit.validate_published import (format_table, model_spec, parse_amount, parse_batch, plan_hints, row_network,
+                                        summarize, validate_published, RowResult)
 
 FIELDS = ["id", "kind", "model", "params", "tokens_or_samples", "seq_len", "global_batch", "hardware",
           "device_count", "precision", "metric", "value", "unit", "source", "confidence", "notes"]
@@ -21,6 +22,9 @@ def test_row_inputs_are_parsed():
     assert parse_amount("1000000000000") == ("tokens", 1e12)
     assert plan_hints("amp_bf16 (FSDP FULL_SHARD, no act-ckpt)") == ((3,), (False,))
     assert plan_hints("bf16") == ((0, 1, 2, 3), (False, True))
+    assert row_network("NVIDIA A100-SXM4-80GB (Jean Zay)") is NETWORKS["opa-4x100"]
+    assert row_network("NVIDIA A100-80GB (1600 Gbps RoCE)").bw_bytes_per_s == 200 * GBIT
+    assert row_network("NVIDIA H100-SXM5-80GB") is None  # the catalog's default network then
 
 
 # (model, params) as ../shared/validation/published.csv gives them.

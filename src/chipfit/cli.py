@@ -125,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--deadline", help="finish within this time: 90d, 12h, ...")
     pl.add_argument("--budget", type=float, help="spend at most this many US dollars")
     pl.add_argument("--objective", default="time", choices=("time", "cost", "energy", "device_hours"))
+    pl.add_argument("--network", help="the network between nodes, e.g. ib-hdr-200, efa-p5, opa-4x100 "
+                    "(default: that of the vendor's reference node; a wrong name lists them all)")
     pl.add_argument("--top", type=int, default=5)
     _out_args(pl)
 
@@ -343,7 +345,8 @@ def run(args: argparse.Namespace) -> None:
             workload, search = plan(
                 args.model, args.hardware, spec=args.spec, tokens=args.tokens, batch=args.batch, seq_len=args.seq,
                 precision=args.precision, max_devices=args.max_devices, devices=args.devices, objective=args.objective,
-                deadline=args.deadline, budget_usd=args.budget, top=args.top, catalog_dirs=tuple(args.catalog),
+                deadline=args.deadline, budget_usd=args.budget, network=args.network, top=args.top,
+                catalog_dirs=tuple(args.catalog),
             )
         data = {"workload": workload.to_dict(), "search": search.to_dict()}
         _emit(args, data, data["search"]["ranked"], lambda: terminal.show(terminal.plan_tables(workload, search)))

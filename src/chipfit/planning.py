@@ -56,10 +56,14 @@ def plan(
     deadline: str | None = None,
     budget_usd: float | None = None,
     pue: float = 1.10,
+    network: str | None = None,
     top: int = 5,
     catalog_dirs: tuple = (),
 ) -> tuple[Workload, PlanSearch]:
-    """Search data/tensor/pipeline/ZeRO/micro-batch/recompute plans for a transformer training job."""
+    """Search data/tensor/pipeline/ZeRO/micro-batch/recompute plans for a transformer training job.
+
+    network: a named scale-out fabric (predict.parallel.NETWORKS); default, the vendor's reference node's.
+    """
     from .workload import llm
 
     if spec is not None:
@@ -92,6 +96,6 @@ def plan(
     search = search_plans(
         profile_at, shape, workload, hw, max_devices=max_devices, devices=devices, objective=objective,
         deadline_s=parse_duration(deadline) if deadline else None, budget_usd=budget_usd,
-        instance=catalog.cheapest_instance(hw.id), pue=pue, top=top,
+        instance=catalog.cheapest_instance(hw.id), pue=pue, network=network, top=top,
     )
     return workload, search

@@ -25,7 +25,7 @@ from pathlib import Path
 from .catalog import Catalog, load_catalog
 from .errors import ChipfitError, check_file
 from .predict import Plan, predict
-from .predict.parallel import GBIT, Network
+from .predict.parallel import GBIT, NETWORKS, Network
 from .predict.plans import scale_profile, search_plans
 from .planning import shape_of
 from .workload.fusion import fuse_for_engine
@@ -90,6 +90,12 @@ _HARDWARE = (
     (r"tpu v4", r"tpu-?v4(?!i)"),
     (r"tpu v3", r"tpu-?v3"),
     (r"mi250x", r"mi250x"),
+)
+
+# Clusters a row's hardware column names, by their published scale-out network (predict.parallel.NETWORKS).
+_CLUSTER_NETWORKS = (
+    ("jean zay", "opa-4x100"),
+    ("frontier", "slingshot-frontier"),
 )
 
 
@@ -220,12 +226,16 @@ def model_spec(model: str) -> tuple[TransformerSpec, str] | None:
 
 
 def row_network(hardware: str) -> Network | None:
-    """A scale-out network the row names, e.g. '(1600 Gbps RoCE)' per 8-GPU node."""
+    """The scale-out network the row's hardware column names: a rate ('(1600 Gbps RoCE)' per 8-GPU
+    node) or a cluster whose fabric is published."""
     m = re.search(r"(\d+)\s*Gbps\s*RoCE", hardware)
-    if not m:
-        return None
-    gbps = float(m.group(1))
-    return Network(f"RoCE, {gbps:g} Gb/s per 8 GPUs", gbps * GBIT / 8, "the published row's hardware column")
+    if m:
+        gbps = float(m.group(1))
+        return Network(f"RoCE, {gbps:g} Gb/s per 8 GPUs", gbps * GBIT / 8, "the published row's hardware column")
+    for cluster, key in _CLUSTER_NETWORKS:
+        if cluster in hardware.lower():
+            return NETWORKS[key]
+    return None
 
 
 # --- predicting one row ----------------------------------------------------------------------------

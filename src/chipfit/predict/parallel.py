@@ -73,6 +73,10 @@ NETWORKS = {
     "efa-p4d": Network(
         "AWS EFA, 400 Gb/s per 8 GPUs", 400 * GBIT / 8,
         "AWS EC2 P4d instance page: 400 Gbps of EFA networking for 8 A100 GPUs"),
+    "opa-4x100": Network(
+        "Intel Omni-Path, 4x 100 Gb/s per 8 GPUs", 4 * 100 * GBIT / 8,
+        "BigScience 2022, BLOOM (arXiv:2211.05100) Sec. 3.4.1 and model card: Jean Zay's A100 nodes, 8 GPUs "
+        "with four Omni-Path 100 Gb/s links"),
     "slingshot-frontier": Network(
         "HPE Slingshot-11, 4x 200 Gb/s per 8 MI250X GCDs", 4 * 200 * GBIT / 8,
         "OLCF Frontier user guide: each node has 4 HPE Slingshot 200 Gb/s NICs for 4 MI250X (8 GCDs)"),

@@ -74,6 +74,7 @@ class PlanSearch:
     rejected: dict[str, int] = field(default_factory=dict)
     examples: dict[str, str] = field(default_factory=dict)
     why: str = ""
+    links: str = ""  # the scale-up and scale-out links the plans were priced on
 
     @property
     def best(self) -> PlanResult | None:
@@ -81,6 +82,7 @@ class PlanSearch:
 
     def to_dict(self) -> dict:
         return {"hardware": self.hardware, "objective": self.objective, "considered": self.considered,
+                "links": self.links,
                 "ranked": [r.to_dict() for r in self.ranked], "rejected": dict(self.rejected),
                 "examples": dict(self.examples), "why": self.why}
 
@@ -284,7 +286,7 @@ def search_plans(
            "device_hours": lambda r: (r.device_hours, r.total_time_s)}[objective]
     results.sort(key=lambda r: (*key(r), r.plan.devices, r.plan.describe()))
     search = PlanSearch(hardware=hw.id, objective=objective, ranked=results[:top], considered=considered,
-                        rejected=rejected, examples=examples)
+                        rejected=rejected, examples=examples, links=topo.description if topo else "")
     search.why = _why(search, results, capacity)
     return search
 

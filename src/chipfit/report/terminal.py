@@ -307,6 +307,8 @@ def plan_tables(workload, search) -> list:
     out: list = [t]
     if search.why:
         out.append(search.why)
+    if search.links:
+        out.append(f"Links: {search.links}.")
     if search.rejected:
         out.append("[bold]Rejected:[/bold]")
         out += [f"  {n} plans: {reason}" + (f" (e.g. {search.examples[reason]})" if reason in search.examples else "")
