@@ -3,7 +3,7 @@
 import pytest
 
 from chipfit.workload import profile as trace
-from chipfit.workload.fusion import fuse_for_compiler, fuse_for_engine, runs_compiled
+from chipfit.workload.fusion import fuse_for_compiler, fuse_for_engine, fuse_into_norms, runs_compiled
 
 # ResNet-50 residual adds at batch 1: (channels x side^2) x blocks per stage.
 RESIDUAL_ELEMENTS = 256 * 56**2 * 3 + 512 * 28**2 * 4 + 1024 * 14**2 * 6 + 2048 * 7**2 * 3
@@ -105,3 +105,14 @@ def test_tpus_run_compiled_and_gpus_eager_unless_jax():
     (jax,) = compare_profile(train, job, Plan(), [gpu], catalog, framework="jax")
     assert jax.step_time_s < eager.step_time_s
     assert any("XLA" in a for a in jax.assumptions) and not any("XLA" in a for a in eager.assumptions)
+
+
+def test_ngc_mxnet_runs_relu_and_residual_add_inside_the_batch_norm():
+    train = trace("resnet50", mode="train", batch=1, precision="fp16")
+    fused = fuse_into_norms(train)
+    forward = [op for op in fused.ops if op.phase == "forward"]
+    # Every forward ReLU and residual add follows a batch norm (ResNet-50 v1.5: bn-relu, bn-add-relu).
+    assert not any(op.kind == "elementwise" and op.name != "aten.add_.Tensor" for op in forward)
+    assert sum(op.kind == "norm" for op in forward) == 53
+    assert fused.flops() == pytest.approx(train.flops())
+    assert [op for op in fused.ops if op.phase == "optimizer"] == [op for op in train.ops if op.phase == "optimizer"]

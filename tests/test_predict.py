@@ -76,6 +76,26 @@ def test_views_and_allocations_launch_no_kernel_on_an_accelerator_but_dispatch_o
     assert op_times(arrays, cpu, eff).tolist() == pytest.approx([1e12 / 400e12 + 1e-5, 1e-5, 1e-5])
 
 
+def test_a_training_batch_norm_reads_again_what_the_cache_does_not_hold():
+    # PyTorch's two-pass kernels: statistics, then normalise (forward); reduce, then the input gradient (backward).
+    mb = 2**20
+    cached = Hardware(**{**GPU.__dict__, "l2_cache_bytes": Figure(40 * mb, S)})
+    bn = [Op(name="aten.native_batch_norm.default", kind="norm", flops=0, bytes_read=100 * mb, bytes_written=100 * mb,
+             dtype="fp32", phase="forward", module="bn"),
+          Op(name="aten.native_batch_norm_backward.default", kind="norm", flops=0, bytes_read=200 * mb,
+             bytes_written=100 * mb, dtype="fp32", phase="backward", module="bn")]
+    train = profile_of(bn)
+    one_pass = [200 * mb / 2e12, 300 * mb / 2e12]
+    assert op_times(OpArrays.from_profile(train), GPU, PERFECT).tolist() == pytest.approx(
+        [one_pass[0] + 100 * mb / 2e12, one_pass[1] + 200 * mb / 2e12])
+    assert op_times(OpArrays.from_profile(train), cached, PERFECT).tolist() == pytest.approx(
+        [one_pass[0] + 60 * mb / 2e12, one_pass[1] + 160 * mb / 2e12])
+    # A compiler's fused graph, and inference with the stored statistics, read the input once.
+    assert op_times(OpArrays.from_profile(train, eager=False), GPU, PERFECT).tolist() == pytest.approx(one_pass)
+    infer = profile_of(bn[:1], mode="infer")
+    assert op_times(OpArrays.from_profile(infer), GPU, PERFECT).tolist() == pytest.approx(one_pass[:1])
+
+
 def test_fp8_workload_moves_matmuls_to_fp8_rate_and_missing_precision_falls_back():
     arrays = OpArrays.from_profile(profile_of([op("matmul", 8e12, 1, "bf16")]), matmul_precision="fp8")
     assert step_time(arrays, GPU, PERFECT).total_s == pytest.approx(8e12 / 800e12)

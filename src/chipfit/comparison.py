@@ -9,7 +9,8 @@ from .catalog import Catalog, load_catalog
 from .catalog.schema import FRAMEWORKS, Hardware
 from .errors import ChipfitError, closest
 from .predict import Conditions, Estimate, OpArrays, Plan, add_energy_and_cost, predict_fitting
-from .workload.fusion import FUSING_FRAMEWORKS, fuse_for_compiler, fuse_for_engine, runs_compiled
+from .predict.roofline import arrays_as_run
+from .workload.fusion import FUSING_FRAMEWORKS, fuse_for_engine, runs_compiled
 from .workload.profile import Profile
 from .workload.workload import Workload
 
@@ -120,15 +121,13 @@ def compare_profile(
         raise ChipfitError(f"Framework {framework!r} is not known.{closest(framework, FRAMEWORKS)} Known: {', '.join(FRAMEWORKS)}.")
     if framework in FUSING_FRAMEWORKS:
         profile = fuse_for_engine(profile, workload.precision)
-    arrays = OpArrays.from_profile(profile, workload.precision)
-    compiled: list[OpArrays] = []  # built on first use
+    arrays: dict[bool, OpArrays] = {}  # by whether XLA compiles the step; each built on first use
 
     def arrays_for(hw: Hardware) -> OpArrays:
-        if not runs_compiled(hw.hw_class, framework):
-            return arrays
-        if not compiled:
-            compiled.append(OpArrays.from_profile(fuse_for_compiler(profile), workload.precision))
-        return compiled[0]
+        compiled = runs_compiled(hw.hw_class, framework)
+        if compiled not in arrays:
+            arrays[compiled] = arrays_as_run(profile, hw.hw_class, framework, workload.precision)
+        return arrays[compiled]
 
     estimates = []
     for hw in hardware:

@@ -8,7 +8,8 @@ samples, sequence, global batch, hardware, device count, precision), never from 
   (predict.plans) picks the fastest plan that fits on the row's device count (the fewest
   device-hours where the row gives no count), and its step time gives tokens/s, hours, energy.
 - CNNs: the traced zoo model (ResNet-50) on the roofline, data parallel over the devices; rows
-  run in TensorRT get the engine's fused graph (workload.fusion).
+  run in TensorRT get the engine's fused graph, NVIDIA's MLPerf MXNet rows its fused batch norms
+  (workload.fusion).
 - Whole-run hours divide by WHOLE_RUN_GOODPUT for restarts, evaluation and lost work.
 A row that cannot be predicted says why; no row is dropped.
 """
@@ -28,7 +29,7 @@ from .predict import Plan, predict
 from .predict.parallel import GBIT, NETWORKS, Network
 from .predict.plans import scale_profile, search_plans
 from .planning import shape_of
-from .workload.fusion import fuse_for_engine
+from .workload.fusion import fuse_for_engine, fuse_into_norms
 from .workload.llm import TransformerSpec, profile_spec
 from .workload.profile import Profile
 from .workload.workload import Workload
@@ -337,6 +338,9 @@ def _cnn(row: dict, catalog: Catalog, hw_id: str) -> tuple[float, str]:
     engine = "tensorrt" if "tensorrt" in row["precision"].lower() else None
     if engine:
         prof = fuse_for_engine(prof, precision)
+    ngc_mxnet = "mxnet" in row["precision"].lower() and row["kind"] == "mlperf_train"
+    if ngc_mxnet:
+        prof = fuse_into_norms(prof)
     amount = parse_amount(row["tokens_or_samples"])
     samples = amount[1] if amount and amount[0] == "samples" else float(batch)
     job = Workload(model="resnet50", mode=mode, batch=per_device * devices, samples=samples, precision=precision)
@@ -344,7 +348,7 @@ def _cnn(row: dict, catalog: Catalog, hw_id: str) -> tuple[float, str]:
     if est.excluded_reason:
         raise _Unpredictable(est.excluded_reason)
     how = f"traced ResNet-50, batch {per_device} per device x {devices} {hw_id}, {precision}" + \
-        (f", fused as {engine} runs it" if engine else "")
+        (f", fused as {engine} runs it" if engine else "") + (", NGC MXNet's fused batch norms" if ngc_mxnet else "")
     metric = row["metric"]
     if metric == "samples_per_s":
         return est.throughput_per_s / (devices if row["kind"] == "train_throughput" else 1), how

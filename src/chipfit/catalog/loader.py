@@ -37,6 +37,7 @@ _FIGURES = {
     "mem_bw_gb_per_s": ("mem_bw_bytes_per_s", 1e9, "bytes/s"),
     "interconnect_gb_per_s": ("interconnect_bw_bytes_per_s", 1e9, "bytes/s"),
     "tdp_watts": ("tdp_watts", 1.0, "W"),
+    "l2_cache_mib": ("l2_cache_bytes", 2**20, "bytes"),
     "price_usd": ("price_usd", 1.0, "USD"),
 }
 TFLOPS_TO_FLOPS = 1e12

@@ -44,6 +44,7 @@ class Hardware:
     interconnect: str = ""
     interconnect_bw_bytes_per_s: Figure | None = None  # per device, both directions, as vendors quote
     tdp_watts: Figure | None = None
+    l2_cache_bytes: Figure | None = None  # last on-chip cache before device memory
     price_usd: Figure | None = None  # purchase price; its source carries the date
     frameworks: tuple[str, ...] = ()
     trainable: bool = True

@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 
 from ..catalog.schema import Hardware, Instance
 from ..errors import ChipfitError
-from ..workload.fusion import as_run, runs_compiled
+from ..workload.fusion import runs_compiled
 from ..workload.profile import Profile
 from ..workload.workload import Workload
 from . import energy as _energy
@@ -17,7 +17,7 @@ from .memory import activation_element_bytes, memory_per_device
 from .parallel import (Network, PlanStep, bubble_fraction, link_bandwidth, needs_links, plan_step,
                        ring_allreduce_s, shard_arrays, topology)
 from .plan import ModelShape, Plan
-from .roofline import MissingFigure, OpArrays, StepTime, step_time
+from .roofline import MissingFigure, OpArrays, StepTime, arrays_as_run, step_time
 
 __all__ = ["Conditions", "Efficiency", "Estimate", "ModelShape", "OpArrays", "Plan", "PlanStep",
            "bubble_fraction", "link_bandwidth", "plan_step", "predict", "predict_fitting", "ring_allreduce_s"]
@@ -68,7 +68,7 @@ def predict(
     `shape` (layers, hidden, heads, sequence) is needed for tensor, pipeline and expert
     parallelism and recomputation; `network` names the scale-out network (default: the
     vendor's reference node for the hardware). A TPU, or any device under `framework` jax, runs the
-    step as XLA compiles it (workload.fusion.as_run); `arrays`, when given, are the step as it runs.
+    step as XLA compiles it (roofline.arrays_as_run); `arrays`, when given, are the step as it runs.
     """
     dp, m = plan.data_parallel, plan.micro_batches
     if profile.batch * dp * m != workload.batch:
@@ -81,7 +81,7 @@ def predict(
         plan.check(shape)
     if reason := hw.excluded_for(workload.training):
         return _excluded(hw, plan, reason)
-    arrays = shard_arrays(arrays or OpArrays.from_profile(as_run(profile, hw.hw_class, framework), workload.precision),
+    arrays = shard_arrays(arrays or arrays_as_run(profile, hw.hw_class, framework, workload.precision),
                           plan.tensor_parallel, plan.sequence_parallel)
     eff = efficiency or default_efficiency(hw.hw_class)
     fast_eff, slow_eff = eff.bounds(hw.hw_class)

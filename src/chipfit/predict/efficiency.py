@@ -76,6 +76,20 @@ def fresh_bytes(name: str, bytes_written: float) -> float:
     return 0.0 if in_place or bytes_written < FRESH_OUTPUT_MIN_BYTES else float(bytes_written)
 
 
+def second_pass_bytes(family: str, bytes_written: float) -> float:
+    """Bytes a training batch norm reads a second time in eager frameworks: its statistics need the
+    whole batch before any output, so the forward reads its input once for the mean and variance
+    and again to normalise, and the backward reads the output gradient and the input once to reduce
+    and again for the input gradient (PyTorch's CUDA kernels: batch_norm_mean_var then
+    batch_norm_elementwise, batch_norm_backward_reduce then batch_norm_backward_elemt; its CPU
+    kernels likewise). The trace counts each tensor once; its output is the size of each re-read tensor."""
+    if family == "norm/batch/forward/train":
+        return float(bytes_written)
+    if family == "norm/batch/backward":
+        return 2.0 * bytes_written
+    return 0.0
+
+
 # Operator families: an operator kind split by what the hardware does differently, as a path from the kind
 # ("elementwise/rng"). Calibration fits every path prefix on the operators below it, and an operator is
 # priced by the longest prefix that has a fit (efficiency.Efficiency.op_fit): a family no other model has

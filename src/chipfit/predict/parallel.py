@@ -227,7 +227,8 @@ def shard_arrays(arrays: OpArrays, tensor_parallel: int, sequence_parallel: bool
     if sequence_parallel:
         split = np.ones_like(split)
     factor = np.where(split, 1.0 / t, 1.0)
-    return replace(arrays, flops=arrays.flops * factor, bytes=arrays.bytes * factor)
+    reread = arrays.reread * factor if arrays.reread is not None else None
+    return replace(arrays, flops=arrays.flops * factor, bytes=arrays.bytes * factor, reread=reread)
 
 
 @dataclass(frozen=True)

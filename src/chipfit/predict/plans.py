@@ -16,7 +16,6 @@ from typing import Callable
 
 from ..catalog.schema import Hardware, Instance
 from ..errors import ChipfitError
-from ..workload.fusion import as_run
 from ..workload.profile import Profile
 from ..workload.workload import Workload
 from . import energy as _energy
@@ -24,7 +23,7 @@ from .efficiency import Efficiency, default_efficiency
 from .memory import activation_element_bytes, memory_per_device
 from .parallel import Network, PlanStep, plan_step, shard_arrays, topology
 from .plan import ModelShape, Plan
-from .roofline import MissingFigure, OpArrays, step_time
+from .roofline import MissingFigure, arrays_as_run, step_time
 
 OBJECTIVES = ("time", "cost", "energy", "device_hours")
 TENSOR_PARALLEL = (1, 2, 4, 8)
@@ -197,7 +196,7 @@ def search_plans(
         key = (b, t, sp)
         if key not in cache:
             prof = profile(b) if callable(profile) else scale_profile(profile, b)
-            arrays = shard_arrays(OpArrays.from_profile(as_run(prof, hw.hw_class), workload.precision), t, sp)
+            arrays = shard_arrays(arrays_as_run(prof, hw.hw_class, None, workload.precision), t, sp)
             try:
                 cache[key] = (prof, step_time(arrays, hw, eff).phase_s)
             except MissingFigure:

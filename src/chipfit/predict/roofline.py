@@ -13,8 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..catalog.schema import Hardware
+from ..workload.fusion import fuse_for_compiler, runs_compiled
 from ..workload.profile import PHASES, Profile
-from .efficiency import Efficiency, fresh_bytes, op_family
+from .efficiency import Efficiency, fresh_bytes, op_family, second_pass_bytes
 
 MATRIX_KINDS = ("matmul", "conv", "attention")
 
@@ -57,10 +58,12 @@ class OpArrays:
     family: np.ndarray | None = None  # object array of op_family(): what calibrated operator fits key on
     fresh: np.ndarray | None = None  # bytes written into new memory (efficiency.fresh_bytes)
     names: np.ndarray | None = None  # object array of aten names, for calibrated absent_ops
+    reread: np.ndarray | None = None  # bytes a multi-pass kernel reads again (efficiency.second_pass_bytes)
 
     @classmethod
-    def from_profile(cls, profile: Profile, matmul_precision: str | None = None) -> "OpArrays":
-        """matmul_precision: run matrix ops at this precision (tf32, fp8, int8) instead of their dtype."""
+    def from_profile(cls, profile: Profile, matmul_precision: str | None = None, eager: bool = True) -> "OpArrays":
+        """matmul_precision: run matrix ops at this precision (tf32, fp8, int8) instead of their dtype.
+        eager: the framework runs each operator as its own kernels (a compiler's fused graph is not)."""
         ops = profile.ops
         kind = np.array([op.kind for op in ops], dtype=object)
         matrix = np.isin(kind, MATRIX_KINDS)
@@ -69,6 +72,7 @@ class OpArrays:
             base = {"tf32": "fp32", "fp8": "bf16", "int8": "bf16"}.get(matmul_precision)
             switch = matrix & (precision == base) if base else np.zeros_like(matrix)
             precision[switch] = matmul_precision
+        family = np.array([op_family(op.kind, op.name, op.flops, op.bytes, profile.mode) for op in ops], dtype=object)
         return cls(
             flops=np.array([op.flops for op in ops], dtype=float),
             bytes=np.array([op.bytes for op in ops], dtype=float),
@@ -77,11 +81,20 @@ class OpArrays:
             precision=precision,
             phase=np.array([PHASES.index(op.phase) for op in ops], dtype=int),
             n_ops=len(ops),
-            family=np.array([op_family(op.kind, op.name, op.flops, op.bytes, profile.mode) for op in ops],
-                            dtype=object),
+            family=family,
             fresh=np.array([fresh_bytes(op.name, op.bytes_written) for op in ops], dtype=float),
             names=np.array([op.name for op in ops], dtype=object),
+            reread=np.array([second_pass_bytes(f, op.bytes_written) if eager else 0.0 for f, op in zip(family, ops)],
+                            dtype=float),
         )
+
+
+def arrays_as_run(profile: Profile, hw_class: str, framework: str | None, precision: str | None) -> OpArrays:
+    """`profile` as a `hw_class` device runs it under `framework`: XLA-fused where XLA compiles it
+    (workload.fusion), each operator its own kernels elsewhere."""
+    if runs_compiled(hw_class, framework):
+        return OpArrays.from_profile(fuse_for_compiler(profile), precision, eager=False)
+    return OpArrays.from_profile(profile, precision)
 
 
 @dataclass(frozen=True)
@@ -172,6 +185,10 @@ def _op_terms(arrays: OpArrays, hw: Hardware, eff: Efficiency) -> _OpTerms:
             rate[group] = matrix * eff.matrix(used, arrays.kind[group], arrays.flops[group])
     t_compute = np.divide(arrays.flops, rate, out=np.zeros(arrays.n_ops), where=rate > 0)
     t_memory = arrays.bytes / (bw * eff.memory)
+    if arrays.reread is not None:
+        # A second pass finds in the last on-chip cache what fits there; the rest comes from memory again.
+        cache = hw.l2_cache_bytes.value if hw.l2_cache_bytes else 0.0
+        t_memory += np.maximum(arrays.reread - cache, 0.0) / (bw * eff.memory)
     t_overhead = np.full(arrays.n_ops, eff.kernel_overhead_s)
     if hw.hw_class != "cpu":
         # Views and allocations (no bytes, no FLOPs) launch no kernel on an accelerator; on a CPU

@@ -39,11 +39,6 @@ def runs_compiled(hw_class: str, framework: str | None = None) -> bool:
     return hw_class == "tpu" or framework in COMPILING_FRAMEWORKS
 
 
-def as_run(profile: Profile, hw_class: str, framework: str | None = None) -> Profile:
-    """`profile` as a `hw_class` device runs it under `framework`: XLA-fused where XLA compiles it."""
-    return fuse_for_compiler(profile) if runs_compiled(hw_class, framework) else profile
-
-
 def _absorb(producer: Op, op: Op) -> Op:
     """`producer` with `op` run in its epilogue: one kernel, which also reads what the chain did not
     produce (a residual, a saved output) and still writes only the producer's output."""
@@ -88,6 +83,17 @@ def fuse_for_engine(profile: Profile, precision: str) -> Profile:
         ops = [replace(op, bytes_read=round(op.bytes_read * k), bytes_written=round(op.bytes_written * k)) for op in ops]
         notes.append(f"Weights and activations stored in {precision} (8 bits).")
     return replace(profile, ops=ops, notes=notes)
+
+
+def fuse_into_norms(profile: Profile) -> Profile:
+    """`profile` as NVIDIA's MXNet ResNet-50 of its MLPerf training submissions runs it: the ReLU, and
+    the residual add and ReLU, after a batch norm run inside the batch norm kernel (BatchNorm with
+    act_type='relu' and BatchNormAddRelu in mlcommons/training_results_v1.0, NVIDIA/benchmarks/resnet/
+    implementations/mxnet/symbols/resnet-v1b-fl.py), in the forward and the backward pass."""
+    ops = _fuse_chains(profile, producer=lambda op: op.kind == "norm", fusible=lambda op: op.kind == "elementwise",
+                       fold_batch_norm=False)
+    return replace(profile, ops=ops, notes=[*profile.notes, "NGC MXNet: ReLU and residual add fused into the "
+                                            "batch norm before them."])
 
 
 def fuse_for_compiler(profile: Profile) -> Profile:
