@@ -89,7 +89,8 @@ def fuse_into_norms(profile: Profile) -> Profile:
     """`profile` as NVIDIA's MXNet ResNet-50 of its MLPerf training submissions runs it: the ReLU, and
     the residual add and ReLU, after a batch norm run inside the batch norm kernel (BatchNorm with
     act_type='relu' and BatchNormAddRelu in mlcommons/training_results_v1.0, NVIDIA/benchmarks/resnet/
-    implementations/mxnet/symbols/resnet-v1b-fl.py), in the forward and the backward pass."""
+    implementations/mxnet/symbols/resnet-v1b-fl.py, and alike in v4.0's resnet-v1b-mod-fl.py), in the
+    forward and the backward pass."""
     ops = _fuse_chains(profile, producer=lambda op: op.kind == "norm", fusible=lambda op: op.kind == "elementwise",
                        fold_batch_norm=False)
     return replace(profile, ops=ops, notes=[*profile.notes, "NGC MXNet: ReLU and residual add fused into the "
