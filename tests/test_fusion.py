@@ -58,6 +58,11 @@ def test_compare_on_a_fusing_engine_prices_the_fused_graph(resnet):
     assert trt.step_time_s == pytest.approx(predict(fuse_for_engine(resnet, "bf16"), h100, job, Plan()).step_time_s)
     assert eager.step_time_s == pytest.approx(predict(resnet, h100, job, Plan()).step_time_s)
     assert trt.step_time_s < eager.step_time_s
+    # The local CPU is priced beside the catalog, on the same graph, and each entry's speed-up is against it.
+    cpu = next(h for h in catalog.hardware.values() if h.hw_class == "cpu" and h.mem_bw_bytes_per_s and h.peak("fp32"))
+    gpu_est, local = compare_profile(resnet, job, Plan(), [h100], catalog, local_cpu=cpu)
+    assert local.step_time_s == pytest.approx(predict(resnet, cpu, job, Plan()).step_time_s)
+    assert gpu_est.speedup_vs_local_cpu == pytest.approx(local.total_time_s / gpu_est.total_time_s)
 
 
 def test_xla_fuses_elementwise_ops_and_casts_in_both_passes_but_not_the_optimizer():

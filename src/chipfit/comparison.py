@@ -121,13 +121,13 @@ def compare_profile(
         raise ChipfitError(f"Framework {framework!r} is not known.{closest(framework, FRAMEWORKS)} Known: {', '.join(FRAMEWORKS)}.")
     if framework in FUSING_FRAMEWORKS:
         profile = fuse_for_engine(profile, workload.precision)
-    arrays: dict[bool, OpArrays] = {}  # by whether XLA compiles the step; each built on first use
+    built: dict[bool, OpArrays] = {}  # by whether XLA compiles the step; each built on first use
 
     def arrays_for(hw: Hardware) -> OpArrays:
         compiled = runs_compiled(hw.hw_class, framework)
-        if compiled not in arrays:
-            arrays[compiled] = arrays_as_run(profile, hw.hw_class, framework, workload.precision)
-        return arrays[compiled]
+        if compiled not in built:
+            built[compiled] = arrays_as_run(profile, hw.hw_class, framework, workload.precision)
+        return built[compiled]
 
     estimates = []
     for hw in hardware:
@@ -142,7 +142,7 @@ def compare_profile(
         # One local CPU runs the whole job, the global batch as per-device micro-batches in turn.
         local_job = replace(workload, batch=profile.batch)
         eff = local_calibration.efficiency(local_cpu) if local_calibration else None
-        local = predict_fitting(profile, local_cpu, local_job, Plan(devices=1), arrays=arrays, conditions=conditions,
+        local = predict_fitting(profile, local_cpu, local_job, Plan(devices=1), arrays=arrays_for(local_cpu), conditions=conditions,
                                 efficiency=eff)
         estimates.append(local)
         for e in estimates:

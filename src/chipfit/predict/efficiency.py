@@ -6,6 +6,7 @@ device) replaces them for that device; everything else uses the published defaul
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -122,6 +123,7 @@ def _packet(name: str) -> str:
     return parts[1] if len(parts) > 1 else parts[0]
 
 
+@functools.lru_cache(maxsize=2**16)  # a transformer repeats the same few hundred operators per layer
 def op_family(kind: str, name: str, flops: float, nbytes: float, mode: str | None = None) -> str:
     """The family an operator's measured time is fitted in, a path from its kind:
     conv/{forward,backward}/{dense,low_intensity}; attention/{forward,backward}; elementwise/{rng,
