@@ -96,6 +96,18 @@ def test_a_training_batch_norm_reads_again_what_the_cache_does_not_hold():
     assert op_times(OpArrays.from_profile(infer), GPU, PERFECT).tolist() == pytest.approx(one_pass[:1])
 
 
+def test_matrix_work_never_beats_the_devices_best_measured_matmul():
+    from chipfit.predict.efficiency import MATMUL_EFFICIENCY, default_efficiency
+
+    slow = Hardware(**{**GPU.__dict__, "matmul_max_flops": Figure(240e12, S)})  # 60% of the 400 TFLOP/s bf16 peak
+    fast = Hardware(**{**GPU.__dict__, "matmul_max_flops": Figure(340e12, S)})  # 85%: the default stays
+    assert default_efficiency(slow).matmul == pytest.approx(0.6) and "capped at the 60%" in default_efficiency(slow).source
+    assert default_efficiency(fast).matmul == default_efficiency(GPU).matmul == MATMUL_EFFICIENCY
+    arrays = OpArrays.from_profile(profile_of([op("matmul", 1e15, 1, "bf16")]))
+    eff = default_efficiency(slow)
+    assert step_time(arrays, slow, eff).total_s == pytest.approx(1e15 / 240e12 + eff.kernel_overhead_s)
+
+
 def test_fp8_workload_moves_matmuls_to_fp8_rate_and_missing_precision_falls_back():
     arrays = OpArrays.from_profile(profile_of([op("matmul", 8e12, 1, "bf16")]), matmul_precision="fp8")
     assert step_time(arrays, GPU, PERFECT).total_s == pytest.approx(8e12 / 800e12)

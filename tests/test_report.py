@@ -118,7 +118,7 @@ def test_roofline_points_and_layer_times_by_hand():
     # Per-layer times add up to the step's roofline time; optimizer ops count with their parameter's module.
     layers = layer_times(prof, hw, "fp32")
     assert set(layers) == {"blocks.0", "blocks.1"}
-    total = step_time(OpArrays.from_profile(prof, "fp32"), hw, default_efficiency("gpu")).total_s
+    total = step_time(OpArrays.from_profile(prof, "fp32"), hw, default_efficiency(hw)).total_s
     assert sum(sum(v.values()) for v in layers.values()) == pytest.approx(total)
     assert layers["blocks.0"]["optimizer"] > 0
 

@@ -230,7 +230,7 @@ class Calibration:
 
     def efficiency(self, hw: Hardware) -> Efficiency:
         """The fitted factors as an Efficiency for predictions on `hw` (the calibrated device)."""
-        base = default_efficiency(hw.hw_class)
+        base = default_efficiency(hw)
         return Efficiency(
             # Precisions without a curve of their own run at the fp32 matmul curve's best.
             matmul=next((c.e_max for c in self.curves if (c.family, c.precision) == ("matmul", "fp32")), base.matmul),

@@ -106,7 +106,7 @@ class LocalValidation:
 
 
 def predicted_step(profile, hw: Hardware, workload: Workload, calibration: Calibration | None) -> float:
-    eff = calibration.efficiency(hw) if calibration else default_efficiency(hw.hw_class)
+    eff = calibration.efficiency(hw) if calibration else default_efficiency(hw)
     return predict(profile, hw, workload, Plan(), efficiency=eff).step_time_s
 
 

@@ -38,6 +38,7 @@ _FIGURES = {
     "interconnect_gb_per_s": ("interconnect_bw_bytes_per_s", 1e9, "bytes/s"),
     "tdp_watts": ("tdp_watts", 1.0, "W"),
     "l2_cache_mib": ("l2_cache_bytes", 2**20, "bytes"),
+    "matmul_max_tflops": ("matmul_max_flops", 1e12, "FLOP/s"),
     "price_usd": ("price_usd", 1.0, "USD"),
 }
 TFLOPS_TO_FLOPS = 1e12

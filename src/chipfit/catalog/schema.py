@@ -45,6 +45,7 @@ class Hardware:
     interconnect_bw_bytes_per_s: Figure | None = None  # per device, both directions, as vendors quote
     tdp_watts: Figure | None = None
     l2_cache_bytes: Figure | None = None  # last on-chip cache before device memory
+    matmul_max_flops: Figure | None = None  # best bf16 matmul rate measured (maximum achievable matmul FLOPS)
     price_usd: Figure | None = None  # purchase price; its source carries the date
     frameworks: tuple[str, ...] = ()
     trainable: bool = True
@@ -57,6 +58,11 @@ class Hardware:
         if self.hw_class in NO_DNN_CLASSES or (training and not self.trainable):
             return self.excluded_reason or f"{self.name} is not built to run a training step."
         return ""
+
+    def matmul_ceiling(self) -> float | None:
+        """The share of its bf16 peak this device's best measured matmul reaches, if measured."""
+        peak = self.peak("bf16")
+        return self.matmul_max_flops.value / peak if self.matmul_max_flops and peak else None
 
     def peak(self, precision: str) -> float | None:
         """Dense peak FLOP/s at `precision`, or None when the catalog has no sourced figure."""

@@ -83,7 +83,7 @@ def predict(
         return _excluded(hw, plan, reason)
     arrays = shard_arrays(arrays or arrays_as_run(profile, hw.hw_class, framework, workload.precision),
                           plan.tensor_parallel, plan.sequence_parallel)
-    eff = efficiency or default_efficiency(hw.hw_class)
+    eff = efficiency or default_efficiency(hw)
     fast_eff, slow_eff = eff.bounds(hw.hw_class)
     try:
         central = step_time(arrays, hw, eff)

@@ -212,7 +212,7 @@ def predict_inference(
         est.excluded_reason = f"The catalog has no sourced {missing} figure for {hw.name}, so its inference cannot be predicted."
         return est
     est.compute_precision = used
-    eff = efficiency or default_efficiency(hw.hw_class)
+    eff = efficiency or default_efficiency(hw)
     assumptions = [
         f"efficiency: matmul {eff.matmul:.0%} of the {used} peak, memory {eff.memory:.0%} of bandwidth ({eff.source})",
         f"weights stored at {weight_precision} ({wb:g} B/parameter, quantisation scales not counted); "

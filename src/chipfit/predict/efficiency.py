@@ -11,6 +11,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from ..catalog.schema import Hardware
+
 # Large matrix multiplies reach 70-80% of datasheet peak on data-centre GPUs: AMD's own
 # "max-achievable FLOPs" figures (ROCm blog, "Measuring Max-Achievable FLOPs, Part 2", 2025)
 # and cuBLAS on H100 (about 750 of 989 TFLOP/s bf16). Whole-model training runs then land at
@@ -293,7 +295,12 @@ class Efficiency:
         return fast, slow
 
 
-def default_efficiency(hw_class: str) -> Efficiency:
-    """Published defaults for a device class."""
-    key = "cpu" if hw_class == "cpu" else "accelerator"
-    return Efficiency(kernel_overhead_s=KERNEL_OVERHEAD_S[key])
+def default_efficiency(hw: Hardware) -> Efficiency:
+    """Published defaults for `hw`'s class; matrix work never beyond the share of peak that the
+    device's best measured matmul reaches (its maximum achievable matmul FLOPS), where measured."""
+    eff = Efficiency(kernel_overhead_s=KERNEL_OVERHEAD_S["cpu" if hw.hw_class == "cpu" else "accelerator"])
+    ceiling = hw.matmul_ceiling()
+    if ceiling is not None and ceiling < eff.matmul:
+        eff = replace(eff, matmul=ceiling, source=f"published defaults, matmul capped at the {ceiling:.0%} of peak "
+                                                  f"{hw.name}'s best measured matmul reaches")
+    return eff

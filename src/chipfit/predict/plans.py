@@ -180,7 +180,7 @@ def search_plans(
     if topo is None and (devices or max_devices) > 1:
         raise ChipfitError(f"The catalog has no sourced interconnect bandwidth for {hw.name}, so plans over more "
                            "than one device cannot be predicted; search with --max-devices 1.")
-    eff = efficiency or default_efficiency(hw.hw_class)
+    eff = efficiency or default_efficiency(hw)
     capacity = hw.memory_bytes.value if hw.memory_bytes else None
     seq = workload.seq_len or shape.seq_len
     # Tensor parallelism stays within the scale-up domain: {1, 2, 4, 8} in a node; one ICI domain

@@ -49,7 +49,7 @@ def chosen(advice: Advice, n: int = 3) -> list[Estimate]:
 def op_times(profile: Profile, hw: Hardware, precision: str) -> np.ndarray:
     """Each operator's predicted time on one `hw` device (NaN where the catalog lacks a figure)."""
     try:
-        return roofline.op_times(OpArrays.from_profile(profile, precision), hw, default_efficiency(hw.hw_class))
+        return roofline.op_times(OpArrays.from_profile(profile, precision), hw, default_efficiency(hw))
     except MissingFigure:
         return np.full(len(profile.ops), np.nan)
 
