@@ -8,6 +8,7 @@ from chipfit.calibrate import Calibration, fit, fit_curve
 from chipfit.catalog.schema import Figure, Hardware
 from chipfit.errors import ChipfitError
 from chipfit.measure.devices import LocalDevice
+from chipfit.measure.microbench import DEPTHWISE_SHAPES
 from chipfit.measurement import Measurement
 from chipfit.predict.efficiency import Curve
 from chipfit.predict.roofline import OpArrays, step_time
@@ -412,3 +413,19 @@ def test_rows_of_one_shape_are_explained_by_the_work_not_a_constant():
     rows = [op_row(m, "norm", 1e6, 8e6, 1e-3, name="aten.native_layer_norm.default") for m in ("a", "b")]
     f = next(f for f in fit(rows, HW).op_fits if f.family == "norm/layer/forward")
     assert (f.overhead_s, f.e_compute) == (0.0, None) and f.e_memory == pytest.approx(8e6 / 100e9 / 1e-3)
+
+
+def test_depthwise_backward_micro_benchmarks_fit_the_backward_low_intensity_family():
+    def dw_backward(channels, size, seconds):
+        b, hw_ = 8, channels * size * size
+        return Measurement(kind="conv2d_depthwise_backward", device="local-cpu", precision="fp32",
+                           shape={"batch": b, "channels_in": channels, "channels_out": channels, "height": size,
+                                  "width": size, "kernel": 3, "groups": channels},
+                           flops=4.0 * b * hw_ * 9, bytes=4.0 * (3 * b * hw_ + 2 * channels * 9), median_s=seconds,
+                           min_s=seconds, max_s=seconds, repetitions=5)
+    # Bound by bytes at 5% of bandwidth, plus 50 us a call.
+    rows = [dw_backward(c, n, 50e-6 + 4.0 * (3 * 8 * c * n * n + 2 * c * 9) / 5e9) for c, n in DEPTHWISE_SHAPES]
+    fits = {f.family: f for f in fit(rows + synthetic(0.75, 0.0), HW, "synthetic").op_fits}
+    low = fits["conv/backward/low_intensity"]
+    assert low.models == ("micro-benchmarks",) and low.overhead_s == pytest.approx(50e-6)
+    assert low.e_memory == pytest.approx(0.05) and "conv/forward/low_intensity" not in fits

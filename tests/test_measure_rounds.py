@@ -24,6 +24,15 @@ def test_depthwise_conv_counts_one_filter_per_channel():
     assert depthwise[0].label == "conv2d_depthwise fp32 2 x32"
 
 
+def test_depthwise_backward_times_the_gradient_operator_a_training_step_runs():
+    m = bench_conv2d(CPU, "fp32", batch=1, channels=4, size=8, kernel=3, depthwise=True, backward=True)
+    # Input and weight gradients: two forward products; reads dy, x, w and writes dx, dw (fp32).
+    assert (m.kind, m.flops, m.bytes) == ("conv2d_depthwise_backward", 2 * 2 * 4 * 8 * 8 * 9,
+                                          4 * (3 * 4 * 8 * 8 + 2 * 4 * 9))
+    backward = [b for b in plan(CPU, quick=True) if b.kind == "conv2d_depthwise_backward"]
+    assert [(b.params["channels"], b.params["size"]) for b in backward] == list(DEPTHWISE_SHAPES)
+
+
 def test_rounds_run_the_whole_plan_each_time_and_keep_the_median_round(monkeypatch):
     seconds = {}  # label -> times handed out, round by round
 

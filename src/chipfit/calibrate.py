@@ -119,7 +119,7 @@ def without_model(measurements: list[Measurement], model: str) -> list[Measureme
 def _op_rows(measurements: list[Measurement]) -> list[dict]:
     """Operator rows to fit, each with its family (efficiency.op_family, from the operator itself, so rows
     stored by older versions get today's families): "op" measurements of real steps, and the matmul and conv2d
-    micro-benchmarks (dense and depthwise), which are operators of those families too (matmul writes into a kept
+    micro-benchmarks (dense, and depthwise forward and backward), which are operators of those families too (matmul writes into a kept
     output; conv2d allocates its)."""
     rows = []
     for m in measurements:
@@ -129,11 +129,13 @@ def _op_rows(measurements: list[Measurement]) -> list[dict]:
             kind = m.extra["op_kind"]
             rows.append(dict(family=op_family(kind, m.label, m.flops, m.bytes, m.extra.get("mode")), kind=kind,
                              fresh=m.extra.get("fresh_bytes", 0.0), calls=m.shape.get("calls", 1), model=model_of(m)))
-        elif m.kind in ("matmul", "conv2d", "conv2d_depthwise") and m.precision in BYTES_PER_ELEMENT:
+        elif m.kind in MICRO_BENCHMARK_KINDS and m.precision in BYTES_PER_ELEMENT:
+            # The new output: a convolution's (or, backward, the input's gradient, the same size).
             out = (m.shape.get("batch", 0) * m.shape.get("channels_out", 0) * m.shape.get("height", 0)
                    * m.shape.get("width", 0) * BYTES_PER_ELEMENT[m.precision])
             kind = "matmul" if m.kind == "matmul" else "conv"
-            family = "matmul" if kind == "matmul" else op_family(kind, "aten.convolution.default", m.flops, m.bytes)
+            aten = "aten.convolution_backward.default" if m.kind.endswith("_backward") else "aten.convolution.default"
+            family = "matmul" if kind == "matmul" else op_family(kind, aten, m.flops, m.bytes)
             rows.append(dict(family=family, kind=kind, fresh=float(out) if out >= FRESH_OUTPUT_MIN_BYTES else 0.0,
                              calls=1, model=MICRO_BENCHMARKS))
         else:
@@ -143,6 +145,8 @@ def _op_rows(measurements: list[Measurement]) -> list[dict]:
 
 
 MICRO_BENCHMARKS = "micro-benchmarks"
+# Micro-benchmarks that time one operator of a model's families (the rest measure bandwidth and overhead).
+MICRO_BENCHMARK_KINDS = ("matmul", "conv2d", "conv2d_depthwise", "conv2d_depthwise_backward")
 # A family known from micro-benchmarks alone is fitted when they measured it at this many sizes at least.
 MIN_MICRO_ROWS = 3
 

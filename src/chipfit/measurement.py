@@ -15,7 +15,7 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass, field, replace
 
-# Kinds of measurement (Measurement.kind): micro-benchmarks matmul, conv2d, conv2d_depthwise
+# Kinds of measurement (Measurement.kind): micro-benchmarks matmul, conv2d, conv2d_depthwise(_backward)
 # (efficiency by size and precision), copy and triad (bandwidth), overhead (seconds per tiny
 # kernel); real steps train_step and infer_step, with one "op" row per profiled operator;
 # collective and ddp_step from torchrun. Calibration reads all but the last two.

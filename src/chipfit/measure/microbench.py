@@ -1,4 +1,4 @@
-"""Micro-benchmarks of one local device: matmul, conv2d (dense and depthwise), copy/triad bandwidth,
+"""Micro-benchmarks of one local device: matmul, conv2d (dense, and depthwise forward and backward), copy/triad bandwidth,
 per-op overhead.
 
 Each benchmark warms up, then times repetitions (each rep a loop of `inner` calls sized so
@@ -208,24 +208,39 @@ def bench_overhead(device: LocalDevice, meter: EnergyMeter | None = None) -> Mea
 
 
 def bench_conv2d(device: LocalDevice, precision: str, batch: int, channels: int = 64, size: int = 56,
-                 kernel: int = 3, meter: EnergyMeter | None = None, depthwise: bool = False) -> Measurement:
+                 kernel: int = 3, meter: EnergyMeter | None = None, depthwise: bool = False,
+                 backward: bool = False) -> Measurement:
     """A ResNet-style 3x3 convolution, stride 1, same padding, channels in = out; or, `depthwise`, one filter
-    per channel (groups = channels, MobileNet's depthwise layers), measured as kind "conv2d_depthwise"."""
+    per channel (groups = channels, MobileNet's depthwise layers), measured as kind "conv2d_depthwise".
+    `backward`: the operator a training step runs for it instead (aten.convolution_backward: the input's and
+    the weight's gradients, no bias), kind "<kind>_backward"."""
     import torch
     import torch.nn.functional as F
 
     dev = torch.device(device.torch_device)
     dtype = _dtype(precision)
     groups = channels if depthwise else 1
+    pad = kernel // 2
     with torch.inference_mode(), _tf32(precision == "tf32" and device.kind == "cuda"):
         x = torch.randn(batch, channels, size, size, dtype=dtype, device=dev)
         w = torch.randn(channels, channels // groups, kernel, kernel, dtype=dtype, device=dev)
-        timing = measure(lambda: F.conv2d(x, w, padding=kernel // 2, groups=groups), device, meter)
-    flops = 2.0 * batch * channels * size * size * (channels // groups) * kernel * kernel
-    nbytes = BYTES_PER_ELEMENT[precision] * (2 * batch * channels * size * size + channels * channels // groups * kernel**2)
+        if backward:
+            dy = torch.randn_like(x)
+            timing = measure(lambda: torch.ops.aten.convolution_backward(
+                dy, x, w, None, [1, 1], [pad, pad], [1, 1], False, [0, 0], groups, [True, True, False]),
+                device, meter)
+        else:
+            timing = measure(lambda: F.conv2d(x, w, padding=pad, groups=groups), device, meter)
+    activation = batch * channels * size * size
+    weights = channels * channels // groups * kernel**2
+    products = 2.0 * activation * (channels // groups) * kernel**2
+    # Backward: one product each for the input's and the weight's gradient; reads dy, x, w, writes dx, dw.
+    flops = 2 * products if backward else products
+    elements = 3 * activation + 2 * weights if backward else 2 * activation + weights
+    nbytes = BYTES_PER_ELEMENT[precision] * elements
     shape = {"batch": batch, "channels_in": channels, "channels_out": channels, "height": size, "width": size,
              "kernel": kernel} | ({"groups": groups} if depthwise else {})
-    kind = "conv2d_depthwise" if depthwise else "conv2d"
+    kind = ("conv2d_depthwise" if depthwise else "conv2d") + ("_backward" if backward else "")
     return _measurement(kind, device, precision, shape, flops, nbytes, timing, kind)
 
 
@@ -261,7 +276,8 @@ def plan(device: LocalDevice, quick: bool = False) -> list[Bench]:
     out += [Bench("matmul", p, n) for p in device.precisions for n in sizes]
     conv_batch = (16 if quick else 64) if gpu else (2 if quick else 8)
     out += [Bench("conv2d", p, conv_batch) for p in device.precisions if p not in ("int8",)]
-    out += [Bench("conv2d_depthwise", "fp32", conv_batch, {"channels": c, "size": n}) for c, n in DEPTHWISE_SHAPES]
+    out += [Bench(kind, "fp32", conv_batch, {"channels": c, "size": n})
+            for kind in ("conv2d_depthwise", "conv2d_depthwise_backward") for c, n in DEPTHWISE_SHAPES]
     return out
 
 
@@ -270,9 +286,9 @@ def run_bench(bench: Bench, device: LocalDevice, meter: EnergyMeter | None = Non
         return bench_matmul(device, bench.precision, bench.size, meter)
     if bench.kind == "conv2d":
         return bench_conv2d(device, bench.precision, bench.size, meter=meter)
-    if bench.kind == "conv2d_depthwise":
+    if bench.kind in ("conv2d_depthwise", "conv2d_depthwise_backward"):
         return bench_conv2d(device, bench.precision, bench.size, bench.params["channels"], bench.params["size"],
-                            meter=meter, depthwise=True)
+                            meter=meter, depthwise=True, backward=bench.kind.endswith("_backward"))
     if bench.kind in ("copy", "triad"):
         return bench_bandwidth(device, bench.kind, quick=bench.params.get("quick", False), meter=meter)
     if bench.kind == "overhead":
