@@ -119,8 +119,8 @@ def without_model(measurements: list[Measurement], model: str) -> list[Measureme
 def _op_rows(measurements: list[Measurement]) -> list[dict]:
     """Operator rows to fit, each with its family (efficiency.op_family, from the operator itself, so rows
     stored by older versions get today's families): "op" measurements of real steps, and the matmul and conv2d
-    micro-benchmarks (dense, and depthwise forward and backward), which are operators of those families too (matmul writes into a kept
-    output; conv2d allocates its)."""
+    micro-benchmarks (dense, and depthwise forward and backward), which are operators of those families too
+    (matmul writes into a kept output; conv2d allocates its)."""
     rows = []
     for m in measurements:
         if m.median_s <= 0:

@@ -142,8 +142,8 @@ def compare_profile(
         # One local CPU runs the whole job, the global batch as per-device micro-batches in turn.
         local_job = replace(workload, batch=profile.batch)
         eff = local_calibration.efficiency(local_cpu) if local_calibration else None
-        local = predict_fitting(profile, local_cpu, local_job, Plan(devices=1), arrays=arrays_for(local_cpu), conditions=conditions,
-                                efficiency=eff)
+        local = predict_fitting(profile, local_cpu, local_job, Plan(devices=1), arrays=arrays_for(local_cpu),
+                                conditions=conditions, efficiency=eff)
         estimates.append(local)
         for e in estimates:
             if e.total_time_s and local.total_time_s:

@@ -16,7 +16,8 @@ inputs from memory and writes its output back. Compilers fuse:
 
 A fused operator is no kernel of its own: its work joins its producer's kernel, and its
 intermediate tensor is never written and read back, so the kernel only also reads the operands the
-chain did not produce (the residual of an add, the saved output a ReLU backward needs). Data dependencies are taken from the trace order (each operator consumes the one
+chain did not produce (the residual of an add, the saved output a ReLU backward needs). Data
+dependencies are taken from the trace order (each operator consumes the one
 before it), which holds for the chains these rules fuse.
 """
 
