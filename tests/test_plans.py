@@ -116,3 +116,19 @@ def test_a_named_network_prices_the_data_parallel_traffic_between_nodes():
     grads = SPEC.params() * 2 / 8
     gap = grads / (50 * GBIT * COLLECTIVE_EFFICIENCY) - grads / (400 * GBIT * COLLECTIVE_EFFICIENCY)
     assert slow.parts.data_comm_s - fast.parts.data_comm_s == pytest.approx(gap, rel=1e-6)
+
+
+def test_micro_batches_include_every_divisor_of_an_even_per_device_batch():
+    from chipfit.predict.plans import _micro_batches
+
+    assert _micro_batches(48, 8) == (1, 2, 3, 4, 6, 8)  # MosaicML's MPT-7B: 48 sequences on 8 GPUs
+    assert _micro_batches(1953, 1024) == (1, 2, 4, 8)  # no even split: the powers of two, rounded up
+    assert _micro_batches(512 * 96, 4) == (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)  # capped at 64
+    spec = TransformerSpec(layers=4, hidden=1024, heads=16, kv_heads=16, ffn=4096, vocab=32000)
+    job = Workload(model="t", batch=48, seq_len=512, tokens=48 * 512 * 10, precision="bf16")
+    big = Hardware(**{**GPU.__dict__, "memory_bytes": Figure(80 * 2**30, S)})
+    result = search_plans(lambda b: profile_spec(spec, batch=b, seq_len=512, precision="bf16"), shape_of(spec, 512),
+                          job, big, devices=8, top=1000)
+    # The whole per-device batch in one micro-batch is a plan, and no plan changes the global batch.
+    assert any(r.micro_batch == 6 and r.plan.micro_batches == 1 for r in result.ranked)
+    assert {r.global_batch for r in result.ranked} == {48}

@@ -28,6 +28,7 @@ from .roofline import MissingFigure, arrays_as_run, step_time
 OBJECTIVES = ("time", "cost", "energy", "device_hours")
 TENSOR_PARALLEL = (1, 2, 4, 8)
 MICRO_BATCH_SIZES = (1, 2, 4, 8)
+MAX_MICRO_BATCH = 64
 # A global batch that does not split evenly over dp x micro-batch is rounded up to the next
 # multiple; plans that would grow it by more than this share are dropped (the optimiser's
 # batch is a property of the training recipe, not of the plan).
@@ -131,6 +132,14 @@ def _device_counts(max_devices: int, devices: int | None) -> list[int]:
     return sorted(counts)
 
 
+def _micro_batches(batch: int, data_parallel: int) -> tuple[int, ...]:
+    """Micro-batch sizes to try: MICRO_BATCH_SIZES, and every divisor of the per-device batch up to
+    MAX_MICRO_BATCH when the global batch splits evenly (48 over 8 devices: 3 and 6 as well)."""
+    per_device, rest = divmod(batch, data_parallel)
+    exact = () if rest or not per_device else tuple(d for d in _divisors(per_device) if d <= MAX_MICRO_BATCH)
+    return tuple(sorted(set(MICRO_BATCH_SIZES) | set(exact)))
+
+
 def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
@@ -150,7 +159,7 @@ def search_plans(
     efficiency: Efficiency | None = None,
     network: Network | str | None = None,
     pue: float = _energy.DEFAULT_PUE,
-    micro_batch_sizes: tuple[int, ...] = MICRO_BATCH_SIZES,
+    micro_batch_sizes: tuple[int, ...] | None = None,
     zero_stages: tuple[int, ...] = (0, 1, 2, 3),
     recompute: tuple[bool, ...] = (False, True),
     top: int = 5,
@@ -159,8 +168,8 @@ def search_plans(
 
     Enumerates device counts (powers of two up to max_devices, or exactly `devices`), tensor
     parallelism in {1, 2, 4, 8} within a node, pipeline stages dividing the layers, ZeRO stages,
-    micro-batch sizes and recomputation; drops plans that break divisibility, do not fit, miss the
-    deadline or the budget; ranks the rest by `objective`.
+    micro-batch sizes (`micro_batch_sizes`, default: _micro_batches) and recomputation; drops plans
+    that break divisibility, do not fit, miss the deadline or the budget; ranks the rest by `objective`.
     """
     if objective not in OBJECTIVES:
         raise ChipfitError(f"Objective {objective!r} is not known; rank by one of {', '.join(OBJECTIVES)}.")
@@ -227,7 +236,7 @@ def search_plans(
                 if n % (t * p):
                     continue
                 dp = n // (t * p)
-                for b in micro_batch_sizes:
+                for b in micro_batch_sizes or _micro_batches(workload.batch, dp):
                     m = math.ceil(workload.batch / (dp * b))
                     global_batch = dp * b * m
                     for z in zero_stages:
