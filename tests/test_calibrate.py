@@ -193,17 +193,21 @@ def test_a_family_without_data_is_priced_by_its_parent_kind_then_the_roofline():
     assert seconds(ops[2]) == pytest.approx(4e6 / (100e9 * 0.85) + HW_OVERHEAD)
 
 
+def depthwise_bench(channels, size, seconds, backward=False):
+    """A depthwise 3x3 micro-benchmark at batch 8, as microbench.bench_conv2d records it (fp32)."""
+    b, hw_ = 8, channels * size * size
+    flops, elements = (4.0 * b * hw_ * 9, 3 * b * hw_ + 2 * channels * 9) if backward else (
+        2.0 * b * hw_ * 9, 2 * b * hw_ + channels * 9)
+    return Measurement(kind="conv2d_depthwise" + ("_backward" if backward else ""), device="local-cpu",
+                       precision="fp32", shape={"batch": b, "channels_in": channels, "channels_out": channels,
+                                                "height": size, "width": size, "kernel": 3, "groups": channels},
+                       flops=flops, bytes=4.0 * elements, median_s=seconds, min_s=seconds, max_s=seconds,
+                       repetitions=5)
+
+
 def test_depthwise_micro_benchmarks_fit_the_low_intensity_family_alone():
-    def dw(channels, size, seconds):
-        b, hw_ = 8, channels * size * size
-        return Measurement(kind="conv2d_depthwise", device="local-cpu", precision="fp32",
-                           shape={"batch": b, "channels_in": channels, "channels_out": channels, "height": size,
-                                  "width": size, "kernel": 3, "groups": channels},
-                           flops=2.0 * b * hw_ * 9, bytes=4.0 * (2 * b * hw_ + channels * 9), median_s=seconds,
-                           min_s=seconds, max_s=seconds, repetitions=5)
-    shapes = ((32, 112), (64, 56), (128, 28), (256, 14))
     # Bound by bytes at 10% of bandwidth, plus 30 us a call.
-    rows = [dw(c, n, 30e-6 + 4.0 * (2 * 8 * c * n * n + c * 9) / 10e9) for c, n in shapes]
+    rows = [depthwise_bench(c, n, 30e-6 + 4.0 * (2 * 8 * c * n * n + c * 9) / 10e9) for c, n in DEPTHWISE_SHAPES]
     cal = fit(rows + synthetic(0.75, 0.0), HW, "synthetic")
     fits = {f.family: f for f in cal.op_fits}
     low = fits["conv/forward/low_intensity"]
@@ -416,15 +420,9 @@ def test_rows_of_one_shape_are_explained_by_the_work_not_a_constant():
 
 
 def test_depthwise_backward_micro_benchmarks_fit_the_backward_low_intensity_family():
-    def dw_backward(channels, size, seconds):
-        b, hw_ = 8, channels * size * size
-        return Measurement(kind="conv2d_depthwise_backward", device="local-cpu", precision="fp32",
-                           shape={"batch": b, "channels_in": channels, "channels_out": channels, "height": size,
-                                  "width": size, "kernel": 3, "groups": channels},
-                           flops=4.0 * b * hw_ * 9, bytes=4.0 * (3 * b * hw_ + 2 * channels * 9), median_s=seconds,
-                           min_s=seconds, max_s=seconds, repetitions=5)
     # Bound by bytes at 5% of bandwidth, plus 50 us a call.
-    rows = [dw_backward(c, n, 50e-6 + 4.0 * (3 * 8 * c * n * n + 2 * c * 9) / 5e9) for c, n in DEPTHWISE_SHAPES]
+    rows = [depthwise_bench(c, n, 50e-6 + 4.0 * (3 * 8 * c * n * n + 2 * c * 9) / 5e9, backward=True)
+            for c, n in DEPTHWISE_SHAPES]
     fits = {f.family: f for f in fit(rows + synthetic(0.75, 0.0), HW, "synthetic").op_fits}
     low = fits["conv/backward/low_intensity"]
     assert low.models == ("micro-benchmarks",) and low.overhead_s == pytest.approx(50e-6)
