@@ -38,8 +38,8 @@ import numpy as np
 from .catalog.schema import Hardware
 from .errors import ChipfitError
 from .measurement import Measurement
-from .predict.efficiency import (FRESH_OUTPUT_MIN_BYTES, Curve, Efficiency, OpFit, default_efficiency,
-                                 family_chain, op_family)
+from .predict.efficiency import (Curve, Efficiency, OpFit, default_efficiency, family_chain, fresh_bytes,
+                                 op_family)
 from .predict.roofline import MATRIX_KINDS, op_peak, peak_for
 from .workload.profile import KINDS as OP_KINDS, PHASES
 from .workload.workload import BYTES_PER_ELEMENT
@@ -136,8 +136,7 @@ def _op_rows(measurements: list[Measurement]) -> list[dict]:
             kind = "matmul" if m.kind == "matmul" else "conv"
             aten = "aten.convolution_backward.default" if m.kind.endswith("_backward") else "aten.convolution.default"
             family = "matmul" if kind == "matmul" else op_family(kind, aten, m.flops, m.bytes)
-            rows.append(dict(family=family, kind=kind, fresh=float(out) if out >= FRESH_OUTPUT_MIN_BYTES else 0.0,
-                             calls=1, model=MICRO_BENCHMARKS))
+            rows.append(dict(family=family, kind=kind, fresh=fresh_bytes(aten, out), calls=1, model=MICRO_BENCHMARKS))
         else:
             continue
         rows[-1].update(precision=m.precision, flops=m.flops, bytes=m.bytes, t=m.median_s)

@@ -199,27 +199,22 @@ def run_validation(local: Hardware, device, measurements: list[Measurement], ent
 
     measured = measure_cases(device, cases, repetitions, rounds, progress)
     pool = list(measurements) + [m for _, _, step, rows in measured for m in (step, *rows)]
-    micro = [m for m in measurements if m.kind not in ("op", "train_step", "infer_step")]
-    micro_cal = fit(micro, local, fitted_from) if micro else None
-    out = predict_cases(local, [(w, p, s) for w, p, s, _ in measured], pool, micro_cal)
+    result = _validation(local, [(w, p, s) for w, p, s, _ in measured], pool, entries, fitted_from)
     total = (rounds + 1) * len(cases) + 1
     if progress:
         progress(total - 1, total, "bf16")
-    work, prof, step, _ = measured[0]
+    work, _, step, _ = measured[0]
     bf16 = measure_step(work.model, device, mode=work.mode, batch=work.batch, seq_len=work.seq_len, precision="bf16",
                         repetitions=repetitions)
     if record:
-        for case, (_, _, step_i, rows) in zip(out, measured):
+        for case, (_, _, step_i, rows) in zip(result.cases, measured):
             record(replace(step_i, predicted_s=case.predicted_after_s,
                            extra={**step_i.extra, "predicted_before_s": case.predicted_before_s,
                                   "predicted_micro_s": case.predicted_micro_s}))
             for m in rows:
                 record(m)
         record(replace(bf16, extra={**bf16.extra, "model": bf16.label}))
-    result = LocalValidation(hardware=local.id, cases=out,
-                             calibration=LOMO + (f" plus {fitted_from}" if fitted_from else ""))
     result.bf16_speedup_measured = step.median_s / bf16.median_s
-    result.class_speedups = class_speedups(prof, work, local, fit(pool, local, fitted_from), entries)
     if progress:
         progress(total, total, "done")
     return result
@@ -240,13 +235,23 @@ def revalidate(local: Hardware, steps: list[Measurement], pool: list[Measurement
             continue
         work = Workload(model=m.label, mode=mode, batch=m.shape["batch"], seq_len=seq)
         measured.append((work, trace(m.label, mode=mode, batch=work.batch, seq_len=seq, precision="fp32"), m))
+    result = _validation(local, measured, pool, entries, fitted_from)
+    if measured and bf16 is not None:
+        step = measured[0][2]
+        if bf16.label == step.label and bf16.kind == step.kind:
+            result.bf16_speedup_measured = step.median_s / bf16.median_s
+    return result
+
+
+def _validation(local: Hardware, measured, pool: list[Measurement], entries: list[Hardware],
+                fitted_from: str) -> LocalValidation:
+    """`measured` (workload, profile, step) cases predicted from `pool` (predict_cases, the micro-benchmark
+    calibration beside), with the predicted speed-up of each hardware class over this CPU on the first case."""
     micro = [m for m in pool if m.kind not in ("op", "train_step", "infer_step")]
     out = predict_cases(local, measured, pool, fit(micro, local, fitted_from) if micro else None)
     result = LocalValidation(hardware=local.id, cases=out,
                              calibration=LOMO + (f" plus {fitted_from}" if fitted_from else ""))
     if measured:
-        work, prof, step = measured[0]
-        if bf16 is not None and bf16.label == step.label and bf16.kind == step.kind:
-            result.bf16_speedup_measured = step.median_s / bf16.median_s
+        work, prof, _ = measured[0]
         result.class_speedups = class_speedups(prof, work, local, fit(pool, local, fitted_from), entries)
     return result

@@ -1,5 +1,5 @@
-"""Micro-benchmarks of one local device: matmul, conv2d (dense, and depthwise forward and backward), copy/triad bandwidth,
-per-op overhead.
+"""Micro-benchmarks of one local device: matmul, conv2d (dense, and depthwise forward and backward),
+copy/triad bandwidth, per-op overhead.
 
 Each benchmark warms up, then times repetitions (each rep a loop of `inner` calls sized so
 a rep is long enough for the timer) and returns a Measurement with median, min and max

@@ -184,7 +184,7 @@ class OpFit:
 
     peak is the op's matrix (matmul, conv, attention) or vector rate; fresh_bytes are those written
     into newly allocated memory (page faults; see fresh_bytes()). A term the fit found no use for
-    is None. calls: operator calls fitted from; models: whose.
+    is None. calls: operator calls fitted from; models: whose. roofline._op_terms prices with it.
     """
 
     family: str
@@ -196,17 +196,6 @@ class OpFit:
     calls: int = 0
     models: tuple[str, ...] = ()
     error: float = 0.0  # time-weighted RMS relative error of the fit
-
-    def seconds(self, flops: np.ndarray, nbytes: np.ndarray, fresh: np.ndarray, peak: np.ndarray | float,
-                bw: float) -> np.ndarray:
-        t = np.full(len(flops), self.overhead_s)
-        if self.e_compute:
-            t = t + flops / (peak * self.e_compute)
-        if self.e_memory:
-            t = t + nbytes / (bw * self.e_memory)
-        if self.fresh_bytes_per_s:
-            t = t + fresh / self.fresh_bytes_per_s
-        return t
 
 
 @dataclass(frozen=True)
