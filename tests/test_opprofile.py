@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from chipfit.calibrate import device_measurements, fit
+from chipfit.calibrate import _op_rows, device_measurements, fit
 from chipfit.measure.devices import LocalDevice
 from chipfit.measure.opprofile import Event, OpTimes, charged_times, match_events, profile_ops, profiler_name
 from chipfit.measurement import Environment
@@ -79,6 +81,18 @@ def test_distinct_calls_are_grouped_with_the_median_per_call():
     assert [(m.shape["calls"], m.bytes) for m in rows] == [(2, 80.0), (1, 800.0)]
     # per-call means per rep: 2, 4, 6 us -> median 4 us; min 2, max 6
     assert (rows[0].median_s, rows[0].min_s, rows[0].max_s) == pytest.approx((4e-6, 2e-6, 6e-6))
+
+
+def test_an_operator_whose_time_jumps_between_steps_is_fitted_at_its_mean():
+    prof = Profile("m", "infer", 1, None, "fp32", [op("aten.add.Tensor")], 0, 0, 0, 0)
+    # Fast twice, then one step where its new pages fault: 20, 20, 140 ms.
+    (row,) = OpTimes(prof, [[0.02], [0.02], [0.14]], [1.0, 1.0, 1.0]).measurements("local-cpu", "m")
+    assert (row.median_s, row.extra["mean_s"]) == pytest.approx((0.02, 0.06))
+    assert _op_rows([row])[0]["t"] == pytest.approx(0.06)
+    assert OpTimes(prof, [[0.02], [0.02], [0.14]], [1.0, 1.0, 1.0]).summary()["matched_ops_s"] == pytest.approx(0.06)
+    # Rows stored before the mean was kept are fitted at their median.
+    old = replace(row, extra={k: v for k, v in row.extra.items() if k != "mean_s"})
+    assert _op_rows([old])[0]["t"] == pytest.approx(0.02)
 
 
 def test_op_rows_round_trip_through_the_store_and_feed_calibration(tmp_path):

@@ -118,7 +118,8 @@ def without_model(measurements: list[Measurement], model: str) -> list[Measureme
 
 def _op_rows(measurements: list[Measurement]) -> list[dict]:
     """Operator rows to fit, each with its family (efficiency.op_family, from the operator itself, so rows
-    stored by older versions get today's families): "op" measurements of real steps, and the matmul and conv2d
+    stored by older versions get today's families): "op" measurements of real steps (their mean time, see
+    measure.opprofile; the median in rows stored without one), and the matmul and conv2d
     micro-benchmarks (dense, and depthwise forward and backward), which are operators of those families too
     (matmul writes into a kept output; conv2d allocates its)."""
     rows = []
@@ -139,7 +140,7 @@ def _op_rows(measurements: list[Measurement]) -> list[dict]:
             rows.append(dict(family=family, kind=kind, fresh=fresh_bytes(aten, out), calls=1, model=MICRO_BENCHMARKS))
         else:
             continue
-        rows[-1].update(precision=m.precision, flops=m.flops, bytes=m.bytes, t=m.median_s)
+        rows[-1].update(precision=m.precision, flops=m.flops, bytes=m.bytes, t=m.extra.get("mean_s", m.median_s))
     return rows
 
 

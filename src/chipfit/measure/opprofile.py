@@ -6,7 +6,10 @@ end (the order the tracer records operators in), are matched to the traced profi
 operator's time is its event's total time (itself and the kernels it calls: CPU time on a CPU,
 kernel time on a GPU) less that of matched operators nested in it. The median over the timed steps is kept, one
 Measurement of kind "op" per distinct operator call (same phase, name, dtype, FLOPs and
-bytes), with the number of such calls in the step.
+bytes), with the number of such calls in the step; and the mean, which calibration fits: a step's
+time is the sum of its operators', so an operator's expected share is its mean, and an operator
+whose time jumps between steps (a page-faulting allocation) is not priced at whichever mode the
+median of three steps lands on.
 
 The profiler adds time to every event, and a profiled run can drift from the clean one on a
 shared machine; so the stored times are scaled by the clean step's time (timed separately by
@@ -103,19 +106,20 @@ class OpTimes:
         return clean_step_s / statistics.median(self.step_s) if clean_step_s and self.step_s else 1.0
 
     def summary(self, clean_step_s: float | None = None) -> dict:
-        """Counts and medians to keep beside the step measurement (times scaled to `clean_step_s`)."""
+        """Counts and times to keep beside the step measurement (times scaled to `clean_step_s`); the
+        matched operators' time is the mean over the steps, as the operators' own (measurements())."""
         k = self.scale(clean_step_s)
         matched_s = [sum(t for t in rep if t is not None) * k for rep in self.times_s]
         by_phase: dict[str, int] = {}
         for op in self.profile.ops:
             by_phase[op.phase] = by_phase.get(op.phase, 0) + 1
         return {"ops": len(self.profile.ops), "ops_matched": self.matched, "ops_by_phase": by_phase,
-                "profiled_step_s": statistics.median(self.step_s), "matched_ops_s": statistics.median(matched_s),
+                "profiled_step_s": statistics.median(self.step_s), "matched_ops_s": statistics.fmean(matched_s),
                 "scale": k, "unmatched": dict(sorted(self.unmatched.items(), key=lambda kv: -kv[1]))}
 
     def measurements(self, device: str, model: str, clean_step_s: float | None = None) -> list[Measurement]:
-        """One "op" Measurement per distinct operator call: seconds per call (median over the steps),
-        scaled to `clean_step_s` when given (see scale())."""
+        """One "op" Measurement per distinct operator call: seconds per call (median over the steps, the
+        mean in extra["mean_s"]), scaled to `clean_step_s` when given (see scale())."""
         k = self.scale(clean_step_s)
         groups: dict[tuple, list[int]] = {}
         for i, op in enumerate(self.profile.ops):
@@ -132,7 +136,7 @@ class OpTimes:
                 max_s=max(per_rep), repetitions=len(per_rep), label=name,
                 extra={"model": model, "mode": p.mode, "batch": p.batch, "seq_len": p.seq_len or 0, "phase": phase,
                        "op_kind": kind, "family": op_family(kind, name, flops, nbytes, p.mode),
-                       "fresh_bytes": fresh_bytes(name, written)},
+                       "fresh_bytes": fresh_bytes(name, written), "mean_s": statistics.fmean(per_rep)},
             ))
         return out
 
