@@ -7,8 +7,8 @@ import pytest
 from chipfit.errors import ChipfitError
 from chipfit.predict import Plan, plan_step
 from chipfit.predict.memory import memory_per_device
-from chipfit.predict.parallel import (Topology, bubble_fraction, collective_s, group_collective_s,
-                                      ring_allreduce_s)
+from chipfit.predict.parallel import (OVERLAP_SLOWDOWN, Topology, bubble_fraction, collective_s,
+                                      group_collective_s, overlapped_exposed_s, ring_allreduce_s)
 from chipfit.predict.plan import ModelShape
 from chipfit.workload.profile import Profile
 from chipfit.workload.workload import Workload
@@ -121,6 +121,23 @@ def test_zero3_gathers_are_exposed_only_beyond_compute():
     assert st.data_comm_s == pytest.approx(2 * per_mb)
     assert st.data_comm_exposed_s == pytest.approx(2 * (per_mb - 0.003))
     assert math.isclose(st.step_s, 2 * 0.003 + st.data_comm_exposed_s)
+
+
+def test_overlapped_communication_slows_the_compute_beside_it():
+    s = OVERLAP_SLOWDOWN["gpu"]
+    # 1 s of traffic beside 10 s of compute: compute runs 1 + s slower for that second.
+    assert overlapped_exposed_s(1.0, 10.0, s) == pytest.approx(1.0 * 0.189 / 1.189)
+    # Traffic that outlasts the slowed compute is exposed beyond it; the two forms meet at 10 (1 + s).
+    assert overlapped_exposed_s(20.0, 10.0, s) == pytest.approx(10.0)
+    assert overlapped_exposed_s(10 * 1.189, 10.0, s) == pytest.approx(10 * 0.189)
+    assert overlapped_exposed_s(1.0, 10.0, 0.0) == 0.0
+    # ZeRO-3 gathers hidden under each micro-batch's compute still cost their share of it.
+    plan = Plan(devices=8, zero_stage=3, micro_batches=2)
+    st = plan_step({"forward": 0.1, "backward": 0.2, "optimizer": 0.0}, plan, training=True, micro_batch=1,
+                   grad_params=1e9, grad_bytes=2, act_bytes=2, topo=TOPO, shape=None, overlap_slowdown=s)
+    per_mb = 3 * (7 / 8 * 2e9 / 100e9 + 7e-6)
+    assert st.data_comm_exposed_s == pytest.approx(2 * per_mb * 0.189 / 1.189)
+    assert st.step_s == pytest.approx(2 * 0.3 + st.data_comm_exposed_s)
 
 
 def test_plan_step_parts_add_up_to_the_step():

@@ -14,7 +14,7 @@ from .cost import price_source, rental_cost_usd
 from .efficiency import Efficiency, default_efficiency
 from .estimate import Estimate
 from .memory import activation_element_bytes, memory_per_device
-from .parallel import (Network, PlanStep, bubble_fraction, link_bandwidth, needs_links, plan_step,
+from .parallel import (OVERLAP_SLOWDOWN, Network, PlanStep, bubble_fraction, link_bandwidth, needs_links, plan_step,
                        ring_allreduce_s, shard_arrays, topology)
 from .plan import ModelShape, Plan
 from .roofline import MissingFigure, OpArrays, StepTime, arrays_as_run, step_time
@@ -104,7 +104,7 @@ def predict(
                          grad_params=profile.trainable_params / (plan.tensor_parallel * plan.pipeline_parallel),
                          grad_bytes=grad_bytes_per_param(workload.precision),
                          act_bytes=activation_element_bytes(workload.precision), topo=topo, shape=shape,
-                         overlap=overlap)
+                         overlap=overlap, overlap_slowdown=OVERLAP_SLOWDOWN.get(hw.hw_class, 0.0))
 
     mid = parts(central)
     assumptions = [
@@ -114,7 +114,7 @@ def predict(
     if runs_compiled(hw.hw_class, framework):
         assumptions.append("XLA fuses elementwise operators and casts into the operator producing their input")
     if plan.devices > 1:
-        assumptions.append(_plan_assumption(plan, topo))
+        assumptions.append(_plan_assumption(plan, topo, hw.hw_class))
 
     mem = memory_per_device(profile, workload, plan, hw.hw_class, shape)
     capacity = hw.memory_bytes.value if hw.memory_bytes else None
@@ -148,14 +148,16 @@ def predict(
     return est
 
 
-def _plan_assumption(plan: Plan, topo) -> str:
+def _plan_assumption(plan: Plan, topo, hw_class: str) -> str:
     """One sentence on how the plan's communication was priced."""
     text = (f"{plan.describe()} on {plan.devices} devices ({topo.description}); collectives at "
             f"{topo.intra_bw_bytes_per_s / 1e9:.0f} GB/s per direction inside a node")
     if topo.inter_bw_bytes_per_s:
         text += f", {topo.inter_bw_bytes_per_s / 1e9:.0f} GB/s across nodes"
-    text += ("; data-parallel gradient traffic overlapped with backward (high bound: not overlapped); "
-             "tensor, expert and pipeline traffic not overlapped")
+    slowdown = OVERLAP_SLOWDOWN.get(hw_class, 0.0)
+    text += ("; data-parallel gradient traffic overlapped with backward"
+             + (f", which runs {slowdown:.1%} slower beside it" if slowdown else "")
+             + " (high bound: not overlapped); tensor, expert and pipeline traffic not overlapped")
     if plan.pipeline_parallel > 1:
         text += f"; 1F1B pipeline bubble {bubble_fraction(plan.pipeline_parallel, plan.micro_batches):.0%}"
     return text

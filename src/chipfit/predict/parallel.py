@@ -41,6 +41,13 @@ LINK_LATENCY_S = 5e-6
 # over the network with the Simple protocol against 3.4 us over NVLink (NCCL src/graph/tuning.cc, hwLat).
 NETWORK_LATENCY_S = 14e-6
 
+# Overlapping communication is not free on GPUs: compute kernels that run beside collectives (which
+# take SMs and memory bandwidth) slow down by 18.9% on average, 40.0% at most, measured on A100, H100,
+# MI250 and MI210 training GPT and LLaMA models, against the same compute with nothing beside it
+# (Characterizing Compute-Communication Overlap in GPU-Accelerated Distributed Deep Learning,
+# arXiv:2507.03114, abstract). Other classes have no published figure and overlap for free.
+OVERLAP_SLOWDOWN = {"gpu": 0.189}
+
 COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all")
 ALGORITHMS = ("ring", "tree")
 
@@ -255,6 +262,15 @@ def bubble_fraction(pipeline_parallel: int, micro_batches: int) -> float:
     return (p - 1) / (m + p - 1)
 
 
+def overlapped_exposed_s(comm_s: float, compute_s: float, slowdown: float) -> float:
+    """Time `comm_s` of communication adds to `compute_s` of compute it runs beside. While it runs, compute
+    goes 1 + `slowdown` times slower (OVERLAP_SLOWDOWN), so it adds comm_s * slowdown / (1 + slowdown)
+    while compute outlasts it, and whatever is left once compute (slowed) is done."""
+    if comm_s <= compute_s * (1 + slowdown):
+        return comm_s * slowdown / (1 + slowdown)
+    return comm_s - compute_s
+
+
 def needs_links(plan: Plan, training: bool) -> bool:
     """Whether the plan moves data between devices (data-parallel inference does not)."""
     split = plan.tensor_parallel > 1 or plan.pipeline_parallel > 1 or plan.expert_parallel > 1
@@ -263,7 +279,7 @@ def needs_links(plan: Plan, training: bool) -> bool:
 
 def plan_step(phase_s: dict[str, float], plan: Plan, *, training: bool, micro_batch: int,
               grad_params: float, grad_bytes: int, act_bytes: int, topo: Topology | None,
-              shape: ModelShape | None, overlap: bool = True) -> PlanStep:
+              shape: ModelShape | None, overlap: bool = True, overlap_slowdown: float = 0.0) -> PlanStep:
     """Step time of one device from the roofline phase times of one micro-batch.
 
     `phase_s` is one micro-batch of the whole model on one tensor-parallel rank (see
@@ -271,8 +287,8 @@ def plan_step(phase_s: dict[str, float], plan: Plan, *, training: bool, micro_ba
     reduces (the device's tensor/pipeline shard). Assumptions: a pipeline stage does 1/p of the
     layers' work (embedding and head spread evenly); tensor-parallel, expert and pipeline traffic
     is not overlapped with compute; data-parallel gradient traffic overlaps with the last
-    micro-batch's backward (ZeRO-3's weight gathers with each micro-batch's compute); with
-    overlap=False nothing overlaps (the high bound).
+    micro-batch's backward (ZeRO-3's weight gathers with each micro-batch's compute), which it slows
+    by `overlap_slowdown` (overlapped_exposed_s); with overlap=False nothing overlaps (the high bound).
     """
     t, p, m, dp = plan.tensor_parallel, plan.pipeline_parallel, plan.micro_batches, plan.data_parallel
     needs_shape = t > 1 or p > 1 or plan.expert_parallel > 1
@@ -323,14 +339,14 @@ def plan_step(phase_s: dict[str, float], plan: Plan, *, training: bool, micro_ba
             per_mb = (2 * group_collective_s("all_gather", size, dp, topo, stride=t)
                       + group_collective_s("reduce_scatter", size, dp, topo, stride=t))
             data_total = m * per_mb
-            data_exposed = m * max(0.0, per_mb - (fwd + bwd)) if overlap else data_total
+            data_exposed = m * overlapped_exposed_s(per_mb, fwd + bwd, overlap_slowdown) if overlap else data_total
         else:
             if plan.zero_stage == 0:
                 data_total = group_collective_s("all_reduce", size, dp, topo, stride=t)
             else:
                 data_total = (group_collective_s("reduce_scatter", size, dp, topo, stride=t)
                               + group_collective_s("all_gather", size, dp, topo, stride=t))
-            data_exposed = max(0.0, data_total - bwd) if overlap else data_total
+            data_exposed = overlapped_exposed_s(data_total, bwd, overlap_slowdown) if overlap else data_total
     # The parts add up to the step: busy slots (work and their communication), idle slots, the
     # optimizer and the exposed data-parallel traffic.
     compute = m * (fwd + bwd) + opt
