@@ -356,9 +356,9 @@ def test_ops_no_real_step_ran_are_learned_and_priced_at_zero():
 
 
 def test_validation_interleaves_rounds_and_reports_their_spread(monkeypatch):
-    """Steps are timed round by round over all cases; a case's time is the median of its rounds' medians,
-    its spread their median absolute deviation over that median; a stored run predicted again gives the same
-    predictions."""
+    """Steps are timed round by round over all cases, each followed by a profiled step; a case's time is the
+    median of its rounds' medians, its spread their median absolute deviation over that median, its operator
+    rows the rounds' profiled steps; a stored run predicted again gives the same predictions."""
     import chipfit.measure.opprofile as opprofile
     import chipfit.measure.steps as steps
     import chipfit.workload as workload
@@ -383,8 +383,13 @@ def test_validation_interleaves_rounds_and_reports_their_spread(monkeypatch):
                            shape={"batch": 1, "seq_len": 0}, flops=1, bytes=1, median_s=t, min_s=t - 0.01,
                            max_s=t + 0.01, repetitions=kw["repetitions"], label=model)
 
+    profiled = []
+
     def fake_ops(model, device, prof, **kw):
-        return OpTimes(prof, [[1e-5 + f / (1e12 * 0.5) + b / (100e9 * 0.3) for f, b in sizes]], [1.0])
+        profiled.append(model)
+        k = profiled.count(model)  # the profiled step of round k ran k times slower
+        assert kw["repetitions"] == 1
+        return OpTimes(prof, [[k * (1e-5 + f / (1e12 * 0.5) + b / (100e9 * 0.3)) for f, b in sizes]], [k * 1.0])
 
     monkeypatch.setattr(workload, "profile", fake_trace)
     monkeypatch.setattr(steps, "measure_step", fake_step)
@@ -392,7 +397,13 @@ def test_validation_interleaves_rounds_and_reports_their_spread(monkeypatch):
     records = []
     v = validate.run_validation(HW, CPU_DEVICE, synthetic(0.75, 2e7), [], cases=(("a", "infer", 1, None),
                                 ("b", "infer", 1, None)), repetitions=2, rounds=3, record=records.append)
-    assert calls == ["a", "b"] * 3
+    assert calls == profiled == ["a", "b"] * 3
+    # Three profiled steps (1x, 2x, 3x; walls 1, 2, 3 s), scaled by the clean step over the median wall (2 s).
+    conv_a = [m for m in records if m.kind == "op" and m.extra["model"] == "a"]
+    assert {m.repetitions for m in conv_a} == {3}
+    t1 = 1e-5 + 3e9 / (1e12 * 0.5) + 9e7 / (100e9 * 0.3)
+    big = next(m for m in conv_a if m.flops == 3e9)
+    assert (big.extra["mean_s"], big.median_s) == (pytest.approx(2 * t1 * 0.20 / 2), pytest.approx(2 * t1 * 0.20 / 2))
     a, b = v.cases
     # spread: median of |round median - 0.20| = median(0.10, 0.10, 0) = 0.10, over 0.20
     assert (a.measured_s, a.spread) == (pytest.approx(0.20), pytest.approx(0.10 / 0.20))

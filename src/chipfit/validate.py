@@ -132,37 +132,38 @@ def class_speedups(profile, workload: Workload, local: Hardware, calibration: Ca
 
 def measure_cases(device, cases=CASES, repetitions: int = 5, rounds: int = ROUNDS,
                   progress=None) -> list[tuple[Workload, object, Measurement, list[Measurement]]]:
-    """(workload, profile, step, operator rows) of each case measured here: `rounds` interleaved rounds of
-    `repetitions` timed steps (the step's median_s is the median of the rounds' medians, its extra keeps
-    them and their spread), then one profiled run for the operator times, scaled to that median."""
-    from .measure.opprofile import profile_ops
+    """(workload, profile, step, operator rows) of each case measured here, in `rounds` interleaved rounds: in
+    each, `repetitions` timed steps of every case, each followed by one step under the profiler. The step's
+    median_s is the median of the rounds' medians (its extra keeps them and their spread); the operator times are
+    the profiled steps', scaled to that median, so both come from the same rounds and the same load."""
+    from .measure.opprofile import OpTimes, profile_ops
     from .measure.steps import measure_step
     from .workload import profile as trace
 
-    total = (rounds + 1) * len(cases) + 1
+    total = rounds * len(cases) + 1
     done = 0
     profiles = [trace(model, mode=mode, batch=batch, seq_len=seq, precision="fp32") for model, mode, batch, seq in cases]
     rounds_of: list[list[Measurement]] = [[] for _ in cases]
+    profiled_of: list[list[OpTimes]] = [[] for _ in cases]
     for r in range(rounds):
         for i, ((model, mode, batch, seq), prof) in enumerate(zip(cases, profiles)):
             if progress:
                 progress(done, total, f"round {r + 1}/{rounds}: {model} {mode} batch {batch}")
             rounds_of[i].append(measure_step(model, device, mode=mode, batch=batch, seq_len=seq,
                                              repetitions=repetitions, profile=prof))
+            profiled_of[i].append(profile_ops(model, device, prof, mode=mode, batch=batch, seq_len=seq,
+                                              repetitions=1))
             done += 1
     out = []
-    for (model, mode, batch, seq), prof, steps in zip(cases, profiles, rounds_of):
-        if progress:
-            progress(done, total, f"{model} {mode} batch {batch}: operators")
-        done += 1
+    for (model, mode, batch, seq), prof, steps, profiled in zip(cases, profiles, rounds_of, profiled_of):
         medians = [m.median_s for m in steps]
         mid = statistics.median(medians)
+        ops = OpTimes.joined(profiled)
         step = replace(steps[0], median_s=mid, min_s=min(m.min_s for m in steps), max_s=max(m.max_s for m in steps),
                        repetitions=sum(m.repetitions for m in steps),
                        extra={**steps[0].extra, "model": steps[0].label, "round_medians_s": medians,
-                              "spread": statistics.median(abs(x - mid) for x in medians) / mid})
-        ops = profile_ops(model, device, prof, mode=mode, batch=batch, seq_len=seq, repetitions=min(repetitions, 3))
-        step = replace(step, extra={**step.extra, "op_profile": ops.summary(mid)})
+                              "spread": statistics.median(abs(x - mid) for x in medians) / mid,
+                              "op_profile": ops.summary(mid)})
         out.append((Workload(model=model, mode=mode, batch=batch, seq_len=seq), prof, step,
                     ops.measurements(device.id, step.label, mid)))
     return out
@@ -200,7 +201,7 @@ def run_validation(local: Hardware, device, measurements: list[Measurement], ent
     measured = measure_cases(device, cases, repetitions, rounds, progress)
     pool = list(measurements) + [m for _, _, step, rows in measured for m in (step, *rows)]
     result = _validation(local, [(w, p, s) for w, p, s, _ in measured], pool, entries, fitted_from)
-    total = (rounds + 1) * len(cases) + 1
+    total = rounds * len(cases) + 1
     if progress:
         progress(total - 1, total, "bf16")
     work, _, step, _ = measured[0]

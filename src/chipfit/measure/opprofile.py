@@ -96,6 +96,12 @@ class OpTimes:
     step_s: list[float]  # wall time of each profiled step
     unmatched: dict[str, int] = field(default_factory=dict)  # "phase:op name" -> unmatched calls (first rep)
 
+    @classmethod
+    def joined(cls, parts: list["OpTimes"]) -> "OpTimes":
+        """The profiled steps of several runs of one profile (one per round) as one set of repetitions."""
+        return cls(profile=parts[0].profile, times_s=[rep for p in parts for rep in p.times_s],
+                   step_s=[s for p in parts for s in p.step_s], unmatched=parts[0].unmatched)
+
     @property
     def matched(self) -> int:
         return sum(t is not None for t in self.times_s[0]) if self.times_s else 0
