@@ -49,10 +49,11 @@ def test_a_traced_op_inside_another_is_not_charged_twice():
     assert charged_times(events, idx) == pytest.approx([6e-6, 4e-6])  # copy_ stays in clone
 
 
-def test_real_train_step_matches_every_steady_state_op():
+def test_real_train_step_matches_every_steady_state_op(capfd):
     model = TwoLayer()
     prof = profile(model, mode="train", batch=4)
     ot = profile_ops(model, CPU, prof, mode="train", batch=4, warmup=1, repetitions=2)
+    assert "profiler_st" not in capfd.readouterr().err  # torch's start/stop lines are kept off the terminal
     # The tracer records a steady-state optimizer step, so every traced op is found in the real one.
     assert ot.unmatched == {}
     assert ot.matched == len(prof.ops)

@@ -18,7 +18,10 @@ measure_step) over the profiled step's wall time.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import statistics
+import sys
 from dataclasses import dataclass, field
 
 from ..measurement import Measurement
@@ -165,6 +168,21 @@ def _events(prof, device_kind: str) -> tuple[list[list[Event]], list[float]]:
     return per_step, walls
 
 
+@contextlib.contextmanager
+def _without_stderr():
+    """File descriptor 2 sent to /dev/null: torch's profiler writes a "USDT: ... profiler_start" and
+    "profiler_stop" line there from C++ each time it starts and stops, once per profiled case and round."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def profile_ops(model, device: LocalDevice, profile: Profile, *, mode: str = "train", batch: int = 1,
                 seq_len: int | None = None, precision: str = "fp32", optimizer: str = "adamw",
                 warmup: int = 1, repetitions: int = 3) -> OpTimes:
@@ -186,11 +204,17 @@ def profile_ops(model, device: LocalDevice, profile: Profile, *, mode: str = "tr
             current.append(rf)
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.kind == "cuda" else [])
-    with torch_profile(activities=activities, record_shapes=False, with_stack=False) as prof:
+    prof = torch_profile(activities=activities, record_shapes=False, with_stack=False)
+    with _without_stderr():
+        prof.__enter__()
+    try:
         measure_step(model, device, mode=mode, batch=batch, seq_len=seq_len, precision=precision,
                      optimizer=optimizer, warmup=warmup, repetitions=repetitions, profile=profile, progress=mark)
         if device.kind == "cuda":
             torch.cuda.synchronize()
+    finally:
+        with _without_stderr():
+            prof.__exit__(None, None, None)
     per_step, walls = _events(prof, device.kind)
     times, unmatched = [], {}
     for r, events in enumerate(per_step):
