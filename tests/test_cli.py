@@ -43,6 +43,21 @@ def test_compare_batch_defaults_to_one_sample_per_device(capsys):
     assert code == 0 and d["workload"]["batch"] == 4 and d["estimates"][0]["devices"] == 4
 
 
+def test_compare_prices_multi_node_traffic_on_the_network_named(capsys):
+    def step(*network):
+        code, out, _ = run(capsys, "compare", "tests.fixtures.user_models:two_layer", "--train", "--devices", "16",
+                           "--hardware", "nvidia-a100-sxm4-80gb", "--no-local", *network, "--json")
+        assert code == 0
+        (est,) = json.loads(out)["estimates"]
+        return est["step_time_s"], " ".join(est["assumptions"])
+
+    default, said_default = step()
+    efa, said_efa = step("--network", "efa-p4d")
+    # 16 A100s span two nodes: DGX A100's 200 Gb/s per GPU by default, P4d's EFA at 400 Gb/s per 8 GPUs named.
+    assert "InfiniBand HDR" in said_default and "AWS EFA, 400 Gb/s per 8 GPUs" in said_efa
+    assert efa > default
+
+
 def test_profile_user_module_json(capsys):
     code, out, _ = run(capsys, "profile", "tests.fixtures.user_models:two_layer", "--batch", "4", "--infer", "--json")
     d = json.loads(out)
@@ -144,6 +159,9 @@ def test_llm_serving_reports_time_to_first_token_and_tokens_per_second(capsys):
     (["plan", "llama-3-8b", "--hardware", "nvidia-a100-sxm4-80gb", "--devices", "16", "--network", "ib-hdr"],
      "Network 'ib-hdr' is not known. Did you mean ib-hdr-200"),
     (["compare", "--spec", "layers=2,hiden=64,heads=4,ffn=128,vocab=100"], "Spec key 'hiden' is not known"),
+    (["compare", "resnet50", "--network", "efa"], "Network 'efa' is not known. Did you mean efa-p5"),
+    (["compare", "llama-3-8b", "--infer", "--prompt", "512", "--generate", "8", "--network", "efa-p5"],
+     "LLM serving (--prompt, --generate) is priced within one node, so leave --network out."),
 ])
 def test_bad_llm_and_plan_input(capsys, argv, message):
     code, _, err = run(capsys, *argv)

@@ -95,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--grid", type=float, help="grid carbon intensity, kg CO2 per kWh (default 0.475)")
     cmp.add_argument("--top", type=int, default=20, help="rows to show (0: all)")
     cmp.add_argument("--no-local", action="store_true", help="do not measure this machine's CPU")
+    cmp.add_argument("--network", help="the network between nodes for every entry, e.g. ib-hdr-200, efa-p5 "
+                     "(default: that of each vendor's reference node; a wrong name lists them all)")
     _out_args(cmp)
 
     for name, text in (("advise", "rank hardware and device counts under your constraints; rent versus buy"),
@@ -360,7 +362,7 @@ def run(args: argparse.Namespace) -> None:
                 devices=args.devices, hw_class=args.hw_class, hardware=args.hardware, framework=args.framework,
                 pue=args.pue, grid_kg_per_kwh=args.grid, catalog_dirs=tuple(args.catalog),
                 include_local_cpu=not args.no_local, spec=args.spec, prompt=args.prompt, generate=args.generate,
-                input_shapes=dict(args.input) or None,
+                input_shapes=dict(args.input) or None, network=args.network,
             )
         _emit(args, result.to_dict(), result.to_rows(),
               lambda: terminal.show(terminal.comparison_table(result, top=args.top or None)))

@@ -9,6 +9,7 @@ from .catalog import Catalog, load_catalog
 from .catalog.schema import FRAMEWORKS, Hardware
 from .errors import ChipfitError, closest
 from .predict import Conditions, Estimate, OpArrays, Plan, add_energy_and_cost, predict_fitting
+from .predict.parallel import network_named
 from .predict.roofline import arrays_as_run
 from .workload.fusion import FUSING_FRAMEWORKS, fuse_for_engine, runs_compiled
 from .workload.profile import Profile
@@ -108,6 +109,7 @@ def compare_profile(
     conditions: Conditions = Conditions(),
     local_cpu: Hardware | None = None,
     local_calibration=None,
+    network: str | None = None,
 ) -> list[Estimate]:
     """Pure part of compare: the profile on each entry, ranked. Fast (no tracing, no I/O).
 
@@ -115,7 +117,8 @@ def compare_profile(
     and TPUs (and every device under JAX) the XLA-fused one (workload.fusion).
 
     `local_calibration` (chipfit.calibrate.Calibration) replaces the published efficiencies
-    for the local CPU's own estimate.
+    for the local CPU's own estimate. `network` names the scale-out network (predict.parallel.NETWORKS)
+    for every entry instead of its vendor's reference node's.
     """
     if framework is not None and framework not in FRAMEWORKS:
         raise ChipfitError(f"Framework {framework!r} is not known.{closest(framework, FRAMEWORKS)} Known: {', '.join(FRAMEWORKS)}.")
@@ -137,7 +140,8 @@ def compare_profile(
                                       excluded_reason=f"{hw.name} does not run {framework} (runs: {runs})."))
             continue
         estimates.append(predict_fitting(profile, hw, workload, plan, arrays=arrays_for(hw), framework=framework,
-                                         instance=catalog.cheapest_instance(hw.id), conditions=conditions))
+                                         instance=catalog.cheapest_instance(hw.id), conditions=conditions,
+                                         network=network))
     if local_cpu is not None:
         # One local CPU runs the whole job, the global batch as per-device micro-batches in turn.
         local_job = replace(workload, batch=profile.batch)
@@ -222,6 +226,7 @@ def compare(
     prompt: int | None = None,
     generate: int | None = None,
     input_shapes: dict[str, tuple[int, ...]] | None = None,
+    network: str | None = None,
 ) -> Comparison:
     """Profile `model` once at the per-device batch and rank the catalog for the job.
 
@@ -260,9 +265,14 @@ def compare(
     )
     catalog = load_catalog(catalog_dirs)
     entries = select_hardware(catalog, hw_class, hardware)
+    if network is not None:
+        network_named(network)
     if serving:
         if mode != "infer" or not prompt or not generate:
             raise ChipfitError("LLM serving needs --infer with both --prompt and --generate as token counts.")
+        if network is not None:
+            raise ChipfitError("--network prices the traffic between nodes of training and batch inference; LLM "
+                               "serving (--prompt, --generate) is priced within one node, so leave --network out.")
         shape = shape if spec is not None else _zoo_spec(name)
     t0 = time.perf_counter()
     if spec is not None:
@@ -288,7 +298,8 @@ def compare(
         calibration = _stored_calibration(local.id)
     t2 = time.perf_counter()
     estimates = compare_profile(prof, workload, plan, entries, catalog, framework=framework,
-                                conditions=conditions, local_cpu=local, local_calibration=calibration)
+                                conditions=conditions, local_cpu=local, local_calibration=calibration,
+                                network=network)
     t3 = time.perf_counter()
     return Comparison(workload=workload, plan=plan, profile=prof, estimates=estimates, conditions=conditions,
                       local_cpu=local.id if local else None,

@@ -128,15 +128,20 @@ def default_network(hw: Hardware) -> Network | None:
     return None
 
 
+def network_named(name: str) -> Network:
+    """The NETWORKS entry `name`; raises ChipfitError naming the known ones."""
+    if name not in NETWORKS:
+        raise ChipfitError(f"Network {name!r} is not known.{closest(name, NETWORKS)} Known: {', '.join(NETWORKS)}.")
+    return NETWORKS[name]
+
+
 def topology(hw: Hardware, network: Network | str | None = None) -> Topology | None:
     """The links a multi-device plan on `hw` uses, or None without a sourced interconnect figure."""
     intra = link_bandwidth(hw)
     if intra is None:
         return None
     if isinstance(network, str):
-        if network not in NETWORKS:
-            raise ChipfitError(f"Network {network!r} is not known.{closest(network, NETWORKS)} Known: {', '.join(NETWORKS)}.")
-        network = NETWORKS[network]
+        network = network_named(network)
     node = NODE_SIZE.get(hw.hw_class, 1)
     net = network or default_network(hw)
     inter = net.bw_bytes_per_s * COLLECTIVE_EFFICIENCY if net else None
