@@ -60,6 +60,15 @@ def test_hardware_filters_by_class(client):
     assert bad.status_code == 400 and "Did you mean gpu" in bad.json()["detail"]
 
 
+def test_compare_names_the_network_between_nodes(client):
+    job = {"model": "resnet18", "mode": "train", "batch": 16, "devices": 16, "class": "gpu"}
+    bad = client.post("/api/compare", json=job | {"network": "efa"})
+    assert bad.status_code == 400 and "Network 'efa' is not known. Did you mean efa-p5" in bad.json()["detail"]
+    r = client.post("/api/compare", json=job | {"network": "efa-p4d"})
+    a100 = next(e for e in r.json()["estimates"] if e["hardware"] == "nvidia-a100-sxm4-80gb")
+    assert "AWS EFA, 400 Gb/s per 8 GPUs" in " ".join(a100["assumptions"])
+
+
 def test_compare_matches_the_python_api_and_caches_the_profile(client):
     from chipfit.comparison import compare
 

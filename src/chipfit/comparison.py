@@ -122,6 +122,8 @@ def compare_profile(
     """
     if framework is not None and framework not in FRAMEWORKS:
         raise ChipfitError(f"Framework {framework!r} is not known.{closest(framework, FRAMEWORKS)} Known: {', '.join(FRAMEWORKS)}.")
+    if network is not None:
+        network_named(network)  # refused even where no entry spans nodes
     if framework in FUSING_FRAMEWORKS:
         profile = fuse_for_engine(profile, workload.precision)
     built: dict[bool, OpArrays] = {}  # by whether XLA compiles the step; each built on first use
@@ -266,7 +268,7 @@ def compare(
     catalog = load_catalog(catalog_dirs)
     entries = select_hardware(catalog, hw_class, hardware)
     if network is not None:
-        network_named(network)
+        network_named(network)  # before the trace, not after it
     if serving:
         if mode != "infer" or not prompt or not generate:
             raise ChipfitError("LLM serving needs --infer with both --prompt and --generate as token counts.")

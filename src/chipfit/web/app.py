@@ -67,6 +67,8 @@ class CompareRequest(BaseModel):
     budget: float | None = Field(None, description="spend at most this many US dollars")
     prompt_tokens: int | None = Field(None, description="LLM serving (mode infer): prompt tokens per request")
     generate_tokens: int | None = Field(None, description="LLM serving (mode infer): generated tokens per request")
+    network: str | None = Field(None, description="the network between nodes for every entry, e.g. ib-hdr-200, "
+                                                  "efa-p5; default each vendor's reference node's")
 
 
 class ProfileCache:
@@ -219,7 +221,7 @@ class Dashboard:
         t1 = time.perf_counter()
         conditions = Conditions()
         estimates = compare_profile(prof, workload, plan, entries, catalog, framework=req.framework,
-                                    conditions=conditions)
+                                    conditions=conditions, network=req.network)
         return Comparison(workload=workload, plan=plan, profile=prof, estimates=estimates, conditions=conditions,
                           timings_s={"profile": t1 - t0, "predict": time.perf_counter() - t1})
 
@@ -257,7 +259,7 @@ class Dashboard:
                        seq_len=req.seq, samples=req.samples, epochs=req.epochs, tokens=req.tokens,
                        precision=req.precision, optimizer=req.optimizer, devices=req.devices, hw_class=req.hw_class,
                        framework=req.framework, catalog_dirs=self.catalog_dirs, include_local_cpu=False,
-                       spec=req.spec, prompt=req.prompt_tokens, generate=req.generate_tokens)
+                       spec=req.spec, prompt=req.prompt_tokens, generate=req.generate_tokens, network=req.network)
 
     # --- uploads --------------------------------------------------------------------------
     def add_upload(self, filename: str, data: bytes) -> dict:
