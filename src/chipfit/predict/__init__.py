@@ -14,8 +14,8 @@ from .cost import price_source, rental_cost_usd
 from .efficiency import Efficiency, default_efficiency
 from .estimate import Estimate
 from .memory import activation_element_bytes, memory_per_device
-from .parallel import (OVERLAP_SLOWDOWN, Network, PlanStep, bubble_fraction, link_bandwidth, needs_links, plan_step,
-                       ring_allreduce_s, shard_arrays, topology)
+from .parallel import (Network, PlanStep, bubble_fraction, link_bandwidth, needs_links, overlap_slowdown,
+                       plan_step, ring_allreduce_s, shard_arrays, topology)
 from .plan import ModelShape, Plan
 from .roofline import MissingFigure, OpArrays, StepTime, arrays_as_run, step_time
 
@@ -104,7 +104,7 @@ def predict(
                          grad_params=profile.trainable_params / (plan.tensor_parallel * plan.pipeline_parallel),
                          grad_bytes=grad_bytes_per_param(workload.precision),
                          act_bytes=activation_element_bytes(workload.precision), topo=topo, shape=shape,
-                         overlap=overlap, overlap_slowdown=OVERLAP_SLOWDOWN.get(hw.hw_class, 0.0))
+                         overlap=overlap, overlap_slowdown=overlap_slowdown(hw.hw_class))
 
     mid = parts(central)
     assumptions = [
@@ -154,7 +154,7 @@ def _plan_assumption(plan: Plan, topo, hw_class: str) -> str:
             f"{topo.intra_bw_bytes_per_s / 1e9:.0f} GB/s per direction inside a node")
     if topo.inter_bw_bytes_per_s:
         text += f", {topo.inter_bw_bytes_per_s / 1e9:.0f} GB/s across nodes"
-    slowdown = OVERLAP_SLOWDOWN.get(hw_class, 0.0)
+    slowdown = overlap_slowdown(hw_class)
     text += ("; data-parallel gradient traffic overlapped with backward"
              + (f", which runs {slowdown:.1%} slower beside it" if slowdown else "")
              + " (high bound: not overlapped); tensor, expert and pipeline traffic not overlapped")

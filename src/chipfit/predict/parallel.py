@@ -48,6 +48,11 @@ NETWORK_LATENCY_S = 14e-6
 # arXiv:2507.03114, abstract). Other classes have no published figure and overlap for free.
 OVERLAP_SLOWDOWN = {"gpu": 0.189}
 
+
+def overlap_slowdown(hw_class: str) -> float:
+    """How much slower compute runs beside overlapped collectives on a `hw_class` device (OVERLAP_SLOWDOWN)."""
+    return OVERLAP_SLOWDOWN.get(hw_class, 0.0)
+
 COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all")
 ALGORITHMS = ("ring", "tree")
 

@@ -21,7 +21,7 @@ from ..workload.workload import Workload
 from . import energy as _energy
 from .efficiency import Efficiency, default_efficiency
 from .memory import activation_element_bytes, memory_per_device
-from .parallel import OVERLAP_SLOWDOWN, Network, PlanStep, plan_step, shard_arrays, topology
+from .parallel import Network, PlanStep, overlap_slowdown, plan_step, shard_arrays, topology
 from .plan import ModelShape, Plan
 from .roofline import MissingFigure, arrays_as_run, step_time
 
@@ -274,7 +274,7 @@ def search_plans(
                                               grad_bytes=4 if workload.precision in ("fp32", "tf32") else 2,
                                               act_bytes=activation_element_bytes(workload.precision),
                                               topo=topo, shape=shape,
-                                              overlap_slowdown=OVERLAP_SLOWDOWN.get(hw.hw_class, 0.0))
+                                              overlap_slowdown=overlap_slowdown(hw.hw_class))
                             total = job.steps() * parts.step_s
                             hours = total * n / 3600
                             energy = (_energy.energy_kwh(hours, hw.tdp_watts.value, pue) if hw.tdp_watts else None)
