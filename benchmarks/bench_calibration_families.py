@@ -11,9 +11,8 @@ bandwidth figure is measured again (a quick triad), as `chipfit validate --store
 import argparse
 import collections
 
-from chipfit.calibrate import device_measurements, fit, model_of, without_model
+from chipfit.calibrate import device_measurements, fit, measured_family, model_of, without_model
 from chipfit.measure.devices import local_cpu_hardware
-from chipfit.predict.efficiency import op_family
 from chipfit.predict.roofline import OpArrays, op_times
 from chipfit.store import Store
 from chipfit.workload import profile as trace
@@ -35,8 +34,7 @@ def families(db: str, model: str, mode: str, batch: int, seq_len: int | None) ->
     for m in pool:
         same = model_of(m) == model and m.extra.get("mode", mode) == mode and m.extra.get("batch", batch) == batch
         if m.kind == "op" and same:
-            family = op_family(m.extra["op_kind"], m.label, m.flops, m.bytes, m.extra.get("mode"))
-            measured[family] += m.extra.get("mean_s", m.median_s) * m.shape.get("calls", 1)
+            measured[measured_family(m)] += m.extra.get("mean_s", m.median_s) * m.shape.get("calls", 1)
         elif m.kind == f"{mode}_step" and m.label == model and m.shape.get("batch") == batch and m.precision == "fp32":
             steps.append(m.median_s)
     rows = sorted(((f, measured[f], predicted[f]) for f in set(measured) | set(predicted)), key=lambda r: -max(r[1:]))

@@ -142,7 +142,7 @@ layer { name: "pool" type: "Pooling" bottom: "conv" top: "pool"
 """)
     p = profile_prototxt(path)
     conv, relu, pool = p.ops
-    assert (conv.name, conv.kind, conv.module) == ("caffe.Convolution", "conv", "conv")
+    assert (conv.name, conv.kind, conv.module, conv.window) == ("caffe.Convolution", "conv", "conv", "k1s1")
     assert conv.flops == 2 * 2 * 16 * 1 + 32  # 2 channels x 16 positions x 1 MAC, + 32 bias adds
     assert conv.bytes_read == 4 * (16 + 2 + 2) and conv.bytes_written == 4 * 32
     assert relu.flops == 32 and relu.bytes == 4 * 64

@@ -1,6 +1,8 @@
 """Calibration recovers the efficiencies it was given from synthetic measurements, micro-benchmarks and
 operator times alike; leave-one-model-out validation never sees the held-out model."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -148,6 +150,16 @@ def test_op_family_splits_kinds_by_what_the_hardware_does(kind, name, flops, nby
     assert op_family(kind, name, flops, nbytes) == family
 
 
+def test_a_low_intensity_convolution_is_priced_by_its_kernel_window():
+    from chipfit.predict.efficiency import op_family
+
+    backward = "aten.convolution_backward.default"
+    assert op_family("conv", backward, 9e6, 1e6, "train", "k5s2") == "conv/backward/low_intensity/k5s2"
+    assert op_family("conv", CONV, 9e6, 1e6, "infer", "k3s1") == "conv/forward/low_intensity/k3s1"
+    # A dense convolution's speed is its FLOPs', whatever its window.
+    assert op_family("conv", CONV, 1e8, 1e6, "infer", "k3s1") == "conv/forward/dense"
+
+
 def test_batch_norm_forward_is_priced_by_the_steps_mode():
     """Training-mode batch norm (statistics, three passes) and inference-mode (one pass) are fitted apart: a
     training step's batch norm takes the train fit, an inference step's the infer fit."""
@@ -193,30 +205,43 @@ def test_a_family_without_data_is_priced_by_its_parent_kind_then_the_roofline():
     assert seconds(ops[2]) == pytest.approx(4e6 / (100e9 * 0.85) + HW_OVERHEAD)
 
 
-def depthwise_bench(channels, size, seconds, backward=False):
-    """A depthwise 3x3 micro-benchmark at batch 8, as microbench.bench_conv2d records it (fp32)."""
-    b, hw_ = 8, channels * size * size
-    flops, elements = (4.0 * b * hw_ * 9, 3 * b * hw_ + 2 * channels * 9) if backward else (
-        2.0 * b * hw_ * 9, 2 * b * hw_ + channels * 9)
+def depthwise_bench(channels, size, seconds, backward=False, kernel=3, stride=1):
+    """A depthwise micro-benchmark at batch 8, as microbench.bench_conv2d records it (fp32, same padding)."""
+    b, x = 8, channels * size * size
+    y = channels * ((size + stride - 1) // stride) ** 2  # same padding: ceil(size / stride) a side
+    w = channels * kernel * kernel
+    # Forward: 2 FLOPs per weight per output; reads x, w, writes y. Backward: twice (dx and dw); reads dy, x, w,
+    # writes dx, dw.
+    flops, elements = (4.0 * b * y * kernel**2, 2 * b * x + b * y + 2 * w) if backward else (
+        2.0 * b * y * kernel**2, b * x + b * y + w)
     return Measurement(kind="conv2d_depthwise" + ("_backward" if backward else ""), device="local-cpu",
                        precision="fp32", shape={"batch": b, "channels_in": channels, "channels_out": channels,
-                                                "height": size, "width": size, "kernel": 3, "groups": channels},
+                                                "height": size, "width": size, "kernel": kernel, "groups": channels,
+                                                "stride": stride},
                        flops=flops, bytes=4.0 * elements, median_s=seconds, min_s=seconds, max_s=seconds,
                        repetitions=5)
 
 
-def test_depthwise_micro_benchmarks_fit_the_low_intensity_family_alone():
-    # Bound by bytes at 10% of bandwidth, plus 30 us a call.
-    rows = [depthwise_bench(c, n, 30e-6 + 4.0 * (2 * 8 * c * n * n + c * 9) / 10e9) for c, n in DEPTHWISE_SHAPES]
-    cal = fit(rows + synthetic(0.75, 0.0), HW, "synthetic")
-    fits = {f.family: f for f in cal.op_fits}
-    low = fits["conv/forward/low_intensity"]
-    assert low.models == ("micro-benchmarks",) and low.overhead_s == pytest.approx(30e-6)
-    assert low.e_memory == pytest.approx(0.1) and low.e_compute is None
-    # Micro-benchmarks alone never fit a parent, which would price dense convolutions like depthwise ones.
+def memory_bound(row, overhead_s, bandwidth):
+    """`row` timed at `overhead_s` a call plus its bytes at `bandwidth`."""
+    return replace(row, median_s=overhead_s + row.bytes / bandwidth)
+
+
+def test_depthwise_micro_benchmarks_fit_each_kernel_window_and_the_low_intensity_family():
+    # 3x3 stride 1 bound by bytes at 10% of bandwidth plus 30 us a call; 5x5 stride 2 at 2% plus 60 us.
+    k3 = [memory_bound(depthwise_bench(c, n, 0), 30e-6, 10e9) for c, n in DEPTHWISE_SHAPES]
+    k5 = [memory_bound(depthwise_bench(c, n, 0, kernel=5, stride=2), 60e-6, 2e9) for c, n in DEPTHWISE_SHAPES]
+    fits = {f.family: f for f in fit(k3 + k5 + synthetic(0.75, 0.0), HW, "synthetic").op_fits}
+    for family, overhead, e_memory in (("k3s1", 30e-6, 0.1), ("k5s2", 60e-6, 0.02)):
+        f = fits[f"conv/forward/low_intensity/{family}"]
+        assert f.models == ("micro-benchmarks",) and f.overhead_s == pytest.approx(overhead)
+        assert f.e_memory == pytest.approx(e_memory) and f.e_compute is None
+    # Both windows price the windows no benchmark measured (a 7x7, a 1x1 on a thin map) ...
+    assert fits["conv/forward/low_intensity"].calls == 8
+    # ... but never a parent, which would price dense convolutions like depthwise ones.
     assert "conv/forward" not in fits and "conv" not in fits
     # Fewer than three sizes of a family measured by micro-benchmarks alone: no fit, the curves price it.
-    assert "conv/forward/low_intensity" not in {f.family for f in fit(rows[:2] + synthetic(0.75, 0.0), HW).op_fits}
+    assert "conv/forward/low_intensity/k3s1" not in {f.family for f in fit(k3[:2] + synthetic(0.75, 0.0), HW).op_fits}
 
 
 def test_calibration_with_families_of_an_older_version_says_to_recalibrate():
@@ -432,9 +457,8 @@ def test_rows_of_one_shape_are_explained_by_the_work_not_a_constant():
 
 def test_depthwise_backward_micro_benchmarks_fit_the_backward_low_intensity_family():
     # Bound by bytes at 5% of bandwidth, plus 50 us a call.
-    rows = [depthwise_bench(c, n, 50e-6 + 4.0 * (3 * 8 * c * n * n + 2 * c * 9) / 5e9, backward=True)
-            for c, n in DEPTHWISE_SHAPES]
+    rows = [memory_bound(depthwise_bench(c, n, 0, backward=True, kernel=5), 50e-6, 5e9) for c, n in DEPTHWISE_SHAPES]
     fits = {f.family: f for f in fit(rows + synthetic(0.75, 0.0), HW, "synthetic").op_fits}
-    low = fits["conv/backward/low_intensity"]
+    low = fits["conv/backward/low_intensity/k5s1"]
     assert low.models == ("micro-benchmarks",) and low.overhead_s == pytest.approx(50e-6)
     assert low.e_memory == pytest.approx(0.05) and "conv/forward/low_intensity" not in fits

@@ -20,8 +20,11 @@ def test_depthwise_conv_counts_one_filter_per_channel():
     assert (m.kind, m.flops, m.bytes) == ("conv2d_depthwise", 2 * 4 * 8 * 8 * 9, 4 * (2 * 4 * 8 * 8 + 4 * 9))
     assert m.shape["groups"] == 4 and m.median_s > 0
     depthwise = [b for b in plan(CPU, quick=True) if b.kind == "conv2d_depthwise"]
-    assert [(b.params["channels"], b.params["size"]) for b in depthwise] == list(DEPTHWISE_SHAPES)
-    assert depthwise[0].label == "conv2d_depthwise fp32 2 x32"
+    # Every shape at each kernel window a MobileNet or EfficientNet uses: 3x3 and 5x5, stride 1 and 2.
+    windows = [(k, s) for k, s in ((3, 1), (3, 2), (5, 1), (5, 2)) for _ in DEPTHWISE_SHAPES]
+    assert [(b.params["channels"], b.params["size"]) for b in depthwise] == list(DEPTHWISE_SHAPES) * 4
+    assert [(b.params["kernel"], b.params["stride"]) for b in depthwise] == windows
+    assert depthwise[0].label == "conv2d_depthwise fp32 2 x32 k3s1"
 
 
 def test_depthwise_backward_times_the_gradient_operator_a_training_step_runs():
@@ -30,7 +33,7 @@ def test_depthwise_backward_times_the_gradient_operator_a_training_step_runs():
     assert (m.kind, m.flops, m.bytes) == ("conv2d_depthwise_backward", 2 * 2 * 4 * 8 * 8 * 9,
                                           4 * (3 * 4 * 8 * 8 + 2 * 4 * 9))
     backward = [b for b in plan(CPU, quick=True) if b.kind == "conv2d_depthwise_backward"]
-    assert [(b.params["channels"], b.params["size"]) for b in backward] == list(DEPTHWISE_SHAPES)
+    assert [(b.params["channels"], b.params["size"]) for b in backward] == list(DEPTHWISE_SHAPES) * 4
 
 
 def test_rounds_run_the_whole_plan_each_time_and_keep_the_median_round(monkeypatch):

@@ -106,6 +106,12 @@ def test_bandwidth_conv_overhead_work():
     # 2 x N x Cout x H x W x Cin x k x k; bytes = input + output + weights, fp32
     assert conv.flops == 2 * 1 * 4 * 8 * 8 * 4 * 9 == 18432
     assert conv.bytes == 4 * (2 * 4 * 8 * 8 + 4 * 4 * 9) == 2624
+    # Depthwise 5x5, stride 2: 8x8 -> 4x4 outputs, each 25 multiply-adds; backward reads dy, x, w, writes dx, dw.
+    dw = bench_conv2d(CPU, "fp32", batch=1, channels=4, size=8, kernel=5, depthwise=True, stride=2)
+    assert (dw.flops, dw.bytes) == (2 * 4 * 4 * 4 * 25, 4 * (4 * 8 * 8 + 4 * 4 * 4 + 4 * 25))
+    assert (dw.kind, dw.shape["stride"], dw.shape["kernel"]) == ("conv2d_depthwise", 2, 5)
+    back = bench_conv2d(CPU, "fp32", batch=1, channels=4, size=8, kernel=5, depthwise=True, stride=2, backward=True)
+    assert (back.flops, back.bytes) == (2 * dw.flops, 4 * (2 * 4 * 8 * 8 + 4 * 4 * 4 + 2 * 4 * 25))
     tiny = bench_overhead(CPU)
     assert (tiny.kind, tiny.label, tiny.shape) == ("overhead", "add", {"elements": 1})
     with pytest.raises(ValueError):

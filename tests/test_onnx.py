@@ -86,6 +86,7 @@ def test_resnet_style_export_flops_by_hand(resnet_file):
         2 * n * 32 * 8 * 8 * 16,  # shortcut 1x1 stride 2, 16 -> 32
     ])
     assert sorted(op.flops for op in p.ops if op.name == "onnx.Conv") == convs
+    assert sorted(op.window for op in p.ops if op.name == "onnx.Conv") == ["k1s1", "k1s1", "k1s2", "k3s2", "k7s2"]
     (gemm,) = [op for op in p.ops if op.name == "onnx.Gemm"]
     assert gemm.flops == 2 * n * 32 * 10 + n * 10 and gemm.kind == "matmul"  # + the bias adds
     (pool,) = [op for op in p.ops if op.name == "onnx.GlobalAveragePool"]

@@ -225,6 +225,19 @@ def test_zoo_name_defaults_to_its_sequence_length(monkeypatch):
     assert embedding.bytes_read == 2 * 6 * 8 + 4 * 2 * 6 * 8  # int64 ids + the gathered rows, not the table
 
 
+def test_convolutions_carry_their_kernel_window():
+    """A depthwise 5x5 stride-2 convolution and a 1x7 one are tagged with kernel and stride, forward and
+    backward; no other operator is."""
+    net = lambda: nn.Sequential(nn.Conv2d(4, 4, 5, 2, 2, groups=4, bias=False), nn.ReLU(),  # noqa: E731
+                                nn.Conv2d(4, 4, (1, 7), 1, (0, 3), bias=False))
+    p = trace(net, lambda b: torch.randn(b, 4, 8, 8), batch=2)
+    windows = [(op.name, op.window) for op in p.ops if op.phase != "optimizer" and op.kind != "elementwise"]
+    assert ("aten.convolution.default", "k5s2") in windows and ("aten.convolution.default", "k1x7s1") in windows
+    assert ("aten.convolution_backward.default", "k5s2") in windows
+    assert ("aten.convolution_backward.default", "k1x7s1") in windows
+    assert {op.window for op in p.ops if op.kind != "conv"} == {None}
+
+
 def test_zoo_resnet18_matches_published_multiply_adds():
     # torchvision lists ResNet-18 at 1.81 GFLOPS (multiply-adds of convs and the classifier).
     p = profile("resnet18", mode="infer")

@@ -41,7 +41,7 @@ from .measurement import Measurement
 from .predict.efficiency import (Curve, Efficiency, OpFit, default_efficiency, family_chain, fresh_bytes,
                                  op_family)
 from .predict.roofline import MATRIX_KINDS, op_peak, peak_for
-from .workload.profile import KINDS as OP_KINDS, PHASES
+from .workload.profile import KINDS as OP_KINDS, PHASES, conv_window
 from .workload.workload import BYTES_PER_ELEMENT
 
 # The half-efficiency sizes tried by the fit: 1 kFLOP to 1 PFLOP, 20 per decade, and 0 (flat).
@@ -116,10 +116,15 @@ def without_model(measurements: list[Measurement], model: str) -> list[Measureme
     return [m for m in measurements if m.kind not in ("op", "train_step", "infer_step") or model_of(m) != model]
 
 
+def measured_family(m: Measurement) -> str:
+    """The family of an "op" measurement, from the operator itself (rows stored by older versions get
+    today's families)."""
+    return op_family(m.extra["op_kind"], m.label, m.flops, m.bytes, m.extra.get("mode"), m.extra.get("window"))
+
+
 def _op_rows(measurements: list[Measurement]) -> list[dict]:
-    """Operator rows to fit, each with its family (efficiency.op_family, from the operator itself, so rows
-    stored by older versions get today's families): "op" measurements of real steps (their mean time, see
-    measure.opprofile; the median in rows stored without one), and the matmul and conv2d
+    """Operator rows to fit, each with its family (measured_family): "op" measurements of real steps (their
+    mean time, see measure.opprofile; the median in rows stored without one), and the matmul and conv2d
     micro-benchmarks (dense, and depthwise forward and backward), which are operators of those families too
     (matmul writes into a kept output; conv2d allocates its)."""
     rows = []
@@ -127,16 +132,22 @@ def _op_rows(measurements: list[Measurement]) -> list[dict]:
         if m.median_s <= 0:
             continue
         if m.kind == "op":
-            kind = m.extra["op_kind"]
-            rows.append(dict(family=op_family(kind, m.label, m.flops, m.bytes, m.extra.get("mode")), kind=kind,
-                             fresh=m.extra.get("fresh_bytes", 0.0), calls=m.shape.get("calls", 1), model=model_of(m)))
+            rows.append(dict(family=measured_family(m), kind=m.extra["op_kind"], fresh=m.extra.get("fresh_bytes", 0.0),
+                             calls=m.shape.get("calls", 1), model=model_of(m)))
         elif m.kind in MICRO_BENCHMARK_KINDS and m.precision in BYTES_PER_ELEMENT:
-            # The new output: a convolution's (or, backward, the input's gradient, the same size).
-            out = (m.shape.get("batch", 0) * m.shape.get("channels_out", 0) * m.shape.get("height", 0)
-                   * m.shape.get("width", 0) * BYTES_PER_ELEMENT[m.precision])
             kind = "matmul" if m.kind == "matmul" else "conv"
-            aten = "aten.convolution_backward.default" if m.kind.endswith("_backward") else "aten.convolution.default"
-            family = "matmul" if kind == "matmul" else op_family(kind, aten, m.flops, m.bytes)
+            backward = m.kind.endswith("_backward")
+            aten = "aten.convolution_backward.default" if backward else "aten.convolution.default"
+            # The new output: a convolution's (same padding: the input's size over the stride), or, backward, the
+            # input's gradient.
+            stride = m.shape.get("stride", 1)
+            height, width = m.shape.get("height", 0), m.shape.get("width", 0)
+            if not backward:
+                height, width = -(-height // stride), -(-width // stride)
+            out = (m.shape.get("batch", 0) * m.shape.get("channels_out", 0) * height * width
+                   * BYTES_PER_ELEMENT[m.precision])
+            window = conv_window((m.shape.get("kernel", 3),) * 2, (stride,) * 2)
+            family = "matmul" if kind == "matmul" else op_family(kind, aten, m.flops, m.bytes, window=window)
             rows.append(dict(family=family, kind=kind, fresh=fresh_bytes(aten, out), calls=1, model=MICRO_BENCHMARKS))
         else:
             continue
@@ -156,7 +167,8 @@ def fit_ops(measurements: list[Measurement], hw: Hardware) -> tuple[OpFit, ...]:
     from the op rows of real steps and the matmul and conv micro-benchmarks. Every prefix of a family
     path (efficiency.family_chain) is fitted on all the rows below it, so a family without data of its own
     is priced by its parent. A family without real-step rows is fitted only from at least MIN_MICRO_ROWS
-    micro-benchmark sizes of that very family (a depthwise convolution's benchmarks never price a dense one)."""
+    micro-benchmark sizes of that very family, or of the kernel windows below it (a depthwise convolution's
+    benchmarks price any low-intensity window they did not measure, never a dense convolution)."""
     bw = hw.mem_bw_bytes_per_s.value if hw.mem_bw_bytes_per_s else None
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in _op_rows(measurements):
@@ -165,7 +177,7 @@ def fit_ops(measurements: list[Measurement], hw: Hardware) -> tuple[OpFit, ...]:
     fits = []
     for (family, precision), rs in sorted(groups.items()):
         if all(r["model"] == MICRO_BENCHMARKS for r in rs) and (
-                len(rs) < MIN_MICRO_ROWS or any(r["family"] != family for r in rs)):
+                len(rs) < MIN_MICRO_ROWS or any(family not in (r["family"], _unwindowed(r["family"])) for r in rs)):
             continue  # micro-benchmarks alone fit their own family, never a parent that would blend them
         peaks = np.array([op_peak(hw, r["kind"], precision) or 0.0 for r in rs])
         if not bw or np.any(peaks <= 0):
@@ -183,6 +195,12 @@ def fit_ops(measurements: list[Measurement], hw: Hardware) -> tuple[OpFit, ...]:
                           1 / inv_m if inv_m > 0 else None, 1 / s_fresh if s_fresh > 0 else None, int(calls.sum()),
                           tuple(sorted({r["model"] for r in rs})), err))
     return tuple(fits)
+
+
+def _unwindowed(family: str) -> str:
+    """A convolution family without its kernel window: "conv/backward/low_intensity/k5s2" -> its parent."""
+    parent = family.rsplit("/", 1)[0]
+    return parent if parent.endswith("/low_intensity") else family
 
 
 def fit_absent_ops(measurements: list[Measurement]) -> tuple[str, ...]:

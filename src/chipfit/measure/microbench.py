@@ -209,11 +209,11 @@ def bench_overhead(device: LocalDevice, meter: EnergyMeter | None = None) -> Mea
 
 def bench_conv2d(device: LocalDevice, precision: str, batch: int, channels: int = 64, size: int = 56,
                  kernel: int = 3, meter: EnergyMeter | None = None, depthwise: bool = False,
-                 backward: bool = False) -> Measurement:
+                 backward: bool = False, stride: int = 1) -> Measurement:
     """A ResNet-style 3x3 convolution, stride 1, same padding, channels in = out; or, `depthwise`, one filter
-    per channel (groups = channels, MobileNet's depthwise layers), measured as kind "conv2d_depthwise".
-    `backward`: the operator a training step runs for it instead (aten.convolution_backward: the input's and
-    the weight's gradients, no bias), kind "<kind>_backward"."""
+    per channel (groups = channels, MobileNet's depthwise layers, of any `kernel` size and `stride`), measured
+    as kind "conv2d_depthwise". `backward`: the operator a training step runs for it instead
+    (aten.convolution_backward: the input's and the weight's gradients, no bias), kind "<kind>_backward"."""
     import torch
     import torch.nn.functional as F
 
@@ -221,32 +221,35 @@ def bench_conv2d(device: LocalDevice, precision: str, batch: int, channels: int 
     dtype = _dtype(precision)
     groups = channels if depthwise else 1
     pad = kernel // 2
+    out_size = -(-size // stride)  # same padding
     with torch.inference_mode(), _tf32(precision == "tf32" and device.kind == "cuda"):
         x = torch.randn(batch, channels, size, size, dtype=dtype, device=dev)
         w = torch.randn(channels, channels // groups, kernel, kernel, dtype=dtype, device=dev)
         if backward:
-            dy = torch.randn_like(x)
+            dy = torch.randn(batch, channels, out_size, out_size, dtype=dtype, device=dev)
             timing = measure(lambda: torch.ops.aten.convolution_backward(
-                dy, x, w, None, [1, 1], [pad, pad], [1, 1], False, [0, 0], groups, [True, True, False]),
+                dy, x, w, None, [stride, stride], [pad, pad], [1, 1], False, [0, 0], groups, [True, True, False]),
                 device, meter)
         else:
-            timing = measure(lambda: F.conv2d(x, w, padding=pad, groups=groups), device, meter)
+            timing = measure(lambda: F.conv2d(x, w, stride=stride, padding=pad, groups=groups), device, meter)
     activation = batch * channels * size * size
+    output = batch * channels * out_size**2
     weights = channels * channels // groups * kernel**2
-    products = 2.0 * activation * (channels // groups) * kernel**2
+    products = 2.0 * output * (channels // groups) * kernel**2
     # Backward: one product each for the input's and the weight's gradient; reads dy, x, w, writes dx, dw.
     flops = 2 * products if backward else products
-    elements = 3 * activation + 2 * weights if backward else 2 * activation + weights
+    elements = 2 * activation + output + 2 * weights if backward else activation + output + weights
     nbytes = BYTES_PER_ELEMENT[precision] * elements
     shape = {"batch": batch, "channels_in": channels, "channels_out": channels, "height": size, "width": size,
-             "kernel": kernel} | ({"groups": groups} if depthwise else {})
+             "kernel": kernel} | ({"groups": groups, "stride": stride} if depthwise else {})
     kind = ("conv2d_depthwise" if depthwise else "conv2d") + ("_backward" if backward else "")
     return _measurement(kind, device, precision, shape, flops, nbytes, timing, kind)
 
 
-# Depthwise 3x3 layers as MobileNets stack them (channels double as the map halves), batch 8: a spread of sizes
-# for calibration's fit of the low-intensity convolution family.
+# Depthwise layers as MobileNets stack them (channels double as the map halves), batch 8: a spread of sizes for
+# calibration's fit of each low-intensity convolution window (kernel, stride) that MobileNets and EfficientNets use.
 DEPTHWISE_SHAPES = ((32, 112), (64, 56), (128, 28), (256, 14))
+DEPTHWISE_WINDOWS = ((3, 1), (3, 2), (5, 1), (5, 2))
 
 
 @dataclass(frozen=True)
@@ -262,7 +265,8 @@ class Bench:
     def label(self) -> str:
         size = f" {self.size}" if self.size else ""
         channels = f" x{self.params['channels']}" if "channels" in self.params else ""
-        return f"{self.kind} {self.precision}{size}{channels}"
+        window = f" k{self.params['kernel']}s{self.params['stride']}" if "kernel" in self.params else ""
+        return f"{self.kind} {self.precision}{size}{channels}{window}"
 
 
 def plan(device: LocalDevice, quick: bool = False) -> list[Bench]:
@@ -276,8 +280,9 @@ def plan(device: LocalDevice, quick: bool = False) -> list[Bench]:
     out += [Bench("matmul", p, n) for p in device.precisions for n in sizes]
     conv_batch = (16 if quick else 64) if gpu else (2 if quick else 8)
     out += [Bench("conv2d", p, conv_batch) for p in device.precisions if p not in ("int8",)]
-    out += [Bench(kind, "fp32", conv_batch, {"channels": c, "size": n})
-            for kind in ("conv2d_depthwise", "conv2d_depthwise_backward") for c, n in DEPTHWISE_SHAPES]
+    out += [Bench(kind, "fp32", conv_batch, {"channels": c, "size": n, "kernel": k, "stride": s})
+            for kind in ("conv2d_depthwise", "conv2d_depthwise_backward") for k, s in DEPTHWISE_WINDOWS
+            for c, n in DEPTHWISE_SHAPES]
     return out
 
 
@@ -288,7 +293,8 @@ def run_bench(bench: Bench, device: LocalDevice, meter: EnergyMeter | None = Non
         return bench_conv2d(device, bench.precision, bench.size, meter=meter)
     if bench.kind in ("conv2d_depthwise", "conv2d_depthwise_backward"):
         return bench_conv2d(device, bench.precision, bench.size, bench.params["channels"], bench.params["size"],
-                            meter=meter, depthwise=True, backward=bench.kind.endswith("_backward"))
+                            bench.params["kernel"], meter, depthwise=True, backward=bench.kind.endswith("_backward"),
+                            stride=bench.params["stride"])
     if bench.kind in ("copy", "triad"):
         return bench_bandwidth(device, bench.kind, quick=bench.params.get("quick", False), meter=meter)
     if bench.kind == "overhead":

@@ -133,19 +133,20 @@ class OpTimes:
         groups: dict[tuple, list[int]] = {}
         for i, op in enumerate(self.profile.ops):
             if all(rep[i] is not None for rep in self.times_s):
-                groups.setdefault((op.phase, op.name, op.kind, op.dtype, op.flops, op.bytes, op.bytes_written),
-                                  []).append(i)
+                groups.setdefault((op.phase, op.name, op.kind, op.dtype, op.flops, op.bytes, op.bytes_written,
+                                   op.window), []).append(i)
         out = []
         p = self.profile
-        for (phase, name, kind, dtype, flops, nbytes, written), idx in groups.items():
+        for (phase, name, kind, dtype, flops, nbytes, written, window), idx in groups.items():
             per_rep = [k * sum(rep[i] for i in idx) / len(idx) for rep in self.times_s]
             out.append(Measurement(
                 kind="op", device=device, precision=op_precision(dtype), shape={"calls": len(idx)},
                 flops=float(flops), bytes=float(nbytes), median_s=statistics.median(per_rep), min_s=min(per_rep),
                 max_s=max(per_rep), repetitions=len(per_rep), label=name,
                 extra={"model": model, "mode": p.mode, "batch": p.batch, "seq_len": p.seq_len or 0, "phase": phase,
-                       "op_kind": kind, "family": op_family(kind, name, flops, nbytes, p.mode),
-                       "fresh_bytes": fresh_bytes(name, written), "mean_s": statistics.fmean(per_rep)},
+                       "op_kind": kind, "family": op_family(kind, name, flops, nbytes, p.mode, window),
+                       "fresh_bytes": fresh_bytes(name, written), "mean_s": statistics.fmean(per_rep)}
+                | ({"window": window} if window else {}),
             ))
         return out
 

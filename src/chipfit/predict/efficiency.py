@@ -126,21 +126,26 @@ def _packet(name: str) -> str:
 
 
 @functools.lru_cache(maxsize=2**16)  # a transformer repeats the same few hundred operators per layer
-def op_family(kind: str, name: str, flops: float, nbytes: float, mode: str | None = None) -> str:
+def op_family(kind: str, name: str, flops: float, nbytes: float, mode: str | None = None,
+              window: str | None = None) -> str:
     """The family an operator's measured time is fitted in, a path from its kind:
-    conv/{forward,backward}/{dense,low_intensity}; attention/{forward,backward}; elementwise/{rng,
+    conv/{forward,backward}/{dense,low_intensity[/W]}; attention/{forward,backward}; elementwise/{rng,
     transcendental,inplace,out}; norm/{batch,layer}/D; reduction/{pool/max,pool/avg,softmax,loss,sum}/D;
     memory/{indexed,copy}/D, D forward or backward; matmul and other as they are. The gradient of a norm,
     reduction or memory operator is a kernel of its own (a max-pool's backward scatters to saved indices, its
     forward searches each window; an embedding's backward scatter-adds), hence the direction. A batch norm's
     forward in a training step (`mode` "train") computes the batch's statistics and updates the running ones
-    (two more passes over its input), in inference it applies the stored ones: norm/batch/forward/{train,infer}."""
+    (two more passes over its input), in inference it applies the stored ones: norm/batch/forward/{train,infer}.
+    A low-intensity convolution's `window` W (profile.conv_window, "k5s2") picks its kernel: on a CPU a 5x5
+    depthwise backward runs at a fifth of a 3x3's FLOP rate, and a stride-2 one at half."""
     op = _packet(name)
     base = op.rstrip("_")
     backward = "backward" in op
     if kind == "conv":
-        dense = "low_intensity" if flops < CONV_LOW_INTENSITY_FLOP_PER_BYTE * nbytes else "dense"
-        return f"conv/{'backward' if backward else 'forward'}/{dense}"
+        family = f"conv/{'backward' if backward else 'forward'}/"
+        if flops >= CONV_LOW_INTENSITY_FLOP_PER_BYTE * nbytes:
+            return family + "dense"
+        return family + "low_intensity" + (f"/{window}" if window else "")
     if kind == "attention":
         return "attention/backward" if backward else "attention/forward"
     if kind == "elementwise":

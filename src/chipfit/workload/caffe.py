@@ -16,7 +16,7 @@ from typing import Callable
 
 from ..errors import ChipfitError, check_file, closest
 from .graph_memory import peak_live_bytes
-from .profile import Op, Profile
+from .profile import Op, Profile, conv_window
 from .protobuf_text import Message, parse
 
 DTYPE = "fp32"
@@ -44,6 +44,7 @@ class CaffeLayer:
     stats: int
     kind: str | None
     flops: float
+    window: str | None = None  # convolutions: kernel size and stride (profile.conv_window)
 
 
 @dataclass
@@ -70,6 +71,7 @@ class _Out:
     flops: float = 0.0
     params: int = 0
     stats: int = 0
+    window: str | None = None
 
 
 def profile_prototxt(path: str | Path, batch: int | None = None, mode: str = "infer") -> Profile:
@@ -100,6 +102,7 @@ def profile_prototxt(path: str | Path, batch: int | None = None, mode: str = "in
                 dtype=DTYPE,
                 phase="forward",
                 module=layer.name,
+                window=layer.window,
             )
         )
     consumed = {b for layer in net.layers for b in layer.bottoms}
@@ -186,7 +189,8 @@ def parse_net(path: str | Path, batch: int | None = None, max_bytes: int = MAX_P
             raise ChipfitError(f"{where} has {len(tops)} tops but makes {len(out.shapes)} outputs; fix its top lines.")
         shapes.update(zip(tops, out.shapes))
         net.layers.append(
-            CaffeLayer(name, ltype, bottoms, tops, out.shapes[: len(tops)], out.params, out.stats, out.kind, out.flops)
+            CaffeLayer(name, ltype, bottoms, tops, out.shapes[: len(tops)], out.params, out.stats, out.kind, out.flops,
+                       out.window)
         )
     return net
 
@@ -289,7 +293,8 @@ def _convolution(layer: Message, shapes: list[Shape], where: str, transposed: bo
     positions = math.prod(spatial_in) * c_in if transposed else math.prod(spatial) * c_out
     per_position = (c_out // group if transposed else c_in // group) * math.prod(k)
     bias_adds = math.prod(out) if bias else 0
-    return _Out((out,), "conv", 2.0 * outer * positions * per_position + bias_adds, weights + bias)
+    return _Out((out,), "conv", 2.0 * outer * positions * per_position + bias_adds, weights + bias,
+                window=conv_window(tuple(k), tuple(s)))
 
 
 def _deconvolution(layer: Message, shapes: list[Shape], where: str) -> _Out:

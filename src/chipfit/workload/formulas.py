@@ -24,6 +24,8 @@ from typing import Any, Callable
 
 import torch
 
+from .profile import conv_window
+
 aten = torch.ops.aten
 
 FlopsFn = Callable[[tuple, dict, Any], float]
@@ -160,6 +162,19 @@ def conv_backward_flops(args, kwargs, out) -> float:
     spatial = x.shape[2:] if transposed else grad_out.shape[2:]
     one = 2 * _conv_products(w.shape, spatial, x.shape[0])
     return one * (int(bool(mask[0])) + int(bool(mask[1]))) + (grad_out.numel() if mask[2] else 0)
+
+
+def conv_window_of(func: torch._ops.OpOverload, args: tuple, kwargs: dict) -> str | None:
+    """The kernel size and stride of a convolution call (profile.conv_window), None for any other operator."""
+    if REGISTRY.get(func.overloadpacket, ("",))[0] != "conv":
+        return None
+    named = named_args(func, args, kwargs)
+    weight = named.get("weight")
+    spatial = tuple(weight.shape[2:]) if isinstance(weight, torch.Tensor) else ()
+    if not spatial:
+        return None
+    stride = tuple(named.get("stride") or (1,))
+    return conv_window(spatial, stride * len(spatial) if len(stride) == 1 else stride)
 
 
 # --- attention ---------------------------------------------------------------------------

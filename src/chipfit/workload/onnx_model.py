@@ -21,7 +21,7 @@ from typing import Callable
 
 from ..errors import ChipfitError, check_file, closest
 from .graph_memory import peak_live_bytes
-from .profile import Op, Profile
+from .profile import Op, Profile, conv_window
 
 # protobuf cannot parse a message over 2 GiB; larger models keep their weights in external data.
 MAX_ONNX_BYTES = 2**31 - 1
@@ -564,9 +564,10 @@ def _op(onnx, node, index: int, tensors: dict[str, _Tensor]) -> Op:
     outs = [tensors[o].shape if o in tensors else None for o in node.output]
     formula = FORMULAS.get((domain, node.op_type))
     kind, flops, counted = "other", 0.0, False
+    attrs = _attrs(onnx, node)
     if formula is not None:
         try:
-            kind, flops = formula(_Node(node.op_type, ins, outs, _attrs(onnx, node)))
+            kind, flops = formula(_Node(node.op_type, ins, outs, attrs))
             counted = True
         except _NoShape:
             pass
@@ -583,7 +584,15 @@ def _op(onnx, node, index: int, tensors: dict[str, _Tensor]) -> Op:
         module=node.name or f"{node.op_type}_{index}",
         counted=counted,
         causal=_causal(node) if kind == "attention" else None,
+        window=_conv_window(node.op_type, ins, attrs) if kind == "conv" else None,
     )
+
+
+def _conv_window(op_type: str, ins: list[Shape | None], attrs: dict) -> str | None:
+    """A convolution node's kernel size (its attribute, else its weight's shape) and stride (default 1)."""
+    weight = ins[3 if op_type == "QLinearConv" else 1] if len(ins) > 1 else None
+    kernel = tuple(attrs.get("kernel_shape") or (weight[2:] if weight else ()))
+    return conv_window(kernel, tuple(attrs.get("strides") or (1,) * len(kernel))) if kernel else None
 
 
 def _causal(node) -> bool:

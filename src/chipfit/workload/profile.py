@@ -29,10 +29,19 @@ class Op:
     module: str  # dotted module path, "" at top level
     counted: bool = True
     causal: bool | None = None  # attention only: whether a causal mask was applied
+    window: str | None = None  # convolution only: kernel size and stride, conv_window() ("k5s2")
 
     @property
     def bytes(self) -> int:
         return self.bytes_read + self.bytes_written
+
+
+def conv_window(kernel: tuple[int, ...], stride: tuple[int, ...]) -> str:
+    """A convolution's kernel size and stride as one tag: (5, 5), (2, 2) -> "k5s2"; (1, 7), (1, 1) -> "k1x7s1".
+    Depthwise kernels of one size and stride share a code path and a speed that another size's do not."""
+    def dims(xs: tuple[int, ...]) -> str:
+        return str(xs[0]) if len(set(xs)) == 1 else "x".join(map(str, xs))
+    return f"k{dims(tuple(kernel))}s{dims(tuple(stride))}"
 
 
 @dataclass

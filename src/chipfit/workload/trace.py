@@ -26,7 +26,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from ..errors import ChipfitError
-from .formulas import GATHER_OPS, WRITE_ONLY_SELF_OPS, op_cost
+from .formulas import GATHER_OPS, WRITE_ONLY_SELF_OPS, conv_window_of, op_cost
 from .profile import Op, Profile
 from .workload import Workload
 
@@ -221,6 +221,7 @@ class _Recorder(TorchDispatchMode):
                 "module": self.paths.current,
                 "counted": kind != "other",
                 "causal": causal,
+                "window": conv_window_of(func, args, kwargs),
                 "storages": [_storage_key(t) for t in inputs + outputs] if self.phase == "optimizer" else None,
             }
         )
