@@ -246,6 +246,15 @@ def test_zoo_resnet18_matches_published_multiply_adds():
     assert p.params == 11_689_512
 
 
+def test_zoo_mobilenet_v2_matches_published_multiply_adds():
+    # Sandler et al. 2018, table 4: MobileNetV2 (1.0, 224x224) has 300M multiply-adds and 3.4M parameters.
+    p = profile("mobilenet_v2", mode="infer")
+    kinds = p.by_kind()
+    assert (kinds["conv"]["flops"] + kinds["matmul"]["flops"]) / 2 == pytest.approx(300e6, rel=0.005)
+    depthwise = [op.window for op in p.ops if op.kind == "conv" and op.window != "k1s1"]
+    assert depthwise.count("k3s2") == 5 and depthwise.count("k3s1") == 13  # stem and 4 strided blocks; 13 others
+
+
 def test_user_module_from_package_path(tmp_path, monkeypatch):
     (tmp_path / "usermodels_chipfit.py").write_text(
         textwrap.dedent(

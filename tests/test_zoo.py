@@ -13,6 +13,7 @@ from chipfit.workload import zoo_transformers as tx
 PUBLISHED = {
     "resnet18": 11_689_512,
     "resnet50": 25_557_032,
+    "mobilenet_v2": 3_504_872,
     "mobilenet_v3_large": 5_483_032,
     "vit_b_16": 86_567_656,
     "bert-base-uncased": 109_482_240,
@@ -25,7 +26,7 @@ PUBLISHED = {
 }
 # Output of a forward on batch 1 (sequence 16 for language models).
 OUTPUT_SHAPE = {
-    "resnet18": (1, 1000), "resnet50": (1, 1000), "mobilenet_v3_large": (1, 1000), "vit_b_16": (1, 1000),
+    "resnet18": (1, 1000), "resnet50": (1, 1000), "mobilenet_v2": (1, 1000), "mobilenet_v3_large": (1, 1000), "vit_b_16": (1, 1000),
     "bert-base-uncased": (1, 16, 30522), "gpt2": (1, 16, 50257), "llama-2-7b": (1, 16, 32000),
     "llama-3-8b": (1, 16, 128256), "llama-3-70b": (1, 16, 128256), "mistral-7b": (1, 16, 32000),
     "mixtral-8x7b": (1, 16, 32000),
@@ -55,7 +56,8 @@ def test_default_sequence_lengths():
     expected = {"bert-base-uncased": 512, "gpt2": 1024, "llama-2-7b": 4096, "llama-3-8b": 8192,
                 "llama-3-70b": 8192, "mistral-7b": 8192, "mixtral-8x7b": 32768}
     assert {n: e.default_seq_len for n, e in zoo.ZOO.items() if e.default_seq_len} == expected
-    assert all(zoo.ZOO[n].default_seq_len is None for n in ("resnet18", "resnet50", "mobilenet_v3_large", "vit_b_16"))
+    assert all(zoo.ZOO[n].default_seq_len is None for n in ("resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_large",
+                                                                "vit_b_16"))
 
 
 def test_make_batch_shapes_and_dtypes():
@@ -88,7 +90,7 @@ def test_get_is_case_insensitive_and_suggests_on_typo():
         zoo.get("lama-3-8b")
     assert str(err.value) == (
         "Unknown model 'lama-3-8b'. Did you mean llama-3-8b, llama-3-70b, llama-2-7b? Known models: resnet18, "
-        "resnet50, mobilenet_v3_large, vit_b_16, bert-base-uncased, gpt2, llama-2-7b, llama-3-8b, llama-3-70b, "
+        "resnet50, mobilenet_v2, mobilenet_v3_large, vit_b_16, bert-base-uncased, gpt2, llama-2-7b, llama-3-8b, llama-3-70b, "
         "mistral-7b, mixtral-8x7b; or give a module as 'package.module:factory'."
     )
 

@@ -72,7 +72,8 @@ class OpArrays:
             base = {"tf32": "fp32", "fp8": "bf16", "int8": "bf16"}.get(matmul_precision)
             switch = matrix & (precision == base) if base else np.zeros_like(matrix)
             precision[switch] = matmul_precision
-        family = np.array([op_family(op.kind, op.name, op.flops, op.bytes, profile.mode, op.window) for op in ops], dtype=object)
+        family = np.array([op_family(op.kind, op.name, op.flops, op.bytes, profile.mode, op.window) for op in ops],
+                          dtype=object)
         return cls(
             flops=np.array([op.flops for op in ops], dtype=float),
             bytes=np.array([op.bytes for op in ops], dtype=float),

@@ -110,6 +110,8 @@ _ENTRIES = (
     _vision("resnet18", vision.resnet18, 11_689_512, "ResNet-18 (He et al. 2016), torchvision layout."),
     _vision("resnet50", vision.resnet50, 25_557_032,
             "ResNet-50 (He et al. 2016), torchvision v1.5 layout (stride on the 3x3 conv)."),
+    _vision("mobilenet_v2", vision.mobilenet_v2, 3_504_872,
+            "MobileNetV2 (Sandler et al. 2018), torchvision layout: inverted residuals, ReLU6, width 1.0."),
     _vision("mobilenet_v3_large", vision.mobilenet_v3_large, 5_483_032,
             "MobileNetV3-Large (Howard et al. 2019), torchvision layout with squeeze-excite and hardswish."),
     _vision("vit_b_16", vision.vit_b_16, 86_567_656,

@@ -6,6 +6,9 @@ torchvision's, parameter shapes and the computation do not.
 
 from __future__ import annotations
 
+from functools import partial
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -70,17 +73,22 @@ def resnet50() -> nn.Module:
     return ResNet((3, 4, 6, 3), bottleneck=True)
 
 
-# --- MobileNetV3-Large (Howard et al. 2019, table 1; torchvision's layout) ------------------
+# --- MobileNets: V2 (Sandler et al. 2018) and V3-Large (Howard et al. 2019, table 1), torchvision's layouts --
 def _divisible_by_8(channels: float) -> int:
     """Round to the nearest multiple of 8, never below 90% of the input (MobileNet rule)."""
     rounded = max(8, int(channels + 4) // 8 * 8)
     return rounded + 8 if rounded < 0.9 * channels else rounded
 
 
-def _conv_bn_act(in_ch: int, out_ch: int, kernel: int, stride: int, groups: int, act: type[nn.Module] | None):
+# torchvision's MobileNetV3 batch norm; its MobileNetV2 keeps PyTorch's defaults (eps 1e-5, momentum 0.1).
+_V3_NORM = partial(nn.BatchNorm2d, eps=0.001, momentum=0.01)
+
+
+def _conv_bn_act(in_ch: int, out_ch: int, kernel: int, stride: int, groups: int, act: type[nn.Module] | None,
+                 norm: Callable[[int], nn.Module] = _V3_NORM):
     layers = [
         nn.Conv2d(in_ch, out_ch, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False),
-        nn.BatchNorm2d(out_ch, eps=0.001, momentum=0.01),
+        norm(out_ch),
     ]
     return layers + ([act(inplace=True)] if act else [])
 
@@ -99,13 +107,14 @@ class _SqueezeExcite(nn.Module):
 
 class _InvertedResidual(nn.Module):
     def __init__(
-        self, in_ch: int, kernel: int, expanded: int, out_ch: int, se: bool, act: type[nn.Module], stride: int
+        self, in_ch: int, kernel: int, expanded: int, out_ch: int, se: bool, act: type[nn.Module], stride: int,
+        norm: Callable[[int], nn.Module] = _V3_NORM,
     ):
         super().__init__()
-        layers = _conv_bn_act(in_ch, expanded, 1, 1, 1, act) if expanded != in_ch else []
-        layers += _conv_bn_act(expanded, expanded, kernel, stride, expanded, act)
+        layers = _conv_bn_act(in_ch, expanded, 1, 1, 1, act, norm) if expanded != in_ch else []
+        layers += _conv_bn_act(expanded, expanded, kernel, stride, expanded, act, norm)
         layers += [_SqueezeExcite(expanded)] if se else []
-        layers += _conv_bn_act(expanded, out_ch, 1, 1, 1, None)
+        layers += _conv_bn_act(expanded, out_ch, 1, 1, 1, None, norm)
         self.block = nn.Sequential(*layers)
         self.residual = stride == 1 and in_ch == out_ch
 
@@ -143,6 +152,34 @@ class MobileNetV3Large(nn.Module):
 
 def mobilenet_v3_large() -> nn.Module:
     return MobileNetV3Large()
+
+
+# (expansion t, output channels c, repeats n, first stride s): Sandler et al. 2018, table 2.
+_MOBILENET_V2 = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
+                 (6, 320, 1, 1))
+
+
+class MobileNetV2(nn.Module):
+    def __init__(self):
+        super().__init__()
+        blocks, in_ch = [], 32
+        for t, c, n, s in _MOBILENET_V2:
+            for i in range(n):
+                blocks.append(_InvertedResidual(in_ch, 3, in_ch * t, c, False, nn.ReLU6, s if i == 0 else 1,
+                                                nn.BatchNorm2d))
+                in_ch = c
+        self.features = nn.Sequential(
+            *_conv_bn_act(3, 32, 3, 2, 1, nn.ReLU6, nn.BatchNorm2d), *blocks,
+            *_conv_bn_act(in_ch, 1280, 1, 1, 1, nn.ReLU6, nn.BatchNorm2d),
+        )
+        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, NUM_CLASSES))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(self.features(images), 1), 1))
+
+
+def mobilenet_v2() -> nn.Module:
+    return MobileNetV2()
 
 
 # --- ViT-B/16 (Dosovitskiy et al. 2021; torchvision: pre-norm, LayerNorm eps 1e-6, no dropout) --
