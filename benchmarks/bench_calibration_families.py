@@ -8,7 +8,6 @@ STORE is a results database with a `chipfit validate` run in it. Nothing is meas
 bandwidth figure is measured again (a quick triad), as `chipfit validate --stored` does.
 """
 
-import argparse
 import collections
 
 from chipfit.calibrate import device_measurements, fit, measured_family, model_of, without_model
@@ -16,6 +15,8 @@ from chipfit.measure.devices import local_cpu_hardware
 from chipfit.predict.roofline import OpArrays, op_times
 from chipfit.store import Store
 from chipfit.workload import profile as trace
+
+from case_args import case_parser
 
 
 def families(db: str, model: str, mode: str, batch: int, seq_len: int | None) -> tuple[list[tuple], float, float]:
@@ -42,11 +43,7 @@ def families(db: str, model: str, mode: str, batch: int, seq_len: int | None) ->
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("model")
-    ap.add_argument("mode", choices=("train", "infer"))
-    ap.add_argument("batch", type=int)
-    ap.add_argument("--seq", type=int)
+    ap = case_parser(__doc__)
     ap.add_argument("--db", required=True)
     a = ap.parse_args()
     rows, step_s, ops_s = families(a.db, a.model, a.mode, a.batch, a.seq)

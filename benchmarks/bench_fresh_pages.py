@@ -8,7 +8,6 @@ the trace says a step writes into new memory (efficiency.fresh_bytes: outputs ab
 threshold). Nothing is stored.
 """
 
-import argparse
 import resource
 import time
 
@@ -16,6 +15,8 @@ from chipfit.measure.devices import local_devices
 from chipfit.measure.steps import measure_step
 from chipfit.predict.efficiency import fresh_bytes
 from chipfit.workload import profile as trace
+
+from case_args import case_parser
 
 
 def minor_faults() -> int:
@@ -35,11 +36,7 @@ def steps(model: str, mode: str, batch: int, seq_len: int | None, n: int, warmup
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("model")
-    ap.add_argument("mode", choices=("train", "infer"))
-    ap.add_argument("batch", type=int)
-    ap.add_argument("--seq", type=int)
+    ap = case_parser(__doc__)
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--warmup", type=int, default=2)
     a = ap.parse_args()
