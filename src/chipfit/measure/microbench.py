@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from ..measurement import Measurement
+from ..workload.profile import conv_window
 from ..workload.workload import BYTES_PER_ELEMENT
 from .devices import LocalDevice
 from .power import EnergyMeter
@@ -265,7 +266,8 @@ class Bench:
     def label(self) -> str:
         size = f" {self.size}" if self.size else ""
         channels = f" x{self.params['channels']}" if "channels" in self.params else ""
-        window = f" k{self.params['kernel']}s{self.params['stride']}" if "kernel" in self.params else ""
+        kernel, stride = self.params.get("kernel"), self.params.get("stride", 1)
+        window = f" {conv_window((kernel, kernel), (stride, stride))}" if kernel else ""
         return f"{self.kind} {self.precision}{size}{channels}{window}"
 
 
