@@ -305,7 +305,8 @@ def test_leave_one_model_out_never_sees_the_held_out_model(monkeypatch):
             p = fake_trace(model)
             t = sum(op_seconds(model, o.flops, o.bytes) for o in p.ops)
             return Measurement(kind="infer_step", device="local-cpu", precision=kw.get("precision", "fp32"),
-                               shape={}, flops=1, bytes=1, median_s=t, min_s=t, max_s=t, repetitions=1, label=model)
+                               shape={}, flops=1, bytes=1, median_s=t, min_s=t, max_s=t, repetitions=1, label=model,
+                               extra={"mean_s": t})
 
         def fake_ops(model, device, prof, **kw):
             return OpTimes(prof, [[op_seconds(model, o.flops, o.bytes) for o in prof.ops]], [1.0])
@@ -382,7 +383,7 @@ def test_ops_no_real_step_ran_are_learned_and_priced_at_zero():
 
 def test_validation_interleaves_rounds_and_reports_their_spread(monkeypatch):
     """Steps are timed round by round over all cases, each followed by a profiled step; a case's time is the
-    median of its rounds' medians, its spread their median absolute deviation over that median, its operator
+    median of its rounds' mean steps, its spread their median absolute deviation over that median, its operator
     rows the rounds' profiled steps; a stored run predicted again gives the same predictions."""
     import chipfit.measure.opprofile as opprofile
     import chipfit.measure.steps as steps
@@ -391,7 +392,7 @@ def test_validation_interleaves_rounds_and_reports_their_spread(monkeypatch):
     from chipfit.measure.opprofile import OpTimes
 
     sizes = [(1e6, 5e4), (1e8, 8e6), (3e9, 9e7)]
-    round_s = {"a": [0.10, 0.30, 0.20], "b": [0.50, 0.40, 0.45]}  # each round's median step time
+    round_s = {"a": [0.10, 0.30, 0.20], "b": [0.50, 0.40, 0.45]}  # each round's mean step time (its median: +0.05)
     calls = []
 
     def fake_trace(model, **kw):
@@ -405,8 +406,8 @@ def test_validation_interleaves_rounds_and_reports_their_spread(monkeypatch):
             calls.append(model)
             t = round_s[model][calls.count(model) - 1]
         return Measurement(kind="infer_step", device="local-cpu", precision=kw.get("precision", "fp32"),
-                           shape={"batch": 1, "seq_len": 0}, flops=1, bytes=1, median_s=t, min_s=t - 0.01,
-                           max_s=t + 0.01, repetitions=kw["repetitions"], label=model)
+                           shape={"batch": 1, "seq_len": 0}, flops=1, bytes=1, median_s=t + 0.05, min_s=t - 0.01,
+                           max_s=t + 0.06, repetitions=kw["repetitions"], label=model, extra={"mean_s": t})
 
     profiled = []
 
@@ -430,12 +431,13 @@ def test_validation_interleaves_rounds_and_reports_their_spread(monkeypatch):
     big = next(m for m in conv_a if m.flops == 3e9)
     assert (big.extra["mean_s"], big.median_s) == (pytest.approx(2 * t1 * 0.20 / 2), pytest.approx(2 * t1 * 0.20 / 2))
     a, b = v.cases
-    # spread: median of |round median - 0.20| = median(0.10, 0.10, 0) = 0.10, over 0.20
+    # spread: median of |round mean - 0.20| = median(0.10, 0.10, 0) = 0.10, over 0.20
     assert (a.measured_s, a.spread) == (pytest.approx(0.20), pytest.approx(0.10 / 0.20))
     assert (b.measured_s, b.spread) == (pytest.approx(0.45), pytest.approx(0.05 / 0.45))
     assert v.summary()["median_spread"] == pytest.approx((0.5 + 0.05 / 0.45) / 2)
     step_a = next(m for m in records if m.kind == "infer_step" and m.label == "a")
-    assert (step_a.repetitions, step_a.min_s, step_a.max_s) == (6, pytest.approx(0.09), pytest.approx(0.31))
+    assert (step_a.repetitions, step_a.min_s, step_a.max_s) == (6, pytest.approx(0.09), pytest.approx(0.36))
+    assert step_a.extra["round_means_s"] == pytest.approx([0.10, 0.30, 0.20])
     assert v.bf16_speedup_measured == pytest.approx(0.20 / 0.05)
     again = validate.revalidate(HW, [m for m in records if m.kind == "infer_step"], synthetic(0.75, 2e7) + records, [])
     assert [c.predicted_after_s for c in again.cases] == pytest.approx([c.predicted_after_s for c in v.cases])

@@ -65,3 +65,13 @@ def test_bad_requests_are_user_errors():
         measure_step(Tiny(), CPU, precision="fp4")
     with pytest.raises(ChipfitError, match="Unknown model"):
         measure_step("resnet5O", CPU)
+
+
+def test_a_step_keeps_its_mean_beside_its_median(monkeypatch):
+    """Timed steps of 0.1, 0.2 and 0.6 s: median 0.2 s, mean 0.3 s (what a run of such steps takes per step)."""
+    import chipfit.measure.steps as steps
+
+    times = iter([[0.1], [0.2], [0.6]])
+    monkeypatch.setattr(steps, "time_calls", lambda step, device, inner, reps: next(times))
+    m = measure_step(Tiny(), CPU, mode="infer", batch=1, warmup=0, repetitions=3)
+    assert (m.median_s, m.extra["mean_s"]) == (pytest.approx(0.2), pytest.approx(0.3))

@@ -2,8 +2,10 @@
 
 For zoo models that fit here, train and infer at two batch sizes. Every case's step is timed in
 `rounds` rounds, the rounds interleaved over the cases (so a slow minute of a shared machine is spread
-over all cases instead of landing on one); the measured time is the median of the rounds' medians, and
-their spread (median absolute deviation over the median, robust to one disturbed round as the median
+over all cases instead of landing on one); the measured time is the median of the rounds' mean steps (a
+training run takes its mean step times the steps, and a step whose time flips between two modes, as one that
+writes hundreds of MB into new pages does on a VM, has a steady mean and a median that lands on either mode),
+and their spread (median absolute deviation over the median, robust to one disturbed round as the median
 is) is reported beside the error, as the part of it that is noise. Each case is
 then run once more under the profiler for its operator times. Each case is predicted three ways: with
 the published defaults (before), with the micro-benchmark calibration alone, and with a
@@ -56,7 +58,7 @@ class Case:
     predicted_before_s: float
     predicted_after_s: float | None  # leave-one-model-out calibration
     predicted_micro_s: float | None = None  # micro-benchmark calibration alone
-    spread: float | None = None  # median absolute deviation of the rounds' medians, over their median
+    spread: float | None = None  # median absolute deviation of the rounds' means, over their median
 
     @property
     def error_micro(self) -> float | None:
@@ -136,8 +138,8 @@ def measure_cases(device, cases=CASES, repetitions: int = 5, rounds: int = ROUND
                   progress=None) -> list[tuple[Workload, object, Measurement, list[Measurement]]]:
     """(workload, profile, step, operator rows) of each case measured here, in `rounds` interleaved rounds: in
     each, `repetitions` timed steps of every case, each followed by one step under the profiler. The step's
-    median_s is the median of the rounds' medians (its extra keeps them and their spread); the operator times are
-    the profiled steps', scaled to that median, so both come from the same rounds and the same load."""
+    median_s is the median of the rounds' means (its extra keeps them and their spread); the operator times are
+    the profiled steps', scaled to that, so both come from the same rounds and the same load."""
     from .measure.opprofile import OpTimes, profile_ops
     from .measure.steps import measure_step
     from .workload import profile as trace
@@ -158,13 +160,13 @@ def measure_cases(device, cases=CASES, repetitions: int = 5, rounds: int = ROUND
             done += 1
     out = []
     for (model, mode, batch, seq), prof, steps, profiled in zip(cases, profiles, rounds_of, profiled_of):
-        medians = [m.median_s for m in steps]
-        mid = statistics.median(medians)
+        means = [m.extra["mean_s"] for m in steps]
+        mid = statistics.median(means)
         ops = OpTimes.joined(profiled)
         step = replace(steps[0], median_s=mid, min_s=min(m.min_s for m in steps), max_s=max(m.max_s for m in steps),
                        repetitions=sum(m.repetitions for m in steps),
-                       extra={**steps[0].extra, "model": steps[0].label, "round_medians_s": medians,
-                              "spread": statistics.median(abs(x - mid) for x in medians) / mid,
+                       extra={**steps[0].extra, "model": steps[0].label, "round_means_s": means,
+                              "spread": statistics.median(abs(x - mid) for x in means) / mid,
                               "op_profile": ops.summary(mid)})
         out.append((Workload(model=model, mode=mode, batch=batch, seq_len=seq), prof, step,
                     ops.measurements(device.id, step.label, mid)))
@@ -217,7 +219,7 @@ def run_validation(local: Hardware, device, measurements: list[Measurement], ent
             for m in rows:
                 record(m)
         record(replace(bf16, extra={**bf16.extra, "model": bf16.label}))
-    result.bf16_speedup_measured = step.median_s / bf16.median_s
+    result.bf16_speedup_measured = _speedup(step, bf16)
     if progress:
         progress(total, total, "done")
     return result
@@ -242,8 +244,13 @@ def revalidate(local: Hardware, steps: list[Measurement], pool: list[Measurement
     if measured and bf16 is not None:
         step = measured[0][2]
         if bf16.label == step.label and bf16.kind == step.kind:
-            result.bf16_speedup_measured = step.median_s / bf16.median_s
+            result.bf16_speedup_measured = _speedup(step, bf16)
     return result
+
+
+def _speedup(step: Measurement, other: Measurement) -> float:
+    """How much faster `other` (one round of steps, at its mean) ran than the validated `step`."""
+    return step.median_s / other.extra.get("mean_s", other.median_s)
 
 
 def _validation(local: Hardware, measured, pool: list[Measurement], entries: list[Hardware],

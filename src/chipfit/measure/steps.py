@@ -150,7 +150,7 @@ def measure_step(
     peak = int(torch.cuda.max_memory_allocated(dev)) if device.kind == "cuda" else None
     extra = {"threads": torch.get_num_threads(), "optimizer": optimizer if train else "", "warmup": warmup,
              "timer": "cuda events" if device.kind == "cuda" else "perf_counter",
-             "amp": train and compute != torch.float32}
+             "amp": train and compute != torch.float32, "mean_s": statistics.fmean(times)}
     if device.kind == "cpu":
         # ru_maxrss: KiB on Linux, bytes on macOS; the whole process's high-water mark
         scale = 1 if sys.platform == "darwin" else 1024

@@ -239,7 +239,7 @@ def validation_tables(v) -> list:
                  f"worst {s['worst_abs_error_after']:.1%}")
     out.append(line + f" ({s['cases']} cases)")
     if s["median_spread"] is not None:
-        out.append(f"spread: median absolute deviation of each case's round medians over their median (median over "
+        out.append(f"spread: median absolute deviation of each case's round means over their median (median over "
                    f"cases {s['median_spread']:.1%}); an error of that size is within this machine's run-to-run noise.")
     out.append("Each 'after' prediction uses operator fits from the other models only; `chipfit calibrate` now fits "
                "from all of them for later predictions.")
