@@ -134,3 +134,6 @@ def test_profiled_times_are_scaled_to_the_clean_step():
     s = ot.summary(4e-3)
     assert (s["scale"], s["matched_ops_s"]) == (pytest.approx(0.8), pytest.approx(3.2e-3))
     assert ot.summary()["matched_ops_s"] == pytest.approx(4e-3)
+    # A disturbed profiled step (10 ms, every operator twice as slow) is scaled by its own wall time.
+    two = OpTimes(prof, [[3e-3, 1e-3], [6e-3, 2e-3]], step_s=[5e-3, 10e-3])
+    assert [m.extra["mean_s"] for m in two.measurements("local-cpu", "m", 4e-3)] == pytest.approx([2.4e-3, 0.8e-3])

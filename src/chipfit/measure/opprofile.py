@@ -12,8 +12,9 @@ whose time jumps between steps (a page-faulting allocation) is not priced at whi
 median of three steps lands on.
 
 The profiler adds time to every event, and a profiled run can drift from the clean one on a
-shared machine; so the stored times are scaled by the clean step's time (timed separately by
-measure_step) over the profiled step's wall time.
+shared machine; so each profiled step's times are scaled by the clean step's time (timed separately by
+measure_step) over that profiled step's wall time: a disturbed profiled step shifts how its time divides
+between operators, not how much there is.
 """
 
 from __future__ import annotations
@@ -109,27 +110,27 @@ class OpTimes:
     def matched(self) -> int:
         return sum(t is not None for t in self.times_s[0]) if self.times_s else 0
 
-    def scale(self, clean_step_s: float | None) -> float:
-        """Factor taking profiled times to an unprofiled step's: the clean step time over the profiled
-        step's wall time (the profiler's own cost, and any drift between the two runs, cancel)."""
-        return clean_step_s / statistics.median(self.step_s) if clean_step_s and self.step_s else 1.0
+    def scales(self, clean_step_s: float | None) -> list[float]:
+        """Per profiled step, the factor taking its times to an unprofiled step's: the clean step time over
+        its wall time (the profiler's own cost, and any drift between the two runs, cancel)."""
+        return [clean_step_s / wall if clean_step_s else 1.0 for wall in self.step_s]
 
     def summary(self, clean_step_s: float | None = None) -> dict:
         """Counts and times to keep beside the step measurement (times scaled to `clean_step_s`); the
         matched operators' time is the mean over the steps, as the operators' own (measurements())."""
-        k = self.scale(clean_step_s)
-        matched_s = [sum(t for t in rep if t is not None) * k for rep in self.times_s]
+        ks = self.scales(clean_step_s)
+        matched_s = [sum(t for t in rep if t is not None) * k for k, rep in zip(ks, self.times_s)]
         by_phase: dict[str, int] = {}
         for op in self.profile.ops:
             by_phase[op.phase] = by_phase.get(op.phase, 0) + 1
         return {"ops": len(self.profile.ops), "ops_matched": self.matched, "ops_by_phase": by_phase,
                 "profiled_step_s": statistics.median(self.step_s), "matched_ops_s": statistics.fmean(matched_s),
-                "scale": k, "unmatched": dict(sorted(self.unmatched.items(), key=lambda kv: -kv[1]))}
+                "scale": statistics.median(ks) if ks else 1.0, "unmatched": dict(sorted(self.unmatched.items(), key=lambda kv: -kv[1]))}
 
     def measurements(self, device: str, model: str, clean_step_s: float | None = None) -> list[Measurement]:
         """One "op" Measurement per distinct operator call: seconds per call (median over the steps, the
-        mean in extra["mean_s"]), scaled to `clean_step_s` when given (see scale())."""
-        k = self.scale(clean_step_s)
+        mean in extra["mean_s"]), scaled to `clean_step_s` when given (see scales())."""
+        ks = self.scales(clean_step_s)
         groups: dict[tuple, list[int]] = {}
         for i, op in enumerate(self.profile.ops):
             if all(rep[i] is not None for rep in self.times_s):
@@ -138,7 +139,7 @@ class OpTimes:
         out = []
         p = self.profile
         for (phase, name, kind, dtype, flops, nbytes, written, window), idx in groups.items():
-            per_rep = [k * sum(rep[i] for i in idx) / len(idx) for rep in self.times_s]
+            per_rep = [k * sum(rep[i] for i in idx) / len(idx) for k, rep in zip(ks, self.times_s)]
             out.append(Measurement(
                 kind="op", device=device, precision=op_precision(dtype), shape={"calls": len(idx)},
                 flops=float(flops), bytes=float(nbytes), median_s=statistics.median(per_rep), min_s=min(per_rep),
