@@ -438,6 +438,7 @@ def test_validation_interleaves_rounds_and_reports_their_spread(monkeypatch):
     step_a = next(m for m in records if m.kind == "infer_step" and m.label == "a")
     assert (step_a.repetitions, step_a.min_s, step_a.max_s) == (6, pytest.approx(0.09), pytest.approx(0.36))
     assert step_a.extra["round_means_s"] == pytest.approx([0.10, 0.30, 0.20])
+    assert step_a.extra["mean_s"] == pytest.approx(0.20)  # over all rounds, not the first round's
     assert v.bf16_speedup_measured == pytest.approx(0.20 / 0.05)
     again = validate.revalidate(HW, [m for m in records if m.kind == "infer_step"], synthetic(0.75, 2e7) + records, [])
     assert [c.predicted_after_s for c in again.cases] == pytest.approx([c.predicted_after_s for c in v.cases])

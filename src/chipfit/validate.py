@@ -138,8 +138,9 @@ def measure_cases(device, cases=CASES, repetitions: int = 5, rounds: int = ROUND
                   progress=None) -> list[tuple[Workload, object, Measurement, list[Measurement]]]:
     """(workload, profile, step, operator rows) of each case measured here, in `rounds` interleaved rounds: in
     each, `repetitions` timed steps of every case, each followed by one step under the profiler. The step's
-    median_s is the median of the rounds' means (its extra keeps them and their spread); the operator times are
-    the profiled steps', scaled to that, so both come from the same rounds and the same load."""
+    median_s is the median of the rounds' means (its extra keeps them, their mean and their spread); the operator
+    times are the profiled steps', each scaled by its own wall time to that median, so both come from the same
+    rounds and the same load."""
     from .measure.opprofile import OpTimes, profile_ops
     from .measure.steps import measure_step
     from .workload import profile as trace
@@ -166,6 +167,7 @@ def measure_cases(device, cases=CASES, repetitions: int = 5, rounds: int = ROUND
         step = replace(steps[0], median_s=mid, min_s=min(m.min_s for m in steps), max_s=max(m.max_s for m in steps),
                        repetitions=sum(m.repetitions for m in steps),
                        extra={**steps[0].extra, "model": steps[0].label, "round_means_s": means,
+                              "mean_s": statistics.fmean(means),
                               "spread": statistics.median(abs(x - mid) for x in means) / mid,
                               "op_profile": ops.summary(mid)})
         out.append((Workload(model=model, mode=mode, batch=batch, seq_len=seq), prof, step,

@@ -125,7 +125,8 @@ class OpTimes:
             by_phase[op.phase] = by_phase.get(op.phase, 0) + 1
         return {"ops": len(self.profile.ops), "ops_matched": self.matched, "ops_by_phase": by_phase,
                 "profiled_step_s": statistics.median(self.step_s), "matched_ops_s": statistics.fmean(matched_s),
-                "scale": statistics.median(ks) if ks else 1.0, "unmatched": dict(sorted(self.unmatched.items(), key=lambda kv: -kv[1]))}
+                "scale": statistics.median(ks) if ks else 1.0,
+                "unmatched": dict(sorted(self.unmatched.items(), key=lambda kv: -kv[1]))}
 
     def measurements(self, device: str, model: str, clean_step_s: float | None = None) -> list[Measurement]:
         """One "op" Measurement per distinct operator call: seconds per call (median over the steps, the
