@@ -165,9 +165,8 @@ def conv_backward_flops(args, kwargs, out) -> float:
 
 
 def conv_window_of(func: torch._ops.OpOverload, args: tuple, kwargs: dict) -> str | None:
-    """The kernel size and stride of a convolution call (profile.conv_window), None for any other operator."""
-    if REGISTRY.get(func.overloadpacket, ("",))[0] != "conv":
-        return None
+    """The kernel size and stride (profile.conv_window) of a call op_cost counts as a convolution; None without
+    a weight with spatial dimensions."""
     named = named_args(func, args, kwargs)
     weight = named.get("weight")
     spatial = tuple(weight.shape[2:]) if isinstance(weight, torch.Tensor) else ()

@@ -583,7 +583,7 @@ def _op(onnx, node, index: int, tensors: dict[str, _Tensor]) -> Op:
         phase="forward",
         module=node.name or f"{node.op_type}_{index}",
         counted=counted,
-        causal=_causal(node) if kind == "attention" else None,
+        causal=bool(attrs.get("is_causal") or attrs.get("unidirectional")) if kind == "attention" else None,
         window=_conv_window(node.op_type, ins, attrs) if kind == "conv" else None,
     )
 
@@ -593,11 +593,6 @@ def _conv_window(op_type: str, ins: list[Shape | None], attrs: dict) -> str | No
     weight = ins[3 if op_type == "QLinearConv" else 1] if len(ins) > 1 else None
     kernel = tuple(attrs.get("kernel_shape") or (weight[2:] if weight else ()))
     return conv_window(kernel, tuple(attrs.get("strides") or (1,) * len(kernel))) if kernel else None
-
-
-def _causal(node) -> bool:
-    flags = {a.name: a.i for a in node.attribute}
-    return bool(flags.get("is_causal") or flags.get("unidirectional"))
 
 
 def _dtype_name(onnx_type: str) -> str:

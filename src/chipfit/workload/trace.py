@@ -221,7 +221,7 @@ class _Recorder(TorchDispatchMode):
                 "module": self.paths.current,
                 "counted": kind != "other",
                 "causal": causal,
-                "window": conv_window_of(func, args, kwargs),
+                "window": conv_window_of(func, args, kwargs) if kind == "conv" else None,
                 "storages": [_storage_key(t) for t in inputs + outputs] if self.phase == "optimizer" else None,
             }
         )
