@@ -1,16 +1,18 @@
 """Each real step's time beside the memory it touches for the first time: why a step's time varies here.
 
-    .venv/bin/python benchmarks/bench_fresh_pages.py gpt2 train 1 --seq 128 [--steps 25]
+    .venv/bin/python benchmarks/bench_fresh_pages.py gpt2 train 1 --seq 128 [--steps 25] [--retain]
 
 Runs `chipfit measure`'s step (measure.steps.measure_step) on this CPU and prints, per step, its wall time and
 its minor page faults (getrusage: one per 4 KiB page the process touches for the first time), beside the bytes
 the trace says a step writes into new memory (efficiency.fresh_bytes: outputs above glibc's 32 MiB mmap
-threshold). Nothing is stored.
+threshold). The allocator is the process's own (glibc's defaults, as chipfit measures by default), or with
+`--retain` set to keep freed memory as `--keep-freed-memory` sets it (measure.allocator). Nothing is stored.
 """
 
 import resource
 import time
 
+from chipfit.measure.allocator import describe, retain_freed_memory
 from chipfit.measure.devices import local_devices
 from chipfit.measure.steps import measure_step
 from chipfit.predict.efficiency import fresh_bytes
@@ -39,7 +41,9 @@ if __name__ == "__main__":
     ap = case_parser(__doc__)
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--retain", action="store_true", help="keep freed memory, as chipfit measure --keep-freed-memory does")
     a = ap.parse_args()
+    print("allocator:", retain_freed_memory() if a.retain else describe())
     prof = trace(a.model, mode=a.mode, batch=a.batch, seq_len=a.seq, precision="fp32")
     fresh = sum(fresh_bytes(op.name, op.bytes_written) for op in prof.ops)
     print(f"{a.model} {a.mode} batch {a.batch}: the trace writes {fresh / 1e6:.0f} MB a step into new memory")

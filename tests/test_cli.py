@@ -2,6 +2,7 @@
 
 import csv
 import json
+import platform
 
 import pytest
 
@@ -180,12 +181,17 @@ def test_bench_calibrate_measure_and_results_use_one_store(capsys, tmp_path):
     assert code == 0 and cal["hardware_id"] == "local-cpu" and cal["bandwidth_bytes_per_s"] > 0
     assert {(c["family"], c["precision"]) for c in cal["curves"]} >= {("matmul", "fp32"), ("conv", "fp32")}
     code, out, _ = run(capsys, "measure", "tests.fixtures.user_models:two_layer", "--infer", "--batch", "4",
-                       "--reps", "2", "--db", db, "--json")
+                       "--reps", "2", "--keep-freed-memory", "--db", db, "--json")
     m = json.loads(out)
     assert code == 0 and m["calibrated"] is True and m["predicted_s"] > 0 and m["median_s"] > 0
     assert m["flops"] == 2 * 4 * 64 * 128 + 2 * 4 * 128 * 10 + 4 * 128 + 4 * 10 + 4 * 128
     code, out, _ = run(capsys, "results", "list", "--db", db, "--json")
-    assert [r["kind"] for r in json.loads(out)] == ["bench", "measure"]
+    runs = json.loads(out)
+    assert [r["kind"] for r in runs] == ["bench", "measure"]
+    bench_alloc, measure_alloc = (r["environment"]["extra"]["allocator"] for r in runs)
+    if platform.libc_ver()[0] == "glibc":  # each run says which allocator it measured under
+        assert bench_alloc.startswith("glibc ") and " defaults (" in bench_alloc
+        assert measure_alloc.startswith("glibc ") and ", freed memory kept (" in measure_alloc
     csv_path = tmp_path / "all.csv"
     code, _, err = run(capsys, "results", "export", "--csv", str(csv_path), "--db", db)
     rows = list(csv.DictReader(csv_path.read_text().splitlines()))

@@ -142,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="micro-benchmarks of every local device, stored")
     bench.add_argument("--quick", action="store_true", help="fewer sizes, one round (a few seconds on a CPU)")
     bench.add_argument("--device", help="only this device id (see `chipfit devices`)")
+    _allocator_arg(bench)
     _db_arg(bench)
     _out_args(bench)
     meas = sub.add_parser("measure", help="real steps of a workload here, predicted next to measured, stored")
@@ -149,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     _job_args(meas, job=False)
     meas.add_argument("--reps", type=int, default=5, help="timed repetitions (default 5)")
     meas.add_argument("--device", default="local-cpu", help="device id (default local-cpu)")
+    _allocator_arg(meas)
     _db_arg(meas)
     _out_args(meas)
     cal = sub.add_parser("calibrate", help="fit this machine's efficiencies from the stored benchmarks and operator times")
@@ -161,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("--rounds", type=int, default=5, help="interleaved rounds over the cases (default 5)")
     val.add_argument("--stored", action="store_true",
                      help="predict the newest stored validate run's cases again from what is stored; measure nothing")
+    _allocator_arg(val)
     _db_arg(val)
     _out_args(val)
     res = sub.add_parser("results", help="the stored history")
@@ -218,6 +221,19 @@ def _advice(args: argparse.Namespace):
         tokens=args.tokens, precision=args.precision, optimizer=args.optimizer, hw_class=args.hw_class,
         pue=args.pue, grid_kg_per_kwh=args.grid, input_shapes=dict(args.input) or None,
     )
+
+
+def _allocator_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--keep-freed-memory", action="store_true",
+                   help="set glibc to keep freed memory for the next step, as jemalloc and tcmalloc do, so steps do not "
+                        "time page faults (default: the allocator as this process has it; chipfit.measure.allocator)")
+
+
+def _allocator(args: argparse.Namespace) -> str:
+    """Set this process's allocator for measuring with --keep-freed-memory (measure.allocator); say which it is."""
+    from .measure.allocator import describe, retain_freed_memory
+
+    return retain_freed_memory() if args.keep_freed_memory else describe()
 
 
 def _db_arg(p: argparse.ArgumentParser) -> None:
@@ -412,6 +428,7 @@ def run_local(args: argparse.Namespace) -> None:
         from .measure.power import energy_meter
 
         devices = [_local_device(args.device)] if args.device else local_devices()
+        allocator = _allocator(args)
         out = []
         for device in devices:
             hw = _hardware_for(device, args.catalog)
@@ -420,7 +437,7 @@ def run_local(args: argparse.Namespace) -> None:
             with terminal.progress_bar(f"bench {device.id}") as bar:
                 ms = run_microbenchmarks(device, quick=args.quick, progress=bar, meter=meter,
                                          rounds=1 if args.quick else BENCH_ROUNDS)
-            env = Environment.capture(device.id, device.name, hw.id, extra={"quick": args.quick})
+            env = Environment.capture(device.id, device.name, hw.id, extra={"quick": args.quick, "allocator": allocator})
             run_id = store.record_run("bench", device.id, env, ms)
             out.append({"run_id": run_id, "device": device.id, "hardware": hw.id, "measurements": [m.to_dict() for m in ms]})
             if not (args.json or args.csv):
@@ -445,6 +462,7 @@ def run_local(args: argparse.Namespace) -> None:
                         precision=args.precision, optimizer=args.optimizer)
         cal = stored_calibration(store, hw.id)
         predicted = predicted_step(prof, hw, work, cal)
+        allocator = _allocator(args)
         job = dict(mode=args.mode, batch=args.batch, seq_len=args.seq, precision=args.precision,
                    optimizer=args.optimizer)
         with terminal.progress_bar(f"measure {args.model}") as bar:
@@ -453,7 +471,8 @@ def run_local(args: argparse.Namespace) -> None:
         ops = profile_ops(args.model, device, prof, **job, repetitions=min(args.reps, 3))
         m = replace(m, extra={**m.extra, "model": m.label, "op_profile": ops.summary(m.median_s)})
         op_rows = ops.measurements(device.id, m.label, m.median_s)
-        env = Environment.capture(device.id, device.name, hw.id, model_path=_model_path(args.model))
+        env = Environment.capture(device.id, device.name, hw.id, model_path=_model_path(args.model),
+                                  extra={"allocator": allocator})
         run_id = store.record_run("measure", device.id, env, [m, *op_rows])
         d = m.to_dict() | {"run_id": run_id, "hardware": hw.id, "calibrated": cal is not None,
                            "error": predicted / m.median_s - 1}
@@ -461,6 +480,7 @@ def run_local(args: argparse.Namespace) -> None:
             terminal.measurements_table([m], hw, f"run {run_id}: {args.model} on {hw.id}"),
             f"predicted {predicted * 1e3:.4g} ms ({'calibrated' if cal else 'published defaults'}), "
             f"measured {m.median_s * 1e3:.4g} ms: error {d['error']:+.1%}",
+            f"measured with {allocator}",
             f"{len(op_rows)} distinct operator calls timed under the profiler ({ops.matched} of {len(prof.ops)} "
             "traced operators matched), stored for `chipfit calibrate`"]))
     elif args.command == "calibrate":
@@ -494,14 +514,17 @@ def run_local(args: argparse.Namespace) -> None:
             steps = [m for m in store.measurements(run_id=runs[-1].id) if m.kind in ("train_step", "infer_step")]
             with terminal.working("predicting the stored cases"):
                 v = revalidate(hw, steps, measurements, entries, source)
+            v.allocator = runs[-1].environment.extra.get("allocator", "")
         else:
             if args.reps < 1 or args.rounds < 1:
                 raise ChipfitError(f"--reps {args.reps} and --rounds {args.rounds} must both be 1 or more.")
-            records = []
+            records, allocator = [], _allocator(args)
             with terminal.progress_bar("validate") as bar:
                 v = run_validation(hw, device, measurements, entries, repetitions=args.reps, rounds=args.rounds,
                                    progress=bar, record=records.append, fitted_from=source)
-            env = Environment.capture(device.id, device.name, hw.id, extra={"calibration": v.calibration})
+            v.allocator = allocator
+            env = Environment.capture(device.id, device.name, hw.id,
+                                      extra={"calibration": v.calibration, "allocator": allocator})
             store.record_run("validate", device.id, env, records)
         data = v.to_dict()
         _emit(args, data, data["cases"], lambda: terminal.show(terminal.validation_tables(v)))

@@ -6,7 +6,9 @@ over all cases instead of landing on one); the measured time is the median of th
 training run takes its mean step times the steps, and a step whose time flips between two modes, as one that
 writes hundreds of MB into new pages does on a VM, has a steady mean and a median that lands on either mode),
 and their spread (median absolute deviation over the median, robust to one disturbed round as the median
-is) is reported beside the error, as the part of it that is noise. Each case is
+is) is reported beside the error, as the part of it that is noise. `--keep-freed-memory` measures with freed
+memory kept for the next step (measure.allocator), so a step times the device, not the page faults of glibc's
+unmapped blocks (which on a VM cost what the host's memory reclaim makes them cost). Each case is
 then run once more under the profiler for its operator times. Each case is predicted three ways: with
 the published defaults (before), with the micro-benchmark calibration alone, and with a
 leave-one-model-out calibration (after): operator fits from every *other* model's operators and steps,
@@ -80,6 +82,7 @@ class LocalValidation:
     cases: list[Case]
     bf16_speedup_measured: float | None = None
     class_speedups: dict[str, tuple[str, float]] = field(default_factory=dict)  # class -> (entry, speed-up)
+    allocator: str = ""  # the allocator the steps were measured under (measure.allocator.describe)
 
     def summary(self) -> dict[str, float | None]:
         before = [abs(c.error_before) for c in self.cases]
@@ -106,6 +109,7 @@ class LocalValidation:
             "summary": self.summary(),
             "bf16_speedup_measured": self.bf16_speedup_measured,
             "class_speedups": {k: {"hardware": v[0], "speedup": v[1]} for k, v in self.class_speedups.items()},
+            "allocator": self.allocator,
         }
 
 

@@ -238,6 +238,8 @@ def validation_tables(v) -> list:
         line += (f"; after, leave-one-model-out: median {s['median_abs_error_after']:.1%}, "
                  f"worst {s['worst_abs_error_after']:.1%}")
     out.append(line + f" ({s['cases']} cases)")
+    if v.allocator:
+        out.append(f"measured with {v.allocator}")
     if s["median_spread"] is not None:
         out.append(f"spread: median absolute deviation of each case's round means over their median (median over "
                    f"cases {s['median_spread']:.1%}); an error of that size is within this machine's run-to-run noise.")
