@@ -4,8 +4,8 @@ glibc gives every block above its mmap threshold (32 MiB at most) a mapping of i
 block is freed, and hands the heap's free top back to the kernel beyond a trim threshold; the next step's
 allocations then touch new pages, each a page fault and a zeroing, and on a VM whose memory balloon reports
 freed memory to the host (virtio-balloon free page reporting) a fault on the host too. That cost is glibc's
-heuristics and the hypervisor's, not the device's, and it is not steady: on the 2-core VM chipfit is measured on,
-GPT-2's training step took 1.5-2.4 s with 113,000-228,000 page faults a step, and 1.2-1.6 s with none. jemalloc
+heuristics and the hypervisor's, not the device's, and it is not steady (the README has what
+benchmarks/bench_fresh_pages.py measured on the VM chipfit is developed on). jemalloc
 and tcmalloc keep freed memory for the next allocation (PyTorch's CPU performance tuning guide recommends either);
 `retain_freed_memory` sets glibc to do the same: no block gets a mapping of its own (M_MMAP_MAX 0) and the heap is
 trimmed only when over 2 GiB of it is free (M_TRIM_THRESHOLD, an int). A process's setting lasts until it exits.
