@@ -59,7 +59,7 @@ def _import_transformers():
 
 def _config_file(model: str | Path) -> Path:
     path = Path(model)
-    if path.is_dir():
+    if path.is_dir() and (path.name != CONFIG_NAME or (path / CONFIG_NAME).exists()):
         path = path / CONFIG_NAME
     check_file(path, "Hugging Face config", "give the path of a config.json file", MAX_CONFIG_BYTES,
                f"more than the {MAX_CONFIG_BYTES} a config.json can be; give the model's config.json")
