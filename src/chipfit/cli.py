@@ -6,9 +6,10 @@ import argparse
 import csv
 import json
 import math
+import os
 import sys
 
-from .errors import ChipfitError
+from .errors import ChipfitError, unexpected
 
 
 def _number(text: str) -> float:
@@ -416,12 +417,12 @@ def run_local(args: argparse.Namespace) -> None:
         _emit(args, rows, rows, lambda: terminal.show(terminal.devices_table(rows)))
         return
     if args.command == "results" and args.action == "export":
-        with Store(args.db) as store:
+        with Store(args.db, create=False) as store:
             n = store.export_csv(sys.stdout if args.csv == "-" else args.csv)
         if args.csv != "-":
             print(f"{n} measurements written to {args.csv}", file=sys.stderr)
         return
-    store = Store(args.db)
+    store = Store(args.db, create=args.command != "results")
     if args.command == "bench":
         from .measure.devices import local_devices
         from .measure.microbench import BENCH_ROUNDS, run_microbenchmarks
@@ -571,13 +572,18 @@ def main(argv: list[str] | None = None) -> int:
         run_local(args) if args.command in LOCAL_COMMANDS else run(args)
     except ChipfitError as exc:
         print(f"chipfit: {exc}", file=sys.stderr)
-        return 1
+        return exc.exit_status
     except KeyboardInterrupt:
         print("chipfit: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
         return 0
+    except Exception as exc:  # a path no check covers yet: one sentence, not a traceback
+        if os.environ.get("CHIPFIT_DEBUG"):
+            raise
+        print(f"chipfit: {unexpected(exc)}", file=sys.stderr)
+        return 1
     return 0
 
 
