@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 
 from ..catalog.schema import Hardware, Instance
 from ..errors import ChipfitError
-from ..workload.fusion import runs_compiled
+from .fusion import runs_compiled
 from ..workload.profile import Profile
 from ..workload.workload import Workload
 from . import energy as _energy
