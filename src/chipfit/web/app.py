@@ -285,7 +285,7 @@ class Dashboard:
             shutil.rmtree(folder, ignore_errors=True)
             text = str(exc).replace(str(path), filename)
             if isinstance(exc, ChipfitError):
-                raise ChipfitError(text) from exc
+                raise type(exc)(text) from exc  # a TraceLimit stays one (503)
             raise ChipfitError(
                 f"File {filename} could not be read as a model ({type(exc).__name__}: {text}); "
                 "upload a valid .onnx, .prototxt, config.json or .keras file."

@@ -27,6 +27,7 @@ from ..errors import ChipfitError
 TRACE_TIMEOUT_S = 45.0  # a request is answered within a minute
 TRACE_MEMORY_BYTES = 4 * 2**30  # resident memory of one trace's worker
 POLL_S = 0.05
+STARTUP_S = 120.0  # the forkserver imports torch once, before its first worker; not counted as the trace's time
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
 UPLOAD_PREFIX = "chipfit-uploads-"
@@ -95,6 +96,7 @@ def _context():
 
 def _child(conn, fn: Callable, args: tuple, kwargs: dict) -> None:
     try:
+        conn.send(("started", None))
         conn.send(("ok", fn(*args, **kwargs)))
     except ChipfitError as exc:
         conn.send(("error", str(exc)))
@@ -122,13 +124,23 @@ def run_limited(fn: Callable, *args: Any, timeout_s: float = TRACE_TIMEOUT_S,
     worker = ctx.Process(target=_child, args=(send, fn, args, kwargs), daemon=True)
     worker.start()
     send.close()
-    deadline = time.monotonic() + timeout_s
+    deadline = time.monotonic() + STARTUP_S  # the first worker waits for the forkserver to import torch
+    started = False
     try:
-        while not receive.poll(POLL_S):
+        while True:
+            if receive.poll(POLL_S):
+                status, value = receive.recv()
+                if status != "started":
+                    break
+                started, deadline = True, time.monotonic() + timeout_s
+                continue
             if not worker.is_alive() and not receive.poll(0):
                 raise ChipfitError("The model could not be profiled: its worker ended without an answer; "
                                    "profile it with the chipfit command line to see why.")
             if time.monotonic() > deadline:
+                if not started:
+                    raise TraceLimit(f"The profiling worker did not start within {STARTUP_S:.0f} s; the machine is "
+                                     "overloaded, try again later.")
                 raise TraceLimit(f"Profiling the model took over {timeout_s:.0f} s, the dashboard's limit per "
                                  "request; profile it with the chipfit command line instead.")
             if _resident_bytes(worker.pid) > memory_bytes:
@@ -136,7 +148,6 @@ def run_limited(fn: Callable, *args: Any, timeout_s: float = TRACE_TIMEOUT_S,
                                  "dashboard's limit per request; profile it with the chipfit command line instead.")
             if stopping():
                 raise TraceLimit("The dashboard is shutting down; the request was stopped.")
-        status, value = receive.recv()
     except EOFError:
         raise ChipfitError("The model could not be profiled: its worker ended without an answer; profile it with "
                            "the chipfit command line to see why.") from None

@@ -131,9 +131,9 @@ class HFConfigModel:
     task = None
 
     def __init__(self, model: str | Path) -> None:
-        transformers = _import_transformers()
         path = _config_file(model)
-        data = _read_json(path)
+        data = _read_json(path)  # checked before transformers is imported: a refusal costs no import
+        transformers = _import_transformers()
         self.cls, self.inputs = _model_class(transformers, path, data)
         self.path = path
         self.name = path.parent.name or path.stem
