@@ -41,6 +41,7 @@ from .measurement import Measurement
 from .predict.efficiency import (Curve, Efficiency, OpFit, default_efficiency, family_chain, fresh_bytes,
                                  op_family)
 from .predict.roofline import MATRIX_KINDS, op_peak, peak_for
+from .trust import check_calibration
 from .workload.profile import KINDS as OP_KINDS, PHASES, conv_window
 from .workload.workload import BYTES_PER_ELEMENT
 
@@ -352,6 +353,7 @@ def calibrate_device(store, hw: Hardware, device: str = "local-cpu") -> Calibrat
 
     measurements, source = device_measurements(store, device)
     cal = fit(measurements, hw, source)
+    check_calibration(cal, hw)  # nothing that breaks physics is kept
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     store.save_calibration(hw.id, device, now, cal.to_dict())
     return cal
