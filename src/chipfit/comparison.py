@@ -10,8 +10,8 @@ from .catalog.schema import FRAMEWORKS, Hardware
 from .errors import ChipfitError, closest
 from .predict import Conditions, Estimate, OpArrays, Plan, add_energy_and_cost, predict_fitting
 from .predict.parallel import network_named
-from .predict.roofline import arrays_as_run
-from .predict.fusion import FUSING_FRAMEWORKS, fuse_for_engine, runs_compiled
+from .predict.as_run import arrays_as_run, as_run_key
+from .predict.fusion import FUSING_FRAMEWORKS, fuse_for_engine
 from .workload.profile import Profile
 from .workload.workload import Workload
 
@@ -126,13 +126,13 @@ def compare_profile(
         network_named(network)  # refused even where no entry spans nodes
     if framework in FUSING_FRAMEWORKS:
         profile = fuse_for_engine(profile, workload.precision)
-    built: dict[bool, OpArrays] = {}  # by whether XLA compiles the step; each built on first use
+    built: dict[tuple, OpArrays] = {}  # by the graph a device runs (as_run_key); each built on first use
 
     def arrays_for(hw: Hardware) -> OpArrays:
-        compiled = runs_compiled(hw.hw_class, framework)
-        if compiled not in built:
-            built[compiled] = arrays_as_run(profile, hw.hw_class, framework, workload.precision)
-        return built[compiled]
+        key = as_run_key(hw, framework, workload.precision)
+        if key not in built:
+            built[key] = arrays_as_run(profile, hw, framework, workload.precision)
+        return built[key]
 
     estimates = []
     for hw in hardware:

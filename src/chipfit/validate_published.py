@@ -344,11 +344,16 @@ def _cnn(row: dict, catalog: Catalog, hw_id: str) -> tuple[float, str]:
     amount = parse_amount(row["tokens_or_samples"])
     samples = amount[1] if amount and amount[0] == "samples" else float(batch)
     job = Workload(model="resnet50", mode=mode, batch=per_device * devices, samples=samples, precision=precision)
-    est = predict(prof, hw, job, Plan(devices=devices))
+    # NVIDIA's PyTorch ResNet-50 (DeepLearningExamples) trains and infers in channels-last under AMP
+    # (its README: --memory-format nhwc); the MLPerf rows run NGC MXNet, not PyTorch.
+    pytorch_amp = "amp" in row["precision"].lower() and not engine
+    framework = engine or ("mxnet" if ngc_mxnet else "pytorch")
+    est = predict(prof, hw, job, Plan(devices=devices), framework=framework, channels_last=pytorch_amp)
     if est.excluded_reason:
         raise _Unpredictable(est.excluded_reason)
     how = f"traced ResNet-50, batch {per_device} per device x {devices} {hw_id}, {precision}" + \
-        (f", fused as {engine} runs it" if engine else "") + (", NGC MXNet's fused batch norms" if ngc_mxnet else "")
+        (f", fused as {engine} runs it" if engine else "") + (", NGC MXNet's fused batch norms" if ngc_mxnet else "") \
+        + (", PyTorch channels-last" if pytorch_amp else "")
     metric = row["metric"]
     if metric == "samples_per_s":
         return est.throughput_per_s / (devices if row["kind"] == "train_throughput" else 1), how
