@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 
-from .catalog import Catalog, load_catalog
+from .catalog import Catalog, hardware_named, load_catalog
 from .catalog.schema import FRAMEWORKS, Hardware
 from .errors import ChipfitError, closest
 from .predict import Conditions, Estimate, OpArrays, Plan, add_energy_and_cost, predict_fitting
@@ -91,7 +91,7 @@ def rank_key(e: Estimate) -> tuple:
 
 def select_hardware(catalog: Catalog, hw_class: str | None, hardware: list[str] | None) -> list[Hardware]:
     if hardware:
-        return [catalog.get(h) for h in hardware]
+        return [hardware_named(h, catalog) for h in hardware]
     entries = catalog.select(hw_class=hw_class)
     if not entries:
         raise ChipfitError(f"No catalog entry has class {hw_class!r}; run `chipfit hardware list` to see the classes.")

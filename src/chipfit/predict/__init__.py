@@ -118,7 +118,9 @@ def predict(
     if central.host_s:
         assumptions.append(describe_host(central.host_s, central.device_s, central.total_s, framework))
     if plan.devices > 1:
-        assumptions.append(_plan_assumption(plan, topo, hw.hw_class))
+        assumptions.append(_plan_assumption(plan, topo, hw.hw_class) if needs_links(plan, workload.training)
+                           else f"{plan.devices} independent replicas, each serving its own share of the batch; "
+                                "no traffic between devices")
 
     mem = memory_per_device(profile_as_run(profile, hw, framework), workload, plan, hw.hw_class, shape)
     capacity = hw.memory_bytes.value if hw.memory_bytes else None
