@@ -397,6 +397,22 @@ def _hardware_for(device, catalog_dirs):
     return match_catalog(device, load_catalog(catalog_dirs).hardware)
 
 
+def _stored_elsewhere(args: argparse.Namespace) -> str | None:
+    """The catalog id of `args.device` as the results store recorded it, when that device is not on this machine
+    but the store holds its runs; else None."""
+    from .measure.devices import local_devices
+    from .store import Store
+
+    if any(d.id == args.device for d in local_devices()):
+        return None
+    try:
+        with Store(args.db, create=False) as store:
+            runs = [r for r in store.runs(device=args.device) if r.hardware_id]
+    except ChipfitError:
+        return None
+    return runs[-1].hardware_id if runs else None
+
+
 def run_local(args: argparse.Namespace) -> None:
     """devices, bench, measure, calibrate, validate, results: what is measured here."""
     from .measurement import Environment
@@ -418,7 +434,9 @@ def run_local(args: argparse.Namespace) -> None:
             print(f"{n} measurements written to {args.csv}", file=sys.stderr)
         return
     device = None
-    if getattr(args, "device", None):  # before the store is opened: a device that is not here stores nothing
+    if args.command == "calibrate" and args.device and _stored_elsewhere(args):
+        pass  # fitted from the store's runs of a device that is not here (e.g. a GPU measured on another machine)
+    elif getattr(args, "device", None):  # before the store is opened: a device that is not here stores nothing
         from .measure.allocator import refuse_keep_freed_memory
         from .measure.devices import local_device
 
@@ -488,8 +506,13 @@ def run_local(args: argparse.Namespace) -> None:
     elif args.command == "calibrate":
         from .calibrate import calibrate_device
 
-        hw = _hardware_for(device, args.catalog)
-        cal = calibrate_device(store, hw, device.id)
+        if device is None:
+            from .catalog import load_catalog
+
+            hw = load_catalog(args.catalog).get(_stored_elsewhere(args))
+        else:
+            hw = _hardware_for(device, args.catalog)
+        cal = calibrate_device(store, hw, args.device if device is None else device.id)
         data = cal.to_dict()
         _emit(args, data, data["curves"], lambda: terminal.show(terminal.calibration_table(cal)))
     elif args.command == "validate":

@@ -77,6 +77,7 @@ def arrays_as_run(profile: Profile, hw: Hardware, framework: str | None, precisi
     arrays = OpArrays.from_profile(run, precision)
     if hw.hw_class == "cpu":
         return arrays
+    arrays = replace(arrays, fresh=None)  # a device's caching allocator: no page faults (pages_fault_on_allocation)
     torch_gpu = runs_torch_gpu(hw, framework)
     arrays = replace(arrays, torch_gpu=torch_gpu, channels_last=channels_last)
     foreach = foreach_launches(run) if torch_gpu and run.mode == "train" else None

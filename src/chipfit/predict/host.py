@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import ChipfitError
 from ..workload.profile import PHASES, Profile
 
 HOST_KERNEL_S = 10e-6  # eager PyTorch on CUDA: one aten call that launches a kernel (Python to cudaLaunchKernel)
@@ -105,3 +106,43 @@ def describe(host_s: float, device_s: float, total_s: float, framework: str | No
             f"call, {HOST_VIEW_S * 1e6:.0f} us per view, optimizer as foreach calls; host {host_s * 1e3:.2f} ms, "
             f"device {device_s * 1e3:.2f} ms, the device waits {max(0.0, total_s - device_s) * 1e3:.2f} ms for "
             "the host (asynchronous launches on one stream)")
+
+
+# --- LLM serving: which engine runs the decode loop -----------------------------------------------------------
+# An eager Hugging Face generate() loop issues every operator of every layer from Python for each new token;
+# chipfit's trace of its zoo Llama decoder (llama-2-7b, 32 layers) dispatches 1,610 kernels and 4,783 aten calls
+# in all: about 50 kernels and 100 views per layer. Serving engines replay a captured CUDA graph per decode step
+# and schedule the next step while the device runs this one: vLLM (CUDA graphs unless enforce_eager; docs,
+# "Engine arguments"), SGLang (CUDA graphs and its overlap scheduler; docs, "Server arguments"), TensorRT-LLM
+# (compiled engine and C++ runtime, CUDA graphs optional): the device's time decides, close to memory-bound.
+EAGER_DECODE_FRAMEWORKS = ("pytorch",)
+SERVING_ENGINES = {"vllm": "pytorch", "sglang": "pytorch", "tensorrt-llm": "tensorrt"}  # engine -> what it runs on
+DECODER_LAYER_KERNELS = 50
+DECODER_LAYER_VIEWS = 100
+
+
+def serving_framework(framework: str | None) -> str:
+    """The serving stack chipfit models for `framework` ("vllm" when none is named); raises for one it does not."""
+    if framework is None:
+        return "vllm"
+    if framework in EAGER_DECODE_FRAMEWORKS or framework in SERVING_ENGINES:
+        return framework
+    raise ChipfitError(f"LLM serving under {framework!r} is not modelled; give --framework pytorch (an eager "
+                       f"Hugging Face decode loop) or a serving engine: {', '.join(SERVING_ENGINES)}.")
+
+
+def decode_host_s(layers: int, framework: str) -> float:
+    """Host seconds per decode step: an eager decode loop's per-layer aten calls; 0 for a serving engine."""
+    if framework not in EAGER_DECODE_FRAMEWORKS:
+        return 0.0
+    return layers * (DECODER_LAYER_KERNELS * HOST_KERNEL_S + DECODER_LAYER_VIEWS * HOST_VIEW_S)
+
+
+def describe_serving(framework: str, host_step_s: float) -> str:
+    """One line for the assumptions."""
+    if framework in EAGER_DECODE_FRAMEWORKS:
+        return (f"serving: an eager Hugging Face decode loop (PyTorch): {DECODER_LAYER_KERNELS} kernels and "
+                f"{DECODER_LAYER_VIEWS} views per layer from Python each token, {host_step_s * 1e3:.2f} ms of host "
+                "time per decode step; a step takes the longer of host and device")
+    return (f"serving: {framework} (CUDA graphs, the next step scheduled while the device runs this one): host time "
+            "hidden, the device decides; --framework pytorch models an eager Hugging Face decode loop")
