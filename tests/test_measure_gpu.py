@@ -199,3 +199,11 @@ def test_a_gpu_run_records_the_caching_allocator():
     assert device_allocator(FAKE_H200) == ("PyTorch's CUDA caching allocator (freed device memory kept for the next "
                                            "allocation)")
 
+
+
+def test_a_bench_budget_that_is_not_positive_is_refused(capsys, tmp_path):
+    db = tmp_path / "results.sqlite"
+    code = main(["bench", "--quick", "--budget", "0", "--db", str(db)])
+    assert (code, capsys.readouterr().err) == (
+        1, "chipfit: --budget 0 is not a positive number of seconds; give e.g. --budget 0.4.\n")
+    assert not db.exists()
