@@ -83,7 +83,8 @@ step() {
 
 chipfit=("$PY" -m chipfit)
 step devices "$out/devices.txt" 30 "${chipfit[@]}" devices
-step "bench ${bench_args[*]}" "$out/bench.txt" 150 "${chipfit[@]}" bench --device "$device" "${bench_args[@]}" --db "$db"
+step "bench ${bench_args[*]}" "$out/bench.txt" 150 \
+  "${chipfit[@]}" bench --device "$device" "${bench_args[@]}" --db "$db"
 for m in "${measures[@]}"; do
   # shellcheck disable=SC2086  # each entry is a model and its options
   step "measure $m" "$out/measure.txt" 90 "${chipfit[@]}" measure $m --device "$device" "${measure_args[@]}" --db "$db"

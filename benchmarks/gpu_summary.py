@@ -13,6 +13,7 @@ import json
 import sys
 from pathlib import Path
 
+from chipfit.catalog import load_catalog
 from chipfit.store import Store
 
 
@@ -30,16 +31,20 @@ def _bench(store: Store) -> list[str]:
     for m in ms:
         if m.kind == "matmul" and m.achieved_flops_per_s and m.achieved_flops_per_s > best.get(m.precision, (0, 0))[0]:
             best[m.precision] = (m.achieved_flops_per_s, m.shape["n"])
+    hw = load_catalog().hardware.get(run.hardware_id)
     lines = [f"run {run.id} on {run.device} ({run.environment.device_name}, catalog {run.hardware_id}), "
-             f"torch {run.environment.torch_version}", "", "| matmul | best TFLOP/s | at n | energy method |",
-             "| --- | --- | --- | --- |"]
+             f"torch {run.environment.torch_version}", "",
+             "| matmul | best TFLOP/s | at n | of the catalog's dense peak | energy method |",
+             "| --- | --- | --- | --- | --- |"]
     method = next((m.power_method for m in ms if m.kind == "matmul"), "")
-    lines += [f"| {p} | {r / 1e12:.3g} | {n} | {method} |" for p, (r, n) in best.items()]
+    for p, (r, n) in best.items():
+        peak = hw.peak(p) if hw else None
+        lines.append(f"| {p} | {r / 1e12:.3g} | {n} | {'-' if not peak else f'{r / peak:.0%}'} | {method} |")
     for m in ms:
         if m.kind in ("copy", "triad"):
             watts = "-" if m.power_watts is None else f"{m.power_watts:.0f} W"
-            lines.append(f"\n{m.kind}: {m.achieved_bytes_per_s / 1e9:.0f} GB/s over {m.shape['elements']} fp32 elements, "
-                         f"{watts}")
+            lines.append(f"\n{m.kind}: {m.achieved_bytes_per_s / 1e9:.0f} GB/s over {m.shape['elements']} fp32 "
+                         f"elements, {watts}")
     return lines
 
 
@@ -74,7 +79,8 @@ def _validate(path: Path) -> list[str]:
              f"{pct(s['median_abs_error_before'])} ({pct(s['worst_abs_error_before'])}), micro-benchmark calibration "
              f"{pct(s['median_abs_error_micro'])} ({pct(s['worst_abs_error_micro'])}), leave-one-model-out "
              f"{pct(s['median_abs_error_after'])} ({pct(s['worst_abs_error_after'])}); median spread "
-             f"{pct(s['median_spread'])}.", "", "| case | measured | before | after (LOMO) |", "| --- | --- | --- | --- |"]
+             f"{pct(s['median_spread'])}.", "",
+             "| case | measured | before | after (LOMO) |", "| --- | --- | --- | --- |"]
     for c in v["cases"]:
         seq = f" seq {c['seq_len']}" if c["seq_len"] else ""
         after = "-" if c["error_after"] is None else f"{c['error_after']:+.0%}"

@@ -163,7 +163,8 @@ def test_validate_model_names_a_case_or_says_which_there_are():
                               "resnet18, mobilenet_v2, vit_b_16, gpt2, bert-base-uncased.")
 
 
-CPU_ONLY = "(it has local-cpu); give --device one of those (`chipfit devices` lists them) or run on a machine that has it."
+CPU_ONLY = ("(it has local-cpu); give --device one of those (`chipfit devices` lists them) or run on a machine that "
+            "has it.")
 
 
 @pytest.mark.parametrize("argv, device", [

@@ -177,7 +177,8 @@ def bench_matmul(device: LocalDevice, precision: str, n: int, meter: EnergyMeter
 
 def matmul_bytes(precision: str, n: int) -> int:
     """Bytes of the operands and result of an n x n matmul (int8: an int32 result)."""
-    return 2 * n * n * BYTES_PER_ELEMENT[precision] + n * n * (4 if precision == "int8" else BYTES_PER_ELEMENT[precision])
+    size = BYTES_PER_ELEMENT[precision]
+    return 2 * n * n * size + n * n * (4 if precision == "int8" else size)
 
 
 def matmul_sizes(device: LocalDevice, precision: str, quick: bool = False) -> list[int]:
