@@ -143,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="micro-benchmarks of every local device, stored")
     bench.add_argument("--quick", action="store_true", help="fewer sizes, one round (a few seconds on a CPU)")
     bench.add_argument("--device", help="only this device id (see `chipfit devices`)")
+    bench.add_argument("--budget", type=float, metavar="SECONDS",
+                       help="timed seconds per benchmark (default 0.4; less is quicker and noisier)")
     _allocator_arg(bench)
     _db_arg(bench)
     _out_args(bench)
@@ -433,6 +435,8 @@ def run_local(args: argparse.Namespace) -> None:
         if args.csv != "-":
             print(f"{n} measurements written to {args.csv}", file=sys.stderr)
         return
+    if getattr(args, "budget", None) is not None and not args.budget > 0:
+        raise ChipfitError(f"--budget {args.budget:g} is not a positive number of seconds; give e.g. --budget 0.4.")
     device = None
     if args.command == "calibrate" and args.device and _stored_elsewhere(args):
         pass  # fitted from the store's runs of a device that is not here (e.g. a GPU measured on another machine)
@@ -456,8 +460,9 @@ def run_local(args: argparse.Namespace) -> None:
             allocator = _allocator(args, device)
             with terminal.progress_bar(f"bench {device.id}") as bar:
                 ms = run_microbenchmarks(device, quick=args.quick, progress=bar, meter=device_meter(device, hw),
-                                         rounds=1 if args.quick else BENCH_ROUNDS)
-            env = Environment.capture(device.id, device.name, hw.id, extra={"quick": args.quick, "allocator": allocator})
+                                         rounds=1 if args.quick else BENCH_ROUNDS, budget_s=args.budget)
+            env = Environment.capture(device.id, device.name, hw.id,
+                                      extra={"quick": args.quick, "allocator": allocator, "budget_s": args.budget})
             run_id = store.record_run("bench", device.id, env, ms)
             out.append({"run_id": run_id, "device": device.id, "hardware": hw.id, "measurements": [m.to_dict() for m in ms]})
             if not (args.json or args.csv):
