@@ -87,7 +87,7 @@ def test_compare_json_schema(capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["profile", "resnet-50"], "Unknown model 'resnet-50'. Did you mean resnet50"),
+    (["profile", "resnet-5O"], "Unknown model 'resnet-5O'. Did you mean resnet50"),
     (["compare", "resnet50", "--hardware", "nvidia-h100"], "Unknown hardware 'nvidia-h100'. Did you mean"),
     (["hardware", "show", "h100-sxm"], "Unknown hardware 'h100-sxm'."),
     (["compare", "resnet50", "--samples", "0"], "--samples 0 leaves nothing to do; give a positive number of samples."),

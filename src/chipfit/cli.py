@@ -74,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     shw.add_argument("id")
     _out_args(shw)
 
+    mdl = sub.add_parser("models", help="the model library: every named model, its kind and parameter count")
+    mdl.add_argument("--family", help="only this family (llama, qwen3, t5, ...)")
+    mdl.add_argument("--kind", help="decoder, encoder, encoder-decoder, moe or vision")
+    mdl.add_argument("--min-params", help="at least this many parameters: 7e9, 70B, 350M")
+    mdl.add_argument("--max-params", help="at most this many parameters")
+    _out_args(mdl)
+
     prof = sub.add_parser("profile", help="FLOPs, bytes, parameters and memory of one step, per operator and layer")
     prof.add_argument("model", help="a zoo name (chipfit profile --list) or package.module:factory")
     _job_args(prof, job=False)
@@ -321,6 +328,14 @@ def run(args: argparse.Namespace) -> None:
         else:
             d = catalog.to_dict(catalog.get(args.id))
             _emit(args, d, [d], lambda: terminal.show(terminal.hardware_detail(d)))
+    elif args.command == "models":
+        from .workload import library
+
+        entries = library.list_models(
+            args.family, args.kind, *(None if v is None else library.parse_count(v) for v in (args.min_params, args.max_params)))
+        rows = [e.to_dict() for e in entries]
+        _emit(args, rows, [r | {"aliases": " ".join(r["aliases"]), "arch": None} for r in rows],
+              lambda: terminal.show(terminal.models_table(entries)))
     elif args.command == "profile":
         from .workload import profile
 
