@@ -331,8 +331,8 @@ def run(args: argparse.Namespace) -> None:
     elif args.command == "models":
         from .workload import library
 
-        entries = library.list_models(
-            args.family, args.kind, *(None if v is None else library.parse_count(v) for v in (args.min_params, args.max_params)))
+        sizes = (None if v is None else library.parse_count(v) for v in (args.min_params, args.max_params))
+        entries = library.list_models(args.family, args.kind, *sizes)
         rows = [e.to_dict() for e in entries]
         _emit(args, rows, [r | {"aliases": " ".join(r["aliases"]), "arch": None} for r in rows],
               lambda: terminal.show(terminal.models_table(entries)))

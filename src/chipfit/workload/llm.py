@@ -161,7 +161,8 @@ class TransformerSpec:
             )
         for key in ("top_k", "shared_experts"):
             if not self.experts and getattr(self, key):
-                raise ChipfitError(f"Spec {key}={getattr(self, key)} needs experts; give experts=<n> or leave {key} out.")
+                raise ChipfitError(f"Spec {key}={getattr(self, key)} needs experts; "
+                                   f"give experts=<n> or leave {key} out.")
         if self.moe_every < 1:
             raise ChipfitError(f"Spec moe_every={self.moe_every} is not positive; give 1 for MoE in every layer.")
         if self.kv_lora_rank and not 0 < self.rope_head_dim < self.head_dim:
@@ -284,11 +285,15 @@ class TransformerSpec:
 
     def attention_params(self, layer: Layer) -> int:
         """Self-attention (MLA: with its latent norms) and cross-attention with its norm."""
+        norms = (self.q_lora_rank + self.kv_lora_rank) * (2 if self.norm == "layer" else 1)
+        return self.layer_matmul_params(layer, mlp=False) + norms + (self.norm_params if layer.cross else 0)
+
+    def layer_matmul_params(self, layer: Layer, active: bool = False, mlp: bool = True) -> int:
+        """Weights (and biases) of a layer's matrices: attention, cross-attention and, with `mlp`, the MLP (the
+        experts a token uses when active)."""
         attn = self.linear_params(self.attention_matrices())
-        attn += (self.q_lora_rank + self.kv_lora_rank) * (2 if self.norm == "layer" else 1)
-        if layer.cross:
-            attn += self.linear_params(self.cross_matrices()) + self.norm_params
-        return attn
+        attn += self.linear_params(self.cross_matrices()) if layer.cross else 0
+        return attn + (self.mlp_params(layer, active) if mlp else 0)
 
     def layer_params(self, layer: Layer | None = None, active: bool = False) -> int:
         """Parameters of one layer (default: the last one); active=True counts the top_k experts a token uses."""
@@ -326,8 +331,7 @@ class TransformerSpec:
     def matmul_params(self, active: bool = False, stack: str | None = None) -> int:
         """Weights of the matrices a token runs through (layers of `stack`, or all, and the LM head)."""
         kinds = [k for k in self.layer_kinds() if stack in (None, k.stack)]
-        per_layer = sum(self.attention_params(k) + self.mlp_params(k, active) for k in kinds)
-        return per_layer + self.vocab * self.hidden
+        return sum(self.layer_matmul_params(k, active) for k in kinds) + self.vocab * self.hidden
 
     def kv_cache_bytes(self, tokens, bytes_per_element: float):
         """Bytes of the self-attention K and V caches of `tokens` positions (a number or an array of them)
@@ -543,7 +547,7 @@ def _layer_ops(ops: _Ops, spec: TransformerSpec, layer: Layer, p: str, batch: in
     ops.add("activation_residual", "elementwise", f"{p}.mlp", (2 if gated else 1) * act_elems + combine + t * h,
             mlp_read, act_elems * act + t * h * act)
     if amp:
-        _casts(ops, p, spec.attention_params(layer) + spec.mlp_params(layer))
+        _casts(ops, p, spec.layer_matmul_params(layer))
 
 
 def profile_spec(
@@ -583,13 +587,14 @@ def profile_spec(
     table_grad = spec.embedding_params() * (MASTER_WEIGHT_BYTES if train else act)
     looked_up = t + (b * enc if spec.encoder_decoder and not spec.mel_bins else 0)
     gathered = looked_up * h * act * (2 if spec.max_positions else 1)
-    ops.add("embedding", "memory", "embed", 0, looked_up * TOKEN_ID_BYTES + gathered, gathered, (0, gathered, table_grad))
+    ops.add("embedding", "memory", "embed", 0, looked_up * TOKEN_ID_BYTES + gathered, gathered,
+            (0, gathered, table_grad))
     if spec.max_positions:
         ops.add("add_positions", "elementwise", "embed", t * h, 2 * t * h * act, t * h * act)
     if spec.mel_bins:  # two convolutions of width 3 over 2*enc mel frames, the second of stride 2
         frames = 2 * enc
-        _matmuls(ops, spec, "encoder.stem", "conv_stem", [(3 * spec.mel_bins, h, b * frames, 1), (3 * h, h, b * enc, 1)],
-                 act, act)
+        stem = [(3 * spec.mel_bins, h, b * frames, 1), (3 * h, h, b * enc, 1)]
+        _matmuls(ops, spec, "encoder.stem", "conv_stem", stem, act, act)
 
     stack_index: dict[str, int] = {}
     for layer in spec.layer_kinds():

@@ -101,8 +101,8 @@ def _llama(name: str) -> Callable[[], nn.Module]:
     """The Llama-layout module of library model `name` (config.json sizes and rope_theta)."""
     entry = library.resolve_model(name)
     s = entry.spec
-    cfg = tx.LlamaConfig(vocab=s.vocab, dim=s.hidden, ffn_dim=s.ffn, layers=s.layers, heads=s.heads, kv_heads=s.kv_heads,
-                         rope_theta=entry.rope_theta, experts=s.experts, top_k=s.top_k)
+    cfg = tx.LlamaConfig(vocab=s.vocab, dim=s.hidden, ffn_dim=s.ffn, layers=s.layers, heads=s.heads,
+                         kv_heads=s.kv_heads, rope_theta=entry.rope_theta, experts=s.experts, top_k=s.top_k)
     return partial(tx.LlamaLM, cfg)
 
 
@@ -131,7 +131,8 @@ _BERT, _GPT2 = _spec("bert-base-uncased"), _spec("gpt2")
 
 _ENTRIES = (
     _vision("resnet18", vision.resnet18, "ResNet-18 (He et al. 2016), torchvision layout."),
-    _vision("resnet50", vision.resnet50, "ResNet-50 (He et al. 2016), torchvision v1.5 layout (stride on the 3x3 conv)."),
+    _vision("resnet50", vision.resnet50,
+            "ResNet-50 (He et al. 2016), torchvision v1.5 layout (stride on the 3x3 conv)."),
     _vision("mobilenet_v2", vision.mobilenet_v2,
             "MobileNetV2 (Sandler et al. 2018), torchvision layout: inverted residuals, ReLU6, width 1.0."),
     _vision("mobilenet_v3_large", vision.mobilenet_v3_large,

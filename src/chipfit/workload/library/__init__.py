@@ -217,7 +217,8 @@ def list_models(family: str | None = None, kind: str | None = None, min_params: 
     if family is not None:
         families = sorted({e.family for e in entries})
         if key(family) not in families:
-            raise ChipfitError(f"No model family {family!r}.{closest(family, families)} Families: {', '.join(families)}.")
+            raise ChipfitError(f"No model family {family!r}.{closest(family, families)} "
+                               f"Families: {', '.join(families)}.")
         entries = tuple(e for e in entries if e.family == key(family))
     if kind is not None and kind not in KINDS:
         raise ChipfitError(f"No model kind {kind!r}.{closest(kind, KINDS)} Kinds: {', '.join(KINDS)}.")
