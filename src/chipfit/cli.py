@@ -75,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
     shw.add_argument("id", help="catalog id or any name: \"H100 SXM5 80GB\", \"Gaudi2\", \"p5.48xlarge\"")
     _out_args(shw)
 
+    mdl = sub.add_parser("models", help="the model library: every named model, its kind and parameter count")
+    mdl.add_argument("--family", help="only this family (llama, qwen3, t5, ...)")
+    mdl.add_argument("--kind", help="decoder, encoder, encoder-decoder, moe or vision")
+    mdl.add_argument("--min-params", help="at least this many parameters: 7e9, 70B, 350M")
+    mdl.add_argument("--max-params", help="at most this many parameters")
+    _out_args(mdl)
+
     prof = sub.add_parser("profile", help="FLOPs, bytes, parameters and memory of one step, per operator and layer")
     prof.add_argument("model", help="a zoo name (chipfit profile --list) or package.module:factory")
     _job_args(prof, job=False)
@@ -329,6 +336,14 @@ def run(args: argparse.Namespace) -> None:
         else:
             d = catalog.to_dict(hardware_named(args.id, catalog))
             _emit(args, d, [d], lambda: terminal.show(terminal.hardware_detail(d)))
+    elif args.command == "models":
+        from .workload import library
+
+        sizes = (None if v is None else library.parse_count(v) for v in (args.min_params, args.max_params))
+        entries = library.list_models(args.family, args.kind, *sizes)
+        rows = [e.to_dict() for e in entries]
+        _emit(args, rows, [r | {"aliases": " ".join(r["aliases"]), "arch": None} for r in rows],
+              lambda: terminal.show(terminal.models_table(entries)))
     elif args.command == "profile":
         from .workload import profile
 
