@@ -11,7 +11,7 @@ from .errors import ChipfitError, closest
 from .predict import Conditions, Estimate, OpArrays, Plan, add_energy_and_cost, predict_fitting
 from .predict.parallel import network_named
 from .predict.roofline import arrays_as_run
-from .workload.fusion import FUSING_FRAMEWORKS, fuse_for_engine, runs_compiled
+from .predict.fusion import FUSING_FRAMEWORKS, fuse_for_engine, runs_compiled
 from .workload.profile import Profile
 from .workload.workload import Workload
 
@@ -114,7 +114,7 @@ def compare_profile(
     """Pure part of compare: the profile on each entry, ranked. Fast (no tracing, no I/O).
 
     An inference engine named as `framework` (TensorRT, ONNX Runtime, ...) runs the fused graph,
-    and TPUs (and every device under JAX) the XLA-fused one (workload.fusion).
+    and TPUs (and every device under JAX) the XLA-fused one (predict.fusion).
 
     `local_calibration` (chipfit.calibrate.Calibration) replaces the published efficiencies
     for the local CPU's own estimate. `network` names the scale-out network (predict.parallel.NETWORKS)

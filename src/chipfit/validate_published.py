@@ -9,7 +9,7 @@ samples, sequence, global batch, hardware, device count, precision), never from 
   device-hours where the row gives no count), and its step time gives tokens/s, hours, energy.
 - CNNs: the traced zoo model (ResNet-50) on the roofline, data parallel over the devices; rows
   run in TensorRT get the engine's fused graph, NVIDIA's MLPerf MXNet rows its fused batch norms
-  (workload.fusion).
+  (predict.fusion).
 - Whole-run hours divide by WHOLE_RUN_GOODPUT for restarts, evaluation and lost work.
 A row that cannot be predicted says why; no row is dropped.
 """
@@ -29,7 +29,7 @@ from .predict import Plan, predict
 from .predict.parallel import GBIT, NETWORKS, Network
 from .predict.plans import scale_profile, search_plans
 from .planning import shape_of
-from .workload.fusion import fuse_for_engine, fuse_into_norms
+from .predict.fusion import fuse_for_engine, fuse_into_norms
 from .workload.llm import TransformerSpec, profile_spec
 from .workload.profile import Profile
 from .workload.workload import Workload

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from chipfit.catalog.schema import CLASSES, FRAMEWORKS, PRECISIONS, Figure, Hardware, Instance
-from chipfit.errors import ChipfitError, closest
+from chipfit.errors import ChipfitError, check_file, closest
+from chipfit.limits import check_nesting
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -234,6 +235,7 @@ class _Located:
 
 
 def _parse_file(path: Path) -> tuple[list[tuple[Hardware, _Located]], list[tuple[Instance, _Located]]]:
+    check_file(path, "Catalog file", "give a readable .toml file")
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -246,6 +248,10 @@ def _parse_file(path: Path) -> tuple[list[tuple[Hardware, _Located]], list[tuple
         line = int(m.group(1)) if m else text.count("\n") + 1
         what = msg[: m.start()] if m else re.sub(r"\s*\(at end of document\)", "", msg)
         raise ChipfitError(f"Catalog file {path} line {line}: {what}; fix the TOML syntax.") from exc
+    except RecursionError:
+        raise ChipfitError(f"Catalog file {path} nests deeper than Python can parse; a catalog file needs "
+                           "two levels, so it is refused.") from None
+    check_nesting(doc, f"Catalog file {path}")
 
     lines = text.splitlines()
     for key in doc:
