@@ -1,0 +1,73 @@
+"""A published row's model and hardware, through the model library and the hardware resolver.
+
+Rows name models as papers do: 'ResNet-50 v1.5', 'Llama 2 70B LoRA fine-tune (MLPerf ...)'. The name
+is tried whole, then without its parenthesised notes, then with trailing words dropped one at a
+time ('Llama 2 70B LoRA fine-tune' -> 'Llama 2 70B'), so qualifiers after the model's own name do
+not hide it; the first name the library knows wins.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .catalog import Catalog
+from .errors import ChipfitError
+from .published_run import RowUnreadable
+from .workload.llm import TransformerSpec
+
+
+@dataclass(frozen=True)
+class RowModel:
+    """What a row's model resolves to: a transformer's architecture (the analytic paths), or a model the
+    tracer builds (`traced`, with `sequence` True when it takes token sequences)."""
+
+    name: str
+    source: str
+    spec: TransformerSpec | None = None
+    traced: str | None = None
+    sequence: bool = False
+
+
+def name_candidates(text: str) -> list[str]:
+    """The names a row's model cell may mean, most specific first."""
+    bare = re.sub(r"\([^)]*\)|\[[^]]*\]", " ", text).split()
+    out = [text.strip()] + [" ".join(bare[:n]) for n in range(len(bare), 0, -1)]
+    return list(dict.fromkeys(c for c in out if c))
+
+
+def _lookup(name: str) -> RowModel:
+    """One name through the model library; ChipfitError when it knows none such."""
+    from .workload import zoo
+    from .workload.llm import spec_for_zoo
+
+    key = re.sub(r"[^a-z0-9]", "", name.lower())
+    hits = [n for n in zoo.ZOO if re.sub(r"[^a-z0-9]", "", n.lower()) == key]
+    if not hits:
+        raise ChipfitError(f"no library model is called {name!r}")
+    entry = zoo.get(hits[0])
+    if entry.task == "causal-lm":
+        return RowModel(entry.name, "the zoo's published config", spec=spec_for_zoo(entry.name))
+    return RowModel(entry.name, "traced from the zoo", traced=entry.name, sequence=entry.default_seq_len is not None)
+
+
+def resolve_row_model(text: str) -> RowModel:
+    """The library model a row's model cell names; RowUnreadable when no reading of it is known."""
+    for name in name_candidates(text):
+        try:
+            return _lookup(name)
+        except ChipfitError:
+            continue
+    raise RowUnreadable(f"no model in the library is called {text!r} (nor a shorter form of that name)")
+
+
+def resolve_row_hardware(text: str, catalog: Catalog) -> tuple[str, int | None]:
+    """The catalog id a row's hardware cell names, and the device count it gives (None: none)."""
+    hw_id = text.strip().lower()
+    if hw_id in catalog.hardware:
+        return hw_id, None
+    tokens = set(re.findall(r"[a-z0-9]+", text.lower()))
+    hits = [h for h in catalog.hardware if set(h.split("-")) <= tokens | {h.split("-")[0]}]
+    if len(hits) != 1:
+        raise RowUnreadable(f"the catalog has no entry for {text}")
+    return hits[0], None
