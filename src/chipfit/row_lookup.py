@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .catalog import Catalog
+from .catalog import Catalog, resolve_hardware
 from .errors import ChipfitError
 from .published_run import RowUnreadable
 from .workload.llm import TransformerSpec
@@ -63,11 +63,5 @@ def resolve_row_model(text: str) -> RowModel:
 
 def resolve_row_hardware(text: str, catalog: Catalog) -> tuple[str, int | None]:
     """The catalog id a row's hardware cell names, and the device count it gives (None: none)."""
-    hw_id = text.strip().lower()
-    if hw_id in catalog.hardware:
-        return hw_id, None
-    tokens = set(re.findall(r"[a-z0-9]+", text.lower()))
-    hits = [h for h in catalog.hardware if set(h.split("-")) <= tokens | {h.split("-")[0]}]
-    if len(hits) != 1:
-        raise RowUnreadable(f"the catalog has no entry for {text}")
-    return hits[0], None
+    resolved = resolve_hardware(text, catalog)
+    return resolved.hw_id, resolved.devices

@@ -11,7 +11,7 @@ Every row goes through the same parts as `compare`, `plan` and `serve`, fed only
   output lengths and batch (an Offline row without a batch: the largest batch that fits);
 - any other model (CNNs, encoders) traced on fake tensors at per-device batch 1 and 2, scaled to the
   row's batch, data parallel over its devices, as `compare` prices it; an engine the row names
-  (TensorRT, NVIDIA's MXNet) runs its fused graph (workload.fusion).
+  (TensorRT, NVIDIA's MXNet) runs its fused graph (predict.fusion).
 
 Each metric a published run reports (METRICS) is read off that one prediction. Whole-run hours divide
 by WHOLE_RUN_GOODPUT for restarts, evaluation and lost work. A row that cannot be predicted says why
@@ -39,7 +39,7 @@ from .predict.plans import scale_profile, search_plans
 from .published_run import (DEFAULT_SEQ_LEN, PublishedRun, RowUnreadable, parse_precision, plan_hints, read_run,
                             row_network)
 from .row_lookup import RowModel, resolve_row_hardware, resolve_row_model
-from .workload.fusion import fuse_for_engine, fuse_into_norms
+from .predict.fusion import fuse_for_engine, fuse_into_norms
 from .workload.llm import profile_spec
 from .workload.profile import Profile
 from .workload.workload import Workload

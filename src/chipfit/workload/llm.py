@@ -30,6 +30,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 from ..errors import ChipfitError, closest
+from ..limits import MAX_DIM, MAX_LAYERS, check_whole
 from .profile import Op, Profile
 from .workload import Workload
 
@@ -88,6 +89,9 @@ class TransformerSpec:
         if self.head_dim < 0 or isinstance(self.head_dim, bool) or not isinstance(self.head_dim, int):
             raise ChipfitError(f"Spec head_dim={self.head_dim!r} is not a positive whole number; give head_dim=<n> "
                                "or leave it out for hidden / heads.")
+        check_whole(self.layers, "Spec layers", 1, MAX_LAYERS)
+        for key in ("hidden", "heads", "kv_heads", "ffn", "vocab", "experts", "top_k", "head_dim"):
+            check_whole(getattr(self, key), f"Spec {key}", 0, MAX_DIM)
         if not self.head_dim:
             if self.hidden % self.heads:
                 raise ChipfitError(
