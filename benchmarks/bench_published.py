@@ -13,7 +13,10 @@ from pathlib import Path
 from chipfit.validate_published import format_table, validate_published
 
 HERE = Path(__file__).resolve().parent
-DEFAULT = (HERE.parents[1] / "shared" / "validation" / "published.csv", HERE / "validation" / "published_more.csv")
+# ../shared/validation/published.csv of the checkout: the nearest ancestor that has one (worktrees sit deeper).
+SHARED = next((p / "shared" / "validation" / "published.csv" for p in HERE.parents
+               if (p / "shared" / "validation" / "published.csv").is_file()), HERE.parents[2] / "shared")
+DEFAULT = (SHARED, HERE / "validation" / "published_more.csv")
 
 if __name__ == "__main__":
     for path in sys.argv[1:] or DEFAULT:

@@ -19,14 +19,21 @@ from .workload.llm import TransformerSpec
 
 @dataclass(frozen=True)
 class RowModel:
-    """What a row's model resolves to: a transformer's architecture (the analytic paths), or a model the
-    tracer builds (`traced`, with `sequence` True when it takes token sequences)."""
+    """What a row's model resolves to: a transformer's architecture (`spec`, the analytic paths), or a model the
+    tracer builds (`traced`, with `sequence` True when it takes token sequences); its parameter counts."""
 
     name: str
     source: str
+    params: float
+    active_params: float
     spec: TransformerSpec | None = None
     traced: str | None = None
     sequence: bool = False
+
+    @property
+    def generative(self) -> bool:
+        """A decoder that serves by prefill and token-by-token decode."""
+        return self.spec is not None and getattr(self.spec, "causal", True)
 
 
 def name_candidates(text: str) -> list[str]:
@@ -39,16 +46,32 @@ def name_candidates(text: str) -> list[str]:
 def _lookup(name: str) -> RowModel:
     """One name through the model library; ChipfitError when it knows none such."""
     from .workload import zoo
+
+    try:
+        from .workload.library import resolve_model
+    except ImportError:  # before the model library: the zoo's own names, decoders by their configs
+        return _zoo_lookup(name)
+    entry = resolve_model(name)
+    if entry.spec is not None:
+        return RowModel(entry.name, entry.source, entry.params, entry.active_params, spec=entry.spec, sequence=True)
+    traced = zoo.get(entry.zoo)
+    return RowModel(entry.name, entry.source, entry.params, entry.active_params, traced=traced.name,
+                    sequence=traced.default_seq_len is not None)
+
+
+def _zoo_lookup(name: str) -> RowModel:
+    from .workload import zoo
     from .workload.llm import spec_for_zoo
 
-    key = re.sub(r"[^a-z0-9]", "", name.lower())
-    hits = [n for n in zoo.ZOO if re.sub(r"[^a-z0-9]", "", n.lower()) == key]
+    hits = [n for n in zoo.ZOO if re.sub(r"[^a-z0-9]", "", n) == re.sub(r"[^a-z0-9]", "", name.lower())]
     if not hits:
-        raise ChipfitError(f"no library model is called {name!r}")
+        raise ChipfitError(f"Unknown model {name!r}.")
     entry = zoo.get(hits[0])
     if entry.task == "causal-lm":
-        return RowModel(entry.name, "the zoo's published config", spec=spec_for_zoo(entry.name))
-    return RowModel(entry.name, "traced from the zoo", traced=entry.name, sequence=entry.default_seq_len is not None)
+        spec = spec_for_zoo(entry.name)
+        return RowModel(entry.name, "the zoo's config", spec.params(), spec.active_params(), spec=spec, sequence=True)
+    return RowModel(entry.name, "the zoo", entry.published_params, entry.published_params, traced=entry.name,
+                    sequence=entry.default_seq_len is not None)
 
 
 def resolve_row_model(text: str) -> RowModel:
@@ -62,6 +85,7 @@ def resolve_row_model(text: str) -> RowModel:
 
 
 def resolve_row_hardware(text: str, catalog: Catalog) -> tuple[str, int | None]:
-    """The catalog id a row's hardware cell names, and the device count it gives (None: none)."""
-    resolved = resolve_hardware(text, catalog)
+    """The catalog id a row's hardware cell names, and the device count it gives (None: none). A note that
+    states the network ('(3x 100 Gbps RoCE per chip)') is the network's, not the device's name."""
+    resolved = resolve_hardware(re.sub(r"\([^)]*\bgb(?:ps|/s|it/s)\b[^)]*\)", " ", text, flags=re.I), catalog)
     return resolved.hw_id, resolved.devices

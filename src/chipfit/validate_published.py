@@ -202,8 +202,7 @@ def _tokens_trained(run: PublishedRun, model: RowModel, seq: int, active: float)
 
 def _check_params(run: PublishedRun, model: RowModel) -> None:
     """The library's model is the row's: its parameters within 10% of those the row gives."""
-    spec = model.spec
-    counts = (("total", run.params, spec.params()), ("active", run.active_params, spec.active_params()))
+    counts = (("total", run.params, model.params), ("active", run.active_params, model.active_params))
     for label, row_n, lib_n in counts:
         if row_n and abs(lib_n / row_n - 1) > 0.10:
             raise RowUnreadable(f"the library's {model.name} has {lib_n / 1e9:.4g}B {label} parameters, the row "
@@ -304,19 +303,22 @@ def _engine(precision_text: str, training: bool) -> tuple[Callable[[Profile, str
     return None, ""
 
 
-def _traced(run: PublishedRun, model: RowModel, catalog: Catalog, hw_id: str, devices: int | None,
-            network: Network | None) -> Predicted:
+def _forward(run: PublishedRun, model: RowModel, catalog: Catalog, hw_id: str, devices: int | None,
+             network: Network | None) -> Predicted:
+    """A job priced as `compare` prices it: one profile at the per-device batch, data parallel over the devices;
+    traced models through the tracer, transformers through their analytic profile."""
     hw = catalog.get(hw_id)
     devices = devices or 1
     precision = parse_precision(run.precision_text)
     mode = "train" if run.training else "infer"
-    seq = run.seq_len if model.sequence else None
-    batch = run.batch(seq) or TRACED_BATCH_PER_DEVICE * devices
-    if run.kind == "infer_latency" and not run.batch_text.strip():
-        batch = 1
+    seq = (run.seq_len or DEFAULT_SEQ_LEN) if model.sequence else None
+    batch = run.batch(seq) or (1 if run.kind == "infer_latency" else TRACED_BATCH_PER_DEVICE * devices)
     per_device = max(1, batch // devices)
-    trace_precision = "bf16" if precision in ("int8", "fp8") else precision
-    prof = _traced_profile(model.traced, mode, trace_precision, per_device, seq)
+    profile_precision = "bf16" if precision in ("int8", "fp8") else precision
+    if model.spec is not None:
+        prof = profile_spec(model.spec, mode=mode, batch=per_device, seq_len=seq, precision=profile_precision)
+    else:
+        prof = _traced_profile(model.traced, mode, profile_precision, per_device, seq)
     fuse, fused = _engine(run.precision_text, run.training)
     if fuse:
         prof = fuse(prof, precision)
@@ -330,11 +332,12 @@ def _traced(run: PublishedRun, model: RowModel, catalog: Catalog, hw_id: str, de
     if est.excluded_reason:
         raise RowUnreadable(est.excluded_reason)
     return Predicted(
-        how=f"traced {model.name}, batch {per_device} per device x {devices} {hw_id}, {precision}"
-            + (f", {fused}" if fused else ""),
+        how=f"{'analytic' if model.spec else 'traced'} {model.name}, batch {per_device} per device x {devices} "
+            f"{hw_id}, {precision}" + (f", {fused}" if fused else ""),
         devices=devices, tdp_watts=hw.tdp_watts.value if hw.tdp_watts else None,
         peak_flops=hw.peak(precision), step_s=est.step_time_s, samples_per_step=per_device * devices,
-        total_s=est.total_time_s if samples else None, latency_s=est.step_time_s, samples_per_s=est.throughput_per_s,
+        total_s=est.total_time_s if samples else None, latency_s=est.step_time_s,
+        samples_per_s=per_device * devices / est.step_time_s,
     )
 
 
@@ -345,9 +348,9 @@ def _predict(run: PublishedRun, catalog: Catalog) -> Predicted:
     devices = run.devices or devices
     network = row_network(run.hardware, NODE_SIZE.get(catalog.get(hw_id).hw_class) or 1)
     model = resolve_row_model(run.model)
-    if model.spec is None:
-        return _traced(run, model, catalog, hw_id, devices, network)
     _check_params(run, model)
+    if model.spec is None or (run.kind in SERVING_KINDS and not model.generative):
+        return _forward(run, model, catalog, hw_id, devices, network)
     return (_llm_serve if run.kind in SERVING_KINDS else _llm_train)(run, model, catalog, hw_id, devices, network)
 
 
