@@ -168,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     _db_arg(cal)
     _out_args(cal)
     val = sub.add_parser("validate", help="predicted vs measured for the zoo here, or vs published runs")
-    val.add_argument("--published", metavar="CSV", help="check predictions against published figures instead")
+    val.add_argument("--published", metavar="CSV", nargs="+",
+                     help="check predictions against published runs (one or more CSVs, columns of published.csv)")
     val.add_argument("--reps", type=int, default=3, help="timed repetitions per case and round (default 3)")
     val.add_argument("--rounds", type=int, default=5, help="interleaved rounds over the cases (default 5)")
     val.add_argument("--stored", action="store_true",
