@@ -19,6 +19,7 @@ from chipfit.workload.workload import Workload
 
 CATALOG = load_catalog()
 HARDWARE = ["nvidia-h100-sxm5-80gb", "google-tpu-v5e", "amd-instinct-mi300x", "amd-epyc-9654", "nvidia-l4"]
+NO_LESS = 1 - 1e-9  # "not less", up to floating-point rounding of equal figures
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 specs = st.builds(
@@ -68,7 +69,7 @@ def test_more_data_takes_longer_and_costs_more(spec, hw, samples, factor):
     for name in ("energy_kwh", "co2_kg", "cost_usd"):
         a, b = getattr(small, name), getattr(large, name)
         if a is not None:
-            assert b >= a, name
+            assert b >= a * NO_LESS, name
     assert large.step_time_s == pytest.approx(small.step_time_s)
 
 
@@ -78,8 +79,8 @@ def test_a_longer_sequence_is_no_faster_and_holds_no_less(spec, hw, seq, factor,
     short, long = (job(spec, hw, mode=mode, seq=s) for s in (seq, seq * factor))
     if short.excluded_reason:
         return
-    assert long.step_time_s >= short.step_time_s
-    assert long.memory_per_device_bytes >= short.memory_per_device_bytes
+    assert long.step_time_s >= short.step_time_s * NO_LESS
+    assert long.memory_per_device_bytes >= short.memory_per_device_bytes * NO_LESS
 
 
 @SETTINGS
@@ -88,8 +89,8 @@ def test_a_larger_batch_is_no_faster_per_step(spec, hw, batch, factor, mode):
     small, large = (job(spec, hw, mode=mode, batch=b, seq=256) for b in (batch, batch * factor))
     if small.excluded_reason:
         return
-    assert large.step_time_s >= small.step_time_s
-    assert large.memory_per_device_bytes >= small.memory_per_device_bytes
+    assert large.step_time_s >= small.step_time_s * NO_LESS
+    assert large.memory_per_device_bytes >= small.memory_per_device_bytes * NO_LESS
 
 
 @SETTINGS
@@ -99,7 +100,7 @@ def test_more_devices_under_zero_hold_no_more_each(spec, hw, zero, devices):
     few, many = (job(spec, hw, batch=2, devices=d, zero=zero) for d in (devices, devices * 2))
     if few.excluded_reason or many.excluded_reason:
         return
-    assert many.memory_per_device_bytes <= few.memory_per_device_bytes
+    assert many.memory_per_device_bytes * NO_LESS <= few.memory_per_device_bytes
 
 
 @SETTINGS
@@ -111,6 +112,6 @@ def test_serving_more_tokens_takes_longer(spec, hw, batch, prompt, generated, fa
     if a.excluded_reason or b.excluded_reason:
         return
     assert b.total_s > a.total_s
-    assert b.kv_cache_bytes >= a.kv_cache_bytes
+    assert b.kv_cache_bytes >= a.kv_cache_bytes * NO_LESS
     for value in (a.total_s, a.time_to_first_token_s, a.tokens_per_s, a.memory_per_device_bytes):
         assert math.isfinite(value) and value > 0
