@@ -174,6 +174,8 @@ def onnx_cases():
         r"truncated or not an ONNX model"
     yield "onnx-truncated", lambda t: ["profile", str(_w(t / "m.onnx", onnx_model(t / "a.onnx").read_bytes()[:-9]))], \
         1, r"truncated or not an ONNX model"
+    yield "onnx-name-not-utf8", lambda t: ["profile", str(_w(t / "m.onnx", onnx_model(t / "a.onnx").read_bytes().replace(
+        b"relu", b"\xff\xfelu")))], 1, r"m.onnx is truncated or not an ONNX model: some of its names are not UTF-8"
     yield "onnx-no-nodes", lambda t: ["profile", str(onnx_model(t / "m.onnx", nodes=[]))], 1, r"holds no graph of nodes"
     yield "onnx-cycle", lambda t: ["profile", str(onnx_model(t / "m.onnx", nodes=[
         helper.make_node("Add", ["x", "b"], ["a"], name="first"), helper.make_node("Relu", ["a"], ["b"], name="second"),
@@ -357,6 +359,8 @@ def hf_cases():
     yield "hf-too-big", lambda t: ["profile", str(hf_config(t, " " * (2**20 + 1)))], 1, r"more than the 1048576"
     yield "hf-architecture", lambda t: ["profile", str(hf_config(t, {"architectures": ["BertModel"]}))], 1, \
         r"names architecture 'BertModel', which is not a gpt2 model class"
+    yield "hf-heads-do-not-divide", lambda t: ["profile", str(hf_config(t, {"n_head": 12}))], 1, \
+        r"config.json gives sizes transformers cannot build a GPT2LMHeadModel from \(ValueError: .embed_dim. must be"
     yield "hf-folder-named-config", lambda t: ["profile", str(folder(t, "config.json"))], 1, \
         r"config.json is a folder"
     yield "hf-symlink-loop", lambda t: ["profile", str(symlink_loop(t, "config.json"))], 1, r"Too many levels"
