@@ -3,7 +3,7 @@
 import pytest
 
 from chipfit.workload import profile as trace
-from chipfit.workload.fusion import fuse_for_compiler, fuse_for_engine, fuse_into_norms, runs_compiled
+from chipfit.predict.fusion import fuse_for_compiler, fuse_for_engine, fuse_into_norms, runs_compiled
 
 # ResNet-50 residual adds at batch 1: (channels x side^2) x blocks per stage.
 RESIDUAL_ELEMENTS = 256 * 56**2 * 3 + 512 * 28**2 * 4 + 1024 * 14**2 * 6 + 2048 * 7**2 * 3

@@ -6,9 +6,10 @@ import argparse
 import csv
 import json
 import math
+import os
 import sys
 
-from .errors import ChipfitError
+from .errors import ChipfitError, unexpected
 
 
 def _number(text: str) -> float:
@@ -71,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--framework", help="only entries that run this framework")
     _out_args(ls)
     shw = hw_sub.add_parser("show", help="one entry, every figure with its source")
-    shw.add_argument("id")
+    shw.add_argument("id", help="catalog id or any name: \"H100 SXM5 80GB\", \"Gaudi2\", \"p5.48xlarge\"")
     _out_args(shw)
 
     mdl = sub.add_parser("models", help="the model library: every named model, its kind and parameter count")
@@ -96,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     _job_args(cmp, job=True)
     cmp.add_argument("--devices", type=int, default=1, help="devices per entry, data parallel (default 1)")
     cmp.add_argument("--class", dest="hw_class", help="only this hardware class")
-    cmp.add_argument("--hardware", action="append", help="only these entries (repeatable)")
+    cmp.add_argument("--hardware", action="append", help="only these entries, by id or name (repeatable)")
     cmp.add_argument("--framework", help="only hardware that runs this framework")
     cmp.add_argument("--pue", type=float, help="data-centre PUE (default 1.10)")
     cmp.add_argument("--grid", type=float, help="grid carbon intensity, kg CO2 per kWh (default 0.475)")
@@ -124,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("model", nargs="?", help="a decoder LLM from the zoo (or use --spec)")
     pl.add_argument("--spec", help="a transformer by its sizes (see compare --spec)")
     pl.add_argument("--train", action="store_true", help="training (the only mode plans are searched for)")
-    pl.add_argument("--hardware", required=True, help="catalog id of the device")
+    pl.add_argument("--hardware", required=True, help="the device: catalog id or any name (\"H100 80GB\")")
     pl.add_argument("--tokens", type=_number, help="training tokens")
     pl.add_argument("--batch", type=int, help="global batch in sequences (default: about 4M tokens)")
     pl.add_argument("--seq", type=int, help="sequence length (default: the model's context, 2048 for --spec)")
@@ -170,6 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("--rounds", type=int, default=5, help="interleaved rounds over the cases (default 5)")
     val.add_argument("--stored", action="store_true",
                      help="predict the newest stored validate run's cases again from what is stored; measure nothing")
+    val.add_argument("--device", default="local-cpu",
+                     help="device id (default local-cpu); a GPU runs GPU-sized cases in bf16 (chipfit.validate)")
+    val.add_argument("--quick", action="store_true", help="one train and one infer case of fewer models")
+    val.add_argument("--model", action="append", default=[], help="only this model's cases (repeatable)")
     _allocator_arg(val)
     _db_arg(val)
     _out_args(val)
@@ -236,11 +241,12 @@ def _allocator_arg(p: argparse.ArgumentParser) -> None:
                         "time page faults (default: the allocator as this process has it; chipfit.measure.allocator)")
 
 
-def _allocator(args: argparse.Namespace) -> str:
-    """Set this process's allocator for measuring with --keep-freed-memory (measure.allocator); say which it is."""
-    from .measure.allocator import describe, retain_freed_memory
+def _allocator(args: argparse.Namespace, device) -> str:
+    """Set this process's allocator for measuring `device` with --keep-freed-memory (measure.allocator); say which
+    it is."""
+    from .measure.allocator import device_allocator
 
-    return retain_freed_memory() if args.keep_freed_memory else describe()
+    return device_allocator(device, args.keep_freed_memory)
 
 
 def _db_arg(p: argparse.ArgumentParser) -> None:
@@ -318,7 +324,7 @@ def run(args: argparse.Namespace) -> None:
     from .report import terminal
 
     if args.command == "hardware":
-        from .catalog import load_catalog
+        from .catalog import hardware_named, load_catalog
 
         catalog = load_catalog(args.catalog)
         if args.action == "list":
@@ -326,7 +332,7 @@ def run(args: argparse.Namespace) -> None:
             rows = [catalog.to_dict(hw) for hw in entries]
             _emit(args, rows, rows, lambda: terminal.show(terminal.hardware_table(entries)))
         else:
-            d = catalog.to_dict(catalog.get(args.id))
+            d = catalog.to_dict(hardware_named(args.id, catalog))
             _emit(args, d, [d], lambda: terminal.show(terminal.hardware_detail(d)))
     elif args.command == "models":
         from .workload import library
@@ -399,16 +405,6 @@ def run(args: argparse.Namespace) -> None:
               lambda: terminal.show(terminal.comparison_table(result, top=args.top or None)))
 
 
-def _local_device(device_id: str):
-    from .errors import closest
-    from .measure.devices import local_devices
-
-    devices = {d.id: d for d in local_devices()}
-    if device_id not in devices:
-        raise ChipfitError(f"No device {device_id!r} here.{closest(device_id, devices)} Present: {', '.join(devices)}.")
-    return devices[device_id]
-
-
 def _hardware_for(device, catalog_dirs):
     from .catalog import load_catalog
     from .measure.devices import match_catalog
@@ -431,26 +427,32 @@ def run_local(args: argparse.Namespace) -> None:
         _emit(args, rows, rows, lambda: terminal.show(terminal.devices_table(rows)))
         return
     if args.command == "results" and args.action == "export":
-        with Store(args.db) as store:
+        with Store(args.db, create=False) as store:
             n = store.export_csv(sys.stdout if args.csv == "-" else args.csv)
         if args.csv != "-":
             print(f"{n} measurements written to {args.csv}", file=sys.stderr)
         return
-    store = Store(args.db)
+    device = None
+    if getattr(args, "device", None):  # before the store is opened: a device that is not here stores nothing
+        from .measure.allocator import refuse_keep_freed_memory
+        from .measure.devices import local_device
+
+        device = local_device(args.device)
+        if getattr(args, "keep_freed_memory", False):
+            refuse_keep_freed_memory(device)
+    store = Store(args.db, create=args.command != "results")
     if args.command == "bench":
         from .measure.devices import local_devices
         from .measure.microbench import BENCH_ROUNDS, run_microbenchmarks
-        from .measure.power import energy_meter
+        from .measure.power import device_meter
 
-        devices = [_local_device(args.device)] if args.device else local_devices()
-        allocator = _allocator(args)
+        devices = [device] if device else local_devices()
         out = []
         for device in devices:
             hw = _hardware_for(device, args.catalog)
-            tdp = hw.tdp_watts
-            meter = energy_meter(device.kind, tdp_watts=tdp.value if tdp else None, tdp_source=tdp.source if tdp else "")
+            allocator = _allocator(args, device)
             with terminal.progress_bar(f"bench {device.id}") as bar:
-                ms = run_microbenchmarks(device, quick=args.quick, progress=bar, meter=meter,
+                ms = run_microbenchmarks(device, quick=args.quick, progress=bar, meter=device_meter(device, hw),
                                          rounds=1 if args.quick else BENCH_ROUNDS)
             env = Environment.capture(device.id, device.name, hw.id, extra={"quick": args.quick, "allocator": allocator})
             run_id = store.record_run("bench", device.id, env, ms)
@@ -464,12 +466,12 @@ def run_local(args: argparse.Namespace) -> None:
 
         from .calibrate import stored_calibration
         from .measure.opprofile import profile_ops
+        from .measure.power import device_meter
         from .measure.steps import measure_step
         from .validate import predicted_step
         from .workload import profile
         from .workload.workload import Workload
 
-        device = _local_device(args.device)
         hw = _hardware_for(device, args.catalog)
         prof = profile(args.model, mode=args.mode, batch=args.batch, seq_len=args.seq, precision=args.precision,
                        optimizer=args.optimizer)
@@ -477,12 +479,12 @@ def run_local(args: argparse.Namespace) -> None:
                         precision=args.precision, optimizer=args.optimizer)
         cal = stored_calibration(store, hw.id)
         predicted = predicted_step(prof, hw, work, cal)
-        allocator = _allocator(args)
+        allocator = _allocator(args, device)
         job = dict(mode=args.mode, batch=args.batch, seq_len=args.seq, precision=args.precision,
                    optimizer=args.optimizer)
         with terminal.progress_bar(f"measure {args.model}") as bar:
             m = measure_step(args.model, device, **job, repetitions=args.reps, profile=prof, predicted_s=predicted,
-                             progress=bar)
+                             progress=bar, meter=device_meter(device, hw))
         ops = profile_ops(args.model, device, prof, **job, repetitions=min(args.reps, 3))
         m = replace(m, extra={**m.extra, "model": m.label, "op_profile": ops.summary(m.median_s)})
         op_rows = ops.measurements(device.id, m.label, m.median_s)
@@ -501,7 +503,6 @@ def run_local(args: argparse.Namespace) -> None:
     elif args.command == "calibrate":
         from .calibrate import calibrate_device
 
-        device = _local_device(args.device)
         hw = _hardware_for(device, args.catalog)
         cal = calibrate_device(store, hw, device.id)
         data = cal.to_dict()
@@ -516,9 +517,8 @@ def run_local(args: argparse.Namespace) -> None:
             return
         from .calibrate import device_measurements
         from .catalog import load_catalog
-        from .validate import revalidate, run_validation
+        from .validate import case_set, revalidate, run_validation
 
-        device = _local_device("local-cpu")
         hw = _hardware_for(device, args.catalog)
         measurements, source = device_measurements(store, device.id, require_bench=False)
         entries = list(load_catalog(args.catalog).hardware.values())
@@ -533,10 +533,11 @@ def run_local(args: argparse.Namespace) -> None:
         else:
             if args.reps < 1 or args.rounds < 1:
                 raise ChipfitError(f"--reps {args.reps} and --rounds {args.rounds} must both be 1 or more.")
-            records, allocator = [], _allocator(args)
-            with terminal.progress_bar("validate") as bar:
-                v = run_validation(hw, device, measurements, entries, repetitions=args.reps, rounds=args.rounds,
-                                   progress=bar, record=records.append, fitted_from=source)
+            cases = case_set(device.kind, args.quick, tuple(args.model))
+            records, allocator = [], _allocator(args, device)
+            with terminal.progress_bar(f"validate on {device.id}") as bar:
+                v = run_validation(hw, device, measurements, entries, cases.cases, args.reps, args.rounds, bar,
+                                   records.append, source, cases.precision, cases.contrast)
             v.allocator = allocator
             env = Environment.capture(device.id, device.name, hw.id,
                                       extra={"calibration": v.calibration, "allocator": allocator})
@@ -586,13 +587,18 @@ def main(argv: list[str] | None = None) -> int:
         run_local(args) if args.command in LOCAL_COMMANDS else run(args)
     except ChipfitError as exc:
         print(f"chipfit: {exc}", file=sys.stderr)
-        return 1
+        return exc.exit_status
     except KeyboardInterrupt:
         print("chipfit: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
         return 0
+    except Exception as exc:  # a path no check covers yet: one sentence, not a traceback
+        if os.environ.get("CHIPFIT_DEBUG"):
+            raise
+        print(f"chipfit: {unexpected(exc)}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 
-from .catalog import Catalog, load_catalog
+from .catalog import Catalog, hardware_named, load_catalog
 from .catalog.schema import FRAMEWORKS, Hardware
 from .errors import ChipfitError, closest
 from .predict import Conditions, Estimate, OpArrays, Plan, add_energy_and_cost, predict_fitting
 from .predict.parallel import network_named
 from .predict.roofline import arrays_as_run
-from .workload.fusion import FUSING_FRAMEWORKS, fuse_for_engine, runs_compiled
+from .predict.fusion import FUSING_FRAMEWORKS, fuse_for_engine, runs_compiled
 from .workload.profile import Profile
 from .workload.workload import Workload
 
@@ -91,7 +91,7 @@ def rank_key(e: Estimate) -> tuple:
 
 def select_hardware(catalog: Catalog, hw_class: str | None, hardware: list[str] | None) -> list[Hardware]:
     if hardware:
-        return [catalog.get(h) for h in hardware]
+        return [hardware_named(h, catalog) for h in hardware]
     entries = catalog.select(hw_class=hw_class)
     if not entries:
         raise ChipfitError(f"No catalog entry has class {hw_class!r}; run `chipfit hardware list` to see the classes.")
@@ -114,7 +114,7 @@ def compare_profile(
     """Pure part of compare: the profile on each entry, ranked. Fast (no tracing, no I/O).
 
     An inference engine named as `framework` (TensorRT, ONNX Runtime, ...) runs the fused graph,
-    and TPUs (and every device under JAX) the XLA-fused one (workload.fusion).
+    and TPUs (and every device under JAX) the XLA-fused one (predict.fusion).
 
     `local_calibration` (chipfit.calibrate.Calibration) replaces the published efficiencies
     for the local CPU's own estimate. `network` names the scale-out network (predict.parallel.NETWORKS)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from .catalog import load_catalog
+from .catalog import hardware_named, load_catalog
 from .errors import ChipfitError
 from .predict.plan import ModelShape
 from .predict.plans import PlanSearch, search_plans
@@ -83,7 +83,7 @@ def plan(
     if budget_usd is not None and budget_usd <= 0:
         raise ChipfitError(f"Budget {budget_usd:g} USD is not positive; give --budget above 0.")
     catalog = load_catalog(catalog_dirs)
-    hw = catalog.get(hardware)
+    hw = hardware_named(hardware, catalog)
     batch = batch or max(1, DEFAULT_BATCH_TOKENS // seq_len)
     workload = Workload(model=tspec.name if spec else model, mode="train", batch=batch, seq_len=seq_len,
                         tokens=tokens, samples=samples, epochs=epochs, precision=precision, optimizer=optimizer)

@@ -9,7 +9,7 @@ samples, sequence, global batch, hardware, device count, precision), never from 
   device-hours where the row gives no count), and its step time gives tokens/s, hours, energy.
 - CNNs: the traced zoo model (ResNet-50) on the roofline, data parallel over the devices; rows
   run in TensorRT get the engine's fused graph, NVIDIA's MLPerf MXNet rows its fused batch norms
-  (workload.fusion).
+  (predict.fusion).
 - Whole-run hours divide by WHOLE_RUN_GOODPUT for restarts, evaluation and lost work.
 A row that cannot be predicted says why; no row is dropped.
 """
@@ -23,13 +23,13 @@ import statistics
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .catalog import Catalog, load_catalog
+from .catalog import Catalog, load_catalog, resolve_hardware
 from .errors import ChipfitError, check_file
 from .predict import Plan, predict
 from .predict.parallel import GBIT, NETWORKS, Network
 from .predict.plans import scale_profile, search_plans
 from .planning import shape_of
-from .workload.fusion import fuse_for_engine, fuse_into_norms
+from .predict.fusion import fuse_for_engine, fuse_into_norms
 from .workload.llm import TransformerSpec, profile_spec
 from .workload.profile import Profile
 from .workload.workload import Workload
@@ -82,16 +82,6 @@ _SPECS = (
 # How each source counts FLOPs (../shared/validation/README.md): PaLM and MosaicML count the
 # attention FLOPs; Megatron-LM counts the recomputed forward of the plan (hardware FLOPs).
 _HARDWARE_FLOPS_METRICS = ("tflops_per_device", "fraction_of_peak")
-
-# Catalog ids for the hardware names rows use; patterns are tried against catalog ids.
-_HARDWARE = (
-    (r"a100.*80gb", r"^nvidia-a100-sxm4-80gb$"),
-    (r"h100", r"^nvidia-h100-sxm5-80gb$"),
-    (r"v100-sxm2-16gb", r"^nvidia-v100-sxm2-16gb$"),
-    (r"tpu v4", r"tpu-?v4(?!i)"),
-    (r"tpu v3", r"tpu-?v3"),
-    (r"mi250x", r"mi250x"),
-)
 
 # Clusters a row's hardware column names, by their published scale-out network (predict.parallel.NETWORKS).
 _CLUSTER_NETWORKS = (
@@ -206,15 +196,6 @@ def plan_hints(text: str) -> tuple[tuple[int, ...], tuple[bool, ...]]:
     zero = (3,) if "full_shard" in t else (0, 1, 2, 3)
     recompute = (False,) if "no act-ckpt" in t else (True,) if "act-ckpt" in t else (False, True)
     return zero, recompute
-
-
-def catalog_id(hardware: str, catalog: Catalog) -> str | None:
-    text = hardware.lower()
-    for name, id_pattern in _HARDWARE:
-        if re.search(name, text):
-            hits = sorted(h for h in catalog.hardware if re.search(id_pattern, h))
-            return hits[0] if hits else None
-    return None
 
 
 def model_spec(model: str) -> tuple[TransformerSpec, str] | None:
@@ -364,9 +345,7 @@ def predict_row(row: dict, catalog: Catalog) -> RowResult:
     result = RowResult(id=row["id"], kind=row["kind"], metric=row["metric"], unit=row["unit"],
                        published=float(row["value"]))
     try:
-        hw_id = catalog_id(row["hardware"], catalog)
-        if hw_id is None:
-            raise _Unpredictable(f"the catalog has no entry for {row['hardware']}")
+        hw_id = resolve_hardware(row["hardware"], catalog).hw_id
         if row["kind"] in ("mlperf_infer", "infer_latency") and "resnet" not in row["model"].lower():
             raise _Unpredictable("LLM serving throughput depends on prompt and output lengths and batch, "
                                  "which the row does not give")

@@ -21,7 +21,7 @@ from ..measurement import Measurement
 from ..workload.profile import conv_window
 from ..workload.workload import BYTES_PER_ELEMENT
 from .devices import LocalDevice
-from .power import EnergyMeter
+from .power import EnergyMeter, fill_window
 
 Progress = Callable[[int, int, str], None]  # (done, total, label of the benchmark now starting)
 
@@ -30,7 +30,16 @@ BUDGET_S = 0.4  # timed seconds per benchmark, spread over the reps
 MIN_REPS, MAX_REPS = 5, 50
 MAX_CALL_S = 0.5  # a matmul size expected to take longer per call is skipped
 BENCH_ROUNDS = 3  # rounds of the whole plan `chipfit bench` runs (one with --quick)
-
+# A GPU is warmed up for this long before it is timed: its clocks rise from idle and cuBLAS/cuDNN choose and
+# load their kernels on a shape's first calls (Triton's do_bench warms up for 25 ms; this is 8 times that).
+GPU_WARMUP_S = 0.2
+# Square matmul sizes. A big GPU reaches its matmul peak only at n = 8192-16384 (the shared H200: bf16 682
+# TFLOP/s at 4096, torch's best 794 at 8192-16384), so a GPU's quick set keeps those; a size whose three
+# operands would take over MATMUL_MEMORY_SHARE of the device's memory is left out, and one that would run longer
+# than MAX_CALL_S at the rate the previous size reached is skipped (run_microbenchmarks).
+CPU_MATMUL_SIZES, CPU_QUICK_MATMUL_SIZES = (128, 256, 512, 1024, 2048), (256, 1024)
+GPU_MATMUL_SIZES, GPU_QUICK_MATMUL_SIZES = (1024, 2048, 4096, 8192, 16384), (1024, 4096, 8192, 16384)
+MATMUL_MEMORY_SHARE = 0.25
 
 
 def _dtype(precision: str):
@@ -95,7 +104,8 @@ def measure(fn: Callable[[], object], device: LocalDevice, meter: EnergyMeter | 
     sync = _sync(device)
     meter = meter or EnergyMeter()
     calls, t0 = 0, time.perf_counter()
-    while calls < 2 or (time.perf_counter() - t0 < TARGET_REP_S and calls < 1000):
+    warmup_s = TARGET_REP_S if device.kind == "cpu" else max(TARGET_REP_S, GPU_WARMUP_S)
+    while calls < 2 or (time.perf_counter() - t0 < warmup_s and calls < 1000):
         t_call = time.perf_counter()
         fn()
         sync()
@@ -105,8 +115,8 @@ def measure(fn: Callable[[], object], device: LocalDevice, meter: EnergyMeter | 
     reps = min(MAX_REPS, max(MIN_REPS if per_call < budget_s else 3, int(budget_s / (per_call * inner))))
     meter.start()
     times = time_calls(fn, device, inner, reps)
+    n = inner * reps + fill_window(meter, fn, sync, inner)  # energy over the timed calls and any the meter needs
     reading = meter.stop()
-    n = inner * reps
     return Timing(
         times_s=times,
         inner=inner,
@@ -155,15 +165,27 @@ def bench_matmul(device: LocalDevice, precision: str, n: int, meter: EnergyMeter
             b = torch.randint(-128, 128, (n, n), dtype=torch.int8, device=dev)
             c = torch.empty((n, n), dtype=torch.int32, device=dev)
             timing = measure(lambda: torch._int_mm(a, b, out=c), device, meter)
-            out_bytes = 4
         else:
             a = torch.randn(n, n, dtype=_dtype(precision), device=dev)
             b = torch.randn(n, n, dtype=_dtype(precision), device=dev)
             c = torch.empty_like(a)
             timing = measure(lambda: torch.mm(a, b, out=c), device, meter)
-            out_bytes = BYTES_PER_ELEMENT[precision]
-    nbytes = 2 * n * n * BYTES_PER_ELEMENT[precision] + n * n * out_bytes
-    return _measurement("matmul", device, precision, {"m": n, "n": n, "k": n}, 2.0 * n**3, nbytes, timing, "mm")
+    return _measurement("matmul", device, precision, {"m": n, "n": n, "k": n}, 2.0 * n**3, matmul_bytes(precision, n),
+                        timing, "mm")
+
+
+def matmul_bytes(precision: str, n: int) -> int:
+    """Bytes of the operands and result of an n x n matmul (int8: an int32 result)."""
+    return 2 * n * n * BYTES_PER_ELEMENT[precision] + n * n * (4 if precision == "int8" else BYTES_PER_ELEMENT[precision])
+
+
+def matmul_sizes(device: LocalDevice, precision: str, quick: bool = False) -> list[int]:
+    """The matmul sizes benchmarked on `device` in `precision`: CPU- or GPU-sized, within the device's memory."""
+    if device.kind == "cpu":
+        return list(CPU_QUICK_MATMUL_SIZES if quick else CPU_MATMUL_SIZES)
+    sizes = GPU_QUICK_MATMUL_SIZES if quick else GPU_MATMUL_SIZES
+    limit = MATMUL_MEMORY_SHARE * device.memory_bytes if device.memory_bytes else math.inf
+    return [n for n in sizes if matmul_bytes(precision, n) <= limit]
 
 
 def bench_bandwidth(device: LocalDevice, op: str, quick: bool = False, elements: int | None = None,
@@ -274,12 +296,8 @@ class Bench:
 def plan(device: LocalDevice, quick: bool = False) -> list[Bench]:
     """The benchmarks run_microbenchmarks runs on `device`, in order."""
     gpu = device.kind != "cpu"
-    if gpu:
-        sizes = [1024, 4096] if quick else [1024, 2048, 4096, 8192]
-    else:
-        sizes = [256, 1024] if quick else [128, 256, 512, 1024, 2048]
     out = [Bench("overhead"), Bench("copy", params={"quick": quick}), Bench("triad", params={"quick": quick})]
-    out += [Bench("matmul", p, n) for p in device.precisions for n in sizes]
+    out += [Bench("matmul", p, n) for p in device.precisions for n in matmul_sizes(device, p, quick)]
     conv_batch = (16 if quick else 64) if gpu else (2 if quick else 8)
     out += [Bench("conv2d", p, conv_batch) for p in device.precisions if p not in ("int8",)]
     out += [Bench(kind, "fp32", conv_batch, {"channels": c, "size": n, "kernel": k, "stride": s})

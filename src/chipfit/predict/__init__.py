@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 
 from ..catalog.schema import Hardware, Instance
 from ..errors import ChipfitError
-from ..workload.fusion import runs_compiled
+from .fusion import runs_compiled
 from ..workload.profile import Profile
 from ..workload.workload import Workload
 from . import energy as _energy
@@ -114,7 +114,9 @@ def predict(
     if runs_compiled(hw.hw_class, framework):
         assumptions.append("XLA fuses elementwise operators and casts into the operator producing their input")
     if plan.devices > 1:
-        assumptions.append(_plan_assumption(plan, topo, hw.hw_class))
+        assumptions.append(_plan_assumption(plan, topo, hw.hw_class) if needs_links(plan, workload.training)
+                           else f"{plan.devices} independent replicas, each serving its own share of the batch; "
+                                "no traffic between devices")
 
     mem = memory_per_device(profile, workload, plan, hw.hw_class, shape)
     capacity = hw.memory_bytes.value if hw.memory_bytes else None

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..catalog.schema import Hardware
-from ..workload.fusion import fuse_for_compiler, runs_compiled
+from .fusion import fuse_for_compiler, runs_compiled
 from ..workload.profile import PHASES, Profile
 from .efficiency import Efficiency, fresh_bytes, op_family, second_pass_bytes
 
@@ -92,7 +92,7 @@ class OpArrays:
 
 def arrays_as_run(profile: Profile, hw_class: str, framework: str | None, precision: str | None) -> OpArrays:
     """`profile` as a `hw_class` device runs it under `framework`: XLA-fused where XLA compiles it
-    (workload.fusion), each operator its own kernels elsewhere."""
+    (predict.fusion), each operator its own kernels elsewhere."""
     if runs_compiled(hw_class, framework):
         return OpArrays.from_profile(fuse_for_compiler(profile), precision, eager=False)
     return OpArrays.from_profile(profile, precision)

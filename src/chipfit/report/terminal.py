@@ -260,7 +260,8 @@ def validation_tables(v) -> list:
         c = v.cases[0]
         out.append(f"measured bf16 speed-up over fp32 here ({c.model} {c.mode} batch {c.batch}): {v.bf16_speedup_measured:.2f}x")
     if v.class_speedups:
-        sp = Table(title="predicted speed-up over this CPU, fastest entry per class (same step)", header_style="bold")
+        sp = Table(title=f"predicted speed-up over {v.hardware}, fastest entry per class (same step)",
+                   header_style="bold")
         for col in ("class", "entry", "speed-up"):
             sp.add_column(col)
         for cls, (hw, x) in sorted(v.class_speedups.items(), key=lambda kv: -kv[1][1]):

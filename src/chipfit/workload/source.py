@@ -104,7 +104,7 @@ def resolve(name: str):
     lowered = name.lower()
     if lowered.endswith((".onnx", ".prototxt")):
         return ParsedFile(name)
-    if lowered.endswith(".keras"):
+    if lowered.endswith((".keras", ".h5", ".hdf5")):
         from .keras_model import KerasFile
 
         return KerasFile(name)
@@ -117,9 +117,16 @@ def resolve(name: str):
     if ":" not in name:
         from .library import resolve_model
 
+        if name.lower() in zoo.ZOO:  # a zoo model, also one registered at run time
+            return zoo.get(name)
         entry = resolve_model(name)
         return zoo.get(entry.zoo) if entry.zoo else entry
     module_name, _, attr = name.partition(":")
+    if not all(part.isidentifier() for part in module_name.split(".")) or not attr.isidentifier():
+        raise ChipfitError(
+            f"Model {name!r} is not a zoo name, a model file or 'package.module:factory' (an absolute module path of "
+            "Python names, a colon, a function name); run `chipfit profile --list` for the zoo."
+        )
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -127,6 +134,12 @@ def resolve(name: str):
             f"Module {module_name!r} of model {name!r} cannot be imported ({exc}); check the name and that it is on "
             "PYTHONPATH."
         ) from exc
+    except Exception as exc:  # the user's module failed while importing: a syntax error, an exception it raised
+        where = f" (line {exc.lineno})" if isinstance(exc, SyntaxError) and exc.lineno else ""
+        raise ChipfitError(
+            f"Module {module_name!r} of model {name!r} fails when imported{where}: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}; fix the module, then run again."
+        ) from None
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise ChipfitError(

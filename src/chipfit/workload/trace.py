@@ -26,6 +26,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from ..errors import ChipfitError
+from ..limits import MAX_OPERATORS
 from .formulas import GATHER_OPS, WRITE_ONLY_SELF_OPS, conv_window_of, op_cost
 from .profile import Op, Profile
 from .workload import Workload
@@ -196,6 +197,9 @@ class _Recorder(TorchDispatchMode):
             raise
         if self.paused or _is_skipped(func, out):
             return out
+        if len(self.rows) >= MAX_OPERATORS:
+            raise ChipfitError(f"The trace passed {MAX_OPERATORS} operators in one step, more than chipfit profiles "
+                               "(docs/limits.md); check the model's layer count.")
         kind, flops, causal = op_cost(func, args, kwargs, out)
         inputs = _unique_tensors((args, kwargs))
         outputs = _unique_tensors(out)

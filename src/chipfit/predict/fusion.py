@@ -26,8 +26,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Callable
 
-from .profile import Op, Profile
-from .workload import BYTES_PER_ELEMENT
+from ..workload.profile import Op, Profile
+from ..workload.workload import BYTES_PER_ELEMENT
 
 FUSING_FRAMEWORKS = ("tensorrt", "onnxruntime", "openvino", "tflite", "coreml")
 COMPILING_FRAMEWORKS = ("jax",)
