@@ -106,7 +106,7 @@ def test_head_dim_other_than_hidden_over_heads():
     prof = profile_spec(gemma, mode="infer", batch=1, seq_len=128, precision="bf16")
     assert prof.by_kind()["attention"]["flops"] == 28 * 4 * 128 * 128 * 4096
     assert parse_spec("layers=2,hidden=64,heads=4,ffn=256,vocab=100").head_dim == 16
-    with pytest.raises(ChipfitError, match="head_dim=-1 is not a positive whole number"):
+    with pytest.raises(ChipfitError, match="head_dim=-1 is not a whole number of 0 or more"):
         parse_spec("layers=2,hidden=64,heads=4,ffn=256,vocab=100,head_dim=-1")
 
 

@@ -22,7 +22,7 @@ stored at the weight precision; fp8/int8 weights compute at their own peak (W8A8
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -31,6 +31,7 @@ from ..errors import ChipfitError
 from ..workload.llm import Layer, TransformerSpec, as_spec
 from ..workload.workload import BYTES_PER_ELEMENT
 from .efficiency import Efficiency, default_efficiency
+from .host import decode_host_s, describe_serving, serving_framework
 from .parallel import group_collective_s, topology
 from .roofline import peak_for
 
@@ -249,13 +250,17 @@ def predict_inference(
     kv_precision: str | None = None,
     devices: int = 1,
     efficiency: Efficiency | None = None,
+    framework: str | None = None,
 ) -> InferenceEstimate:
     """Prefill and decode of `batch` requests of `prompt_tokens` + `generated_tokens` on `devices` x `hw`.
 
     devices > 1 is Megatron tensor parallelism: weights and KV heads split across devices,
     two all-reduces of the activations per layer. kv_precision defaults to the weight
-    precision for fp32/bf16/fp16 and to bf16 for quantised weights.
+    precision for fp32/bf16/fp16 and to bf16 for quantised weights. `framework` names the serving stack
+    (host.serving_framework): a serving engine (vllm by default, sglang, tensorrt-llm), whose device time
+    decides, or pytorch, an eager decode loop whose host may.
     """
+    serving = serving_framework(framework)
     spec = as_spec(spec)
     kv_precision = kv_precision or (weight_precision if weight_precision in ("fp32", "bf16", "fp16") else "bf16")
     _check(spec, batch, prompt_tokens, generated_tokens, weight_precision, kv_precision, devices)
@@ -338,8 +343,14 @@ def predict_inference(
     else:
         assumptions.append(f"memory fit unknown: the catalog gives no memory size for {hw.name}")
 
+    host_step = decode_host_s(spec.layers, serving)
+    assumptions.append(describe_serving(serving, host_step))
+
     def run(e: Efficiency) -> _Times:
-        return _times(spec, hw, e, batch, prompt_tokens, generated_tokens, wb, kvb, act, peak, devices, allreduce)
+        t = _times(spec, hw, e, batch, prompt_tokens, generated_tokens, wb, kvb, act, peak, devices, allreduce)
+        bound = "host" if host_step > float(t.step_s.mean()) else t.decode_bound
+        return replace(t, step_s=np.maximum(t.step_s, host_step), prefill_s=max(t.prefill_s, host_step),
+                       decode_bound=bound)
 
     central = run(eff)
     est.prefill_s, est.prefill_bound = central.prefill_s, central.prefill_bound

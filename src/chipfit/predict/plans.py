@@ -24,7 +24,8 @@ from .efficiency import Efficiency, default_efficiency
 from .memory import activation_element_bytes, memory_per_device
 from .parallel import Network, PlanStep, overlap_slowdown, plan_step, shard_arrays, topology
 from .plan import ModelShape, Plan
-from .roofline import MissingFigure, arrays_as_run, step_time
+from .as_run import arrays_as_run
+from .roofline import MissingFigure, step_time
 
 OBJECTIVES = ("time", "cost", "energy", "device_hours")
 TENSOR_PARALLEL = (1, 2, 4, 8)
@@ -216,7 +217,7 @@ def search_plans(
         key = (b, t, sp)
         if key not in cache:
             prof = profile(b) if callable(profile) else scale_profile(profile, b)
-            arrays = shard_arrays(arrays_as_run(prof, hw.hw_class, None, workload.precision), t, sp)
+            arrays = shard_arrays(arrays_as_run(prof, hw, None, workload.precision), t, sp)
             try:
                 cache[key] = (prof, step_time(arrays, hw, eff).phase_s)
             except MissingFigure:

@@ -139,9 +139,11 @@ class TransformerSpec:
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ChipfitError(f"Spec {key}={value!r} is not a positive whole number; give {key}=<n> with n >= 1.")
-        if self.head_dim < 0 or isinstance(self.head_dim, bool) or not isinstance(self.head_dim, int):
-            raise ChipfitError(f"Spec head_dim={self.head_dim!r} is not a positive whole number; give head_dim=<n> "
-                               "or leave it out for hidden / heads.")
+        for key in _COUNT_KEYS:
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ChipfitError(f"Spec {key}={value!r} is not a whole number of 0 or more; give {key}=<n> "
+                                   "or leave it out.")
         check_whole(self.layers, "Spec layers", 1, MAX_LAYERS)
         for key in ("hidden", "heads", "kv_heads", "ffn", "vocab", *_COUNT_KEYS):
             check_whole(getattr(self, key), f"Spec {key}", 0, MAX_DIM)
