@@ -297,13 +297,12 @@ def _emit(args: argparse.Namespace, data, rows: list[dict], show) -> None:
 
 
 def _is_llm(args: argparse.Namespace) -> bool:
-    """A transformer given by --spec, or a decoder LLM of the zoo."""
+    """A transformer given by --spec, or a generative language model of the library."""
     if getattr(args, "spec", None):
         return True
-    from .workload.zoo import ZOO
+    from .workload.library import generative
 
-    entry = ZOO.get((getattr(args, "model", None) or "").lower())
-    return entry is not None and entry.task == "causal-lm"
+    return generative(getattr(args, "model", None) or "")
 
 
 def _default_mode(args: argparse.Namespace) -> None:
