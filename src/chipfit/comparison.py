@@ -72,11 +72,11 @@ def _stored_calibration(hw_id: str):
         return stored_calibration(store, hw_id)
 
 
-def _zoo_spec(name: str):
-    from .workload import llm
+def _library_spec(name: str):
+    from .workload import library
 
     try:
-        return llm.spec_for_zoo(name)
+        return library.transformer_spec(name)
     except ChipfitError as exc:
         raise ChipfitError(f"LLM serving (--prompt/--generate) needs a decoder LLM; {exc}") from exc
 
@@ -288,7 +288,7 @@ def compare(
         if network is not None:
             raise ChipfitError("--network prices the traffic between nodes of training and batch inference; LLM "
                                "serving (--prompt, --generate) is priced within one node, so leave --network out.")
-        shape = shape if spec is not None else _zoo_spec(name)
+        shape = shape if spec is not None else _library_spec(name)
     t0 = time.perf_counter()
     if spec is not None:
         prof = llm.profile_spec(shape, mode=mode, batch=batch // plan.data_parallel, seq_len=seq_len,

@@ -8,7 +8,10 @@ inputs from memory and writes its output back. Compilers fuse:
   after a convolution or linear layer is folded into its weights, so it costs nothing at run
   time; elementwise operators that follow a convolution or matmul (bias, activation, residual
   add) run in its epilogue. With int8 or fp8 the engine also stores weights and activations in
-  8 bits, half the bytes of the 16-bit trace.
+  8 bits, half the bytes of the 16-bit trace. Accelerator vendors' SDKs ("vendor-sdk": the Vitis AI
+  compiler for FPGA DPU overlays, the Edge TPU compiler, Qualcomm QNN) compile the graph the same
+  way (Vitis AI User Guide UG1414, "Vitis AI Compiler": operator fusion of convolution, batch
+  norm and activation).
 - XLA (every program on a TPU, every JAX program; XLA "operation fusion": loop and output
   fusion): elementwise operators and dtype casts merge into the operator that produces their
   input, in the forward and the backward pass. The optimizer's per-parameter updates are left
@@ -29,7 +32,7 @@ from typing import Callable
 from ..workload.profile import AttentionCall, Op, Profile
 from ..workload.workload import BYTES_PER_ELEMENT
 
-FUSING_FRAMEWORKS = ("tensorrt", "onnxruntime", "openvino", "tflite", "coreml")
+FUSING_FRAMEWORKS = ("tensorrt", "onnxruntime", "openvino", "tflite", "coreml", "vendor-sdk")
 COMPILING_FRAMEWORKS = ("jax",)
 _EIGHT_BIT = ("int8", "fp8")
 _CAST = "aten._to_copy"
