@@ -41,11 +41,15 @@ def _compare(client, **body):
     return client.post("/api/compare", json={"model": "resnet18", "mode": "infer", **body})
 
 
-def test_models_lists_the_zoo(client):
+def test_models_lists_the_library(client):
+    from chipfit.workload.library import models as library_models
+
     r = client.get("/api/models")
     assert r.status_code == 200
     models = r.json()
-    assert [m["name"] for m in models] == list(ZOO)
+    assert [m["name"] for m in models] == [e.name for e in library_models()]
+    assert {m["name"] for m in models} >= set(ZOO)
+    assert next(m for m in models if m["name"] == "llama-3.1-405b")["task"] == "causal-lm"
     resnet18 = next(m for m in models if m["name"] == "resnet18")
     assert resnet18["published_params"] == 11_689_512 and resnet18["task"] == "image-classification"
 
@@ -200,7 +204,7 @@ BAD_COMPARES = [
      "LLM serving needs generate_tokens as a whole number of tokens above 0 (not given)"),
     ({"model": "llama-3-8b", "mode": "infer", "prompt_tokens": 0, "generate_tokens": 8}, 400, "(got 0)"),
     ({"model": "resnet18", "mode": "infer", "prompt_tokens": 8, "generate_tokens": 8}, 400,
-     "LLM serving needs a decoder LLM; Zoo model 'resnet18' is not a decoder-only transformer"),
+     "LLM serving needs a decoder LLM; Model 'resnet18' is a vision model, not a transformer"),
     ({"model": "upload:0123456789abcdef", "mode": "infer", "prompt_tokens": 8, "generate_tokens": 8}, 400,
      "not an uploaded file"),
     ([1, 2], 422, "not valid"),

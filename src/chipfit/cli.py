@@ -75,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
     shw.add_argument("id", help="catalog id or any name: \"H100 SXM5 80GB\", \"Gaudi2\", \"p5.48xlarge\"")
     _out_args(shw)
 
+    mdl = sub.add_parser("models", help="the model library: every named model, its kind and parameter count")
+    mdl.add_argument("--family", help="only this family (llama, qwen3, t5, ...)")
+    mdl.add_argument("--kind", help="decoder, encoder, encoder-decoder, moe or vision")
+    mdl.add_argument("--min-params", help="at least this many parameters: 7e9, 70B, 350M")
+    mdl.add_argument("--max-params", help="at most this many parameters")
+    _out_args(mdl)
+
     prof = sub.add_parser("profile", help="FLOPs, bytes, parameters and memory of one step, per operator and layer")
     prof.add_argument("model", help="a zoo name (chipfit profile --list) or package.module:factory")
     _job_args(prof, job=False)
@@ -161,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     _db_arg(cal)
     _out_args(cal)
     val = sub.add_parser("validate", help="predicted vs measured for the zoo here, or vs published runs")
-    val.add_argument("--published", metavar="CSV", help="check predictions against published figures instead")
+    val.add_argument("--published", metavar="CSV", nargs="+",
+                     help="check predictions against published runs (one or more CSVs, columns of published.csv)")
     val.add_argument("--reps", type=int, default=3, help="timed repetitions per case and round (default 3)")
     val.add_argument("--rounds", type=int, default=5, help="interleaved rounds over the cases (default 5)")
     val.add_argument("--stored", action="store_true",
@@ -329,6 +337,14 @@ def run(args: argparse.Namespace) -> None:
         else:
             d = catalog.to_dict(hardware_named(args.id, catalog))
             _emit(args, d, [d], lambda: terminal.show(terminal.hardware_detail(d)))
+    elif args.command == "models":
+        from .workload import library
+
+        sizes = (None if v is None else library.parse_count(v) for v in (args.min_params, args.max_params))
+        entries = library.list_models(args.family, args.kind, *sizes)
+        rows = [e.to_dict() for e in entries]
+        _emit(args, rows, [r | {"aliases": " ".join(r["aliases"]), "arch": None} for r in rows],
+              lambda: terminal.show(terminal.models_table(entries)))
     elif args.command == "profile":
         from .workload import profile
 
@@ -399,6 +415,22 @@ def _hardware_for(device, catalog_dirs):
     return match_catalog(device, load_catalog(catalog_dirs).hardware)
 
 
+def _stored_elsewhere(args: argparse.Namespace) -> str | None:
+    """The catalog id of `args.device` as the results store recorded it, when that device is not on this machine
+    but the store holds its runs; else None."""
+    from .measure.devices import local_devices
+    from .store import Store
+
+    if any(d.id == args.device for d in local_devices()):
+        return None
+    try:
+        with Store(args.db, create=False) as store:
+            runs = [r for r in store.runs(device=args.device) if r.hardware_id]
+    except ChipfitError:
+        return None
+    return runs[-1].hardware_id if runs else None
+
+
 def run_local(args: argparse.Namespace) -> None:
     """devices, bench, measure, calibrate, validate, results: what is measured here."""
     from .measurement import Environment
@@ -422,7 +454,9 @@ def run_local(args: argparse.Namespace) -> None:
     if getattr(args, "budget", None) is not None and not args.budget > 0:
         raise ChipfitError(f"--budget {args.budget:g} is not a positive number of seconds; give e.g. --budget 0.4.")
     device = None
-    if getattr(args, "device", None):  # before the store is opened: a device that is not here stores nothing
+    if args.command == "calibrate" and args.device and _stored_elsewhere(args):
+        pass  # fitted from the store's runs of a device that is not here (e.g. a GPU measured on another machine)
+    elif getattr(args, "device", None):  # before the store is opened: a device that is not here stores nothing
         from .measure.allocator import refuse_keep_freed_memory
         from .measure.devices import local_device
 
@@ -493,8 +527,13 @@ def run_local(args: argparse.Namespace) -> None:
     elif args.command == "calibrate":
         from .calibrate import calibrate_device
 
-        hw = _hardware_for(device, args.catalog)
-        cal = calibrate_device(store, hw, device.id)
+        if device is None:
+            from .catalog import load_catalog
+
+            hw = load_catalog(args.catalog).get(_stored_elsewhere(args))
+        else:
+            hw = _hardware_for(device, args.catalog)
+        cal = calibrate_device(store, hw, args.device if device is None else device.id)
         data = cal.to_dict()
         _emit(args, data, data["curves"], lambda: terminal.show(terminal.calibration_table(cal)))
     elif args.command == "validate":

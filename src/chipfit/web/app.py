@@ -132,19 +132,15 @@ class Dashboard:
 
     # --- models ---------------------------------------------------------------------------
     def source(self, model: str) -> tuple[str, str]:
-        """(what chipfit's profile() takes, the name to show) for a zoo name or an upload id."""
-        from ..workload.zoo import ZOO
+        """(what chipfit's profile() takes, the name to show) for a library name (or alias) or an upload id."""
+        from ..workload.library import resolve_model
 
         if model.startswith(UPLOAD_PREFIX):
             path = self.uploads.get(model)
             if path is None:
                 raise ChipfitError(f"Upload {model!r} is not on this server (uploads last until it stops); upload the file again.")
             return str(path), path.parent.name.split("-", 1)[1]
-        entry = ZOO.get(model.strip().lower())
-        if entry is None:
-            raise ChipfitError(
-                f"Unknown model {model!r}.{closest(model, ZOO)} Pick a zoo model ({', '.join(ZOO)}) or upload a model file."
-            )
+        entry = resolve_model(model)
         return entry.name, entry.name
 
     def profile(self, source: str, mode: str, batch: int, seq_len: int | None, precision: str, optimizer: str):
@@ -226,8 +222,8 @@ class Dashboard:
                           timings_s={"profile": t1 - t0, "predict": time.perf_counter() - t1})
 
     def _llm_spec(self, req: CompareRequest):
-        """The TransformerSpec of the request's spec, or of its zoo decoder for serving."""
-        from ..workload import llm
+        """The TransformerSpec of the request's spec, or of its library transformer for serving."""
+        from ..workload import library, llm
 
         if req.spec is not None:
             return llm.parse_spec(req.spec)
@@ -235,7 +231,7 @@ class Dashboard:
             raise ChipfitError("LLM serving needs a decoder LLM from the zoo or a spec, not an uploaded file; "
                                "pick one, or leave prompt_tokens and generate_tokens empty.")
         try:
-            return llm.spec_for_zoo(self.source(req.model)[1])
+            return library.transformer_spec(self.source(req.model)[1])
         except ChipfitError as exc:
             raise ChipfitError(f"LLM serving needs a decoder LLM; {exc}") from exc
 
@@ -399,12 +395,20 @@ def create_app(db_path=None, catalog_dirs=()) -> FastAPI:
 
     @app.get("/api/models")
     def models():
-        """The built-in zoo."""
+        """The model library: traced zoo models with their task, the others by kind (decoders as causal-lm)."""
+        from ..workload.library import models as library_models
         from ..workload.zoo import ZOO
 
-        return [{"name": e.name, "task": e.task, "default_seq_len": e.default_seq_len,
-                 "published_params": e.published_params, "params_source": e.params_source,
-                 "description": e.description} for e in ZOO.values()]
+        tasks = {"decoder": "causal-lm", "moe": "causal-lm", "encoder": "masked-lm", "encoder-decoder": "seq2seq",
+                 "vision": "image-classification"}
+
+        def row(e) -> dict:
+            z = ZOO.get(e.zoo or "")
+            return e.to_dict() | {"task": z.task if z else tasks[e.kind],
+                                  "default_seq_len": z.default_seq_len if z else e.default_seq_len,
+                                  "description": z.description if z else e.source}
+
+        return [row(e) for e in library_models()]
 
     @app.get("/api/hardware")
     def hardware(hw_class: str | None = Query(None, alias="class"), framework: str | None = None):
