@@ -143,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     srv = sub.add_parser("serve", help="the dashboard in a browser (FastAPI; needs chipfit[web])")
     srv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                     help="also answer requests addressed to NAME (a host name this machine is reached by); "
+                          "by default only the bound address and loopback names")
     _db_arg(srv)
 
     dev = sub.add_parser("devices", help="what is here: CPU model, cores, ISA, GPUs, MPS")
@@ -379,7 +382,7 @@ def run(args: argparse.Namespace) -> None:
         from .web import serve
 
         print(f"chipfit dashboard on http://{args.host}:{args.port} (Ctrl-C stops it)", file=sys.stderr)
-        serve(args.host, args.port, db_path=args.db, catalog_dirs=tuple(args.catalog))
+        serve(args.host, args.port, db_path=args.db, catalog_dirs=tuple(args.catalog), allow_hosts=args.allow_host)
     elif args.command == "plan":
         from .planning import plan
 

@@ -132,7 +132,7 @@ def resolve(name: str):
             f"Module {module_name!r} of model {name!r} cannot be imported ({exc}); check the name and that it is on "
             "PYTHONPATH."
         ) from exc
-    except Exception as exc:  # the user's module failed while importing: a syntax error, an exception it raised
+    except (Exception, SystemExit) as exc:  # the user's module failed while importing: a syntax error, a raise
         where = f" (line {exc.lineno})" if isinstance(exc, SyntaxError) and exc.lineno else ""
         raise ChipfitError(
             f"Module {module_name!r} of model {name!r} fails when imported{where}: {type(exc).__name__}: "
