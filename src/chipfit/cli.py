@@ -564,7 +564,7 @@ def run_local(args: argparse.Namespace) -> None:
         else:
             if args.reps < 1 or args.rounds < 1:
                 raise ChipfitError(f"--reps {args.reps} and --rounds {args.rounds} must both be 1 or more.")
-            cases = case_set(device.kind, args.quick, tuple(args.model))
+            cases = case_set(device, args.quick, tuple(args.model))
             records, allocator = [], _allocator(args, device)
             with terminal.progress_bar(f"validate on {device.id}") as bar:
                 v = run_validation(hw, device, measurements, entries, cases.cases, args.reps, args.rounds, bar,
