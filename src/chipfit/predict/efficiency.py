@@ -86,6 +86,14 @@ def fresh_bytes(name: str, bytes_written: float) -> float:
     return 0.0 if in_place or bytes_written < FRESH_OUTPUT_MIN_BYTES else float(bytes_written)
 
 
+def pages_fault_on_allocation(device: str) -> bool:
+    """Whether new outputs on `device` ("cpu", "cuda:0") land in fresh pages (fresh_bytes): glibc's mmap threshold
+    is a host-memory effect; CUDA and ROCm tensors come from PyTorch's caching allocator, which keeps freed device
+    blocks and hands them out again without returning them to the driver (PyTorch docs, CUDA semantics, "Memory
+    management")."""
+    return not device.startswith(("cuda", "hip", "rocm", "xpu", "mps"))
+
+
 def second_pass_bytes(family: str, bytes_written: float) -> float:
     """Bytes a training batch norm reads a second time in eager frameworks: its statistics need the
     whole batch before any output, so the forward reads its input once for the mean and variance
