@@ -189,7 +189,8 @@ METRICS: dict[str, Callable[[Predicted, PublishedRun], float]] = {
 }
 
 
-def _tokens_trained(run: PublishedRun, model: RowModel, seq: int, active: float) -> float | None:
+def _tokens_trained(run: PublishedRun, seq: int, active: float) -> float | None:
+    """Tokens the row's amount trains: FLOPs over 6N, samples times the sequence, or the tokens given."""
     if run.amount is None:
         return None
     kind, n = run.amount
@@ -219,7 +220,7 @@ def _llm_train(run: PublishedRun, model: RowModel, catalog: Catalog, hw_id: str,
     precision = parse_precision(run.precision_text)
     hw = catalog.get(hw_id)
     active = float(spec.active_params())
-    tokens = _tokens_trained(run, model, seq, active)
+    tokens = _tokens_trained(run, seq, active)
     if run.kind in ("train_total", "mlperf_train") and tokens is None:
         raise RowUnreadable("the row gives no number of tokens or samples trained")
     batch = run.batch(seq) or max(1, round(DEFAULT_BATCH_TOKENS / seq))
