@@ -163,7 +163,8 @@ def test_validate_model_names_a_case_or_says_which_there_are():
                               "resnet18, mobilenet_v2, vit_b_16, gpt2, bert-base-uncased.")
 
 
-CPU_ONLY = "(it has local-cpu); give --device one of those (`chipfit devices` lists them) or run on a machine that has it."
+CPU_ONLY = ("(it has local-cpu); give --device one of those (`chipfit devices` lists them) or run on a machine that "
+            "has it.")
 
 
 @pytest.mark.parametrize("argv, device", [
@@ -199,3 +200,35 @@ def test_a_gpu_run_records_the_caching_allocator():
     assert device_allocator(FAKE_H200) == ("PyTorch's CUDA caching allocator (freed device memory kept for the next "
                                            "allocation)")
 
+
+
+def test_a_bench_budget_that_is_not_positive_is_refused(capsys, tmp_path):
+    db = tmp_path / "results.sqlite"
+    code = main(["bench", "--quick", "--budget", "0", "--db", str(db)])
+    assert (code, capsys.readouterr().err) == (
+        1, "chipfit: --budget 0 is not a positive number of seconds; give e.g. --budget 0.4.\n")
+    assert not db.exists()
+
+
+def test_validate_on_a_gpu_stores_cuda_timed_steps_with_peak_memory_and_nvml_energy(fake_gpu, monkeypatch):
+    """The real measure_step under validate on the (faked) GPU: every stored step is timed with CUDA events,
+    carries torch.cuda.max_memory_allocated's peak and NVML's energy; the fp32 contrast step too."""
+    import chipfit.measure.opprofile as opprofile
+    from chipfit import validate
+    from chipfit.measure.opprofile import OpTimes
+    from tests.test_calibrate import HW, synthetic
+
+    monkeypatch.setattr(opprofile, "profile_ops",
+                        lambda model, device, prof, **kw: OpTimes(prof, [[1e-3] * len(prof.ops)], [0.004]))
+    tiny, two = "tests.fixtures.user_models:tiny", "tests.fixtures.user_models:two_layer"
+    cases = ((tiny, "infer", 4, None), (two, "infer", 4, None))
+    records = []
+    v = validate.run_validation(HW, FAKE_H200, synthetic(0.75, 2e7), [], cases, 2, 1, record=records.append,
+                                precision="bf16", contrast="fp32")
+    steps = [m for m in records if m.kind == "infer_step"]
+    assert [(m.label, m.precision) for m in steps] == [(tiny, "bf16"), (two, "bf16"), (tiny, "fp32")]
+    for m in steps:
+        assert (m.extra["timer"], m.peak_memory_bytes, m.power_method) == (
+            "cuda events", 3 * 2**30, "NVML total energy counter")
+        assert m.median_s == pytest.approx(0.004)  # one 4 ms tick of the fake CUDA events per step
+    assert v.bf16_speedup_measured == pytest.approx(1.0)

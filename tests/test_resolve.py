@@ -1,9 +1,19 @@
 """The hardware resolver: free text as vendors, clouds and MLPerf submissions write it -> catalog id and devices."""
 
+import re
+import sys
+from pathlib import Path
+
 import pytest
 
+import chipfit.catalog
 from chipfit.catalog import load_catalog, resolve_hardware
 from chipfit.errors import ChipfitError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 SPELLINGS = [
     ("H100 80GB HBM3 SXM5", "nvidia-h100-sxm5-80gb", None),
@@ -81,3 +91,39 @@ def test_a_stated_memory_or_form_factor_the_catalog_lacks_is_not_matched_to_anot
 def test_a_slice_that_is_not_whole_chips_is_refused():
     with pytest.raises(ChipfitError, match=r"TPU slice 'TPU v4-7' names 7 TensorCores, not a whole number"):
         resolve_hardware("TPU v4-7", load_catalog())
+
+
+# --- the memory unit rule ---------------------------------------------------------------------
+
+_QUOTED = re.compile(r"^quoted as ([\d.]+) ?(TB|GB|MB|GiB|MiB)\b")
+_BINARY = {"TB": 2**40, "GB": 2**30, "MB": 2**20, "GiB": 2**30, "MiB": 2**20}
+_DECIMAL = {"TB": 1e12, "GB": 1e9, "MB": 1e6}
+
+
+def _memory_figures():
+    data = Path(chipfit.catalog.__file__).parent / "data"
+    for path in sorted(data.glob("*.toml")):
+        for raw in tomllib.loads(path.read_text()).get("hardware", []):
+            for field in ("memory_gib", "memory_gb"):
+                if field in raw:
+                    yield raw["id"], field, raw[field]
+
+
+@pytest.mark.parametrize("hw_id, field, figure", list(_memory_figures()))
+def test_every_memory_figure_quotes_its_source_and_converts_by_the_unit_rule(hw_id, field, figure):
+    """memory_gib reads the source's GB as 2^30 bytes (JEDEC, as DRAM/HBM vendors mean it); memory_gb
+    reads it as 1e9 bytes; the note quotes the source, and the bytes follow from the quote."""
+    m = _QUOTED.match(figure.get("note", ""))
+    assert m, f"{hw_id}: the {field} note must start 'quoted as <number> <unit>'"
+    number, unit = float(m.group(1)), m.group(2)
+    per_unit = (_BINARY if field == "memory_gib" else _DECIMAL)[unit]
+    stored = load_catalog().hardware[hw_id].memory_bytes.value
+    assert stored == pytest.approx(number * per_unit, rel=1e-9)
+
+
+def test_both_memory_units_at_once_are_refused(tmp_path):
+    (tmp_path / "lab.toml").write_text(
+        '[sources]\nmine = "my lab"\n\n[[hardware]]\nid = "lab-chip"\nname = "Lab chip"\nvendor = "Lab"\n'
+        'class = "gpu"\nmemory_gib = { value = 8, source = "mine" }\nmemory_gb = { value = 8, source = "mine" }\n')
+    with pytest.raises(ChipfitError, match="field 'memory_gb' repeats the memory size; give memory_gib"):
+        load_catalog([tmp_path])

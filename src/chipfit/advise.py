@@ -208,12 +208,12 @@ def why_wins(winner: Estimate, candidates: Sequence[Estimate], objective: str) -
 
 
 def _shape_for(workload):
-    """The transformer sizes activation checkpointing needs, for zoo LLMs; None otherwise."""
+    """The transformer sizes activation checkpointing needs, for the library's transformers; None otherwise."""
     from .planning import shape_of
-    from .workload import llm
+    from .workload import library
 
     try:
-        spec = llm.spec_for_zoo(workload.model)
+        spec = library.transformer_spec(workload.model)
     except ChipfitError:
         return None
     return shape_of(spec, workload.seq_len or 1)

@@ -75,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
     shw.add_argument("id", help="catalog id or any name: \"H100 SXM5 80GB\", \"Gaudi2\", \"p5.48xlarge\"")
     _out_args(shw)
 
+    mdl = sub.add_parser("models", help="the model library: every named model, its kind and parameter count")
+    mdl.add_argument("--family", help="only this family (llama, qwen3, t5, ...)")
+    mdl.add_argument("--kind", help="decoder, encoder, encoder-decoder, moe or vision")
+    mdl.add_argument("--min-params", help="at least this many parameters: 7e9, 70B, 350M")
+    mdl.add_argument("--max-params", help="at most this many parameters")
+    _out_args(mdl)
+
     prof = sub.add_parser("profile", help="FLOPs, bytes, parameters and memory of one step, per operator and layer")
     prof.add_argument("model", help="a zoo name (chipfit profile --list) or package.module:factory")
     _job_args(prof, job=False)
@@ -136,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     srv = sub.add_parser("serve", help="the dashboard in a browser (FastAPI; needs chipfit[web])")
     srv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                     help="also answer requests addressed to NAME (a host name this machine is reached by); "
+                          "by default only the bound address and loopback names")
     _db_arg(srv)
 
     dev = sub.add_parser("devices", help="what is here: CPU model, cores, ISA, GPUs, MPS")
@@ -143,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="micro-benchmarks of every local device, stored")
     bench.add_argument("--quick", action="store_true", help="fewer sizes, one round (a few seconds on a CPU)")
     bench.add_argument("--device", help="only this device id (see `chipfit devices`)")
+    bench.add_argument("--budget", type=float, metavar="SECONDS",
+                       help="timed seconds per benchmark (default 0.4; less is quicker and noisier)")
     _allocator_arg(bench)
     _db_arg(bench)
     _out_args(bench)
@@ -328,6 +340,14 @@ def run(args: argparse.Namespace) -> None:
         else:
             d = catalog.to_dict(hardware_named(args.id, catalog))
             _emit(args, d, [d], lambda: terminal.show(terminal.hardware_detail(d)))
+    elif args.command == "models":
+        from .workload import library
+
+        sizes = (None if v is None else library.parse_count(v) for v in (args.min_params, args.max_params))
+        entries = library.list_models(args.family, args.kind, *sizes)
+        rows = [e.to_dict() for e in entries]
+        _emit(args, rows, [r | {"aliases": " ".join(r["aliases"]), "arch": None} for r in rows],
+              lambda: terminal.show(terminal.models_table(entries)))
     elif args.command == "profile":
         from .workload import profile
 
@@ -362,7 +382,7 @@ def run(args: argparse.Namespace) -> None:
         from .web import serve
 
         print(f"chipfit dashboard on http://{args.host}:{args.port} (Ctrl-C stops it)", file=sys.stderr)
-        serve(args.host, args.port, db_path=args.db, catalog_dirs=tuple(args.catalog))
+        serve(args.host, args.port, db_path=args.db, catalog_dirs=tuple(args.catalog), allow_hosts=args.allow_host)
     elif args.command == "plan":
         from .planning import plan
 
@@ -398,6 +418,22 @@ def _hardware_for(device, catalog_dirs):
     return match_catalog(device, load_catalog(catalog_dirs).hardware)
 
 
+def _stored_elsewhere(args: argparse.Namespace) -> str | None:
+    """The catalog id of `args.device` as the results store recorded it, when that device is not on this machine
+    but the store holds its runs; else None."""
+    from .measure.devices import local_devices
+    from .store import Store
+
+    if any(d.id == args.device for d in local_devices()):
+        return None
+    try:
+        with Store(args.db, create=False) as store:
+            runs = [r for r in store.runs(device=args.device) if r.hardware_id]
+    except ChipfitError:
+        return None
+    return runs[-1].hardware_id if runs else None
+
+
 def run_local(args: argparse.Namespace) -> None:
     """devices, bench, measure, calibrate, validate, results: what is measured here."""
     from .measurement import Environment
@@ -418,8 +454,12 @@ def run_local(args: argparse.Namespace) -> None:
         if args.csv != "-":
             print(f"{n} measurements written to {args.csv}", file=sys.stderr)
         return
+    if getattr(args, "budget", None) is not None and not args.budget > 0:
+        raise ChipfitError(f"--budget {args.budget:g} is not a positive number of seconds; give e.g. --budget 0.4.")
     device = None
-    if getattr(args, "device", None):  # before the store is opened: a device that is not here stores nothing
+    if args.command == "calibrate" and args.device and _stored_elsewhere(args):
+        pass  # fitted from the store's runs of a device that is not here (e.g. a GPU measured on another machine)
+    elif getattr(args, "device", None):  # before the store is opened: a device that is not here stores nothing
         from .measure.allocator import refuse_keep_freed_memory
         from .measure.devices import local_device
 
@@ -439,8 +479,9 @@ def run_local(args: argparse.Namespace) -> None:
             allocator = _allocator(args, device)
             with terminal.progress_bar(f"bench {device.id}") as bar:
                 ms = run_microbenchmarks(device, quick=args.quick, progress=bar, meter=device_meter(device, hw),
-                                         rounds=1 if args.quick else BENCH_ROUNDS)
-            env = Environment.capture(device.id, device.name, hw.id, extra={"quick": args.quick, "allocator": allocator})
+                                         rounds=1 if args.quick else BENCH_ROUNDS, budget_s=args.budget)
+            env = Environment.capture(device.id, device.name, hw.id,
+                                      extra={"quick": args.quick, "allocator": allocator, "budget_s": args.budget})
             run_id = store.record_run("bench", device.id, env, ms)
             out.append({"run_id": run_id, "device": device.id, "hardware": hw.id, "measurements": [m.to_dict() for m in ms]})
             if not (args.json or args.csv):
@@ -489,8 +530,13 @@ def run_local(args: argparse.Namespace) -> None:
     elif args.command == "calibrate":
         from .calibrate import calibrate_device
 
-        hw = _hardware_for(device, args.catalog)
-        cal = calibrate_device(store, hw, device.id)
+        if device is None:
+            from .catalog import load_catalog
+
+            hw = load_catalog(args.catalog).get(_stored_elsewhere(args))
+        else:
+            hw = _hardware_for(device, args.catalog)
+        cal = calibrate_device(store, hw, args.device if device is None else device.id)
         data = cal.to_dict()
         _emit(args, data, data["curves"], lambda: terminal.show(terminal.calibration_table(cal)))
     elif args.command == "validate":

@@ -10,8 +10,8 @@ from .catalog.schema import FRAMEWORKS, Hardware
 from .errors import ChipfitError, closest
 from .predict import Conditions, Estimate, OpArrays, Plan, add_energy_and_cost, predict_fitting
 from .predict.parallel import network_named
-from .predict.roofline import arrays_as_run
-from .predict.fusion import FUSING_FRAMEWORKS, fuse_for_engine, runs_compiled
+from .predict.as_run import arrays_as_run, as_run_key
+from .predict.fusion import FUSING_FRAMEWORKS, fuse_for_engine
 from .workload.profile import Profile
 from .workload.workload import Workload
 
@@ -72,11 +72,11 @@ def _stored_calibration(hw_id: str):
         return stored_calibration(store, hw_id)
 
 
-def _zoo_spec(name: str):
-    from .workload import llm
+def _library_spec(name: str):
+    from .workload import library
 
     try:
-        return llm.spec_for_zoo(name)
+        return library.transformer_spec(name)
     except ChipfitError as exc:
         raise ChipfitError(f"LLM serving (--prompt/--generate) needs a decoder LLM; {exc}") from exc
 
@@ -126,13 +126,13 @@ def compare_profile(
         network_named(network)  # refused even where no entry spans nodes
     if framework in FUSING_FRAMEWORKS:
         profile = fuse_for_engine(profile, workload.precision)
-    built: dict[bool, OpArrays] = {}  # by whether XLA compiles the step; each built on first use
+    built: dict[tuple, OpArrays] = {}  # by the graph a device runs (as_run_key); each built on first use
 
     def arrays_for(hw: Hardware) -> OpArrays:
-        compiled = runs_compiled(hw.hw_class, framework)
-        if compiled not in built:
-            built[compiled] = arrays_as_run(profile, hw.hw_class, framework, workload.precision)
-        return built[compiled]
+        key = as_run_key(hw, framework, workload.precision)
+        if key not in built:
+            built[key] = arrays_as_run(profile, hw, framework, workload.precision)
+        return built[key]
 
     estimates = []
     for hw in hardware:
@@ -191,15 +191,25 @@ def serving_weight_precision(precision: str) -> str:
 
 
 def compare_serving(spec, workload: Workload, prompt: int, generate: int, devices: int, hardware: list[Hardware],
-                    catalog: Catalog, conditions: Conditions) -> list[Estimate]:
-    """LLM serving (prefill, then decode) of `workload.batch` requests per batch on each entry."""
+                    catalog: Catalog, conditions: Conditions, framework: str | None = None) -> list[Estimate]:
+    """LLM serving (prefill, then decode) of `workload.batch` requests per batch on each entry, by the serving
+    stack `framework` names (predict.host.serving_framework: a serving engine by default, or pytorch's eager
+    decode loop); an engine runs only where its base framework does."""
     from .predict.decode import predict_inference
+    from .predict.host import SERVING_ENGINES, serving_framework
 
+    serving = serving_framework(framework)
+    base = SERVING_ENGINES.get(serving, serving)
     weights = serving_weight_precision(workload.precision)
     out = []
     for hw in hardware:
+        if framework is not None and base not in hw.frameworks:
+            runs = ", ".join(hw.frameworks) or "no listed framework"
+            out.append(Estimate(hardware=hw.id, hw_class=hw.hw_class, name=hw.name, devices=devices,
+                                excluded_reason=f"{hw.name} does not run {serving} (it needs {base}; runs: {runs})."))
+            continue
         inf = predict_inference(spec, hw, batch=workload.batch, prompt_tokens=prompt, generated_tokens=generate,
-                                weight_precision=weights, devices=devices)
+                                weight_precision=weights, devices=devices, framework=serving)
         out.append(serving_estimate(inf, hw, workload.total_samples(), catalog.cheapest_instance(hw.id), conditions))
     out.sort(key=rank_key)
     return out
@@ -252,6 +262,9 @@ def compare(
             seq_len = source.default_seq_len
     serving = prompt is not None or generate is not None
     if serving:
+        from .predict.host import serving_framework
+
+        serving_framework(framework)  # an engine chipfit does not model is refused before any work
         seq_len = (prompt or 0) + (generate or 0)
     workload = Workload(model=name, mode=mode, batch=batch, seq_len=seq_len, samples=samples, epochs=epochs,
                         tokens=tokens, precision=precision, optimizer=optimizer, prompt_tokens=prompt,
@@ -275,7 +288,7 @@ def compare(
         if network is not None:
             raise ChipfitError("--network prices the traffic between nodes of training and batch inference; LLM "
                                "serving (--prompt, --generate) is priced within one node, so leave --network out.")
-        shape = shape if spec is not None else _zoo_spec(name)
+        shape = shape if spec is not None else _library_spec(name)
     t0 = time.perf_counter()
     if spec is not None:
         prof = llm.profile_spec(shape, mode=mode, batch=batch // plan.data_parallel, seq_len=seq_len,
@@ -289,7 +302,8 @@ def compare(
                              precision=precision, optimizer=optimizer, input_shapes=input_shapes)
     t1 = time.perf_counter()
     if serving:
-        estimates = compare_serving(shape, workload, prompt, generate, devices, entries, catalog, conditions)
+        estimates = compare_serving(shape, workload, prompt, generate, devices, entries, catalog, conditions,
+                                    framework)
         return Comparison(workload=workload, plan=plan, profile=prof, estimates=estimates, conditions=conditions,
                           timings_s={"profile": t1 - t0, "predict": time.perf_counter() - t1})
     local, calibration = None, None

@@ -6,7 +6,7 @@ import difflib
 import os
 import stat
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 
 class ChipfitError(Exception):
@@ -43,13 +43,15 @@ def check_file(path: Path, what: str, give: str, max_bytes: int | None = None, t
         raise ChipfitError(f"{what} {path} is {info.st_size} bytes, {too_big}.")
 
 
-def closest(name: str, choices: Iterable[str], n: int = 3) -> str:
-    """' Did you mean a, b?' for an unknown name, or '' when nothing is close."""
+def closest(name: str, choices: Iterable[str], n: int = 3, label: Callable[[str], str] = str) -> str:
+    """' Did you mean a, b?' for an unknown name, or '' when nothing is close; `label` shows each close
+    choice (an alias as the name it stands for), each label once."""
     choices = list(choices)
     lowered = {c.lower(): c for c in choices}
-    hits = difflib.get_close_matches(name.lower(), list(lowered), n=n, cutoff=0.5)
-    hits += [c for c in lowered if name.lower() in c and c not in hits][: n - len(hits)]
-    return f" Did you mean {', '.join(lowered[h] for h in hits)}?" if hits else ""
+    hits = difflib.get_close_matches(name.lower(), list(lowered), n=3 * n, cutoff=0.5)
+    hits += [c for c in lowered if name.lower() in c and c not in hits]
+    shown = list(dict.fromkeys(label(lowered[h]) for h in hits))[:n]
+    return f" Did you mean {', '.join(shown)}?" if shown else ""
 
 
 def unexpected(exc: BaseException) -> str:

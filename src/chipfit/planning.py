@@ -32,10 +32,10 @@ def parse_duration(text: str) -> float:
 
 
 def shape_of(spec, seq_len: int) -> ModelShape:
-    """The plan-relevant sizes of a TransformerSpec trained at `seq_len`."""
-    expert_params = spec.layers * spec.experts * spec.linear_params(spec.expert_matrices()) if spec.moe else 0
-    return ModelShape(layers=spec.layers, hidden=spec.hidden, heads=spec.heads, seq_len=seq_len,
-                      experts=spec.experts, top_k=spec.top_k, expert_params=expert_params)
+    """The plan-relevant sizes of a TransformerSpec trained at `seq_len` (an encoder-decoder's layers together)."""
+    return ModelShape(layers=spec.layers + spec.encoder_layers, hidden=spec.hidden, heads=spec.heads, seq_len=seq_len,
+                      experts=spec.experts, top_k=spec.top_k, expert_params=spec.expert_params(),
+                      moe_layers=spec.moe_layers)
 
 
 def plan(
@@ -64,22 +64,22 @@ def plan(
 
     network: a named scale-out fabric (predict.parallel.NETWORKS); default, the vendor's reference node's.
     """
-    from .workload import llm
+    from .workload import library, llm
 
     if spec is not None:
         tspec = llm.parse_spec(spec)
         seq_len = seq_len or 2048
     elif model is not None:
         try:
-            tspec = llm.spec_for_zoo(model)
+            tspec = library.transformer_spec(model)
         except ChipfitError as exc:
             raise ChipfitError(f"chipfit plan searches transformer plans; {exc} For other models use "
                                "`chipfit compare MODEL --devices N`.") from exc
-        from .workload.zoo import get
+        from .workload.source import resolve
 
-        seq_len = seq_len or get(model).default_seq_len
+        seq_len = seq_len or resolve(model).default_seq_len
     else:
-        raise ChipfitError("Name a decoder LLM from the zoo or give --spec.")
+        raise ChipfitError("Name a transformer of the model library (`chipfit models`) or give --spec.")
     if budget_usd is not None and budget_usd <= 0:
         raise ChipfitError(f"Budget {budget_usd:g} USD is not positive; give --budget above 0.")
     catalog = load_catalog(catalog_dirs)

@@ -18,10 +18,11 @@ from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import IO, Iterable
 
-from .errors import ChipfitError
+from .errors import ArgumentError, ChipfitError
 from .measurement import Environment, Measurement
 
 BUSY_TIMEOUT_MS = 30_000
+RUN_KINDS = ("bench", "measure", "validate", "distributed")  # what writes runs: the commands of the same names
 
 # MIGRATIONS[i] takes the schema from version i to i + 1; never edit a released entry.
 MIGRATIONS: tuple[str, ...] = (
@@ -249,6 +250,8 @@ class Store:
 
     def runs(self, kind: str | None = None, device: str | None = None) -> list[Run]:
         """Stored runs, oldest first, optionally of one kind and/or one device."""
+        if kind is not None and kind not in RUN_KINDS:
+            raise ArgumentError(f"Run kind {kind!r} is not one chipfit stores; give one of {', '.join(RUN_KINDS)}.")
         where, args = _where(kind=kind, device=device, prefix="r.")
         rows = self._db.execute(
             "SELECT r.id, r.kind, r.device, r.hardware_id, r.created_at, r.environment, "

@@ -294,14 +294,14 @@ def _traced_profile(name: str, mode: str, precision: str, batch: int, seq_len: i
     return scale_profile(one, batch, reference=two)
 
 
-def _engine(precision_text: str, training: bool) -> tuple[Callable[[Profile, str], Profile] | None, str]:
-    """The fused graph of an engine the row's precision column names."""
+def _engine(precision_text: str, training: bool) -> tuple[Callable[[Profile, str], Profile] | None, str, str]:
+    """The fused graph of an engine the row's precision column names, how to say it, and the framework."""
     t = precision_text.lower()
     if "tensorrt" in t and not training:
-        return fuse_for_engine, "fused as TensorRT runs it"
+        return fuse_for_engine, "fused as TensorRT runs it", "tensorrt"
     if "mxnet" in t and training:
-        return lambda prof, _: fuse_into_norms(prof), "NGC MXNet's fused batch norms"
-    return None, ""
+        return lambda prof, _: fuse_into_norms(prof), "NGC MXNet's fused batch norms", "mxnet"
+    return None, "", "pytorch"
 
 
 def _forward(run: PublishedRun, model: RowModel, catalog: Catalog, hw_id: str, devices: int | None,
@@ -320,7 +320,10 @@ def _forward(run: PublishedRun, model: RowModel, catalog: Catalog, hw_id: str, d
         prof = profile_spec(model.spec, mode=mode, batch=per_device, seq_len=seq, precision=profile_precision)
     else:
         prof = _traced_profile(model.traced, mode, profile_precision, per_device, seq)
-    fuse, fused = _engine(run.precision_text, run.training)
+    fuse, fused, framework = _engine(run.precision_text, run.training)
+    # NVIDIA's PyTorch ResNet-50 (DeepLearningExamples) trains and infers in channels-last under AMP
+    # (its README: --memory-format nhwc); engines and NGC MXNet choose their own layouts.
+    channels_last = framework == "pytorch" and model.spec is None and "amp" in run.precision_text.lower()
     if fuse:
         prof = fuse(prof, precision)
     samples = None
@@ -329,12 +332,14 @@ def _forward(run: PublishedRun, model: RowModel, catalog: Catalog, hw_id: str, d
         samples = n / seq if kind == "tokens" and seq else n if kind in ("samples", "count") else None
     job = Workload(model=model.name, mode=mode, batch=per_device * devices, seq_len=seq,
                    samples=samples or float(per_device * devices), precision=precision)
-    est = predict(prof, hw, job, Plan(devices=devices), network=network)
+    est = predict(prof, hw, job, Plan(devices=devices), network=network, framework=framework,
+                  channels_last=channels_last)
     if est.excluded_reason:
         raise RowUnreadable(est.excluded_reason)
     return Predicted(
         how=f"{'analytic' if model.spec else 'traced'} {model.name}, batch {per_device} per device x {devices} "
-            f"{hw_id}, {precision}" + (f", {fused}" if fused else ""),
+            f"{hw_id}, {precision}" + (f", {fused}" if fused else "")
+            + (", PyTorch channels-last" if channels_last else ""),
         devices=devices, tdp_watts=hw.tdp_watts.value if hw.tdp_watts else None,
         peak_flops=hw.peak(precision), step_s=est.step_time_s, samples_per_step=per_device * devices,
         total_s=est.total_time_s if samples else None, latency_s=est.step_time_s,

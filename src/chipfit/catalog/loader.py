@@ -34,7 +34,8 @@ PRICINGS = ("on-demand", "spot", "capacity-block", "committed-1y", "committed-3y
 
 # TOML figure field -> (Hardware attribute, factor to base units, unit of the base value)
 _FIGURES = {
-    "memory_gib": ("memory_bytes", 2**30, "bytes"),
+    "memory_gib": ("memory_bytes", 2**30, "bytes"),  # the source's "GB" of DRAM/HBM is 2^30 bytes (JEDEC)
+    "memory_gb": ("memory_bytes", 1e9, "bytes"),  # a source that states decimal bytes
     "mem_bw_gb_per_s": ("mem_bw_bytes_per_s", 1e9, "bytes/s"),
     "interconnect_gb_per_s": ("interconnect_bw_bytes_per_s", 1e9, "bytes/s"),
     "tdp_watts": ("tdp_watts", 1.0, "W"),
@@ -382,6 +383,9 @@ def _hardware(raw: dict, loc: _Located, sources: dict) -> Hardware:
             raise loc.error(f"peak_tflops.{prec}", f"is not a known precision.{closest(prec, PRECISIONS)} "
                                                    f"Use one of: {', '.join(PRECISIONS)}.")
         peak_flops[prec] = _figure(fig, f"peak_tflops.{prec}", loc, sources, TFLOPS_TO_FLOPS, True)
+    if "memory_gib" in raw and "memory_gb" in raw:
+        raise loc.error("memory_gb", "repeats the memory size; give memory_gib (binary, as vendors mean \"80GB\" "
+                                     "of HBM) or memory_gb (decimal bytes), not both.")
     figures = {attr: _figure(raw[key], key, loc, sources, factor)
                for key, (attr, factor, _) in _FIGURES.items() if key in raw}
     return Hardware(

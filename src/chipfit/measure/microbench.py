@@ -154,7 +154,8 @@ def _tf32(enabled: bool):
         torch.backends.cuda.matmul.allow_tf32 = before
 
 
-def bench_matmul(device: LocalDevice, precision: str, n: int, meter: EnergyMeter | None = None) -> Measurement:
+def bench_matmul(device: LocalDevice, precision: str, n: int, meter: EnergyMeter | None = None,
+                 budget_s: float | None = None) -> Measurement:
     """C = A @ B with square n x n operands (int8: torch._int_mm, int32 result)."""
     import torch
 
@@ -164,19 +165,20 @@ def bench_matmul(device: LocalDevice, precision: str, n: int, meter: EnergyMeter
             a = torch.randint(-128, 128, (n, n), dtype=torch.int8, device=dev)
             b = torch.randint(-128, 128, (n, n), dtype=torch.int8, device=dev)
             c = torch.empty((n, n), dtype=torch.int32, device=dev)
-            timing = measure(lambda: torch._int_mm(a, b, out=c), device, meter)
+            timing = measure(lambda: torch._int_mm(a, b, out=c), device, meter, budget_s)
         else:
             a = torch.randn(n, n, dtype=_dtype(precision), device=dev)
             b = torch.randn(n, n, dtype=_dtype(precision), device=dev)
             c = torch.empty_like(a)
-            timing = measure(lambda: torch.mm(a, b, out=c), device, meter)
+            timing = measure(lambda: torch.mm(a, b, out=c), device, meter, budget_s)
     return _measurement("matmul", device, precision, {"m": n, "n": n, "k": n}, 2.0 * n**3, matmul_bytes(precision, n),
                         timing, "mm")
 
 
 def matmul_bytes(precision: str, n: int) -> int:
     """Bytes of the operands and result of an n x n matmul (int8: an int32 result)."""
-    return 2 * n * n * BYTES_PER_ELEMENT[precision] + n * n * (4 if precision == "int8" else BYTES_PER_ELEMENT[precision])
+    size = BYTES_PER_ELEMENT[precision]
+    return 2 * n * n * size + n * n * (4 if precision == "int8" else size)
 
 
 def matmul_sizes(device: LocalDevice, precision: str, quick: bool = False) -> list[int]:
@@ -189,7 +191,7 @@ def matmul_sizes(device: LocalDevice, precision: str, quick: bool = False) -> li
 
 
 def bench_bandwidth(device: LocalDevice, op: str, quick: bool = False, elements: int | None = None,
-                    meter: EnergyMeter | None = None) -> Measurement:
+                    meter: EnergyMeter | None = None, budget_s: float | None = None) -> Measurement:
     """STREAM-like copy (a = b) or triad (a = b + s*c, one fused kernel) over fp32 arrays."""
     import torch
 
@@ -199,11 +201,11 @@ def bench_bandwidth(device: LocalDevice, op: str, quick: bool = False, elements:
         a = torch.empty(elements, dtype=torch.float32, device=dev)
         b = torch.full((elements,), 1.5, dtype=torch.float32, device=dev)
         if op == "copy":
-            timing = measure(lambda: a.copy_(b), device, meter)
+            timing = measure(lambda: a.copy_(b), device, meter, budget_s)
             flops, arrays = 0.0, 2
         elif op == "triad":
             c = torch.full((elements,), 0.5, dtype=torch.float32, device=dev)
-            timing = measure(lambda: torch.add(b, c, alpha=3.0, out=a), device, meter)
+            timing = measure(lambda: torch.add(b, c, alpha=3.0, out=a), device, meter, budget_s)
             flops, arrays = 2.0 * elements, 3
         else:
             raise ValueError(f"unknown bandwidth op {op!r}")
@@ -217,7 +219,7 @@ def _bandwidth_elements(device: LocalDevice, quick: bool) -> int:
     return 2**26 if quick else 2**28
 
 
-def bench_overhead(device: LocalDevice, meter: EnergyMeter | None = None) -> Measurement:
+def bench_overhead(device: LocalDevice, meter: EnergyMeter | None = None, budget_s: float | None = None) -> Measurement:
     """Time of one tiny kernel (1-element add): the per-operator dispatch/launch overhead."""
     import torch
 
@@ -226,13 +228,13 @@ def bench_overhead(device: LocalDevice, meter: EnergyMeter | None = None) -> Mea
         x = torch.ones(1, device=dev)
         y = torch.ones(1, device=dev)
         z = torch.empty(1, device=dev)
-        timing = measure(lambda: torch.add(x, y, out=z), device, meter, budget_s=BUDGET_S / 4)
+        timing = measure(lambda: torch.add(x, y, out=z), device, meter, (budget_s or BUDGET_S) / 4)
     return _measurement("overhead", device, "fp32", {"elements": 1}, 1.0, 12.0, timing, "add")
 
 
 def bench_conv2d(device: LocalDevice, precision: str, batch: int, channels: int = 64, size: int = 56,
                  kernel: int = 3, meter: EnergyMeter | None = None, depthwise: bool = False,
-                 backward: bool = False, stride: int = 1) -> Measurement:
+                 backward: bool = False, stride: int = 1, budget_s: float | None = None) -> Measurement:
     """A ResNet-style 3x3 convolution, stride 1, same padding, channels in = out; or, `depthwise`, one filter
     per channel (groups = channels, MobileNet's depthwise layers, of any `kernel` size and `stride`), measured
     as kind "conv2d_depthwise". `backward`: the operator a training step runs for it instead
@@ -252,9 +254,9 @@ def bench_conv2d(device: LocalDevice, precision: str, batch: int, channels: int 
             dy = torch.randn(batch, channels, out_size, out_size, dtype=dtype, device=dev)
             timing = measure(lambda: torch.ops.aten.convolution_backward(
                 dy, x, w, None, [stride, stride], [pad, pad], [1, 1], False, [0, 0], groups, [True, True, False]),
-                device, meter)
+                device, meter, budget_s)
         else:
-            timing = measure(lambda: F.conv2d(x, w, stride=stride, padding=pad, groups=groups), device, meter)
+            timing = measure(lambda: F.conv2d(x, w, stride=stride, padding=pad, groups=groups), device, meter, budget_s)
     activation = batch * channels * size * size
     output = batch * channels * out_size**2
     weights = channels * channels // groups * kernel**2
@@ -306,19 +308,22 @@ def plan(device: LocalDevice, quick: bool = False) -> list[Bench]:
     return out
 
 
-def run_bench(bench: Bench, device: LocalDevice, meter: EnergyMeter | None = None) -> Measurement:
+def run_bench(bench: Bench, device: LocalDevice, meter: EnergyMeter | None = None,
+              budget_s: float | None = None) -> Measurement:
+    """Run one planned benchmark, timing about `budget_s` seconds of calls (default BUDGET_S)."""
     if bench.kind == "matmul":
-        return bench_matmul(device, bench.precision, bench.size, meter)
+        return bench_matmul(device, bench.precision, bench.size, meter, budget_s)
     if bench.kind == "conv2d":
-        return bench_conv2d(device, bench.precision, bench.size, meter=meter)
+        return bench_conv2d(device, bench.precision, bench.size, meter=meter, budget_s=budget_s)
     if bench.kind in ("conv2d_depthwise", "conv2d_depthwise_backward"):
         return bench_conv2d(device, bench.precision, bench.size, bench.params["channels"], bench.params["size"],
                             bench.params["kernel"], meter, depthwise=True, backward=bench.kind.endswith("_backward"),
-                            stride=bench.params["stride"])
+                            stride=bench.params["stride"], budget_s=budget_s)
     if bench.kind in ("copy", "triad"):
-        return bench_bandwidth(device, bench.kind, quick=bench.params.get("quick", False), meter=meter)
+        return bench_bandwidth(device, bench.kind, quick=bench.params.get("quick", False), meter=meter,
+                               budget_s=budget_s)
     if bench.kind == "overhead":
-        return bench_overhead(device, meter)
+        return bench_overhead(device, meter, budget_s)
     raise ValueError(f"unknown benchmark kind {bench.kind!r}")
 
 
@@ -335,10 +340,11 @@ def median_round(rounds: list[Measurement]) -> Measurement:
 
 
 def run_microbenchmarks(device: LocalDevice, quick: bool = False, progress: Progress | None = None,
-                        meter: EnergyMeter | None = None, rounds: int = 1) -> list[Measurement]:
+                        meter: EnergyMeter | None = None, rounds: int = 1,
+                        budget_s: float | None = None) -> list[Measurement]:
     """Run plan(device, quick) `rounds` times over, the whole plan per round (so a slow stretch of a shared
     machine is spread over every benchmark instead of landing on one), and return one Measurement per
-    benchmark (median_round of its rounds).
+    benchmark (median_round of its rounds), each timed for about `budget_s` (default BUDGET_S).
 
     A matmul size whose time per call, extrapolated from the last size of the same
     precision, exceeds MAX_CALL_S is skipped (fp16 on a CPU without fp16 units is ~100x
@@ -359,7 +365,7 @@ def run_microbenchmarks(device: LocalDevice, quick: bool = False, progress: Prog
                 if 2.0 * bench.size**3 / rate[bench.precision] > MAX_CALL_S:
                     skipped.add(i)
                     continue
-            m = run_bench(bench, device, meter)
+            m = run_bench(bench, device, meter, budget_s)
             if r == 0 and bench.kind == "matmul":
                 rate[bench.precision] = m.achieved_flops_per_s or math.inf
             results.setdefault(i, []).append(m)

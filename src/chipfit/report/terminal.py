@@ -34,6 +34,17 @@ def hardware_table(entries: list[Hardware]) -> Table:
     return t
 
 
+def models_table(entries) -> Table:
+    """Library entries (workload.library.ModelEntry): name, family, kind, parameters and aliases."""
+    t = Table(title=f"{len(entries)} models", header_style="bold")
+    for col in ("name", "family", "kind", "params", "active", "context", "aliases"):
+        t.add_column(col, justify="right" if col in ("params", "active", "context") else "left")
+    for e in entries:
+        active = si(e.active_params) if e.active_params != e.params else "-"
+        t.add_row(e.name, e.family, e.kind, si(e.params), active, str(e.context or "-"), ", ".join(e.aliases[:2]))
+    return t
+
+
 def hardware_detail(d: dict) -> list:
     """`d` is Catalog.to_dict(hw): every figure with its source, then its cloud offerings."""
     d = dict(d)

@@ -59,7 +59,7 @@ def _import_transformers():
 
 def _config_file(model: str | Path) -> Path:
     path = Path(model)
-    if path.is_dir():
+    if path.is_dir() and (path.name != CONFIG_NAME or (path / CONFIG_NAME).exists()):
         path = path / CONFIG_NAME
     check_file(path, "Hugging Face config", "give the path of a config.json file", MAX_CONFIG_BYTES,
                f"more than the {MAX_CONFIG_BYTES} a config.json can be; give the model's config.json")
@@ -131,9 +131,9 @@ class HFConfigModel:
     task = None
 
     def __init__(self, model: str | Path) -> None:
-        transformers = _import_transformers()
         path = _config_file(model)
-        data = _read_json(path)
+        data = _read_json(path)  # checked before transformers is imported: a refusal costs no import
+        transformers = _import_transformers()
         self.cls, self.inputs = _model_class(transformers, path, data)
         self.path = path
         self.name = path.parent.name or path.stem

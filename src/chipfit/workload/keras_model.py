@@ -114,6 +114,23 @@ def _hdf5_config(path: Path) -> dict:
     return document
 
 
+def _keras2_input_shapes(config):
+    """Keras 2 wrote a Sequential model's input as batch_input_shape on its first layer, which Keras 3's
+    legacy loader reads as one more axis; give that layer input_shape (the shape without the batch) instead."""
+    if isinstance(config, list):
+        return [_keras2_input_shapes(c) for c in config]
+    if not isinstance(config, dict):
+        return config
+    out = {k: _keras2_input_shapes(v) for k, v in config.items()}
+    inner = out.get("config")
+    if out.get("class_name") != "InputLayer" and isinstance(inner, dict) \
+            and isinstance(inner.get("batch_input_shape"), list):
+        inner = dict(inner)
+        inner["input_shape"] = inner.pop("batch_input_shape")[1:]
+        out["config"] = inner
+    return out
+
+
 def _unregistered_classes(keras, config: Any) -> list[str]:
     """Classes a saved config names by a registered name (custom objects) that are not registered now."""
     found: list[str] = []
@@ -150,7 +167,7 @@ def load_keras(path: str | Path):
             from keras.src.saving import serialization_lib
 
             with serialization_lib.SafeModeScope(True):
-                return saving_utils.model_from_config(config)
+                return saving_utils.model_from_config(_keras2_input_shapes(config))
         return keras.saving.deserialize_keras_object(config, safe_mode=True)
     except Exception as exc:  # keras raises ValueError/TypeError/OSError for what it cannot rebuild
         detail = (str(exc).strip().splitlines() or [""])[0][:200]

@@ -96,8 +96,9 @@ class ParsedFile:
 
 
 def resolve(name: str):
-    """The model source `name` stands for: a zoo entry, a Hugging Face config.json (or its folder), a
-    .keras/.onnx/.prototxt file, 'torchvision:NAME' or 'timm:NAME', or 'package.module:factory'."""
+    """The model source `name` stands for: a model of the library (workload.library.resolve_model: its zoo
+    entry when the zoo has it traced, else the entry, profiled analytically), a Hugging Face config.json (or
+    its folder), a .keras/.onnx/.prototxt file, 'torchvision:NAME' or 'timm:NAME', or 'package.module:factory'."""
     from .hf_config import HFConfigModel, is_hf_config
 
     lowered = name.lower()
@@ -114,7 +115,10 @@ def resolve(name: str):
 
         return hub_model(name)
     if ":" not in name:
-        return zoo.get(name)
+        from .library import resolve_model
+
+        entry = resolve_model(name)
+        return zoo.get(entry.zoo) if entry.zoo else entry
     module_name, _, attr = name.partition(":")
     if not all(part.isidentifier() for part in module_name.split(".")) or not attr.isidentifier():
         raise ChipfitError(
@@ -128,7 +132,7 @@ def resolve(name: str):
             f"Module {module_name!r} of model {name!r} cannot be imported ({exc}); check the name and that it is on "
             "PYTHONPATH."
         ) from exc
-    except Exception as exc:  # the user's module failed while importing: a syntax error, an exception it raised
+    except (Exception, SystemExit) as exc:  # the user's module failed while importing: a syntax error, a raise
         where = f" (line {exc.lineno})" if isinstance(exc, SyntaxError) and exc.lineno else ""
         raise ChipfitError(
             f"Module {module_name!r} of model {name!r} fails when imported{where}: {type(exc).__name__}: "
@@ -181,6 +185,7 @@ def profile(
     """
     from .hf_config import HFConfigModel
     from .keras_model import KerasFile
+    from .library import ModelEntry
 
     options = dict(mode=mode, batch=batch, precision=precision, optimizer=optimizer)
     if isinstance(model, nn.Module):
@@ -193,6 +198,8 @@ def profile(
     source = resolve(model)
     if isinstance(source, ParsedFile):
         return source.profile(mode, batch, precision, input_shapes)
+    if isinstance(source, ModelEntry) and not input_shapes:
+        return source.profile(seq_len=seq_len, **options)
     if input_shapes:
         raise ChipfitError(f"Input shapes are given for ONNX files only, not for model {model!r}; leave --input out.")
     if seq_len is None:
