@@ -150,7 +150,7 @@ def test_summary_table_of_a_fixture_over_two_files(tmp_path):
 def test_a_serving_row_is_the_serving_predictor_at_its_lengths_and_batch(tmp_path):
     from chipfit.catalog import load_catalog
     from chipfit.predict.decode import predict_inference
-    from chipfit.workload.llm import spec_for_zoo
+    from chipfit.workload.library import transformer_spec
 
     row = dict(kind="infer_throughput", model="Llama 3 8B (TensorRT-LLM)", params="8030261248",
                seq_len="prompt 128, output 2048", hardware="NVIDIA H100 SXM5 80GB", device_count="2 (TP2)",
@@ -158,7 +158,7 @@ def test_a_serving_row_is_the_serving_predictor_at_its_lengths_and_batch(tmp_pat
     v = validate_published(_write(tmp_path, [row | dict(id="b64", global_batch="64", value="1000"),
                                              row | dict(id="offline", value="1000")]))
     hw = load_catalog().get(H100)
-    spec = spec_for_zoo("llama-3-8b")
+    spec = transformer_spec("llama-3-8b")
     kw = dict(prompt_tokens=128, generated_tokens=2048, weight_precision="fp8", kv_precision="fp8", devices=2)
     assert v.rows[0].predicted == pytest.approx(predict_inference(spec, hw, batch=64, **kw).tokens_per_s / 2)
     largest = predict_inference(spec, hw, batch=1, **kw).max_batch  # Offline: the batch that fills memory
