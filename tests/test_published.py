@@ -166,6 +166,20 @@ def test_a_serving_row_is_the_serving_predictor_at_its_lengths_and_batch(tmp_pat
     assert "batch 64" in v.rows[0].how and f"batch {largest}" in v.rows[1].how
 
 
+def test_cli_reads_several_files_and_a_missing_one_is_one_sentence(tmp_path, capsys):
+    from chipfit.cli import main
+
+    row = dict(kind="train_throughput", model="Imaginary-LM 9B", params="9B", hardware=H100,
+               metric="tokens_per_s_per_device", value="1", unit="tokens/s")
+    first = _write(tmp_path, [row | dict(id="first-file-row")], "a.csv")
+    second = _write(tmp_path, [row | dict(id="second-file-row")], "b.csv")
+    assert main(["validate", "--published", str(first), str(second)]) == 0
+    out = capsys.readouterr().out
+    assert "first-file-row" in out and "second-file-row" in out and "all                   2         0" in out
+    assert main(["validate", "--published", str(tmp_path / "none.csv")]) == 1
+    assert "none.csv does not exist; give the path to published.csv." in capsys.readouterr().err
+
+
 def test_missing_file_is_one_sentence():
     with pytest.raises(ChipfitError) as err:
         validate_published("/nonexistent/published.csv")
