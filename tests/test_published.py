@@ -90,6 +90,13 @@ def test_metrics_read_off_one_prediction():
     assert METRICS["energy_dynamic"](p, run) == pytest.approx(device_hours * 700 / 1e6)
     assert METRICS["co2"](p, run) == pytest.approx(device_hours * 700 / 1e6 * 0.5)  # MWh x kg/kWh = t
     assert METRICS["time_to_train"](p, run) == 600
+    assert METRICS["chip_hours"](p, run) == METRICS["gpu_hours"](p, run)
+    assert METRICS["wall_clock_hours"](p, run) == pytest.approx(10 / WHOLE_RUN_GOODPUT)
+    serving = Predicted(how="", devices=4, output_tokens_per_s=8000.0, time_to_first_token_s=0.05)
+    assert METRICS["output_tokens_per_s_per_device"](serving, run) == 2000
+    assert METRICS["time_to_first_token"](serving, run) == pytest.approx(50)
+    with pytest.raises(RowUnreadable, match="^the prediction has no job length"):
+        METRICS["gpu_hours"](serving, run)
 
 
 def test_summary_is_median_and_p90_of_abs_error():
