@@ -74,6 +74,10 @@ def test_unreadable_cells_are_one_sentence_each():
         parse_params("671B / 37B")
     with pytest.raises(RowUnreadable, match=r"^value 'n/a' is not a positive number$"):
         read_run(_row(id="x", value="n/a", hardware="h"))
+    with pytest.raises(RowUnreadable, match=r"^the row has more cells than the header has columns"):
+        read_run(_row(id="x", value="1", hardware="h") | {None: ["stray"]})
+    with pytest.raises(RowUnreadable, match=r"^the row has no unit column$"):
+        read_run({k: v for k, v in _row(id="x", value="1", hardware="h").items() if k != "unit"})
 
 
 def test_metrics_read_off_one_prediction():
@@ -185,6 +189,13 @@ def test_cli_reads_several_files_and_a_missing_one_is_one_sentence(tmp_path, cap
     assert "first-file-row" in out and "second-file-row" in out and "all                   2         0" in out
     assert main(["validate", "--published", str(tmp_path / "none.csv")]) == 1
     assert "none.csv does not exist; give the path to published.csv." in capsys.readouterr().err
+
+
+def test_a_file_that_is_not_a_csv_is_one_sentence(tmp_path):
+    binary = tmp_path / "weights.bin"
+    binary.write_bytes(bytes(range(256)))
+    with pytest.raises(ChipfitError, match=r"^Published figures file .*weights.bin is not a UTF-8 CSV"):
+        validate_published(binary)
 
 
 def test_missing_file_is_one_sentence():
