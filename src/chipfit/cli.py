@@ -297,13 +297,12 @@ def _emit(args: argparse.Namespace, data, rows: list[dict], show) -> None:
 
 
 def _is_llm(args: argparse.Namespace) -> bool:
-    """A transformer given by --spec, or a decoder LLM of the zoo."""
+    """A transformer given by --spec, or a generative language model of the library."""
     if getattr(args, "spec", None):
         return True
-    from .workload.zoo import ZOO
+    from .workload.library import generative
 
-    entry = ZOO.get((getattr(args, "model", None) or "").lower())
-    return entry is not None and entry.task == "causal-lm"
+    return generative(getattr(args, "model", None) or "")
 
 
 def _default_mode(args: argparse.Namespace) -> None:
@@ -574,7 +573,7 @@ def run_local(args: argparse.Namespace) -> None:
         else:
             if args.reps < 1 or args.rounds < 1:
                 raise ChipfitError(f"--reps {args.reps} and --rounds {args.rounds} must both be 1 or more.")
-            cases = case_set(device.kind, args.quick, tuple(args.model))
+            cases = case_set(device, args.quick, tuple(args.model))
             records, allocator = [], _allocator(args, device)
             with terminal.progress_bar(f"validate on {device.id}") as bar:
                 v = run_validation(hw, device, measurements, entries, cases.cases, args.reps, args.rounds, bar,
