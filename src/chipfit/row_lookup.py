@@ -33,7 +33,7 @@ class RowModel:
     @property
     def generative(self) -> bool:
         """A decoder that serves by prefill and token-by-token decode."""
-        return self.spec is not None and getattr(self.spec, "causal", True)
+        return self.spec is not None and self.spec.causal
 
 
 def name_candidates(text: str) -> list[str]:
