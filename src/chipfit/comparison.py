@@ -296,7 +296,9 @@ def compare(
         if seq_len == SPEC_DEFAULT_SEQ:
             prof.notes.append(f"sequence length {SPEC_DEFAULT_SEQ} assumed for the spec; set --seq")
     elif serving:
-        prof = llm.profile_spec(shape, mode="infer", batch=batch, seq_len=prompt, precision=precision)
+        # The prefill: an encoder-decoder's encoder reads the prompt and its decoder takes one start token.
+        prof = llm.profile_spec(shape, mode="infer", batch=batch, seq_len=1 if shape.encoder_decoder else prompt,
+                                precision=precision, encoder_len=prompt)
     else:
         prof = profile_model(model, mode=mode, batch=batch // plan.data_parallel, seq_len=seq_len,
                              precision=precision, optimizer=optimizer, input_shapes=input_shapes)
