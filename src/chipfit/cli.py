@@ -297,13 +297,12 @@ def _emit(args: argparse.Namespace, data, rows: list[dict], show) -> None:
 
 
 def _is_llm(args: argparse.Namespace) -> bool:
-    """A transformer given by --spec, or a decoder LLM of the zoo."""
+    """A transformer given by --spec, or a generative language model of the library."""
     if getattr(args, "spec", None):
         return True
-    from .workload.zoo import ZOO
+    from .workload.library import generative
 
-    entry = ZOO.get((getattr(args, "model", None) or "").lower())
-    return entry is not None and entry.task == "causal-lm"
+    return generative(getattr(args, "model", None) or "")
 
 
 def _default_mode(args: argparse.Namespace) -> None:
@@ -411,6 +410,14 @@ def run(args: argparse.Namespace) -> None:
               lambda: terminal.show(terminal.comparison_table(result, top=args.top or None)))
 
 
+def _warn_load(env) -> None:
+    """Say on stderr when the machine was busy as a run was stored (trust.load_warning)."""
+    from .trust import load_warning
+
+    if warning := load_warning(env.extra.get("load", {}), env.threads):
+        print(f"chipfit: {warning}", file=sys.stderr)
+
+
 def _hardware_for(device, catalog_dirs):
     from .catalog import load_catalog
     from .measure.devices import match_catalog
@@ -483,6 +490,7 @@ def run_local(args: argparse.Namespace) -> None:
             env = Environment.capture(device.id, device.name, hw.id,
                                       extra={"quick": args.quick, "allocator": allocator, "budget_s": args.budget})
             run_id = store.record_run("bench", device.id, env, ms)
+            _warn_load(env)
             out.append({"run_id": run_id, "device": device.id, "hardware": hw.id, "measurements": [m.to_dict() for m in ms]})
             if not (args.json or args.csv):
                 terminal.show(terminal.measurements_table(ms, hw, f"run {run_id}: {device.name} ({hw.id})"))
@@ -574,6 +582,7 @@ def run_local(args: argparse.Namespace) -> None:
             env = Environment.capture(device.id, device.name, hw.id,
                                       extra={"calibration": v.calibration, "allocator": allocator})
             store.record_run("validate", device.id, env, records)
+            _warn_load(env)
         data = v.to_dict()
         _emit(args, data, data["cases"], lambda: terminal.show(terminal.validation_tables(v)))
     elif args.command == "results":

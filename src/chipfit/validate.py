@@ -230,7 +230,9 @@ def measure_cases(device, cases=CASES, repetitions: int = 5, rounds: int = ROUND
                        repetitions=sum(m.repetitions for m in steps),
                        extra={**steps[0].extra, "model": steps[0].label, "round_means_s": means,
                               "mean_s": statistics.fmean(means),
-                              "spread": statistics.median(abs(x - mid) for x in means) / mid,
+                              # One round has no spread to tell (None, shown '-'), not a spread of 0.
+                              "spread": statistics.median(abs(x - mid) for x in means) / mid if len(means) > 1
+                              else None,
                               "op_profile": ops.summary(mid)})
         out.append((Workload(model=model, mode=mode, batch=batch, seq_len=seq, precision=precision), prof, step,
                     ops.measurements(device.id, step.label, mid)))
