@@ -11,6 +11,7 @@ import pytest
 from chipfit.catalog import load_catalog
 from chipfit.cli import main
 from chipfit.comparison import compare_profile
+from chipfit.errors import ChipfitError
 from chipfit.planning import shape_of
 from chipfit.predict import Plan
 from chipfit.predict.decode import causal_pairs, predict_inference
@@ -215,3 +216,15 @@ def test_profile_command_takes_library_names_and_hub_ids(capsys, name):
     assert main(["profile", name, "--json", "--seq", "64"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["params"] == resolve_model(name).spec.params()
+
+
+def test_whisper_serving_sends_the_prompt_to_the_encoder(capsys):
+    spec = _spec("whisper-large-v3")
+    est = predict_inference(spec, _gpu(), batch=4, prompt_tokens=3000, generated_tokens=400)
+    # Self-attention cache of the 400 generated tokens and the cross-attention cache of 1500 audio frames.
+    assert est.kv_cache_bytes == 4 * (2 * 32 * 1280 * 400 * 2 + 2 * 32 * 1280 * 1500 * 2)
+    with pytest.raises(ChipfitError, match="500 generated tokens exceed the 448 decoder positions of 'whisper-large-v3'"):
+        predict_inference(spec, _gpu(), batch=1, prompt_tokens=10, generated_tokens=500)
+    assert main(["compare", "whisper-large-v3", "--infer", "--prompt", "3000", "--generate", "200", "--json",
+                 "--class", "gpu"]) == 0
+    assert json.loads(capsys.readouterr().out)["estimates"][0]["throughput_unit"] == "tokens/s"

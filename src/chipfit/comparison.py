@@ -81,6 +81,18 @@ def _library_spec(name: str):
         raise ChipfitError(f"LLM serving (--prompt/--generate) needs a decoder LLM; {exc}") from exc
 
 
+EAGER_FRAMEWORKS = ("pytorch", "tensorflow", "keras", "jax")
+
+
+def deployed_framework(hw: Hardware) -> str | None:
+    """The framework `hw` runs a job with when none is named: None (eager, as traced) where it runs an
+    eager framework, else the first inference engine or vendor compiler it lists (Vitis AI on an FPGA,
+    Core ML on the Apple Neural Engine), which fuses the graph (predict.fusion)."""
+    if any(fw in EAGER_FRAMEWORKS for fw in hw.frameworks):
+        return None
+    return next((fw for fw in hw.frameworks if fw in FUSING_FRAMEWORKS), None)
+
+
 def rank_key(e: Estimate) -> tuple:
     """Runnable and fitting first, fastest first; unknown fit next; no fit; excluded last."""
     if e.excluded_reason:
@@ -114,7 +126,9 @@ def compare_profile(
     """Pure part of compare: the profile on each entry, ranked. Fast (no tracing, no I/O).
 
     An inference engine named as `framework` (TensorRT, ONNX Runtime, ...) runs the fused graph,
-    and TPUs (and every device under JAX) the XLA-fused one (predict.fusion).
+    and TPUs (and every device under JAX) the XLA-fused one (predict.fusion). With no `framework`,
+    a device that runs no eager framework (an FPGA overlay, an NPU) runs the job as it is deployed
+    (deployed_framework).
 
     `local_calibration` (chipfit.calibrate.Calibration) replaces the published efficiencies
     for the local CPU's own estimate. `network` names the scale-out network (predict.parallel.NETWORKS)
@@ -124,14 +138,19 @@ def compare_profile(
         raise ChipfitError(f"Framework {framework!r} is not known.{closest(framework, FRAMEWORKS)} Known: {', '.join(FRAMEWORKS)}.")
     if network is not None:
         network_named(network)  # refused even where no entry spans nodes
-    if framework in FUSING_FRAMEWORKS:
-        profile = fuse_for_engine(profile, workload.precision)
+    fused: dict[bool, Profile] = {False: profile}  # the traced graph, and the one an inference engine runs
     built: dict[tuple, OpArrays] = {}  # by the graph a device runs (as_run_key); each built on first use
 
-    def arrays_for(hw: Hardware) -> OpArrays:
-        key = as_run_key(hw, framework, workload.precision)
+    def graph(fw: str | None) -> Profile:
+        engine = fw in FUSING_FRAMEWORKS
+        if engine not in fused:
+            fused[engine] = fuse_for_engine(profile, workload.precision)
+        return fused[engine]
+
+    def arrays_for(hw: Hardware, fw: str | None) -> OpArrays:
+        key = (fw in FUSING_FRAMEWORKS, *as_run_key(hw, fw, workload.precision))
         if key not in built:
-            built[key] = arrays_as_run(profile, hw, framework, workload.precision)
+            built[key] = arrays_as_run(graph(fw), hw, fw, workload.precision)
         return built[key]
 
     estimates = []
@@ -141,14 +160,16 @@ def compare_profile(
             estimates.append(Estimate(hardware=hw.id, hw_class=hw.hw_class, name=hw.name, devices=plan.devices,
                                       excluded_reason=f"{hw.name} does not run {framework} (runs: {runs})."))
             continue
-        estimates.append(predict_fitting(profile, hw, workload, plan, arrays=arrays_for(hw), framework=framework,
+        fw = framework or deployed_framework(hw)
+        estimates.append(predict_fitting(graph(fw), hw, workload, plan, arrays=arrays_for(hw, fw), framework=fw,
                                          instance=catalog.cheapest_instance(hw.id), conditions=conditions,
                                          network=network))
     if local_cpu is not None:
         # One local CPU runs the whole job, the global batch as per-device micro-batches in turn.
         local_job = replace(workload, batch=profile.batch)
         eff = local_calibration.efficiency(local_cpu) if local_calibration else None
-        local = predict_fitting(profile, local_cpu, local_job, Plan(devices=1), arrays=arrays_for(local_cpu),
+        local = predict_fitting(graph(framework), local_cpu, local_job, Plan(devices=1),
+                                arrays=arrays_for(local_cpu, framework),
                                 conditions=conditions, efficiency=eff)
         estimates.append(local)
         for e in estimates:
@@ -296,7 +317,9 @@ def compare(
         if seq_len == SPEC_DEFAULT_SEQ:
             prof.notes.append(f"sequence length {SPEC_DEFAULT_SEQ} assumed for the spec; set --seq")
     elif serving:
-        prof = llm.profile_spec(shape, mode="infer", batch=batch, seq_len=prompt, precision=precision)
+        # The prefill: an encoder-decoder's encoder reads the prompt and its decoder takes one start token.
+        prof = llm.profile_spec(shape, mode="infer", batch=batch, seq_len=1 if shape.encoder_decoder else prompt,
+                                precision=precision, encoder_len=prompt)
     else:
         prof = profile_model(model, mode=mode, batch=batch // plan.data_parallel, seq_len=seq_len,
                              precision=precision, optimizer=optimizer, input_shapes=input_shapes)

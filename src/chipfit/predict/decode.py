@@ -225,7 +225,12 @@ def _check(spec: TransformerSpec, batch: int, prompt: int, generate: int, weight
         raise ChipfitError(
             f"Prompt {prompt} and generated tokens {generate} must both be 1 or more; give --prompt and --generate."
         )
-    if spec.max_positions is not None and prompt + generate > spec.max_positions:
+    if spec.encoder_decoder and spec.max_positions is not None and generate > spec.max_positions:
+        raise ChipfitError(
+            f"{generate} generated tokens exceed the {spec.max_positions} decoder positions of {spec.name!r}; "
+            f"generate {spec.max_positions} or fewer (the prompt goes to the encoder)."
+        )
+    if not spec.encoder_decoder and spec.max_positions is not None and prompt + generate > spec.max_positions:
         raise ChipfitError(
             f"Prompt {prompt} plus {generate} generated tokens exceed the {spec.max_positions} positions of "
             f"{spec.name!r}; shorten them to {spec.max_positions} in all."

@@ -161,9 +161,14 @@ class HFConfigModel:
         tensors are fake (whose values nothing reads)."""
         from torch._guards import detect_fake_mode
 
-        with _no_init_weights() if detect_fake_mode() is not None else nullcontext():
-            model = self.cls(self.config)
-            model.tie_weights()  # tying is part of the initialisation skipped above
+        try:
+            with _no_init_weights() if detect_fake_mode() is not None else nullcontext():
+                model = self.cls(self.config)
+                model.tie_weights()  # tying is part of the initialisation skipped above
+        except Exception as exc:  # transformers checks sizes as it builds: ValueError, AssertionError, ...
+            detail = (str(exc).strip().splitlines() or [""])[0][:200]
+            raise ChipfitError(f"Hugging Face config {self.path} gives sizes transformers cannot build a "
+                               f"{self.cls.__name__} from ({type(exc).__name__}: {detail}); fix the config.json.") from None
         names = {"text": ("input_ids",), "seq2seq": ("input_ids", "decoder_input_ids"), "image": ("pixel_values",)}
         names = names[self.inputs] + (("labels",) if self._labels else ())
         model.forward = _keyword_forward(model.forward, names)

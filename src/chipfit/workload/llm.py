@@ -422,7 +422,8 @@ def parse_spec(text: str) -> TransformerSpec:
 
 # --- activation memory ----------------------------------------------------------------------
 def activation_bytes_per_layer(spec: TransformerSpec, batch: int, seq_len: int, act_bytes: int,
-                               flash_attention: bool = True, layer: Layer | None = None) -> float:
+                               flash_attention: bool = True, layer: Layer | None = None,
+                               encoder_len: int | None = None) -> float:
     """Bytes one layer (default: the last) saves for backward (Korthikanti et al. 2022, Sec. 4.1, no dropout).
 
     With s*b tokens and e bytes per element: norms 2*e*sbh (each norm's input); attention
@@ -437,7 +438,7 @@ def activation_bytes_per_layer(spec: TransformerSpec, batch: int, seq_len: int, 
     softmax output e*a*s*s'*b (the paper's 5*as^2*b adds dropout's 3), s' the keys attended.
     """
     layer = layer or spec.layer_kinds()[-1]
-    enc = spec.encoder_tokens(seq_len)
+    enc = spec.encoder_tokens(encoder_len or seq_len)
     s = enc if layer.stack == "encoder" else seq_len
     keys = min(s, layer.window) if layer.window else s
     t, h, e = batch * s, spec.hidden, act_bytes
@@ -563,12 +564,14 @@ def profile_spec(
     precision: str = "fp32",
     optimizer: str = "adamw",
     flash_attention: bool = True,
+    encoder_len: int | None = None,
 ) -> Profile:
     """One step of `spec` as a Profile: the forward (inference) or forward, loss, backward and
     optimizer step (training) of `batch` sequences of `seq_len` tokens, with the tracer's conventions.
 
     `spec` is a TransformerSpec or anything with one as `.spec` (a library entry). An encoder-decoder
-    runs its encoder over spec.encoder_tokens(seq_len) positions and its decoder over `seq_len`.
+    runs its decoder over `seq_len` positions and its encoder over `encoder_len` (default
+    spec.encoder_tokens(seq_len): the model's fixed encoder length, else seq_len).
     Ops are grouped per layer and family (module paths 'layers.3.attn', 'encoder.0.mlp', ...).
     flash_attention=False adds the S x S attention probabilities to the saved activations.
     """
@@ -585,7 +588,7 @@ def profile_spec(
     ops = _Ops([], [], COMPUTE_DTYPE[precision], train)
     b, s, h, v = batch, seq_len, spec.hidden, spec.vocab
     t = b * s
-    enc = spec.encoder_tokens(s)
+    enc = spec.encoder_tokens(encoder_len or s)
 
     # Embedding lookup (and learned positions): gathers, 0 FLOPs; backward writes the whole gradient table.
     table_grad = spec.embedding_params() * (MASTER_WEIGHT_BYTES if train else act)
@@ -630,7 +633,7 @@ def profile_spec(
     params = spec.params()
     saved = 0.0
     if train:
-        saved = sum(activation_bytes_per_layer(spec, b, s, act, flash_attention, k) for k in spec.layer_kinds())
+        saved = sum(activation_bytes_per_layer(spec, b, s, act, flash_attention, k, enc) for k in spec.layer_kinds())
         saved += t * TOKEN_ID_BYTES + 2 * t * h * act + t * v * FP32_BYTES  # ids, final norm and head inputs, log-probs
     peak = saved + _transient_bytes(spec, max(t, b * enc), act, train)
     return Profile(

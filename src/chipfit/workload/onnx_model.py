@@ -126,6 +126,9 @@ def _load(onnx, path: Path, max_bytes: int):
     if not model.opset_import:
         _corrupt(path, "it names no operator set")
     check_count(len(model.graph.node), "operators", f"ONNX file {path}", MAX_OPERATORS)
+    names = [n for node in model.graph.node for n in (node.name, node.op_type, node.domain, *node.input, *node.output)]
+    if not all(isinstance(n, str) for n in names):  # protobuf hands back bytes for strings that are not UTF-8
+        _corrupt(path, "some of its names are not UTF-8 text")
     _check_order(model.graph, path)
     _read_external_data(onnx, model, path)
     return model
