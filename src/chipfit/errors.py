@@ -10,6 +10,14 @@ from typing import Iterable
 class ChipfitError(Exception):
     """Bad input or an impossible request. The CLI prints the message and exits non-zero."""
 
+    exit_code = 1
+
+
+class BadArgument(ChipfitError):
+    """An argument that is wrong on its own (a negative batch, NaN tokens), found before any work: exit 2."""
+
+    exit_code = 2
+
 
 def check_file(path: Path, what: str, give: str, max_bytes: int | None = None, too_big: str = "") -> None:
     """The one-sentence error for an input file that does not exist ("{what} {path} does not exist;

@@ -28,7 +28,7 @@ from .errors import ChipfitError, check_file
 from .predict import Plan, predict
 from .predict.parallel import GBIT, NETWORKS, Network
 from .predict.plans import scale_profile, search_plans
-from .planning import shape_of
+from .predictors import plan_shape as shape_of
 from .workload.fusion import fuse_for_engine, fuse_into_norms
 from .workload.llm import TransformerSpec, profile_spec
 from .workload.profile import Profile

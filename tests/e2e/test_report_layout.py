@@ -12,6 +12,7 @@ from tests.e2e.test_dashboard import CHROMIUM, CHROMIUM_ARGS  # noqa: E402  (ski
 from playwright.sync_api import sync_playwright  # noqa: E402
 
 from chipfit.advise import advise  # noqa: E402
+from chipfit.api.report import report_data  # noqa: E402
 from chipfit.catalog import load_catalog  # noqa: E402
 from chipfit.comparison import Comparison, compare_profile  # noqa: E402
 from chipfit.predict import Conditions, Plan  # noqa: E402
@@ -26,7 +27,7 @@ def test_ranking_table_fits_the_window(tmp_path, width):
     work, plan, prof = Workload(model="tiny", batch=4, samples=4e6), Plan(devices=1), _profile()
     estimates = compare_profile(prof, work, plan, list(catalog.hardware.values()), catalog)
     advice = advise(Comparison(workload=work, plan=plan, profile=prof, estimates=estimates, conditions=Conditions()))
-    report = html(advice, tmp_path / "report.html")
+    report = html(report_data(advice, catalog), tmp_path / "report.html")
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": width, "height": 900})

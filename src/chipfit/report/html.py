@@ -9,10 +9,10 @@ from html import escape
 from pathlib import Path
 
 from ..advise import Advice, label
-from ..comparison import Comparison
+from ..api.report import ReportData
 from ..errors import ChipfitError
 from . import plots as _plots
-from .units import kwh, nbytes, seconds, si, usd
+from ..units import kwh, nbytes, seconds, si, usd
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#222;margin:0;background:#f6f7f9}
@@ -30,19 +30,22 @@ td.p{white-space:normal;text-align:left;min-width:7em;max-width:10em;overflow-wr
 .yes{color:#2a7d2a}.no{color:#c44e52}
 figure{margin:12px 0}figure img{max-width:100%;height:auto;border:1px solid #eee}figcaption{color:#555;font-size:12.5px}
 ul{margin:6px 0;padding-left:20px}li{margin:2px 0}.muted{color:#777;font-size:12.5px}
+.summary{font-size:15px;background:#fafafa;padding:8px 14px;border:1px solid #eee}
 dl{display:grid;grid-template-columns:max-content auto;gap:2px 14px;margin:6px 0}dt{color:#555}dd{margin:0}
 """
 
 _CAPTIONS = {
     "pareto": ("Time against cost",
                "Every entry with a sourced price. Blue entries meet the constraints; the red line joins those no other "
-               "entry beats on both time and cost (the Pareto front); the star is the winner."),
+               "entry beats on both time and cost (the Pareto front); the gold star is the winner, where it has a "
+               "sourced price."),
     "roofline": ("Roofline with the model's operators",
                  "Each dot is one operator of a training or inference step at its arithmetic intensity (FLOP per byte "
                  "moved) and the FLOP/s chipfit predicts it reaches on that device; the line is the device's roof "
                  "(dense peak at the job's precision, and memory bandwidth). Operators with no FLOPs are not shown."),
     "memory": ("Memory per device",
-               "What each device holds at the peak of a step, by part, against the device's memory (black mark)."),
+               "What each device holds at the peak of a step, by part, as a share of that device's memory (the black "
+               "line is its capacity); the size and the capacity are written beside each bar."),
     "layers": ("Time per layer", "Predicted time of one step per layer (module path, two levels deep), by phase."),
     "measured": ("Measured against predicted",
                  "Steps measured on hardware here (from the results store) against chipfit's prediction for the same step."),
@@ -188,25 +191,49 @@ def _assumptions(advice: Advice) -> str:
             + "".join(f"<li>{_text(p)}</li>" for p in prices) + "</ul>")
 
 
-def render(item: Advice | Comparison, *, measurements=(), title: str | None = None) -> str:
-    """The whole report as one HTML string with no external reference."""
-    advice = _plots.as_advice(item)
-    figs = _plots.figures(advice, measurements)
-    model = advice.comparison.workload.model
-    title = title or f"chipfit report: {model}"
+# Plots shown above the ranking (the decision); the rest follow it (the detail).
+KEY_PLOTS = ("pareto", "memory")
+
+
+def _figure_html(name: str, fig) -> str:
+    head, caption = _CAPTIONS[name]
+    return (f"<h2>{_text(head)}</h2><figure><img alt=\"{_text(head)}\" src=\"data:image/png;base64,{_png(fig)}\">"
+            f"<figcaption>{_text(caption)}</figcaption></figure>")
+
+
+def _summary(advice: Advice) -> str:
+    """The answer in a few figures: the winner's time, cost and energy, and what else was weighed."""
+    w = advice.winner
+    items = [("options weighed", f"{len(advice.estimates())} ({len(advice.candidates)} meet the constraints)")]
+    if w is not None:
+        items = [("run on", label(w)), ("time to finish", seconds(w.total_time_s)
+                                        + f" ({seconds(w.low.get('total_time_s'))} - {seconds(w.high.get('total_time_s'))})"),
+                 ("cost", usd(w.cost_usd)), ("energy", kwh(w.energy_kwh)),
+                 ("memory per device", nbytes(w.memory_per_device_bytes)), *items]
+    return "<dl class=summary>" + "".join(f"<dt>{_text(k)}</dt><dd>{_text(v)}</dd>" for k, v in items) + "</dl>"
+
+
+def render(data: ReportData, *, title: str | None = None) -> str:
+    """The whole report as one HTML string with no external reference: the answer and key plots first,
+    then the full ranking, then the detail."""
+    advice = data.advice
+    figs = _plots.figures(data)
+    title = title or f"chipfit report: {advice.comparison.workload.model}"
     why_cls = "why" if advice.winner else "why none"
     sections = [
         f"<h1>{_text(title)}</h1><p class=job>{_text(_job(advice))}</p>",
         f"<dl>{_constraints(advice)}</dl>",
         f'<p class="{why_cls}">{_text(advice.why)}</p>',
+        _summary(advice),
+        *(_figure_html(name, figs[name]) for name in KEY_PLOTS if name in figs),
         "<h2>Ranking</h2><p class=muted>Entries that meet every constraint first (best first by the objective, "
         "winner highlighted); the others follow with the reason they were ruled out.</p>" + _ranking(advice),
         _changes(advice),
     ]
     for name, fig in figs.items():
-        head, caption = _CAPTIONS[name]
-        sections.append(f"<h2>{_text(head)}</h2><figure><img alt=\"{_text(head)}\" "
-                        f"src=\"data:image/png;base64,{_png(fig)}\"><figcaption>{_text(caption)}</figcaption></figure>")
+        if name in KEY_PLOTS:
+            continue
+        sections.append(_figure_html(name, fig))
         if name == "rent_buy":
             sections.append(_rent_buy(advice, heading=False))
     if "rent_buy" not in figs:
@@ -222,11 +249,9 @@ def render(item: Advice | Comparison, *, measurements=(), title: str | None = No
             f"<body><main>{''.join(sections)}</main></body></html>")
 
 
-def html(item: Advice | Comparison, path, *, measurements=None, store=None, title: str | None = None) -> Path:
-    """Write the report for `item` to `path`; measured steps come from `measurements` or `store`."""
-    if measurements is None:
-        measurements = store.measurements() if store is not None else ()
-    text = render(item, measurements=measurements, title=title)
+def html(data: ReportData, path, *, title: str | None = None) -> Path:
+    """Write the report of `data` (chipfit.api.report) to `path`."""
+    text = render(data, title=title)
     out = Path(path)
     try:
         out.write_text(text, encoding="utf-8")
