@@ -57,9 +57,11 @@ def test_spot_values_in_base_units(catalog):
     v5e = catalog.get("google-tpu-v5e")
     assert v5e.peak("bf16") == pytest.approx(197e12)
     assert v5e.mem_bw_bytes_per_s.value == pytest.approx(819e9)
-    # a vendor figure given only with sparsity is kept but never used as a dense peak
-    orin = catalog.get("nvidia-jetson-agx-orin-64gb")
-    assert orin.peak_flops["int8"].dense is False and orin.peak("int8") is None
+    # a figure not known to be dense is kept but never used as a dense peak
+    wse3 = catalog.get("cerebras-wse-3")
+    assert wse3.peak_flops["fp16"].dense is False and wse3.peak("fp16") is None
+    # a sparse-only vendor figure halved as the vendor's footnote says: Jetson AGX Orin 275 sparse TOPS
+    assert catalog.get("nvidia-jetson-agx-orin-64gb").peak("int8") == pytest.approx(137.5e12)
 
 
 def test_required_entries_present(catalog):

@@ -98,9 +98,10 @@ def _exit_code(message: str) -> int:
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["profile", "resnet-50"], "Unknown model 'resnet-50'. Did you mean resnet50"),
-    (["compare", "resnet50", "--hardware", "nvidia-h100"], "Unknown hardware 'nvidia-h100'. Did you mean"),
-    (["hardware", "show", "h100-sxm"], "Unknown hardware 'h100-sxm'."),
+    (["profile", "resnet-5O"], "Unknown model 'resnet-5O'. Did you mean resnet50"),
+    (["compare", "resnet50", "--hardware", "nvidia-h800"], "Unknown hardware 'nvidia-h800': no catalog entry matches it. "
+                                                           "Closest entries:"),
+    (["hardware", "show", "H100 NVL"], "Unknown hardware 'H100 NVL': no catalog entry matches it."),
     (["compare", "resnet50", "--samples", "0"], "--samples 0 leaves nothing to do; give a positive number of samples."),
     (["compare", "resnet50", "--batch", "-2"], "Batch -2 is not a positive number of samples; give --batch 1 or more."),
     (["compare", "resnet50", "--batch", "6", "--devices", "4"], "Batch 6 does not split evenly over 4 devices"),

@@ -173,7 +173,8 @@ def test_cuda_devices_from_fake_torch(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: props)
-    monkeypatch.setattr(devices, "_nvml_details", lambda i: {"power_limit_watts": 400.0, "max_sm_clock_hz": 1.41e9})
+    nvml = {"power_limit_watts": 400.0, "max_sm_clock_hz": 1.41e9}
+    monkeypatch.setattr(devices, "_nvml_details", lambda i, uuid: nvml)
     (gpu,) = devices.cuda_devices()
     assert (gpu.id, gpu.kind, gpu.torch_device, gpu.cores, gpu.memory_bytes) == (
         "cuda:0", "cuda", "cuda:0", 108, 80 * 10**9)

@@ -3,7 +3,7 @@
 import pytest
 
 from chipfit.workload import profile as trace
-from chipfit.workload.fusion import fuse_for_compiler, fuse_for_engine, fuse_into_norms, runs_compiled
+from chipfit.predict.fusion import fuse_for_compiler, fuse_for_engine, fuse_into_norms, runs_compiled
 
 # ResNet-50 residual adds at batch 1: (channels x side^2) x blocks per stage.
 RESIDUAL_ELEMENTS = 256 * 56**2 * 3 + 512 * 28**2 * 4 + 1024 * 14**2 * 6 + 2048 * 7**2 * 3
@@ -55,7 +55,8 @@ def test_compare_on_a_fusing_engine_prices_the_fused_graph(resnet):
     job = Workload(model="resnet50", mode="infer", batch=1, precision="bf16")
     (trt,) = compare_profile(resnet, job, Plan(), [h100], catalog, framework="tensorrt")
     (eager,) = compare_profile(resnet, job, Plan(), [h100], catalog, framework="pytorch")
-    assert trt.step_time_s == pytest.approx(predict(fuse_for_engine(resnet, "bf16"), h100, job, Plan()).step_time_s)
+    assert trt.step_time_s == pytest.approx(predict(fuse_for_engine(resnet, "bf16"), h100, job, Plan(),
+                                                    framework="tensorrt").step_time_s)
     assert eager.step_time_s == pytest.approx(predict(resnet, h100, job, Plan()).step_time_s)
     assert trt.step_time_s < eager.step_time_s
     # The local CPU is priced beside the catalog, on the same graph, and each entry's speed-up is against it.

@@ -144,7 +144,7 @@ def test_plan_covers_every_precision_and_kind():
 def test_slow_precisions_skip_sizes_and_progress_counts_all(monkeypatch):
     rates = {"fp32": 1e11, "bf16": 2e11, "fp16": 1e9, "int8": 4e11}  # FLOP/s
 
-    def fake_run(bench: Bench, device, meter=None) -> Measurement:
+    def fake_run(bench: Bench, device, meter=None, budget_s=None) -> Measurement:
         flops = 2.0 * bench.size**3 if bench.kind == "matmul" else 1.0
         t = flops / rates[bench.precision] if bench.kind == "matmul" else 1e-3
         return Measurement(bench.kind, device.id, bench.precision, {}, flops, 0.0, t, t, t, 5)

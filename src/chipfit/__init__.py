@@ -52,13 +52,15 @@ def _run(use_case: str, catalog: Sequence[str], db: str | None, fields: dict, **
 
 
 def profile(model, *, mode: str | None = None, batch: int | None = None, seq: int | None = None,
-            precision: str | None = None, optimizer: str = "adamw", input: dict | None = None):
-    """Trace one step of `model` (zoo name, 'package.module:factory' or nn.Module) on fake tensors: `chipfit profile`."""
+            precision: str | None = None, optimizer: str = "adamw", input: dict | None = None,
+            seq_len: int | None = None):
+    """Trace one step of `model` (zoo name, 'package.module:factory' or nn.Module) on fake tensors: `chipfit profile`.
+    `seq_len` is the older name of `seq`."""
     from .api.job import Job
     from .api.profiling import prepared, profile_job
 
     shapes = tuple((k, tuple(v)) for k, v in (input or {}).items())
-    job = prepared(Job(model=model, mode=mode, batch=batch, seq=seq, precision=precision,
+    job = prepared(Job(model=model, mode=mode, batch=batch, seq=seq or seq_len, precision=precision,
                        optimizer=optimizer, input_shapes=shapes), "profile")
     return profile_job(job, job.batch)
 
@@ -69,10 +71,10 @@ def compare(model=None, *, spec: str | None = None, mode: str | None = None, bat
             precision: str | None = None, optimizer: str = "adamw", devices: int = 1, hw_class: str | None = None,
             hardware: Sequence[str] | str | None = None, framework: str | None = None, network: str | None = None,
             pue: float | None = None, grid: float | None = None, input: dict | None = None, local: bool = True,
-            catalog: Sequence[str] = (), db: str | None = None):
+            catalog: Sequence[str] = (), db: str | None = None, seq_len: int | None = None):
     """Profile `model` (or the transformer `spec`) and rank every catalog entry for the job: `chipfit compare`.
-    Returns a chipfit.comparison.Comparison."""
-    fields = dict(model=model, spec=spec, mode=mode, batch=batch, seq=seq, prompt=prompt, generate=generate,
+    Returns a chipfit.comparison.Comparison. `seq_len` is the older name of `seq`."""
+    fields = dict(model=model, spec=spec, mode=mode, batch=batch, seq=seq or seq_len, prompt=prompt, generate=generate,
                   samples=samples, epochs=epochs, tokens=tokens, precision=precision, optimizer=optimizer,
                   devices=devices, hw_class=hw_class, hardware=hardware, framework=framework, network=network,
                   pue=pue, grid=grid, input=input, local=local)

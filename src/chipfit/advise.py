@@ -209,11 +209,11 @@ def why_wins(winner: Estimate, candidates: Sequence[Estimate], objective: str) -
 
 
 def _shape_for(workload):
-    """The transformer sizes activation checkpointing needs, for zoo LLMs; None otherwise."""
-    from .workload import llm
+    """The transformer sizes activation checkpointing needs, for the library's transformers; None otherwise."""
+    from .workload import library
 
     try:
-        spec = llm.spec_for_zoo(workload.model)
+        spec = library.transformer_spec(workload.model)
     except ChipfitError:
         return None
     return plan_shape(spec, workload.seq_len or 1)

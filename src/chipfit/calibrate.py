@@ -39,7 +39,8 @@ from .catalog.schema import Hardware
 from .errors import ChipfitError
 from .measurement import Measurement
 from .predict.efficiency import (Curve, Efficiency, OpFit, default_efficiency, family_chain, fresh_bytes,
-                                 op_family)
+                                 op_family, pages_fault_on_allocation)
+from .predict.as_run import tf32_convolutions
 from .predict.roofline import MATRIX_KINDS, op_peak, peak_for
 from .workload.profile import KINDS as OP_KINDS, PHASES, conv_window
 from .workload.workload import BYTES_PER_ELEMENT
@@ -132,7 +133,8 @@ def _op_rows(measurements: list[Measurement]) -> list[dict]:
         if m.median_s <= 0:
             continue
         if m.kind == "op":
-            rows.append(dict(family=measured_family(m), kind=m.extra["op_kind"], fresh=m.extra.get("fresh_bytes", 0.0),
+            fresh = m.extra.get("fresh_bytes", 0.0) if pages_fault_on_allocation(m.device) else 0.0
+            rows.append(dict(family=measured_family(m), kind=m.extra["op_kind"], fresh=fresh,
                              calls=m.shape.get("calls", 1), model=model_of(m)))
         elif m.kind in MICRO_BENCHMARK_KINDS and m.precision in BYTES_PER_ELEMENT:
             kind = "matmul" if m.kind == "matmul" else "conv"
@@ -148,10 +150,12 @@ def _op_rows(measurements: list[Measurement]) -> list[dict]:
                    * BYTES_PER_ELEMENT[m.precision])
             window = conv_window((m.shape.get("kernel", 3),) * 2, (stride,) * 2)
             family = "matmul" if kind == "matmul" else op_family(kind, aten, m.flops, m.bytes, window=window)
-            rows.append(dict(family=family, kind=kind, fresh=fresh_bytes(aten, out), calls=1, model=MICRO_BENCHMARKS))
+            fresh = fresh_bytes(aten, out) if pages_fault_on_allocation(m.device) else 0.0
+            rows.append(dict(family=family, kind=kind, fresh=fresh, calls=1, model=MICRO_BENCHMARKS))
         else:
             continue
-        rows[-1].update(precision=m.precision, flops=m.flops, bytes=m.bytes, t=m.extra.get("mean_s", m.median_s))
+        rows[-1].update(precision=m.precision, flops=m.flops, bytes=m.bytes, t=m.extra.get("mean_s", m.median_s),
+                        cuda=m.device.startswith("cuda"))
     return rows
 
 
@@ -171,7 +175,10 @@ def fit_ops(measurements: list[Measurement], hw: Hardware) -> tuple[OpFit, ...]:
     benchmarks price any low-intensity window they did not measure, never a dense convolution)."""
     bw = hw.mem_bw_bytes_per_s.value if hw.mem_bw_bytes_per_s else None
     groups: dict[tuple[str, str], list[dict]] = {}
+    tf32_conv = tf32_convolutions(hw, None, "fp32")
     for r in _op_rows(measurements):
+        if tf32_conv and r["cuda"] and r["kind"] == "conv" and r["precision"] == "fp32":
+            r["precision"] = "tf32"  # cuDNN ran them at TF32 (as_run.tf32_convolutions): fitted, and priced, as such
         for family in family_chain(r["family"]):
             groups.setdefault((family, r["precision"]), []).append(r)
     fits = []

@@ -5,14 +5,16 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import re
 import sys
 
 from . import __version__
-from .errors import BadArgument, ChipfitError, closest
+from .errors import ArgumentError, ChipfitError, closest, unexpected
 
 EXAMPLES = {
-    "hardware": "chipfit hardware list --class gpu\n  chipfit hardware show nvidia-h100-sxm5-80gb",
+    "hardware": "chipfit hardware list --class gpu\n  chipfit hardware show \"H100 SXM5 80GB\"",
+    "models": "chipfit models --kind decoder --min-params 7B",
     "profile": "chipfit profile resnet50 --train --batch 32\n  chipfit profile gpt2 --infer --seq 1024 --ops",
     "compare": "chipfit compare resnet50 --train --batch 256 --samples 1.28e6 --epochs 90\n"
                "  chipfit compare llama-3-8b --infer --prompt 512 --generate 128 --class gpu\n"
@@ -23,23 +25,29 @@ EXAMPLES = {
     "plan": "chipfit plan llama-3-8b --tokens 1e12 --hardware nvidia-h100-sxm5-80gb --max-devices 1024 --deadline 30d",
     "serve": "chipfit serve --port 8000",
     "devices": "chipfit devices --json",
-    "bench": "chipfit bench --quick",
+    "bench": "chipfit bench --quick\n  chipfit bench --device cuda:0 --budget 0.2",
     "measure": "chipfit measure resnet18 --infer --batch 8 --reps 5",
     "calibrate": "chipfit calibrate",
-    "validate": "chipfit validate --rounds 3\n  chipfit validate --published published.csv",
+    "validate": "chipfit validate --quick --rounds 3\n  chipfit validate --device cuda:0\n"
+                "  chipfit validate --published published.csv",
     "results": "chipfit results list --kind measure\n  chipfit results export --csv results.csv",
 }
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Examples kept as written; every option's default shown."""
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Examples kept as written; every option's default shown (a rule in words where it depends on the job)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        shown = action.default not in (None, False, [], argparse.SUPPRESS) and "default" not in text
+        return f"{text} (default: %(default)s)" if shown and action.option_strings else text
 
 
 class _Parser(argparse.ArgumentParser):
-    """An argparse parser whose errors are one sentence (BadArgument, exit 2) with "did you mean"."""
+    """An argparse parser whose errors are one sentence (ArgumentError, exit 2) with "did you mean"."""
 
     def error(self, message: str):
-        raise BadArgument(_sentence(self, message))
+        raise ArgumentError(_sentence(self, message))
 
     def parse_args(self, args=None, namespace=None):
         parsed, extras = self.parse_known_args(args, namespace)
@@ -49,8 +57,8 @@ class _Parser(argparse.ArgumentParser):
             first = next((e for e in extras if e.startswith("-")), extras[0])
             name = first.split("=", 1)[0]
             hint = closest(name, options) if name.startswith("-") else ""
-            raise BadArgument(f"Unknown {'option' if name.startswith('-') else 'argument'} {name!r}.{hint} "
-                              f"See `{sub.prog} --help`.")
+            raise ArgumentError(f"{sub.prog}: unrecognized arguments: {' '.join(extras)}.{hint} "
+                                f"See `{sub.prog} --help`.")
         return parsed
 
 
@@ -65,11 +73,13 @@ def _subparser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> arg
 
 
 def _sentence(parser: argparse.ArgumentParser, message: str) -> str:
-    choice = re.match(r"argument (\w+): invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    choice = re.match(r"argument ([^:]+): invalid choice: '([^']*)' \(choose from (.*)\)", message)
     if choice:
         known = [c.strip(" '") for c in choice.group(3).split(",")]
-        what = "command" if choice.group(1) in ("command", "action") else choice.group(1)
-        return f"Unknown {what} {choice.group(2)!r}.{closest(choice.group(2), known)} Use one of: {', '.join(known)}."
+        what = choice.group(1).strip("<>").split("/")[0]
+        what = "command" if what in ("command", "action") else what
+        return (f"{what[0].upper()}{what[1:]} {choice.group(2)!r} is an invalid choice.{closest(choice.group(2), known)} "
+                f"Use one of: {', '.join(known)}.")
     message = re.sub(r"^argument ([^:]+): ", r"\1: ", message)
     return f"{message[0].upper()}{message[1:].rstrip('.')}; see `{parser.prog} --help`."
 
@@ -79,14 +89,17 @@ def _number(text: str) -> float:
     try:
         return float(text.replace("_", ""))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number; give one like 1e9") from None
+        raise argparse.ArgumentTypeError(f"invalid float value: {text!r}; give a number like 1e9") from None
 
 
 def _whole(text: str) -> int:
     """Accepts 256, 1_024, 4e6 when whole (range checks are the Job's)."""
-    value = _number(text)
-    if value != value or value in (float("inf"), float("-inf")) or value != int(value):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; give one like 256")
+    try:
+        value = float(text.replace("_", ""))
+    except ValueError:
+        value = None
+    if value is None or value != value or value in (float("inf"), float("-inf")) or value != int(value):
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}; give a whole number like 256")
     return int(value)
 
 
@@ -161,8 +174,14 @@ def _hardware_parsers(sub) -> None:
     ls.add_argument("--framework", help="only entries that run this framework")
     _out_args(ls)
     shw = hw_sub.add_parser("show", help="one entry, every figure with its source", formatter_class=_Formatter)
-    shw.add_argument("id", help="a catalog id (chipfit hardware list)")
+    shw.add_argument("id", help="catalog id or any name: \"H100 SXM5 80GB\", \"Gaudi2\", \"p5.48xlarge\"")
     _out_args(shw)
+    mdl = _sub(sub, "models", "the model library: every named model, its kind and parameter count")
+    mdl.add_argument("--family", help="only this family (llama, qwen3, t5, ...)")
+    mdl.add_argument("--kind", help="decoder, encoder, encoder-decoder, moe or vision")
+    mdl.add_argument("--min-params", help="at least this many parameters: 7e9, 70B, 350M")
+    mdl.add_argument("--max-params", help="at most this many parameters")
+    _out_args(mdl)
 
 
 def _compare_parser(sub) -> None:
@@ -175,7 +194,7 @@ def _compare_parser(sub) -> None:
     _job_args(cmp, job=True)
     cmp.add_argument("--devices", type=_whole, default=1, help="devices per entry, data parallel")
     cmp.add_argument("--class", dest="hw_class", help="only this hardware class")
-    cmp.add_argument("--hardware", action="append", help="only these entries (repeatable)")
+    cmp.add_argument("--hardware", action="append", help="only these entries, by id or name (repeatable)")
     cmp.add_argument("--framework", help="only hardware that runs this framework")
     cmp.add_argument("--pue", type=_number, help="data-centre PUE (default: 1.10)")
     cmp.add_argument("--grid", type=_number, help="grid carbon intensity, kg CO2 per kWh (default: 0.475)")
@@ -223,7 +242,7 @@ def _plan_parser(sub) -> None:
     pl.add_argument("model", nargs="?", help="a decoder LLM from the zoo (or use --spec)")
     pl.add_argument("--spec", help="a transformer by its sizes (see compare --spec)")
     pl.add_argument("--train", action="store_true", help="training (the only mode plans are searched for)")
-    pl.add_argument("--hardware", required=True, help="catalog id of the device")
+    pl.add_argument("--hardware", required=True, help="the device: catalog id or any name (\"H100 80GB\")")
     pl.add_argument("--tokens", type=_number, help="training tokens")
     pl.add_argument("--batch", type=_whole, help="global batch in sequences (default: about 4M tokens)")
     pl.add_argument("--seq", type=_whole, help="sequence length (default: the model's context, 2048 for --spec)")
@@ -243,11 +262,16 @@ def _local_parsers(sub) -> None:
     srv = _sub(sub, "serve", "the dashboard in a browser (FastAPI; needs chipfit[web])")
     srv.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1: this machine only)")
     srv.add_argument("--port", type=_whole, default=8000, help="TCP port")
+    srv.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                     help="also answer requests addressed to NAME (a host name this machine is reached by); "
+                          "by default only the bound address and loopback names")
     _db_arg(srv)
     _out_args(_sub(sub, "devices", "what is here: CPU model, cores, ISA, GPUs, MPS"))
     bench = _sub(sub, "bench", "micro-benchmarks of every local device, stored")
     bench.add_argument("--quick", action="store_true", help="fewer sizes, one round (a few seconds on a CPU)")
     bench.add_argument("--device", help="only this device id (see `chipfit devices`)")
+    bench.add_argument("--budget", type=_number, metavar="SECONDS",
+                       help="timed seconds per benchmark (default: 0.4; less is quicker and noisier)")
     meas = _sub(sub, "measure", "real steps of a workload here, predicted next to measured, stored")
     meas.add_argument("model", help="zoo name, model file or package.module:factory")
     _job_args(meas, job=False)
@@ -256,11 +280,16 @@ def _local_parsers(sub) -> None:
     cal = _sub(sub, "calibrate", "fit this machine's efficiencies from the stored benchmarks and operator times")
     cal.add_argument("--device", default="local-cpu", help="device id (see `chipfit devices`)")
     val = _sub(sub, "validate", "predicted vs measured for the zoo here, or vs published runs")
-    val.add_argument("--published", metavar="CSV", help="check predictions against published figures instead")
+    val.add_argument("--published", metavar="CSV", nargs="+",
+                     help="check predictions against published runs (one or more CSVs, columns of published.csv)")
     val.add_argument("--reps", type=_at_least(1), default=3, help="timed repetitions per case and round")
     val.add_argument("--rounds", type=_at_least(1), default=5, help="interleaved rounds over the cases")
     val.add_argument("--stored", action="store_true",
                      help="predict the newest stored validate run's cases again from what is stored; measure nothing")
+    val.add_argument("--device", default="local-cpu",
+                     help="device id; a GPU runs GPU-sized cases in bf16 (chipfit.validate)")
+    val.add_argument("--quick", action="store_true", help="one train and one infer case of fewer models")
+    val.add_argument("--model", action="append", default=[], help="only this model's cases (repeatable)")
     for p in (bench, meas, val):
         _allocator_arg(p)
     for p in (bench, meas, cal, val):
@@ -312,7 +341,7 @@ def _device_counts(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(n) for n in text.split(","))
     except ValueError:
-        raise BadArgument(f"--devices-list {text!r} is not comma-separated device counts like 1,8.") from None
+        raise ArgumentError(f"--devices-list {text!r} is not comma-separated device counts like 1,8.") from None
 
 
 def job_from(args: argparse.Namespace):
@@ -399,6 +428,7 @@ def _store(args: argparse.Namespace, create: bool = True):
 
 # --- the commands -----------------------------------------------------------------------------------
 def cmd_hardware(args: argparse.Namespace) -> None:
+    from .catalog import hardware_named
     from .report import terminal
 
     catalog = _catalog(args)
@@ -407,8 +437,19 @@ def cmd_hardware(args: argparse.Namespace) -> None:
         rows = [catalog.to_dict(hw) for hw in entries]
         _emit(args, rows, rows, lambda: terminal.show(terminal.hardware_table(entries)))
     else:
-        d = catalog.to_dict(catalog.get(args.id))
+        d = catalog.to_dict(hardware_named(args.id, catalog))
         _emit(args, d, [d], lambda: terminal.show(terminal.hardware_detail(d)))
+
+
+def cmd_models(args: argparse.Namespace) -> None:
+    from .report import terminal
+    from .workload import library
+
+    sizes = (None if v is None else library.parse_count(v) for v in (args.min_params, args.max_params))
+    entries = library.list_models(args.family, args.kind, *sizes)
+    rows = [e.to_dict() for e in entries]
+    _emit(args, rows, [r | {"aliases": " ".join(r["aliases"]), "arch": None} for r in rows],
+          lambda: terminal.show(terminal.models_table(entries)))
 
 
 def cmd_profile(args: argparse.Namespace) -> None:
@@ -485,7 +526,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from .web import serve
 
     print(f"chipfit dashboard on http://{args.host}:{args.port} (Ctrl-C stops it)", file=sys.stderr)
-    serve(args.host, args.port, db_path=args.db, catalog_dirs=tuple(args.catalog))
+    serve(args.host, args.port, db_path=args.db, catalog_dirs=tuple(args.catalog), allow_hosts=args.allow_host)
 
 
 def cmd_devices(args: argparse.Namespace) -> None:
@@ -498,26 +539,40 @@ def cmd_devices(args: argparse.Namespace) -> None:
     _emit(args, rows, rows, lambda: terminal.show(terminal.devices_table(rows)))
 
 
+def _device_here(args: argparse.Namespace):
+    """The local device --device names, found before the store is opened: a device that is not here stores
+    nothing; --keep-freed-memory for a GPU alone is refused."""
+    from .measure.allocator import refuse_keep_freed_memory
+    from .measure.devices import local_device
+
+    device = local_device(args.device)
+    if getattr(args, "keep_freed_memory", False):
+        refuse_keep_freed_memory(device)
+    return device
+
+
 def cmd_bench(args: argparse.Namespace) -> None:
-    from .api.measure import allocator, catalog_entry, local_device
+    from .api.measure import catalog_entry
+    from .measure.allocator import device_allocator
     from .measure.devices import local_devices
     from .measure.microbench import BENCH_ROUNDS, run_microbenchmarks
-    from .measure.power import energy_meter
+    from .measure.power import device_meter
     from .measurement import Environment
     from .report import terminal
 
-    devices = [local_device(args.device)] if args.device else local_devices()
-    alloc, catalog, out = allocator(args.keep_freed_memory), _catalog(args), []
+    if args.budget is not None and not args.budget > 0:
+        raise ChipfitError(f"--budget {args.budget:g} is not a positive number of seconds; give e.g. --budget 0.4.")
+    devices = [_device_here(args)] if args.device else local_devices()
+    catalog, out = _catalog(args), []
     with _store(args) as store:
         for device in devices:
             hw = catalog_entry(device, catalog)
-            tdp = hw.tdp_watts
-            meter = energy_meter(device.kind, tdp_watts=tdp.value if tdp else None,
-                                 tdp_source=tdp.source if tdp else "")
+            alloc = device_allocator(device, args.keep_freed_memory)
             with terminal.progress_bar(f"bench {device.id}") as bar:
-                ms = run_microbenchmarks(device, quick=args.quick, progress=bar, meter=meter,
-                                         rounds=1 if args.quick else BENCH_ROUNDS)
-            env = Environment.capture(device.id, device.name, hw.id, extra={"quick": args.quick, "allocator": alloc})
+                ms = run_microbenchmarks(device, quick=args.quick, progress=bar, meter=device_meter(device, hw),
+                                         rounds=1 if args.quick else BENCH_ROUNDS, budget_s=args.budget)
+            env = Environment.capture(device.id, device.name, hw.id,
+                                      extra={"quick": args.quick, "allocator": alloc, "budget_s": args.budget})
             run_id = store.record_run("bench", device.id, env, ms)
             out.append({"run_id": run_id, "device": device.id, "hardware": hw.id,
                         "measurements": [m.to_dict() for m in ms]})
@@ -532,21 +587,40 @@ def cmd_measure(args: argparse.Namespace) -> None:
     from .report import terminal
 
     job = job_from(args)
+    device = _device_here(args)
     with _store(args) as store, terminal.progress_bar(f"measure {args.model}") as bar:
-        r = measure(job, _catalog(args), store, device=args.device, reps=args.reps,
+        r = measure(job, _catalog(args), store, device=device, reps=args.reps,
                     keep_freed_memory=args.keep_freed_memory, progress=bar)
     d = r.to_dict()
     _emit(args, d, [d], lambda: terminal.show(terminal.measure_tables(r, args.model)))
 
 
+def _stored_elsewhere(args: argparse.Namespace) -> str | None:
+    """The catalog id of `args.device` as the results store recorded it, when that device is not on this machine
+    but the store holds its runs; else None."""
+    from .measure.devices import local_devices
+    from .store import Store
+
+    if any(d.id == args.device for d in local_devices()):
+        return None
+    try:
+        with Store(args.db, create=False) as store:
+            runs = [r for r in store.runs(device=args.device) if r.hardware_id]
+    except ChipfitError:
+        return None
+    return runs[-1].hardware_id if runs else None
+
+
 def cmd_calibrate(args: argparse.Namespace) -> None:
-    from .api.measure import catalog_entry, local_device
+    from .api.measure import catalog_entry
     from .calibrate import calibrate_device
     from .report import terminal
 
-    device = local_device(args.device)
+    elsewhere = _stored_elsewhere(args)  # a device measured on another machine (a GPU) is fitted from the store
+    catalog = _catalog(args)
+    hw = catalog.get(elsewhere) if elsewhere else catalog_entry(_device_here(args), catalog)
     with _store(args) as store:
-        cal = calibrate_device(store, catalog_entry(device, _catalog(args)), device.id)
+        cal = calibrate_device(store, hw, args.device)
     data = cal.to_dict()
     _emit(args, data, data["curves"], lambda: terminal.show(terminal.calibration_table(cal)))
 
@@ -563,17 +637,20 @@ def cmd_validate(args: argparse.Namespace) -> None:
         return
     from .api import validate
 
-    with _store(args) as store, terminal.progress_bar("validate") as bar:
-        v = validate(_catalog(args), store, reps=args.reps, rounds=args.rounds, stored=args.stored,
-                     keep_freed_memory=args.keep_freed_memory, progress=bar)
+    device = _device_here(args)
+    with _store(args) as store, terminal.progress_bar(f"validate on {device.id}") as bar:
+        v = validate(_catalog(args), store, device=device, reps=args.reps, rounds=args.rounds, stored=args.stored,
+                     quick=args.quick, models=tuple(args.model), keep_freed_memory=args.keep_freed_memory,
+                     progress=bar)
     data = v.to_dict()
     _emit(args, data, data["cases"], lambda: terminal.show(terminal.validation_tables(v)))
 
 
 def cmd_results(args: argparse.Namespace) -> None:
     from .report import terminal
+    from .store import Store
 
-    with _store(args) as store:
+    with Store(args.db, create=False) as store:
         if args.action == "export":
             n = store.export_csv(sys.stdout if args.csv == "-" else args.csv)
             if args.csv != "-":
@@ -590,7 +667,7 @@ def cmd_results(args: argparse.Namespace) -> None:
                 terminal.measurements_table(ms, None, f"run {run.id}: {run.kind} on {run.device} ({run.created_at})")))
 
 
-COMMANDS = {"hardware": cmd_hardware, "profile": cmd_profile, "compare": cmd_compare, "advise": cmd_advise,
+COMMANDS = {"hardware": cmd_hardware, "models": cmd_models, "profile": cmd_profile, "compare": cmd_compare, "advise": cmd_advise,
             "report": cmd_report, "plan": cmd_plan, "serve": cmd_serve, "devices": cmd_devices, "bench": cmd_bench,
             "measure": cmd_measure, "calibrate": cmd_calibrate, "validate": cmd_validate, "results": cmd_results}
 
@@ -603,13 +680,18 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.code or 0)
     except ChipfitError as exc:
         print(f"chipfit: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return exc.exit_status
     except KeyboardInterrupt:
         print("chipfit: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
         return 0
+    except Exception as exc:  # a path no check covers yet: one sentence, not a traceback
+        if os.environ.get("CHIPFIT_DEBUG"):
+            raise
+        print(f"chipfit: {unexpected(exc)}", file=sys.stderr)
+        return 1
     return 0
 
 

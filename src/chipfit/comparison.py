@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .catalog import Catalog
+from .catalog import Catalog, hardware_named
 from .catalog.schema import FRAMEWORKS, Hardware
 from .errors import ChipfitError, closest
 from .predict import Conditions, Estimate, Plan
@@ -65,7 +65,7 @@ def estimate_row(e: Estimate) -> dict:
 
 def select_hardware(catalog: Catalog, hw_class: str | None, hardware: list[str] | None) -> list[Hardware]:
     if hardware:
-        return [catalog.get(h) for h in hardware]
+        return [hardware_named(h, catalog) for h in hardware]
     entries = catalog.select(hw_class=hw_class)
     if not entries:
         raise ChipfitError(f"No catalog entry has class {hw_class!r}; run `chipfit hardware list` to see the classes.")
@@ -88,7 +88,7 @@ def compare_profile(
     """Pure part of compare: the profile on each entry, ranked. Fast (no tracing, no I/O).
 
     An inference engine named as `framework` (TensorRT, ONNX Runtime, ...) runs the fused graph,
-    and TPUs (and every device under JAX) the XLA-fused one (workload.fusion).
+    and TPUs (and every device under JAX) the XLA-fused one (predict.fusion).
 
     `local_calibration` (chipfit.calibrate.Calibration) replaces the published efficiencies
     for the local CPU's own estimate. `network` names the scale-out network (predict.parallel.NETWORKS)

@@ -20,8 +20,8 @@ from .predict import Conditions, Estimate, OpArrays, Plan, add_energy_and_cost, 
 from .predict.efficiency import Efficiency
 from .predict.plan import ModelShape
 from .predict.plans import PlanSearch, search_plans
-from .predict.roofline import arrays_as_run
-from .workload.fusion import FUSING_FRAMEWORKS, fuse_for_engine, runs_compiled
+from .predict.as_run import arrays_as_run, as_run_key
+from .predict.fusion import FUSING_FRAMEWORKS, fuse_for_engine
 from .workload.profile import Profile
 from .workload.workload import Workload
 
@@ -32,10 +32,11 @@ class Predictor(Protocol):
 
 
 def plan_shape(spec, seq_len: int) -> ModelShape:
-    """The plan-relevant sizes of a workload.llm.TransformerSpec trained at `seq_len`."""
-    expert_params = spec.layers * spec.experts * spec.linear_params(spec.expert_matrices()) if spec.moe else 0
-    return ModelShape(layers=spec.layers, hidden=spec.hidden, heads=spec.heads, seq_len=seq_len,
-                      experts=spec.experts, top_k=spec.top_k, expert_params=expert_params)
+    """The plan-relevant sizes of a workload.llm.TransformerSpec trained at `seq_len` (an encoder-decoder's
+    layers together)."""
+    return ModelShape(layers=spec.layers + spec.encoder_layers, hidden=spec.hidden, heads=spec.heads, seq_len=seq_len,
+                      experts=spec.experts, top_k=spec.top_k, expert_params=spec.expert_params(),
+                      moe_layers=spec.moe_layers)
 
 
 def rank_key(e: Estimate) -> tuple:
@@ -71,18 +72,18 @@ class StepPredictor:
     conditions: Conditions = field(default_factory=Conditions)
     network: str | None = None
     efficiency: Efficiency | None = None
-    _arrays: dict[bool, OpArrays] = field(default_factory=dict, repr=False)
+    _arrays: dict[tuple, OpArrays] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if self.framework in FUSING_FRAMEWORKS:
             self.profile = fuse_for_engine(self.profile, self.workload.precision)
 
     def arrays_for(self, hw: Hardware) -> OpArrays:
-        """The operators as `hw` runs them; built once per way of running (compiled by XLA or not)."""
-        compiled = runs_compiled(hw.hw_class, self.framework)
-        if compiled not in self._arrays:
-            self._arrays[compiled] = arrays_as_run(self.profile, hw.hw_class, self.framework, self.workload.precision)
-        return self._arrays[compiled]
+        """The operators as `hw` runs them; built once per graph a device runs (predict.as_run.as_run_key)."""
+        key = as_run_key(hw, self.framework, self.workload.precision)
+        if key not in self._arrays:
+            self._arrays[key] = arrays_as_run(self.profile, hw, self.framework, self.workload.precision)
+        return self._arrays[key]
 
     def estimate(self, hw: Hardware) -> Estimate:
         if self.framework and self.framework not in hw.frameworks:
@@ -120,15 +121,23 @@ class ServingPredictor:
     devices: int
     catalog: Catalog
     conditions: Conditions = field(default_factory=Conditions)
+    framework: str | None = None  # the serving stack (predict.host.serving_framework); default a serving engine
     max_batch: dict[str, int | None] = field(default_factory=dict)
 
     def estimate(self, hw: Hardware) -> Estimate:
         from .predict.decode import predict_inference
+        from .predict.host import SERVING_ENGINES, serving_framework
 
+        serving = serving_framework(self.framework)
+        base = SERVING_ENGINES.get(serving, serving)
+        if self.framework is not None and base not in hw.frameworks:
+            runs = ", ".join(hw.frameworks) or "no listed framework"
+            return _excluded(hw, self.devices, f"{hw.name} does not run {serving} (it needs {base}; runs: {runs}).")
         w = self.workload
         inf = predict_inference(self.spec, hw, batch=w.batch, prompt_tokens=w.prompt_tokens,
                                 generated_tokens=w.generate_tokens,
-                                weight_precision=serving_weight_precision(w.precision), devices=self.devices)
+                                weight_precision=serving_weight_precision(w.precision), devices=self.devices,
+                                framework=serving)
         self.max_batch[hw.id] = None if inf.excluded_reason else inf.max_batch
         est = Estimate(hardware=hw.id, hw_class=hw.hw_class, name=hw.name, devices=inf.devices,
                        excluded_reason=inf.excluded_reason, assumptions=list(inf.assumptions))

@@ -18,10 +18,11 @@ from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import IO, Iterable
 
-from .errors import ChipfitError
+from .errors import ArgumentError, ChipfitError
 from .measurement import Environment, Measurement
 
 BUSY_TIMEOUT_MS = 30_000
+RUN_KINDS = ("bench", "measure", "validate", "distributed")  # what writes runs: the commands of the same names
 
 # MIGRATIONS[i] takes the schema from version i to i + 1; never edit a released entry.
 MIGRATIONS: tuple[str, ...] = (
@@ -118,14 +119,19 @@ class Run:
 
 
 class Store:
-    """The results database at `path` (default: default_db_path()), created on first use."""
+    """The results database at `path` (default: default_db_path()), created on first use.
 
-    def __init__(self, path: str | os.PathLike | None = None):
+    Only the default path's folder is created; a path the user gives must be in an existing folder.
+    With `create` False (reading commands) the file must exist. A SQLite file of another program, or
+    one whose pages fail PRAGMA quick_check, is refused on open, before any work is done.
+    """
+
+    def __init__(self, path: str | os.PathLike | None = None, create: bool = True):
         self.path = Path(path).expanduser() if path is not None else default_db_path()
-        if self.path.is_dir():
-            raise ChipfitError(f"Results database {self.path} is a folder; give a file path with --db.")
+        _check_location(self.path, create, default=path is None)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if path is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
         except (OSError, sqlite3.Error) as exc:
             raise ChipfitError(
@@ -134,7 +140,12 @@ class Store:
         self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         self._db.execute("PRAGMA foreign_keys = ON")
         try:
+            _check_integrity(self._db, self.path)
+            _check_ours(self._db, self.path)
             self._prepare()
+        except ChipfitError:
+            self._db.close()
+            raise
         except sqlite3.DatabaseError as exc:
             self._db.close()
             if "locked" in str(exc):
@@ -239,6 +250,8 @@ class Store:
 
     def runs(self, kind: str | None = None, device: str | None = None) -> list[Run]:
         """Stored runs, oldest first, optionally of one kind and/or one device."""
+        if kind is not None and kind not in RUN_KINDS:
+            raise ArgumentError(f"Run kind {kind!r} is not one chipfit stores; give one of {', '.join(RUN_KINDS)}.")
         where, args = _where(kind=kind, device=device, prefix="r.")
         rows = self._db.execute(
             "SELECT r.id, r.kind, r.device, r.hardware_id, r.created_at, r.environment, "
@@ -280,7 +293,11 @@ class Store:
                   *env_cols]
         rows = self.measurements()
         own = not isinstance(path_or_file, io.IOBase) and not hasattr(path_or_file, "write")
-        out = open(path_or_file, "w", newline="") if own else path_or_file
+        try:
+            out = open(path_or_file, "w", newline="") if own else path_or_file
+        except OSError as exc:
+            raise ChipfitError(f"CSV file {path_or_file} cannot be written ({exc.strerror or exc}); give a path in a "
+                               "writable folder, or - for standard output.") from None
         try:
             writer = csv.writer(out)
             writer.writerow(header)
@@ -304,6 +321,39 @@ class Store:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _check_location(path: Path, create: bool, default: bool) -> None:
+    """Refuse a folder, a missing file where reading, and a missing folder the user named."""
+    if path.is_dir():
+        raise ChipfitError(f"Results database {path} is a folder; give a file path with --db.")
+    if path.exists():
+        return
+    if not create:
+        raise ChipfitError(f"Results database {path} does not exist; run `chipfit bench` or `chipfit measure` to "
+                           "make one, or give an existing file with --db.")
+    if not default and not path.parent.is_dir():
+        raise ChipfitError(f"Folder {path.parent} of results database {path.name} does not exist; create it first, "
+                           "or give --db a path in an existing folder.")
+
+
+def _check_integrity(db: sqlite3.Connection, path: Path) -> None:
+    """PRAGMA quick_check: a damaged page is found now, not after a long bench whose rows it would lose."""
+    problems = [row[0] for row in db.execute("PRAGMA quick_check").fetchall()]
+    if problems != ["ok"]:
+        raise ChipfitError(f"Results database {path} is damaged ({problems[0][:120]}); move it aside and let chipfit "
+                           "start a new one, or give another file with --db (`sqlite3 FILE .recover` can save rows).")
+
+
+def _check_ours(db: sqlite3.Connection, path: Path) -> None:
+    """Refuse to add chipfit's tables to another program's SQLite file."""
+    if db.execute("PRAGMA user_version").fetchone()[0]:
+        return
+    tables = sorted(r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'"))
+    foreign = [t for t in tables if not t.startswith("sqlite_")]
+    if foreign:
+        raise ChipfitError(f"{path} is a SQLite database of another program (tables {', '.join(foreign[:5])}), not "
+                           "a chipfit results store; give chipfit its own file with --db.")
 
 
 def _where(prefix: str = "", **filters) -> tuple[str, list]:

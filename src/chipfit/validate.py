@@ -1,6 +1,8 @@
-"""Validate on this machine: predicted (before and after calibration) against measured steps.
+"""Validate on a device here: predicted (before and after calibration) against measured steps.
 
-For zoo models that fit here, train and infer at two batch sizes. Every case's step is timed in
+For zoo models that fit here, train and infer at two batch sizes, from the case set sized for the device
+(`case_set`: CPU-sized fp32 cases on a CPU; on a GPU, batches that keep it busy, in bf16 as GPUs are used, with
+`--quick` a smaller set of each). Every case's step is timed in
 `rounds` rounds, the rounds interleaved over the cases (so a slow minute of a shared machine is spread
 over all cases instead of landing on one); the measured time is the median of the rounds' mean steps (a
 training run takes its mean step times the steps, and a step whose time flips between two modes, as one that
@@ -15,7 +17,8 @@ leave-one-model-out calibration (after): operator fits from every *other* model'
 plus the micro-benchmarks, so no case is predicted from its own model's measurements. Reported: each
 case, the median and worst absolute error. Alongside: the measured bf16-over-fp32 speed-up of this CPU
 and the predicted speed-up of each hardware class over it, scaled from the measured step by the two
-devices' roofline ratio (Habitat's idea, at step level).
+devices' roofline ratio (Habitat's idea, at step level). The steps are timed as measure_step times them (CUDA
+events and a synchronize on a GPU, the peak from torch.cuda.max_memory_allocated, energy from the device's meter).
 
 The cases are chosen so that every operator family they use appears in at least two models (pooling
 and batch norm in both ResNets, attention and layer norm in ViT, GPT-2 and BERT, embeddings in GPT-2
@@ -26,6 +29,7 @@ micro-benchmarked by `chipfit bench`, which alone prices MobileNetV3's 5x5 ones 
 from __future__ import annotations
 
 import statistics
+from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 
 from .calibrate import Calibration, fit, without_model
@@ -46,7 +50,58 @@ CASES = (
     ("gpt2", "train", 1, 128), ("gpt2", "infer", 4, 128),
     ("bert-base-uncased", "train", 1, 128), ("bert-base-uncased", "infer", 4, 128),
 )
+# Sized for a GPU: batches that keep tens of SMs busy (the shared H200 run's were 2-4x these) while the largest
+# training step (gpt2, bert) stays under about 8 GB, so a 16 GB GPU runs every case.
+GPU_CASES = (
+    ("resnet18", "train", 64, None), ("resnet18", "train", 256, None),
+    ("resnet18", "infer", 64, None), ("resnet18", "infer", 256, None),
+    ("resnet50", "train", 64, None), ("resnet50", "infer", 128, None),
+    ("mobilenet_v2", "train", 64, None), ("mobilenet_v2", "infer", 256, None),
+    ("mobilenet_v3_large", "train", 64, None), ("mobilenet_v3_large", "infer", 256, None),
+    ("vit_b_16", "train", 32, None), ("vit_b_16", "infer", 64, None),
+    ("gpt2", "train", 4, 1024), ("gpt2", "infer", 8, 1024),
+    ("bert-base-uncased", "train", 8, 512), ("bert-base-uncased", "infer", 32, 512),
+)
 ROUNDS = 5  # interleaved rounds of timed steps per case
+
+
+@dataclass(frozen=True)
+class CaseSet:
+    """The cases validated on a device, the precision they run in, and the one the first case is run in once
+    more for the measured bf16-over-fp32 speed-up."""
+
+    cases: tuple
+    precision: str = "fp32"
+    contrast: str = "bf16"
+
+
+def _quick(cases: tuple) -> tuple:
+    """One training and one inference case per model (the smaller batch), and every operator family still in
+    two models: ResNet-50 and MobileNetV3 left out (ResNet-18 and MobileNetV2 have their families)."""
+    seen, out = set(), []
+    for case in cases:
+        if case[0] not in ("resnet50", "mobilenet_v3_large") and (case[0], case[1]) not in seen:
+            seen.add((case[0], case[1]))
+            out.append(case)
+    return tuple(out)
+
+
+def case_set(device_kind: str, quick: bool = False, models: tuple[str, ...] = ()) -> CaseSet:
+    """The cases for a device of `device_kind` ("cpu", "cuda", "mps"): CASES in fp32 on a CPU; on a GPU,
+    GPU_CASES in bf16 (autocast training, bf16 inference), the speed-up step in fp32. `quick`: _quick's subset;
+    `models`: only these models' cases."""
+    from .errors import ChipfitError
+
+    cpu = device_kind == "cpu"
+    cases = CASES if cpu else GPU_CASES
+    cases = _quick(cases) if quick else cases
+    names = list(dict.fromkeys(c[0] for c in cases))
+    unknown = [m for m in models if m not in names]
+    if unknown:
+        raise ChipfitError(f"--model {unknown[0]!r} is not among the validation cases here; give one or more of "
+                           f"{', '.join(names)}.")
+    cases = tuple(c for c in cases if not models or c[0] in models)
+    return CaseSet(cases) if cpu else CaseSet(cases, precision="bf16", contrast="fp32")
 
 
 @dataclass
@@ -138,8 +193,8 @@ def class_speedups(profile, workload: Workload, local: Hardware, calibration: Ca
     return best
 
 
-def measure_cases(device, cases=CASES, repetitions: int = 5, rounds: int = ROUNDS,
-                  progress=None) -> list[tuple[Workload, object, Measurement, list[Measurement]]]:
+def measure_cases(device, cases=CASES, repetitions: int = 5, rounds: int = ROUNDS, progress=None,
+                  precision: str = "fp32") -> list[tuple[Workload, object, Measurement, list[Measurement]]]:
     """(workload, profile, step, operator rows) of each case measured here, in `rounds` interleaved rounds: in
     each, `repetitions` timed steps of every case, each followed by one step under the profiler. The step's
     median_s is the median of the rounds' means (its extra keeps them, their mean and their spread); the operator
@@ -151,17 +206,18 @@ def measure_cases(device, cases=CASES, repetitions: int = 5, rounds: int = ROUND
 
     total = rounds * len(cases) + 1
     done = 0
-    profiles = [trace(model, mode=mode, batch=batch, seq_len=seq, precision="fp32") for model, mode, batch, seq in cases]
+    profiles = [trace(model, mode=mode, batch=batch, seq_len=seq, precision=precision)
+                for model, mode, batch, seq in cases]
     rounds_of: list[list[Measurement]] = [[] for _ in cases]
     profiled_of: list[list[OpTimes]] = [[] for _ in cases]
     for r in range(rounds):
         for i, ((model, mode, batch, seq), prof) in enumerate(zip(cases, profiles)):
             if progress:
                 progress(done, total, f"round {r + 1}/{rounds}: {model} {mode} batch {batch}")
-            rounds_of[i].append(measure_step(model, device, mode=mode, batch=batch, seq_len=seq,
+            rounds_of[i].append(measure_step(model, device, mode=mode, batch=batch, seq_len=seq, precision=precision,
                                              repetitions=repetitions, profile=prof))
             profiled_of[i].append(profile_ops(model, device, prof, mode=mode, batch=batch, seq_len=seq,
-                                              repetitions=1))
+                                              precision=precision, repetitions=1))
             done += 1
     out = []
     for (model, mode, batch, seq), prof, steps, profiled in zip(cases, profiles, rounds_of, profiled_of):
@@ -174,7 +230,7 @@ def measure_cases(device, cases=CASES, repetitions: int = 5, rounds: int = ROUND
                               "mean_s": statistics.fmean(means),
                               "spread": statistics.median(abs(x - mid) for x in means) / mid,
                               "op_profile": ops.summary(mid)})
-        out.append((Workload(model=model, mode=mode, batch=batch, seq_len=seq), prof, step,
+        out.append((Workload(model=model, mode=mode, batch=batch, seq_len=seq, precision=precision), prof, step,
                     ops.measurements(device.id, step.label, mid)))
     return out
 
@@ -199,24 +255,25 @@ LOMO = "leave-one-model-out: each case predicted from the other models' operator
 
 def run_validation(local: Hardware, device, measurements: list[Measurement], entries: list[Hardware],
                    cases=CASES, repetitions: int = 5, rounds: int = ROUNDS, progress=None, record=None,
-                   fitted_from: str = "") -> LocalValidation:
-    """Measure each case here (measure_cases) and set it beside its predictions (predict_cases).
+                   fitted_from: str = "", precision: str = "fp32", contrast: str = "bf16") -> LocalValidation:
+    """Measure each case here in `precision` (measure_cases) and set it beside its predictions (predict_cases).
 
     `measurements`: what calibrations may be fitted from besides this run's rows (the device's
     micro-benchmarks and stored operator rows); `record(measurement)` stores each new row (the steps
-    with their predictions, the operator rows, and the bf16 step of the first case).
+    with their predictions, the operator rows, and the first case's step in `contrast`, for the measured
+    bf16-over-fp32 speed-up).
     """
     from .measure.steps import measure_step
 
-    measured = measure_cases(device, cases, repetitions, rounds, progress)
+    measured = measure_cases(device, cases, repetitions, rounds, progress, precision)
     pool = list(measurements) + [m for _, _, step, rows in measured for m in (step, *rows)]
     result = _validation(local, [(w, p, s) for w, p, s, _ in measured], pool, entries, fitted_from)
     total = rounds * len(cases) + 1
     if progress:
-        progress(total - 1, total, "bf16")
+        progress(total - 1, total, contrast)
     work, _, step, _ = measured[0]
-    bf16 = measure_step(work.model, device, mode=work.mode, batch=work.batch, seq_len=work.seq_len, precision="bf16",
-                        repetitions=repetitions)
+    other = measure_step(work.model, device, mode=work.mode, batch=work.batch, seq_len=work.seq_len,
+                         precision=contrast, repetitions=repetitions)
     if record:
         for case, (_, _, step_i, rows) in zip(result.cases, measured):
             record(replace(step_i, predicted_s=case.predicted_after_s,
@@ -224,8 +281,8 @@ def run_validation(local: Hardware, device, measurements: list[Measurement], ent
                                   "predicted_micro_s": case.predicted_micro_s}))
             for m in rows:
                 record(m)
-        record(replace(bf16, extra={**bf16.extra, "model": bf16.label}))
-    result.bf16_speedup_measured = _speedup(step, bf16)
+        record(replace(other, extra={**other.extra, "model": other.label}))
+    result.bf16_speedup_measured = _bf16_speedup(step, other)
     if progress:
         progress(total, total, "done")
     return result
@@ -233,30 +290,36 @@ def run_validation(local: Hardware, device, measurements: list[Measurement], ent
 
 def revalidate(local: Hardware, steps: list[Measurement], pool: list[Measurement], entries: list[Hardware],
                fitted_from: str = "") -> LocalValidation:
-    """Predict the fp32 steps of a stored validate run again from `pool` (what is stored: micro-benchmarks,
+    """Predict the steps of a stored validate run again from `pool` (what is stored: micro-benchmarks,
     operator rows, profiled steps), without measuring: after a new `chipfit bench` or a chipfit upgrade.
-    The profiles are traced again; the bf16 step of the run, if stored, gives the measured speed-up."""
+    The cases are the steps in the run's precision (that of most of its steps); the profiles are traced again;
+    the run's one step in another precision, if stored, gives the measured speed-up."""
     from .workload import profile as trace
 
-    measured, bf16 = [], None
+    measured, other = [], None
+    precision = Counter(m.precision for m in steps).most_common(1)[0][0] if steps else "fp32"
     for m in steps:
         mode, seq = m.kind.removesuffix("_step"), m.shape.get("seq_len") or None
-        if m.precision != "fp32":
-            bf16 = bf16 or m
+        if m.precision != precision:
+            other = other or m
             continue
-        work = Workload(model=m.label, mode=mode, batch=m.shape["batch"], seq_len=seq)
-        measured.append((work, trace(m.label, mode=mode, batch=work.batch, seq_len=seq, precision="fp32"), m))
+        work = Workload(model=m.label, mode=mode, batch=m.shape["batch"], seq_len=seq, precision=precision)
+        measured.append((work, trace(m.label, mode=mode, batch=work.batch, seq_len=seq, precision=precision), m))
     result = _validation(local, measured, pool, entries, fitted_from)
-    if measured and bf16 is not None:
+    if measured and other is not None:
         step = measured[0][2]
-        if bf16.label == step.label and bf16.kind == step.kind:
-            result.bf16_speedup_measured = _speedup(step, bf16)
+        if other.label == step.label and other.kind == step.kind:
+            result.bf16_speedup_measured = _bf16_speedup(step, other)
     return result
 
 
-def _speedup(step: Measurement, other: Measurement) -> float:
-    """How much faster `other` (one round of steps, at its mean) ran than the validated `step`."""
-    return step.median_s / other.extra.get("mean_s", other.median_s)
+def _bf16_speedup(step: Measurement, other: Measurement) -> float | None:
+    """How much faster the bf16 one of the validated `step` and the same case in another precision (`other`, one
+    round of steps, at its mean) ran than the fp32 one; None unless the two are fp32 and bf16."""
+    if {step.precision, other.precision} != {"fp32", "bf16"}:
+        return None
+    other_s = other.extra.get("mean_s", other.median_s)
+    return step.median_s / other_s if step.precision == "fp32" else other_s / step.median_s
 
 
 def _validation(local: Hardware, measured, pool: list[Measurement], entries: list[Hardware],

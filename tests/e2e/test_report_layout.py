@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from tests.e2e.test_dashboard import CHROMIUM, CHROMIUM_ARGS  # noqa: E402  (skips without chromium/playwright)
+from tests.e2e.test_dashboard import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS  # noqa: E402  (skips without chromium/playwright)
 
 from playwright.sync_api import sync_playwright  # noqa: E402
 
@@ -32,9 +32,15 @@ def test_ranking_table_fits_the_window(tmp_path, width):
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": width, "height": 900})
         page.goto(report.as_uri())
+        # The answer first: the summary and the key plots come before the full ranking table.
+        order = page.evaluate("""() => [...document.querySelectorAll('dl.summary, figure, table')]
+            .map(e => e.tagName === 'TABLE' ? 'table' : e.tagName === 'DL' ? 'summary' : 'figure').slice(0, 3)""")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / f"report-{width}.png"), full_page=True)
         table_px, box_px, priced = page.evaluate("""() => {
             const t = document.querySelector('table'), cells = [...t.querySelectorAll('td.p')];
             return [t.scrollWidth, t.parentElement.clientWidth, cells.filter(c => c.textContent.includes('/h')).length]; }""")
         browser.close()
+    assert order == ["summary", "figure", "figure"]
     assert priced >= 5  # the catalog's priced entries show their rate
     assert table_px <= box_px, f"the ranking is {table_px} px wide in a {box_px} px box at a {width} px window"

@@ -7,7 +7,7 @@ from dataclasses import replace
 from ..advise import Advice
 from ..advise import advise as decide
 from ..catalog import Catalog, load_catalog
-from ..errors import BadArgument
+from ..errors import ArgumentError
 from .compare import compare
 from .job import Job
 from .profiling import Profiler, prepared, profile_job
@@ -23,7 +23,7 @@ def advise(job: Job, catalog: Catalog | None = None, store=None, *, profiler: Pr
     c = job.constraints
     usable = [n for n in counts if job.batch % n == 0]
     if not usable:
-        raise BadArgument(f"Batch {job.batch} splits over none of the device counts {counts}; give a batch that is "
+        raise ArgumentError(f"Batch {job.batch} splits over none of the device counts {counts}; give a batch that is "
                           "a multiple of one of them.")
     notes = [f"{n} devices not considered: batch {job.batch} does not split over them; give a batch that is a "
              f"multiple of {n}" for n in counts if n not in usable]

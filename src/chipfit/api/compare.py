@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from ..catalog import Catalog, load_catalog
 from ..comparison import Comparison, select_hardware
-from ..errors import BadArgument, ChipfitError
+from ..errors import ArgumentError, ChipfitError
 from ..predict import Plan
 from ..predictors import ServingPredictor, StepPredictor, rank_key, ranked
 from ..units import seconds
@@ -20,7 +20,7 @@ YEAR_S = 365.25 * 86400
 def _setup(job: Job, catalog: Catalog | None, question: str = "compare"):
     job = prepared(job, question)
     if job.batch % job.devices:
-        raise BadArgument(f"Batch {job.batch} does not split evenly over {job.devices} devices; give a batch that "
+        raise ArgumentError(f"Batch {job.batch} does not split evenly over {job.devices} devices; give a batch that "
                           f"is a multiple of {job.devices}.")
     catalog = catalog if catalog is not None else load_catalog()
     return job, catalog, select_hardware(catalog, job.hw_class, list(job.hardware))
@@ -68,7 +68,7 @@ def serve(job: Job, catalog: Catalog | None = None, store=None) -> Comparison:
     Comparison's `max_batch` gives the largest batch that fits each entry.
     """
     if not job.serving:
-        raise BadArgument("LLM serving needs --prompt and --generate, the tokens in and out of each request.")
+        raise ArgumentError("LLM serving needs --prompt and --generate, the tokens in and out of each request.")
     job, catalog, entries = _setup(replace(job, mode="infer"), catalog)
     try:
         spec = llm_spec(job)
@@ -77,7 +77,8 @@ def serve(job: Job, catalog: Catalog | None = None, store=None) -> Comparison:
     t0 = time.perf_counter()
     prof = profile_job(job, job.batch)
     t1 = time.perf_counter()
-    predictor = ServingPredictor(spec, job.workload(), job.devices, catalog, conditions=job.conditions)
+    predictor = ServingPredictor(spec, job.workload(), job.devices, catalog, conditions=job.conditions,
+                                 framework=job.framework)
     estimates = ranked(predictor, entries)
     return Comparison(workload=predictor.workload, plan=Plan(devices=job.devices), profile=prof,
                       estimates=estimates, conditions=job.conditions, notes=list(job.defaults),

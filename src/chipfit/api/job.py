@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from ..catalog.schema import CLASSES, FRAMEWORKS
-from ..errors import BadArgument, closest
+from ..errors import ArgumentError, ChipfitError, closest
 from ..predict import Conditions
 from ..predict.parallel import NETWORKS
 from ..workload.workload import OPTIMIZERS, PRECISION_CHOICES, Workload
@@ -49,10 +49,10 @@ def parse_duration(text: str) -> float:
     """'90d', '12h', '45m', '3600s' or plain seconds -> seconds."""
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([smhdw]?)\s*", str(text).lower())
     if not m:
-        raise BadArgument(f"Duration {text!r} is not understood; write it like 90d, 12h, 45m or 3600s.")
+        raise ArgumentError(f"Duration {text!r} is not understood; write it like 90d, 12h, 45m or 3600s.")
     value = float(m.group(1)) * _DURATION[m.group(2) or "s"]
     if not 0 < value < math.inf:
-        raise BadArgument(f"Duration {text!r} is not a positive finite time; give a deadline after now, like 90d.")
+        raise ArgumentError(f"Duration {text!r} is not a positive finite time; give a deadline after now, like 90d.")
     return value
 
 
@@ -63,17 +63,17 @@ def _positive(value, option: str, what: str, *, whole: bool = False, minimum: fl
         return
     kind = "whole number" if whole else "number"
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (whole and value != int(value)):
-        raise BadArgument(f"{option} {value!r} is not a {kind}; give {what}.")
+        raise ArgumentError(f"{option} {value!r} is not a {kind}; give {what}.")
     if not math.isfinite(value):
-        raise BadArgument(f"{option} {value} is not a finite number; give {what}.")
+        raise ArgumentError(f"{option} {value} is not a finite number; give {what}.")
     low_ok = value >= minimum if inclusive else value > minimum
     if not low_ok or value > maximum:
-        raise BadArgument(f"{option} {value:g} is out of range; give {what}.")
+        raise ArgumentError(f"{option} {value:g} is out of range; give {what}.")
 
 
 def _known(value, what: str, choices) -> None:
     if value is not None and value not in choices:
-        raise BadArgument(f"{what} {value!r} is not known.{closest(str(value), choices)} "
+        raise ArgumentError(f"{what} {value!r} is not known.{closest(str(value), choices)} "
                           f"Use one of: {', '.join(choices)}.")
 
 
@@ -112,7 +112,7 @@ class Constraints:
         _known(self.where, "Where", WHERE)
         _known(self.objective, "Objective", OBJECTIVES)
         if self.buy_years is not None and self.electricity_usd_per_kwh is None:
-            raise BadArgument("--buy needs --electricity, the price you pay per kWh, to cost owned hardware.")
+            raise ArgumentError("--buy needs --electricity, the price you pay per kWh, to cost owned hardware.")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -158,7 +158,7 @@ class Job:
 
     def __post_init__(self) -> None:
         if self.batch is not None and (not isinstance(self.batch, int) or self.batch < 1):
-            raise BadArgument(f"Batch {self.batch} is not a positive number of samples; give --batch 1 or more.")
+            raise ArgumentError(f"Batch {self.batch} is not a positive number of samples; give --batch 1 or more.")
         counts = (("--batch", self.batch, "a whole number of samples per step, 1 or more"),
                   ("--seq", self.seq, "a whole number of tokens, 1 or more"),
                   ("--prompt", self.prompt, "a whole number of prompt tokens, 1 or more"),
@@ -172,23 +172,31 @@ class Job:
         for name in ("samples", "tokens"):
             value = getattr(self, name)
             if value is not None and isinstance(value, (int, float)) and math.isfinite(value) and value <= 0:
-                raise BadArgument(f"--{name} {value:g} leaves nothing to do; give a positive number of {name}.")
+                raise ArgumentError(f"--{name} {value:g} leaves nothing to do; give a positive number of {name}.")
             _positive(value, f"--{name}", f"a positive number of {name}, like 1e9")
         if isinstance(self.epochs, (int, float)) and math.isfinite(self.epochs) and self.epochs <= 0:
-            raise BadArgument(f"--epochs {self.epochs:g} leaves nothing to do; give a positive number of epochs.")
+            raise ArgumentError(f"--epochs {self.epochs:g} leaves nothing to do; give a positive number of epochs.")
         _positive(self.epochs, "--epochs", "a positive number of epochs")
         _known(self.mode, "Mode", MODES)
         _known(self.precision, "Precision", PRECISION_CHOICES)
         _known(self.optimizer, "Optimizer", OPTIMIZERS)
         _known(self.hw_class, "Hardware class", CLASSES)
-        _known(self.framework, "Framework", FRAMEWORKS)
+        if self.serving:
+            from ..predict.host import serving_framework
+
+            try:
+                serving_framework(self.framework)
+            except ChipfitError as exc:
+                raise ArgumentError(str(exc)) from None
+        else:
+            _known(self.framework, "Framework", FRAMEWORKS)
         _known(self.network, "Network", tuple(NETWORKS))
         if self.model is not None and self.spec is not None:
-            raise BadArgument("Give a model or --spec, not both.")
+            raise ArgumentError("Give a model or --spec, not both.")
         if self.serving and (self.mode == "train" or not self.prompt or not self.generate):
-            raise BadArgument("LLM serving needs --infer with both --prompt and --generate as token counts.")
+            raise ArgumentError("LLM serving needs --infer with both --prompt and --generate as token counts.")
         if self.serving and self.network is not None:
-            raise BadArgument("--network prices the traffic between nodes of training and batch inference; LLM "
+            raise ArgumentError("--network prices the traffic between nodes of training and batch inference; LLM "
                               "serving (--prompt, --generate) is priced within one node, so leave --network out.")
 
     # --- what the job is -------------------------------------------------------------------

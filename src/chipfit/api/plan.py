@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from ..catalog import Catalog, load_catalog
-from ..errors import BadArgument, ChipfitError
+from ..catalog import Catalog, hardware_named, load_catalog
+from ..errors import ArgumentError, ChipfitError
 from ..predict.plans import PlanSearch
 from ..predictors import PlanPredictor, plan_shape
 from ..workload.workload import Workload
@@ -32,9 +32,9 @@ class PlanResult:
 def plan(job: Job, catalog: Catalog | None = None, store=None, *, top: int = 5) -> PlanResult:
     """Search data/tensor/pipeline/ZeRO/micro-batch/recompute plans on `job.hardware` (one entry)."""
     if len(job.hardware) != 1:
-        raise BadArgument("chipfit plan searches one kind of hardware; give --hardware ID once.")
+        raise ArgumentError("chipfit plan searches one kind of hardware; give --hardware ID once.")
     if job.mode == "infer" or job.serving:
-        raise BadArgument("chipfit plan searches training plans; leave out --infer, --prompt and --generate.")
+        raise ArgumentError("chipfit plan searches training plans; leave out --infer, --prompt and --generate.")
     job = replace(job, mode="train")
     try:
         spec = llm_spec(job)
@@ -43,7 +43,7 @@ def plan(job: Job, catalog: Catalog | None = None, store=None, *, top: int = 5) 
                            "`chipfit compare MODEL --devices N`.") from exc
     job = prepared(job, "plan")
     catalog = catalog if catalog is not None else load_catalog()
-    hw = catalog.get(job.hardware[0])
+    hw = hardware_named(job.hardware[0], catalog)
     workload = job.workload()
     if job.spec is not None:
         workload = replace(workload, model=spec.name)

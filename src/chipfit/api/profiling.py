@@ -8,6 +8,8 @@ from ..errors import ChipfitError
 from ..workload.profile import Profile
 from .job import Job
 
+# Kinds of the model library (workload.library.KINDS) that are LLMs: trained and served in bf16.
+LLM_KINDS = ("decoder", "moe")
 # profile_job's signature: the job (defaults applied) and the per-device batch to trace at.
 Profiler = Callable[[Job, int], Profile]
 
@@ -18,11 +20,14 @@ def model_facts(job: Job) -> tuple[bool, int | None]:
         return True, None
     if not isinstance(job.model, str):
         return False, None
+    from ..workload.library import resolve_model
     from ..workload.source import resolve
-    from ..workload.zoo import ZooEntry
 
     source = resolve(job.model)
-    llm = isinstance(source, ZooEntry) and source.task == "causal-lm"
+    try:
+        llm = resolve_model(job.model).kind in LLM_KINDS
+    except ChipfitError:  # a file or a user's module: not a named LLM
+        llm = False
     return llm, getattr(source, "default_seq_len", None)
 
 
@@ -38,9 +43,11 @@ def llm_spec(job: Job):
     """The TransformerSpec of the job's --spec, or of its zoo decoder LLM."""
     from ..workload import llm
 
+    from ..workload import library
+
     if job.spec is not None:
         return llm.parse_spec(job.spec)
-    return llm.spec_for_zoo(job.name)
+    return library.transformer_spec(job.model)
 
 
 def profile_job(job: Job, batch: int) -> Profile:

@@ -100,16 +100,14 @@ def _chosen(advice: Advice, hardware: dict[str, Hardware], n: int) -> list[Estim
 
 
 def _memory_rows(advice: Advice, hardware: dict[str, Hardware]) -> list[dict]:
+    """Up to MEMORY_ROWS estimates with a memory breakdown and a device of known capacity, best first."""
     rows: list[Estimate] = []
     for e in [*([advice.winner] if advice.winner else []), *advice.pareto, *advice.candidates, *advice.estimates()]:
-        if e.memory_breakdown and e.hardware in hardware and all(r is not e for r in rows):
+        known = e.hardware in hardware and hardware[e.hardware].memory_bytes
+        if e.memory_breakdown and known and all(r is not e for r in rows):
             rows.append(e)
-    out = []
-    for e in rows[:MEMORY_ROWS]:
-        cap = hardware[e.hardware].memory_bytes
-        out.append({"label": label(e), "hardware": e.hardware, "breakdown": dict(e.memory_breakdown),
-                    "capacity_bytes": cap.value if cap else None})
-    return out
+    return [{"label": label(e), "hardware": e.hardware, "breakdown": dict(e.memory_breakdown),
+             "capacity_bytes": hardware[e.hardware].memory_bytes.value} for e in rows[:MEMORY_ROWS]]
 
 
 def report_data(advice: Advice, catalog: Catalog, measurements=(), efficiencies: dict | None = None) -> ReportData:

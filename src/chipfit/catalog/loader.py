@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from chipfit.catalog.schema import CLASSES, FRAMEWORKS, PRECISIONS, Figure, Hardware, Instance
-from chipfit.errors import ChipfitError, closest
+from chipfit.errors import ChipfitError, check_file, closest
+from chipfit.limits import check_nesting
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -33,17 +34,19 @@ PRICINGS = ("on-demand", "spot", "capacity-block", "committed-1y", "committed-3y
 
 # TOML figure field -> (Hardware attribute, factor to base units, unit of the base value)
 _FIGURES = {
-    "memory_gib": ("memory_bytes", 2**30, "bytes"),
+    "memory_gib": ("memory_bytes", 2**30, "bytes"),  # the source's "GB" of DRAM/HBM is 2^30 bytes (JEDEC)
+    "memory_gb": ("memory_bytes", 1e9, "bytes"),  # a source that states decimal bytes
     "mem_bw_gb_per_s": ("mem_bw_bytes_per_s", 1e9, "bytes/s"),
     "interconnect_gb_per_s": ("interconnect_bw_bytes_per_s", 1e9, "bytes/s"),
     "tdp_watts": ("tdp_watts", 1.0, "W"),
     "l2_cache_mib": ("l2_cache_bytes", 2**20, "bytes"),
+    "tensorcores_per_chip": ("tensorcores_per_chip", 1.0, "TensorCores"),
     "matmul_max_tflops": ("matmul_max_flops", 1e12, "FLOP/s"),
     "price_usd": ("price_usd", 1.0, "USD"),
 }
 TFLOPS_TO_FLOPS = 1e12
 _HW_TEXT = ("memory_type", "interconnect", "excluded_reason", "notes")
-_HW_KEYS = {"id", "name", "vendor", "class", "launch_year", "frameworks", "trainable",
+_HW_KEYS = {"id", "name", "vendor", "class", "launch_year", "frameworks", "aliases", "trainable",
             "peak_tflops", *_HW_TEXT, *_FIGURES}
 _INST_KEYS = {"id", "provider", "name", "hardware", "count", "region", "price_date",
               "price_usd_per_hour", "spot_usd_per_hour", "pricing"}
@@ -124,7 +127,7 @@ class Catalog:
         out = {
             "id": item.id, "name": item.name, "vendor": item.vendor, "class": item.hw_class,
             "launch_year": item.launch_year, "memory_type": item.memory_type,
-            "interconnect": item.interconnect, "frameworks": list(item.frameworks),
+            "interconnect": item.interconnect, "frameworks": list(item.frameworks), "aliases": list(item.aliases),
             "trainable": item.trainable, "excluded_reason": item.excluded_reason,
             "notes": item.notes, "origin": item.origin,
             "peak_flops": {p: _figure_dict(f, "FLOP/s") for p, f in item.peak_flops.items()},
@@ -232,6 +235,7 @@ class _Located:
 
 
 def _parse_file(path: Path) -> tuple[list[tuple[Hardware, _Located]], list[tuple[Instance, _Located]]]:
+    check_file(path, "Catalog file", "give a readable .toml file")
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -244,6 +248,10 @@ def _parse_file(path: Path) -> tuple[list[tuple[Hardware, _Located]], list[tuple
         line = int(m.group(1)) if m else text.count("\n") + 1
         what = msg[: m.start()] if m else re.sub(r"\s*\(at end of document\)", "", msg)
         raise ChipfitError(f"Catalog file {path} line {line}: {what}; fix the TOML syntax.") from exc
+    except RecursionError:
+        raise ChipfitError(f"Catalog file {path} nests deeper than Python can parse; a catalog file needs "
+                           "two levels, so it is refused.") from None
+    check_nesting(doc, f"Catalog file {path}")
 
     lines = text.splitlines()
     for key in doc:
@@ -352,6 +360,9 @@ def _hardware(raw: dict, loc: _Located, sources: dict) -> Hardware:
         if fw not in FRAMEWORKS:
             raise loc.error("frameworks", f"has unknown framework '{fw}'.{closest(fw, FRAMEWORKS)} "
                                           f"Use any of: {', '.join(FRAMEWORKS)}.")
+    aliases = raw.get("aliases", [])
+    if not isinstance(aliases, list) or not all(isinstance(a, str) and a.strip() for a in aliases):
+        raise loc.error("aliases", "must be a list of names in quotes, like [\"H100\", \"H100 SXM\"].")
     year = raw.get("launch_year")
     if year is not None and (not isinstance(year, int) or isinstance(year, bool) or year < 1940):
         raise loc.error("launch_year", f"must be a year like 2022; got {year!r}.")
@@ -372,12 +383,15 @@ def _hardware(raw: dict, loc: _Located, sources: dict) -> Hardware:
             raise loc.error(f"peak_tflops.{prec}", f"is not a known precision.{closest(prec, PRECISIONS)} "
                                                    f"Use one of: {', '.join(PRECISIONS)}.")
         peak_flops[prec] = _figure(fig, f"peak_tflops.{prec}", loc, sources, TFLOPS_TO_FLOPS, True)
+    if "memory_gib" in raw and "memory_gb" in raw:
+        raise loc.error("memory_gb", "repeats the memory size; give memory_gib (binary, as vendors mean \"80GB\" "
+                                     "of HBM) or memory_gb (decimal bytes), not both.")
     figures = {attr: _figure(raw[key], key, loc, sources, factor)
                for key, (attr, factor, _) in _FIGURES.items() if key in raw}
     return Hardware(
         id=raw["id"], name=_text(raw, "name", loc), vendor=_text(raw, "vendor", loc),
         hw_class=hw_class, launch_year=year, peak_flops=peak_flops,
-        frameworks=tuple(frameworks), trainable=trainable, origin=str(loc.path),
+        frameworks=tuple(frameworks), aliases=tuple(aliases), trainable=trainable, origin=str(loc.path),
         **texts, **figures,
     )
 

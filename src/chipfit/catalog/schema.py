@@ -45,9 +45,11 @@ class Hardware:
     interconnect_bw_bytes_per_s: Figure | None = None  # per device, both directions, as vendors quote
     tdp_watts: Figure | None = None
     l2_cache_bytes: Figure | None = None  # last on-chip cache before device memory
+    tensorcores_per_chip: Figure | None = None  # TPUs: a slice name ("v4-1024") counts TensorCores
     matmul_max_flops: Figure | None = None  # best bf16 matmul rate measured (maximum achievable matmul FLOPS)
     price_usd: Figure | None = None  # purchase price; its source carries the date
     frameworks: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()  # other names users write ("H100", "Gaudi2"); see catalog.resolve
     trainable: bool = True
     excluded_reason: str = ""  # one sentence, for entries that cannot run a standard step
     notes: str = ""

@@ -77,3 +77,21 @@ def _glibc() -> str | None:
 def _preloaded() -> str:
     preload = os.environ.get("LD_PRELOAD", "")
     return next((name for name in PRELOADED if name in preload), "")
+
+
+def device_allocator(device, keep_freed_memory: bool = False) -> str:
+    """The allocator a run on LocalDevice `device` measures under: on a CPU this process's (set to keep freed
+    memory first with `keep_freed_memory`); on a GPU PyTorch's caching allocator, which keeps freed device memory
+    for the next allocation whatever glibc does."""
+    if device.kind == "cpu":
+        return retain_freed_memory() if keep_freed_memory else describe()
+    return f"PyTorch's {device.kind.upper()} caching allocator (freed device memory kept for the next allocation)"
+
+
+def refuse_keep_freed_memory(device) -> None:
+    """--keep-freed-memory given for a GPU alone: one sentence saying why it does not apply."""
+    from ..errors import ChipfitError
+
+    if device.kind != "cpu":
+        raise ChipfitError(f"--keep-freed-memory sets glibc's allocator for CPU measurements, but {device.id}'s memory "
+                           "comes from PyTorch's caching allocator, which keeps freed memory already; drop the option.")

@@ -238,15 +238,17 @@ def _read_meminfo_bytes(proc: Path = _PROC) -> int | None:
         return None
 
 
-def _nvml_details(index: int) -> dict:
+def _nvml_details(index: int, uuid: str | None = None) -> dict:
     """Driver, power limit and clocks from NVML when nvidia-ml-py is installed; else {}."""
+    from .power import nvml_handle
+
     try:
         import pynvml
     except ImportError:
         return {}
     try:
         pynvml.nvmlInit()
-        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        handle = nvml_handle(pynvml, index, uuid)
         details = {
             "driver": _text(pynvml.nvmlSystemGetDriverVersion()),
             "power_limit_watts": pynvml.nvmlDeviceGetPowerManagementLimit(handle) / 1e3,
@@ -278,12 +280,14 @@ def cuda_devices() -> list[LocalDevice]:
         precisions.append("fp16")
         if cc >= (7, 5) and hasattr(torch, "_int_mm"):
             precisions.append("int8")
-        nvml = _nvml_details(i)
+        uuid = str(props.uuid) if getattr(props, "uuid", None) else None
+        nvml = _nvml_details(i, uuid)
         out.append(LocalDevice(
             id=f"cuda:{i}", kind="cuda", name=props.name, vendor="NVIDIA", torch_device=f"cuda:{i}",
             precisions=tuple(precisions), memory_bytes=int(props.total_memory),
             cores=props.multi_processor_count, max_clock_hz=nvml.get("max_sm_clock_hz"),
-            details={"compute_capability": f"{cc[0]}.{cc[1]}", "cuda": torch.version.cuda} | nvml,
+            details={"compute_capability": f"{cc[0]}.{cc[1]}", "cuda": torch.version.cuda}
+            | ({"uuid": uuid} if uuid else {}) | nvml,
         ))
     return out
 
@@ -302,6 +306,18 @@ def local_devices() -> list[LocalDevice]:
     """Every device here: the CPU first, then CUDA GPUs, then Apple MPS."""
     info = read_cpuinfo()
     return [_cpu_device(info, _read_meminfo_bytes(), max_clock_hz(info)), *cuda_devices(), *mps_device()]
+
+
+def local_device(device_id: str) -> LocalDevice:
+    """The device here with id `device_id` ("local-cpu", "cuda:0", "mps"); a ChipfitError naming what is here
+    when there is none (a GPU asked for on a machine without one, a CUDA index past the last)."""
+    from ..errors import ChipfitError
+
+    found = {d.id: d for d in local_devices()}
+    if device_id not in found:
+        raise ChipfitError(f"No device {device_id!r} on this machine (it has {', '.join(found)}); give --device one "
+                           "of those (`chipfit devices` lists them) or run on a machine that has it.")
+    return found[device_id]
 
 
 def local_cpu_hardware(

@@ -21,7 +21,7 @@ from ..measurement import Measurement
 from ..workload.profile import conv_window
 from ..workload.workload import BYTES_PER_ELEMENT
 from .devices import LocalDevice
-from .power import EnergyMeter
+from .power import EnergyMeter, fill_window
 
 Progress = Callable[[int, int, str], None]  # (done, total, label of the benchmark now starting)
 
@@ -30,7 +30,16 @@ BUDGET_S = 0.4  # timed seconds per benchmark, spread over the reps
 MIN_REPS, MAX_REPS = 5, 50
 MAX_CALL_S = 0.5  # a matmul size expected to take longer per call is skipped
 BENCH_ROUNDS = 3  # rounds of the whole plan `chipfit bench` runs (one with --quick)
-
+# A GPU is warmed up for this long before it is timed: its clocks rise from idle and cuBLAS/cuDNN choose and
+# load their kernels on a shape's first calls (Triton's do_bench warms up for 25 ms; this is 8 times that).
+GPU_WARMUP_S = 0.2
+# Square matmul sizes. A big GPU reaches its matmul peak only at n = 8192-16384 (the shared H200: bf16 682
+# TFLOP/s at 4096, torch's best 794 at 8192-16384), so a GPU's quick set keeps those; a size whose three
+# operands would take over MATMUL_MEMORY_SHARE of the device's memory is left out, and one that would run longer
+# than MAX_CALL_S at the rate the previous size reached is skipped (run_microbenchmarks).
+CPU_MATMUL_SIZES, CPU_QUICK_MATMUL_SIZES = (128, 256, 512, 1024, 2048), (256, 1024)
+GPU_MATMUL_SIZES, GPU_QUICK_MATMUL_SIZES = (1024, 2048, 4096, 8192, 16384), (1024, 4096, 8192, 16384)
+MATMUL_MEMORY_SHARE = 0.25
 
 
 def _dtype(precision: str):
@@ -95,7 +104,8 @@ def measure(fn: Callable[[], object], device: LocalDevice, meter: EnergyMeter | 
     sync = _sync(device)
     meter = meter or EnergyMeter()
     calls, t0 = 0, time.perf_counter()
-    while calls < 2 or (time.perf_counter() - t0 < TARGET_REP_S and calls < 1000):
+    warmup_s = TARGET_REP_S if device.kind == "cpu" else max(TARGET_REP_S, GPU_WARMUP_S)
+    while calls < 2 or (time.perf_counter() - t0 < warmup_s and calls < 1000):
         t_call = time.perf_counter()
         fn()
         sync()
@@ -105,8 +115,8 @@ def measure(fn: Callable[[], object], device: LocalDevice, meter: EnergyMeter | 
     reps = min(MAX_REPS, max(MIN_REPS if per_call < budget_s else 3, int(budget_s / (per_call * inner))))
     meter.start()
     times = time_calls(fn, device, inner, reps)
+    n = inner * reps + fill_window(meter, fn, sync, inner)  # energy over the timed calls and any the meter needs
     reading = meter.stop()
-    n = inner * reps
     return Timing(
         times_s=times,
         inner=inner,
@@ -144,7 +154,8 @@ def _tf32(enabled: bool):
         torch.backends.cuda.matmul.allow_tf32 = before
 
 
-def bench_matmul(device: LocalDevice, precision: str, n: int, meter: EnergyMeter | None = None) -> Measurement:
+def bench_matmul(device: LocalDevice, precision: str, n: int, meter: EnergyMeter | None = None,
+                 budget_s: float | None = None) -> Measurement:
     """C = A @ B with square n x n operands (int8: torch._int_mm, int32 result)."""
     import torch
 
@@ -154,20 +165,33 @@ def bench_matmul(device: LocalDevice, precision: str, n: int, meter: EnergyMeter
             a = torch.randint(-128, 128, (n, n), dtype=torch.int8, device=dev)
             b = torch.randint(-128, 128, (n, n), dtype=torch.int8, device=dev)
             c = torch.empty((n, n), dtype=torch.int32, device=dev)
-            timing = measure(lambda: torch._int_mm(a, b, out=c), device, meter)
-            out_bytes = 4
+            timing = measure(lambda: torch._int_mm(a, b, out=c), device, meter, budget_s)
         else:
             a = torch.randn(n, n, dtype=_dtype(precision), device=dev)
             b = torch.randn(n, n, dtype=_dtype(precision), device=dev)
             c = torch.empty_like(a)
-            timing = measure(lambda: torch.mm(a, b, out=c), device, meter)
-            out_bytes = BYTES_PER_ELEMENT[precision]
-    nbytes = 2 * n * n * BYTES_PER_ELEMENT[precision] + n * n * out_bytes
-    return _measurement("matmul", device, precision, {"m": n, "n": n, "k": n}, 2.0 * n**3, nbytes, timing, "mm")
+            timing = measure(lambda: torch.mm(a, b, out=c), device, meter, budget_s)
+    return _measurement("matmul", device, precision, {"m": n, "n": n, "k": n}, 2.0 * n**3, matmul_bytes(precision, n),
+                        timing, "mm")
+
+
+def matmul_bytes(precision: str, n: int) -> int:
+    """Bytes of the operands and result of an n x n matmul (int8: an int32 result)."""
+    size = BYTES_PER_ELEMENT[precision]
+    return 2 * n * n * size + n * n * (4 if precision == "int8" else size)
+
+
+def matmul_sizes(device: LocalDevice, precision: str, quick: bool = False) -> list[int]:
+    """The matmul sizes benchmarked on `device` in `precision`: CPU- or GPU-sized, within the device's memory."""
+    if device.kind == "cpu":
+        return list(CPU_QUICK_MATMUL_SIZES if quick else CPU_MATMUL_SIZES)
+    sizes = GPU_QUICK_MATMUL_SIZES if quick else GPU_MATMUL_SIZES
+    limit = MATMUL_MEMORY_SHARE * device.memory_bytes if device.memory_bytes else math.inf
+    return [n for n in sizes if matmul_bytes(precision, n) <= limit]
 
 
 def bench_bandwidth(device: LocalDevice, op: str, quick: bool = False, elements: int | None = None,
-                    meter: EnergyMeter | None = None) -> Measurement:
+                    meter: EnergyMeter | None = None, budget_s: float | None = None) -> Measurement:
     """STREAM-like copy (a = b) or triad (a = b + s*c, one fused kernel) over fp32 arrays."""
     import torch
 
@@ -177,11 +201,11 @@ def bench_bandwidth(device: LocalDevice, op: str, quick: bool = False, elements:
         a = torch.empty(elements, dtype=torch.float32, device=dev)
         b = torch.full((elements,), 1.5, dtype=torch.float32, device=dev)
         if op == "copy":
-            timing = measure(lambda: a.copy_(b), device, meter)
+            timing = measure(lambda: a.copy_(b), device, meter, budget_s)
             flops, arrays = 0.0, 2
         elif op == "triad":
             c = torch.full((elements,), 0.5, dtype=torch.float32, device=dev)
-            timing = measure(lambda: torch.add(b, c, alpha=3.0, out=a), device, meter)
+            timing = measure(lambda: torch.add(b, c, alpha=3.0, out=a), device, meter, budget_s)
             flops, arrays = 2.0 * elements, 3
         else:
             raise ValueError(f"unknown bandwidth op {op!r}")
@@ -195,7 +219,7 @@ def _bandwidth_elements(device: LocalDevice, quick: bool) -> int:
     return 2**26 if quick else 2**28
 
 
-def bench_overhead(device: LocalDevice, meter: EnergyMeter | None = None) -> Measurement:
+def bench_overhead(device: LocalDevice, meter: EnergyMeter | None = None, budget_s: float | None = None) -> Measurement:
     """Time of one tiny kernel (1-element add): the per-operator dispatch/launch overhead."""
     import torch
 
@@ -204,13 +228,13 @@ def bench_overhead(device: LocalDevice, meter: EnergyMeter | None = None) -> Mea
         x = torch.ones(1, device=dev)
         y = torch.ones(1, device=dev)
         z = torch.empty(1, device=dev)
-        timing = measure(lambda: torch.add(x, y, out=z), device, meter, budget_s=BUDGET_S / 4)
+        timing = measure(lambda: torch.add(x, y, out=z), device, meter, (budget_s or BUDGET_S) / 4)
     return _measurement("overhead", device, "fp32", {"elements": 1}, 1.0, 12.0, timing, "add")
 
 
 def bench_conv2d(device: LocalDevice, precision: str, batch: int, channels: int = 64, size: int = 56,
                  kernel: int = 3, meter: EnergyMeter | None = None, depthwise: bool = False,
-                 backward: bool = False, stride: int = 1) -> Measurement:
+                 backward: bool = False, stride: int = 1, budget_s: float | None = None) -> Measurement:
     """A ResNet-style 3x3 convolution, stride 1, same padding, channels in = out; or, `depthwise`, one filter
     per channel (groups = channels, MobileNet's depthwise layers, of any `kernel` size and `stride`), measured
     as kind "conv2d_depthwise". `backward`: the operator a training step runs for it instead
@@ -230,9 +254,9 @@ def bench_conv2d(device: LocalDevice, precision: str, batch: int, channels: int 
             dy = torch.randn(batch, channels, out_size, out_size, dtype=dtype, device=dev)
             timing = measure(lambda: torch.ops.aten.convolution_backward(
                 dy, x, w, None, [stride, stride], [pad, pad], [1, 1], False, [0, 0], groups, [True, True, False]),
-                device, meter)
+                device, meter, budget_s)
         else:
-            timing = measure(lambda: F.conv2d(x, w, stride=stride, padding=pad, groups=groups), device, meter)
+            timing = measure(lambda: F.conv2d(x, w, stride=stride, padding=pad, groups=groups), device, meter, budget_s)
     activation = batch * channels * size * size
     output = batch * channels * out_size**2
     weights = channels * channels // groups * kernel**2
@@ -274,12 +298,8 @@ class Bench:
 def plan(device: LocalDevice, quick: bool = False) -> list[Bench]:
     """The benchmarks run_microbenchmarks runs on `device`, in order."""
     gpu = device.kind != "cpu"
-    if gpu:
-        sizes = [1024, 4096] if quick else [1024, 2048, 4096, 8192]
-    else:
-        sizes = [256, 1024] if quick else [128, 256, 512, 1024, 2048]
     out = [Bench("overhead"), Bench("copy", params={"quick": quick}), Bench("triad", params={"quick": quick})]
-    out += [Bench("matmul", p, n) for p in device.precisions for n in sizes]
+    out += [Bench("matmul", p, n) for p in device.precisions for n in matmul_sizes(device, p, quick)]
     conv_batch = (16 if quick else 64) if gpu else (2 if quick else 8)
     out += [Bench("conv2d", p, conv_batch) for p in device.precisions if p not in ("int8",)]
     out += [Bench(kind, "fp32", conv_batch, {"channels": c, "size": n, "kernel": k, "stride": s})
@@ -288,19 +308,22 @@ def plan(device: LocalDevice, quick: bool = False) -> list[Bench]:
     return out
 
 
-def run_bench(bench: Bench, device: LocalDevice, meter: EnergyMeter | None = None) -> Measurement:
+def run_bench(bench: Bench, device: LocalDevice, meter: EnergyMeter | None = None,
+              budget_s: float | None = None) -> Measurement:
+    """Run one planned benchmark, timing about `budget_s` seconds of calls (default BUDGET_S)."""
     if bench.kind == "matmul":
-        return bench_matmul(device, bench.precision, bench.size, meter)
+        return bench_matmul(device, bench.precision, bench.size, meter, budget_s)
     if bench.kind == "conv2d":
-        return bench_conv2d(device, bench.precision, bench.size, meter=meter)
+        return bench_conv2d(device, bench.precision, bench.size, meter=meter, budget_s=budget_s)
     if bench.kind in ("conv2d_depthwise", "conv2d_depthwise_backward"):
         return bench_conv2d(device, bench.precision, bench.size, bench.params["channels"], bench.params["size"],
                             bench.params["kernel"], meter, depthwise=True, backward=bench.kind.endswith("_backward"),
-                            stride=bench.params["stride"])
+                            stride=bench.params["stride"], budget_s=budget_s)
     if bench.kind in ("copy", "triad"):
-        return bench_bandwidth(device, bench.kind, quick=bench.params.get("quick", False), meter=meter)
+        return bench_bandwidth(device, bench.kind, quick=bench.params.get("quick", False), meter=meter,
+                               budget_s=budget_s)
     if bench.kind == "overhead":
-        return bench_overhead(device, meter)
+        return bench_overhead(device, meter, budget_s)
     raise ValueError(f"unknown benchmark kind {bench.kind!r}")
 
 
@@ -317,10 +340,11 @@ def median_round(rounds: list[Measurement]) -> Measurement:
 
 
 def run_microbenchmarks(device: LocalDevice, quick: bool = False, progress: Progress | None = None,
-                        meter: EnergyMeter | None = None, rounds: int = 1) -> list[Measurement]:
+                        meter: EnergyMeter | None = None, rounds: int = 1,
+                        budget_s: float | None = None) -> list[Measurement]:
     """Run plan(device, quick) `rounds` times over, the whole plan per round (so a slow stretch of a shared
     machine is spread over every benchmark instead of landing on one), and return one Measurement per
-    benchmark (median_round of its rounds).
+    benchmark (median_round of its rounds), each timed for about `budget_s` (default BUDGET_S).
 
     A matmul size whose time per call, extrapolated from the last size of the same
     precision, exceeds MAX_CALL_S is skipped (fp16 on a CPU without fp16 units is ~100x
@@ -341,7 +365,7 @@ def run_microbenchmarks(device: LocalDevice, quick: bool = False, progress: Prog
                 if 2.0 * bench.size**3 / rate[bench.precision] > MAX_CALL_S:
                     skipped.add(i)
                     continue
-            m = run_bench(bench, device, meter)
+            m = run_bench(bench, device, meter, budget_s)
             if r == 0 and bench.kind == "matmul":
                 rate[bench.precision] = m.achieved_flops_per_s or math.inf
             results.setdefault(i, []).append(m)

@@ -198,6 +198,7 @@ def profile_ops(model, device: LocalDevice, profile: Profile, *, mode: str = "tr
     import torch
     from torch.profiler import ProfilerActivity, profile as torch_profile, record_function
 
+    from .power import EnergyMeter
     from .steps import measure_step
 
     current: list = []
@@ -216,7 +217,8 @@ def profile_ops(model, device: LocalDevice, profile: Profile, *, mode: str = "tr
         prof.__enter__()
     try:
         measure_step(model, device, mode=mode, batch=batch, seq_len=seq_len, precision=precision,
-                     optimizer=optimizer, warmup=warmup, repetitions=repetitions, profile=profile, progress=mark)
+                     optimizer=optimizer, warmup=warmup, repetitions=repetitions, profile=profile, progress=mark,
+                     meter=EnergyMeter())  # no energy wanted, and no untimed steps under the profiler
         if device.kind == "cuda":
             torch.cuda.synchronize()
     finally:

@@ -1,7 +1,8 @@
 """Energy over a timed window: NVML counters, RAPL counters, or a labelled estimate.
 
 Every reading says how it was had (`method`) and whether it is an estimate; a number that
-was not read from a counter is never shown as measured.
+was not read from a counter is never shown as measured. A meter whose counter updates too seldom for a short
+window says so (`min_window_s`); `fill_window` then keeps the work running until the window is that long.
 """
 
 from __future__ import annotations
@@ -13,6 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 POWERCAP = Path("/sys/class/powercap")
+# NVML's energy counter and power readings are refreshed by the board's sensor, not per kernel: on the shared
+# H200 (../shared/gpu, run 1) an 8 ms window read 0 J while windows of 0.3 s and more read 300-700 W; and the
+# sensor of A100/H100 samples only part of each period (Yang et al., "Part-time Power Measurements", SC'24,
+# arXiv 2312.02741), so a reading needs many periods. Half a second of work per reading.
+NVML_MIN_WINDOW_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -34,9 +40,14 @@ class EnergyMeter:
 
     method = "unavailable: no energy counter is readable and no TDP is known"
     estimated = True
+    min_window_s = 0.0  # the shortest window this meter reads faithfully
 
     def start(self) -> None:
         self._t0 = time.perf_counter()
+
+    def elapsed(self) -> float:
+        """Seconds since start()."""
+        return time.perf_counter() - self._t0
 
     def stop(self) -> EnergyReading:
         return EnergyReading(None, time.perf_counter() - self._t0, self.method, self.estimated)
@@ -84,16 +95,19 @@ class RaplMeter(EnergyMeter):
 
 
 class NvmlMeter(EnergyMeter):
-    """GPU energy from NVML: the total-energy counter (Volta and newer), else sampled power."""
+    """GPU energy from NVML: the total-energy counter (Volta and newer), else sampled power. The GPU is found
+    by its UUID where given (CUDA's numbering follows CUDA_VISIBLE_DEVICES and CUDA_DEVICE_ORDER, NVML's does
+    not), else by NVML index."""
 
     estimated = False
+    min_window_s = NVML_MIN_WINDOW_S
 
-    def __init__(self, index: int, sample_interval_s: float = 0.02):
+    def __init__(self, index: int, sample_interval_s: float = 0.02, uuid: str | None = None):
         import pynvml
 
         self._nvml = pynvml
         pynvml.nvmlInit()
-        self._handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        self._handle = nvml_handle(pynvml, index, uuid)
         self.sample_interval_s = sample_interval_s
         try:
             pynvml.nvmlDeviceGetTotalEnergyConsumption(self._handle)
@@ -128,6 +142,14 @@ class NvmlMeter(EnergyMeter):
             self._thread.join()
             joules = _integrate(self._samples)
         return EnergyReading(joules, seconds, self.method, False)
+
+
+def nvml_handle(pynvml, index: int, uuid: str | None = None):
+    """NVML's handle of a GPU: by its UUID where known (torch gives it without NVML's "GPU-" prefix), else by
+    NVML index. Call nvmlInit() first."""
+    if uuid:
+        return pynvml.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}")
+    return pynvml.nvmlDeviceGetHandleByIndex(index)
 
 
 def _integrate(samples: list[tuple[float, float]]) -> float:
@@ -177,6 +199,7 @@ def energy_meter(
     tdp_watts: float | None = None,
     tdp_source: str = "",
     powercap_root: Path = POWERCAP,
+    uuid: str | None = None,
 ) -> EnergyMeter:
     """The best meter for a device of `kind` ("cpu", "cuda", "mps"): a counter where one is
     readable, else an estimate from `tdp_watts`, else one that reports no energy."""
@@ -187,7 +210,7 @@ def energy_meter(
             pynvml = None
         if pynvml is not None:
             try:
-                return NvmlMeter(index)
+                return NvmlMeter(index, uuid=uuid)
             except pynvml.NVMLError:  # no driver, or NVML refusing: fall back, labelled
                 pass
         if tdp_watts:
@@ -199,3 +222,24 @@ def energy_meter(
         if tdp_watts:
             return EstimatedCpuMeter(tdp_watts, tdp_source)
     return EnergyMeter()
+
+
+def device_meter(device, hardware=None) -> EnergyMeter:
+    """energy_meter for a LocalDevice (its CUDA index and UUID), with the TDP of its catalog entry `hardware`
+    (a Hardware, or None) for the labelled estimate where no counter is readable."""
+    tdp = hardware.tdp_watts if hardware is not None else None
+    index = int(device.torch_device.partition(":")[2] or 0) if device.kind == "cuda" else 0
+    return energy_meter(device.kind, index, tdp.value if tdp else None, tdp.source if tdp else "",
+                        uuid=device.details.get("uuid"))
+
+
+def fill_window(meter: EnergyMeter, call, sync, calls_per_check: int = 1) -> int:
+    """Run `call` (in groups of `calls_per_check`, then `sync()`) until `meter`'s window since start() lasts its
+    min_window_s; return the calls made. Energy over the window is then per (timed + these) calls."""
+    made = 0
+    while meter.elapsed() < meter.min_window_s:
+        for _ in range(calls_per_check):
+            call()
+        sync()
+        made += calls_per_check
+    return made

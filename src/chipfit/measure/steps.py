@@ -3,7 +3,10 @@ batch, run on real random tensors of the profiled shapes, timed like the micro-b
 
 The step is the one the tracer profiles (workload/trace.py): training in bf16/fp16 keeps
 fp32 weights and runs the forward under autocast; inference casts the model; fp8/int8 run
-as bf16. The optimizer is torch's default implementation (what a user's loop runs).
+as bf16. The optimizer is torch's default implementation (what a user's loop runs). On a GPU the
+model is built on the device (a 7B model's initialisation on the host takes minutes), and the step's
+energy is read from the device's meter (power.device_meter: NVML's counter on NVIDIA GPUs) over the
+timed steps, with untimed steps after them where the meter needs a longer window (power.fill_window).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from ..measurement import Measurement
 from ..workload.profile import Profile
 from .devices import LocalDevice
 from .microbench import Progress, _sync, _tf32, time_calls
-from .power import EnergyMeter
+from .power import EnergyMeter, device_meter, fill_window
 
 # Training needs weights, gradients and two AdamW moments: 4x the fp32 weights, before activations.
 _TRAIN_WEIGHT_COPIES = 4
@@ -100,7 +103,8 @@ def measure_step(
     sync = _sync(device)
 
     torch.manual_seed(0)
-    net = source.build()
+    with torch.device(dev) if device.kind != "cpu" else contextlib.nullcontext():
+        net = source.build()
     if not train and compute != torch.float32:
         net = net.to(compute)
     net = net.to(dev).train(train)
@@ -129,7 +133,7 @@ def measure_step(
     total = warmup + repetitions
     label = f"{source.name} {mode} {precision} batch {batch}"
     times: list[float] = []
-    meter = meter or EnergyMeter()
+    meter = meter or device_meter(device)
     with _tf32(precision == "tf32" and device.kind == "cuda"):
         for i in range(total):
             if progress:
@@ -143,6 +147,7 @@ def measure_step(
                 step()
             else:
                 times += time_calls(step, device, inner=1, reps=1)
+        energy_steps = repetitions + fill_window(meter, step, sync)
         reading = meter.stop()
     if progress:
         progress(total, total, label)
@@ -150,7 +155,8 @@ def measure_step(
     peak = int(torch.cuda.max_memory_allocated(dev)) if device.kind == "cuda" else None
     extra = {"threads": torch.get_num_threads(), "optimizer": optimizer if train else "", "warmup": warmup,
              "timer": "cuda events" if device.kind == "cuda" else "perf_counter",
-             "amp": train and compute != torch.float32, "mean_s": statistics.fmean(times)}
+             "amp": train and compute != torch.float32, "mean_s": statistics.fmean(times),
+             "energy_steps": energy_steps}
     if device.kind == "cpu":
         # ru_maxrss: KiB on Linux, bytes on macOS; the whole process's high-water mark
         scale = 1 if sys.platform == "darwin" else 1024
@@ -160,7 +166,7 @@ def measure_step(
         shape={"batch": batch, "seq_len": seq_len or 0},
         flops=profile.flops() if profile else 0.0, bytes=float(profile.bytes()) if profile else 0.0,
         median_s=statistics.median(times), min_s=min(times), max_s=max(times), repetitions=len(times),
-        label=source.name, energy_j=reading.joules / repetitions if reading.joules is not None else None,
+        label=source.name, energy_j=reading.joules / energy_steps if reading.joules is not None else None,
         power_watts=reading.watts, power_method=reading.method, energy_estimated=reading.estimated,
         predicted_s=predicted_s, peak_memory_bytes=peak, extra=extra,
     )

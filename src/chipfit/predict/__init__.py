@@ -6,7 +6,6 @@ from dataclasses import dataclass, replace
 
 from ..catalog.schema import Hardware, Instance
 from ..errors import ChipfitError
-from ..workload.fusion import runs_compiled
 from ..workload.profile import Profile
 from ..workload.workload import Workload
 from . import energy as _energy
@@ -17,7 +16,9 @@ from .memory import activation_element_bytes, memory_per_device
 from .parallel import (Network, PlanStep, bubble_fraction, link_bandwidth, needs_links, overlap_slowdown,
                        plan_step, ring_allreduce_s, shard_arrays, topology)
 from .plan import ModelShape, Plan
-from .roofline import MissingFigure, OpArrays, StepTime, arrays_as_run, step_time
+from .as_run import arrays_as_run, profile_as_run, rules
+from .host import describe as describe_host
+from .roofline import MissingFigure, OpArrays, StepTime, step_time
 
 __all__ = ["Conditions", "Efficiency", "Estimate", "ModelShape", "OpArrays", "Plan", "PlanStep",
            "bubble_fraction", "link_bandwidth", "plan_step", "predict", "predict_fitting", "ring_allreduce_s"]
@@ -60,6 +61,7 @@ def predict(
     shape: ModelShape | None = None,
     network: Network | str | None = None,
     framework: str | None = None,
+    channels_last: bool = False,
 ) -> Estimate:
     """Step time, memory fit, job totals and their bounds for `workload` on `plan.devices` x `hw`.
 
@@ -67,8 +69,9 @@ def predict(
     traced at the per-device micro-batch (batch / data-parallel degree / micro-batches).
     `shape` (layers, hidden, heads, sequence) is needed for tensor, pipeline and expert
     parallelism and recomputation; `network` names the scale-out network (default: the
-    vendor's reference node for the hardware). A TPU, or any device under `framework` jax, runs the
-    step as XLA compiles it (roofline.arrays_as_run); `arrays`, when given, are the step as it runs.
+    vendor's reference node for the hardware). The step is priced as the device runs it under `framework`
+    (as_run: XLA on TPUs and under jax, eager PyTorch's kernels and host stream on CUDA/ROCm GPUs, its
+    convolutions in NCHW unless `channels_last`); `arrays`, when given, are the step as it runs.
     """
     dp, m = plan.data_parallel, plan.micro_batches
     if profile.batch * dp * m != workload.batch:
@@ -81,7 +84,7 @@ def predict(
         plan.check(shape)
     if reason := hw.excluded_for(workload.training):
         return _excluded(hw, plan, reason)
-    arrays = shard_arrays(arrays or arrays_as_run(profile, hw.hw_class, framework, workload.precision),
+    arrays = shard_arrays(arrays or arrays_as_run(profile, hw, framework, workload.precision, channels_last),
                           plan.tensor_parallel, plan.sequence_parallel)
     eff = efficiency or default_efficiency(hw)
     fast_eff, slow_eff = eff.bounds(hw.hw_class)
@@ -111,12 +114,15 @@ def predict(
         eff.describe(),
         *central.notes,
     ]
-    if runs_compiled(hw.hw_class, framework):
-        assumptions.append("XLA fuses elementwise operators and casts into the operator producing their input")
+    assumptions += rules(hw, framework, workload.precision, workload.training)
+    if central.host_s:
+        assumptions.append(describe_host(central.host_s, central.device_s, central.total_s, framework))
     if plan.devices > 1:
-        assumptions.append(_plan_assumption(plan, topo, hw.hw_class))
+        assumptions.append(_plan_assumption(plan, topo, hw.hw_class) if needs_links(plan, workload.training)
+                           else f"{plan.devices} independent replicas, each serving its own share of the batch; "
+                                "no traffic between devices")
 
-    mem = memory_per_device(profile, workload, plan, hw.hw_class, shape)
+    mem = memory_per_device(profile_as_run(profile, hw, framework), workload, plan, hw.hw_class, shape)
     capacity = hw.memory_bytes.value if hw.memory_bytes else None
     fits = None if capacity is None else mem["total"] <= capacity
     if capacity is None:

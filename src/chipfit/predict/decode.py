@@ -1,31 +1,37 @@
 """LLM inference on a catalog device (or a tensor-parallel group): prefill, then token-by-token decode.
 
-Pure: a TransformerSpec and a Hardware entry in, an InferenceEstimate out.
+Pure: a TransformerSpec (or a library entry) and a Hardware entry in, an InferenceEstimate out.
 
     prefill      = max(FLOPs / (peak * eff_matmul), bytes / (bandwidth * eff_memory)) + all-reduces
     decode step  = the same at one new token per sequence, with context c, for c = P .. P+G-1
 
 Prefill FLOPs: 2 * tokens * (layer matmul weights a token uses) + causal attention
-2 * b * P^2 * heads * head_dim per layer (kernels skip the masked half) + the LM head at the last
-position only. Decode FLOPs per step: 2 * b * (matmul weights incl. LM head) + 4 * b * c *
-heads * head_dim per layer. Decode bytes per step: every weight a step touches (all matrices and norms,
-the embedding rows looked up; for MoE the experts at least one token reaches) plus the whole
-KV cache read. Weights are stored at the weight precision; fp8/int8 weights compute at
-their own peak (W8A8), int4 at 16 bits (W4A16, dequantised in the kernel).
+2 * b * pairs * heads * (qk head + v head) per layer, pairs = P^2/2 (kernels skip the masked half;
+with a sliding window w, w^2/2 + (P - w) * w) + the LM head at the last position only. An
+encoder-decoder's prefill is its encoder over the prompt (full attention) and the cross-attention
+keys and values; its decoder then starts from nothing. Decode FLOPs per step: 2 * b * (matmul weights
+incl. LM head) + 2 * b * c * heads * (qk head + v head) per layer (c capped at the window; MLA in its
+absorbed form over the latent; cross-attention over the encoder's positions). Decode bytes per step:
+every weight a step touches (all matrices and norms, the embedding rows looked up; for MoE the experts
+at least one token reaches and the shared ones) plus the whole KV cache read (MLA: the latent and
+rotary key; local layers: the window; encoder-decoders: the cross-attention cache too). Weights are
+stored at the weight precision; fp8/int8 weights compute at their own peak (W8A8), int4 at 16 bits
+(W4A16, dequantised in the kernel). Memory holds every weight, every expert included.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
 from ..catalog.schema import Hardware
 from ..errors import ChipfitError
-from ..workload.llm import TransformerSpec
+from ..workload.llm import Layer, TransformerSpec, as_spec
 from ..workload.workload import BYTES_PER_ELEMENT
 from .efficiency import Efficiency, default_efficiency
+from .host import decode_host_s, describe_serving, serving_framework
 from .parallel import group_collective_s, topology
 from .roofline import peak_for
 
@@ -99,48 +105,104 @@ def experts_reached(spec: TransformerSpec, tokens: float) -> float:
     return spec.experts * (1.0 - (1.0 - spec.top_k / spec.experts) ** tokens)
 
 
-def _weights_touched(spec: TransformerSpec, tokens: float, wbytes: float) -> float:
-    """Bytes of weights one forward over `tokens` tokens reads: attention, norms, the experts reached
-    (or the dense MLP), router, LM head, and the embedding rows looked up."""
-    mlp = spec.linear_params(spec.expert_matrices()) * experts_reached(spec, tokens) + spec.hidden * spec.experts
-    layer = spec.linear_params(spec.attention_matrices()) + mlp + 2 * spec.norm_params
-    rows = min(tokens, spec.vocab) * spec.hidden * (2 if spec.max_positions else 1)
-    head = spec.norm_params + spec.vocab * spec.hidden
-    return (spec.layers * layer + head + rows) * wbytes
+def _decoder_layers(spec: TransformerSpec) -> list[Layer]:
+    """The layers serving runs per generated token: the decoder's (all layers of a decoder-only model)."""
+    return [k for k in spec.layer_kinds() if k.stack == "layers"]
 
 
-def _active_layer_matmul(spec: TransformerSpec) -> int:
-    """Matmul weights one token runs through in one layer (top_k experts and the router for MoE)."""
-    return spec.layer_params(active=True) - 2 * spec.norm_params
+def _encoder_layers(spec: TransformerSpec) -> list[Layer]:
+    return [k for k in spec.layer_kinds() if k.stack == "encoder"]
 
 
-def _activation_traffic(spec: TransformerSpec, tokens: float, act: float) -> float:
+def _weights_touched(spec: TransformerSpec, layers: list[Layer], tokens: float, wbytes: float,
+                     head: bool = True) -> float:
+    """Bytes of weights one forward of `layers` over `tokens` tokens reads: attention, norms, the experts
+    reached plus the shared ones (or the dense MLP), router, and with `head` the LM head and the embedding
+    rows looked up."""
+    expert = spec.linear_params(spec.expert_matrices())
+    total = 0.0
+    for layer in layers:
+        if layer.moe:
+            mlp = expert * (experts_reached(spec, tokens) + spec.shared_experts) + spec.hidden * spec.experts
+        else:
+            mlp = spec.mlp_params(layer)
+        total += spec.attention_params(layer) + mlp + 2 * spec.norm_params
+    if head:
+        rows = min(tokens, spec.vocab) * spec.hidden * (2 if spec.max_positions else 1)
+        total += spec.norm_params + spec.vocab * spec.hidden + rows
+    return total * wbytes
+
+
+def _layer_matmul(spec: TransformerSpec, layers: list[Layer]) -> int:
+    """Matmul weights one token runs through in `layers` (top_k and shared experts and the router for MoE)."""
+    return sum(spec.layer_matmul_params(k, active=True) for k in layers)
+
+
+def _activation_traffic(spec: TransformerSpec, layers: list[Layer], tokens: float, act: float) -> float:
     """Bytes the layer matmuls read and write as activations: tokens * (in + out) per matrix."""
     attn = sum(i + o for _, i, o in spec.attention_matrices())
-    mlp = sum(i + o for _, i, o in spec.expert_matrices()) * (spec.top_k if spec.moe else 1)
-    return spec.layers * tokens * (attn + mlp) * act
+    routed = sum(i + o for _, i, o in spec.expert_matrices()) * (spec.top_k + spec.shared_experts)
+    dense = sum(i + o for _, i, o in spec.mlp_matrices(spec.dense_width))
+    return sum(tokens * (attn + (routed if k.moe else dense)) for k in layers) * act
+
+
+def _head_width(spec: TransformerSpec) -> int:
+    """Query/key plus value head width: attention FLOPs per head and (query, key) pair are 2x this."""
+    return spec.head_dim + spec.value_head_dim
+
+
+def causal_pairs(tokens: int, window: int) -> float:
+    """(query, key) pairs causal attention kernels compute over `tokens` positions: half of P x P (the masked
+    half skipped), or with a window of w keys, w^2/2 for the first w positions and w for each later one."""
+    if not window or tokens <= window:
+        return tokens * tokens / 2
+    return window * window / 2 + (tokens - window) * window
+
+
+def _decode_attention_flops(spec: TransformerSpec, layers: list[Layer], batch: int, context: np.ndarray) -> np.ndarray:
+    """Attention FLOPs of one decode step per layer summed: 2 * b * heads * width * keys attended, with MLA in
+    its absorbed form over the cached latent (width: 2 * kv_lora_rank + rope_head_dim)."""
+    width = 2 * spec.kv_lora_rank + spec.rope_head_dim if spec.mla else _head_width(spec)
+    keys = sum(np.minimum(context, k.window) if k.window else context for k in layers)
+    return 2 * batch * spec.heads * width * keys
 
 
 def _times(spec: TransformerSpec, hw: Hardware, eff: Efficiency, batch: int, prompt: int, generate: int,
            wb: float, kvb: float, act: float, peak: float, devices: int, allreduce) -> _Times:
     bw = hw.mem_bw_bytes_per_s.value * eff.memory
     rate = peak * eff.matmul
-    h, layers = spec.hidden, spec.layers
-    kv_per_token = spec.kv_cache_bytes(1, kvb)
+    h, decoder = spec.hidden, _decoder_layers(spec)
+    # An encoder-decoder's encoder reads the prompt (Whisper: its fixed audio frames) and the decoder starts
+    # from nothing; a decoder-only model's prompt fills its own cache.
+    enc = spec.encoder_tokens(prompt) if spec.encoder_decoder else 0
+    cached = 0 if spec.encoder_decoder else prompt
 
-    tokens = batch * prompt
-    flops = 2 * tokens * layers * _active_layer_matmul(spec) + layers * 2 * batch * prompt**2 * spec.q_dim
-    flops += 2 * batch * h * spec.vocab
-    moved = _weights_touched(spec, tokens, wb) + tokens * kv_per_token + _activation_traffic(spec, tokens, act)
+    tokens = batch * cached
+    flops = 2 * tokens * _layer_matmul(spec, decoder) + 2 * batch * h * spec.vocab
+    flops += 2 * batch * spec.heads * _head_width(spec) * sum(causal_pairs(cached, k.window) for k in decoder)
+    moved = (_weights_touched(spec, decoder, tokens, wb) + batch * spec.kv_cache_bytes(cached, kvb)
+             + _activation_traffic(spec, decoder, tokens, act))
+    comm_prefill = 2 * len(decoder) * allreduce(tokens * h * act)
+    if enc:
+        encoder, enc_tokens = _encoder_layers(spec), batch * enc
+        cross_kv = 2 * spec.kv_heads * spec.head_dim * h * len(decoder)  # K and V projections of the encoder output
+        flops += 2 * enc_tokens * (_layer_matmul(spec, encoder) + cross_kv)
+        flops += 2 * batch * spec.heads * _head_width(spec) * enc * enc * len(encoder)
+        moved += (_weights_touched(spec, encoder, enc_tokens, wb, head=False) + batch * spec.cross_kv_bytes(enc, kvb)
+                  + _activation_traffic(spec, encoder, enc_tokens, act))
+        comm_prefill += 2 * len(encoder) * allreduce(enc_tokens * h * act)
     compute, memory = flops / devices / rate, moved / devices / bw
-    comm_prefill = 2 * layers * allreduce(tokens * h * act)
     prefill = max(compute, memory) + comm_prefill
 
-    context = prompt + 1 + np.arange(generate, dtype=float)  # positions attended, the new token included
-    step_flops = 2 * batch * (spec.matmul_params(active=True)) + layers * 4 * batch * context * spec.q_dim
-    step_bytes = _weights_touched(spec, batch, wb) + batch * context * kv_per_token
+    context = cached + 1 + np.arange(generate, dtype=float)  # positions attended, the new token included
+    step_flops = 2 * batch * (_layer_matmul(spec, decoder) + h * spec.vocab)
+    step_flops = step_flops + _decode_attention_flops(spec, decoder, batch, context)
+    step_bytes = (_weights_touched(spec, decoder, batch, wb) + batch * spec.kv_cache_bytes(context, kvb)
+                  + batch * spec.cross_kv_bytes(enc, kvb))
+    if enc:
+        step_flops = step_flops + 2 * batch * spec.heads * _head_width(spec) * enc * len(decoder)
     step_compute, step_memory = step_flops / devices / rate, step_bytes / devices / bw
-    comm_step = 2 * layers * allreduce(batch * h * act)
+    comm_step = 2 * len(decoder) * allreduce(batch * h * act)
     steps = np.maximum(step_compute, step_memory) + comm_step
     return _Times(
         prefill_s=prefill,
@@ -178,7 +240,7 @@ def _check(spec: TransformerSpec, batch: int, prompt: int, generate: int, weight
 
 
 def predict_inference(
-    spec: TransformerSpec,
+    spec,
     hw: Hardware,
     *,
     batch: int = 1,
@@ -188,13 +250,18 @@ def predict_inference(
     kv_precision: str | None = None,
     devices: int = 1,
     efficiency: Efficiency | None = None,
+    framework: str | None = None,
 ) -> InferenceEstimate:
     """Prefill and decode of `batch` requests of `prompt_tokens` + `generated_tokens` on `devices` x `hw`.
 
     devices > 1 is Megatron tensor parallelism: weights and KV heads split across devices,
     two all-reduces of the activations per layer. kv_precision defaults to the weight
-    precision for fp32/bf16/fp16 and to bf16 for quantised weights.
+    precision for fp32/bf16/fp16 and to bf16 for quantised weights. `framework` names the serving stack
+    (host.serving_framework): a serving engine (vllm by default, sglang, tensorrt-llm), whose device time
+    decides, or pytorch, an eager decode loop whose host may.
     """
+    serving = serving_framework(framework)
+    spec = as_spec(spec)
     kv_precision = kv_precision or (weight_precision if weight_precision in ("fp32", "bf16", "fp16") else "bf16")
     _check(spec, batch, prompt_tokens, generated_tokens, weight_precision, kv_precision, devices)
     est = InferenceEstimate(
@@ -222,7 +289,19 @@ def predict_inference(
         "decode: each step reads every weight it touches and the whole KV cache; no speculative decoding",
     ]
     if spec.moe:
-        assumptions.append(f"MoE: uniform top-{spec.top_k} routing; a step reads the experts at least one token reaches")
+        assumptions.append(f"MoE: uniform top-{spec.top_k} routing; a step reads the experts at least one token reaches"
+                           + (f" and the {spec.shared_experts} shared" if spec.shared_experts else "")
+                           + "; memory holds every expert")
+    if spec.mla:
+        assumptions.append(f"MLA: the cache holds the {spec.kv_lora_rank}-wide latent and the "
+                           f"{spec.rope_head_dim}-wide rotary key per token and layer; decode attends over the latent "
+                           "(absorbed projections)")
+    if spec.sliding_window:
+        assumptions.append(f"sliding window: local layers cache and attend to at most {spec.sliding_window} tokens")
+    if spec.encoder_decoder:
+        assumptions.append("encoder-decoder: prefill runs the encoder over the prompt "
+                           f"({spec.encoder_tokens(prompt_tokens)} positions) and projects its cross-attention keys "
+                           "and values once; decode runs the decoder only")
 
     if devices > 1:
         topo = topology(hw)
@@ -240,12 +319,18 @@ def predict_inference(
         def allreduce(size: float) -> float:
             return 0.0
 
-    # Memory per device; KV heads are replicated when there are more devices than KV heads.
-    kv_share = math.ceil(spec.kv_heads / devices) / spec.kv_heads
+    # Memory per device: every weight (every expert); KV heads are replicated when there are more devices than
+    # KV heads, and MLA's latent cache, shared by all heads, on every device.
+    kv_share = 1.0 if spec.mla else math.ceil(spec.kv_heads / devices) / spec.kv_heads
     weights = spec.params() * wb / devices
-    kv_per_seq = spec.kv_cache_bytes(prompt_tokens + generated_tokens, kvb) * kv_share
-    width = spec.ffn * (spec.top_k if spec.moe else 1) * (3 if spec.gated_mlp else 2) / devices
-    workspace = prompt_tokens * (2 * spec.hidden + width) * act
+    if spec.encoder_decoder:
+        kv_per_seq = (spec.kv_cache_bytes(generated_tokens, kvb)
+                      + spec.cross_kv_bytes(spec.encoder_tokens(prompt_tokens), kvb)) * kv_share
+    else:
+        kv_per_seq = spec.kv_cache_bytes(prompt_tokens + generated_tokens, kvb) * kv_share
+    inner = max(spec.ffn * (spec.top_k + spec.shared_experts) if spec.moe else 0, spec.dense_width)
+    width = inner * (3 if spec.gated_mlp else 2) / devices
+    workspace = spec.encoder_tokens(prompt_tokens) * (2 * spec.hidden + width) * act
     est.weight_bytes, est.kv_cache_bytes = weights, batch * kv_per_seq
     est.memory_breakdown = {"weights": weights, "kv_cache": batch * kv_per_seq, "prefill_activations": workspace}
     est.memory_per_device_bytes = sum(est.memory_breakdown.values())
@@ -258,8 +343,14 @@ def predict_inference(
     else:
         assumptions.append(f"memory fit unknown: the catalog gives no memory size for {hw.name}")
 
+    host_step = decode_host_s(spec.layers, serving)
+    assumptions.append(describe_serving(serving, host_step))
+
     def run(e: Efficiency) -> _Times:
-        return _times(spec, hw, e, batch, prompt_tokens, generated_tokens, wb, kvb, act, peak, devices, allreduce)
+        t = _times(spec, hw, e, batch, prompt_tokens, generated_tokens, wb, kvb, act, peak, devices, allreduce)
+        bound = "host" if host_step > float(t.step_s.mean()) else t.decode_bound
+        return replace(t, step_s=np.maximum(t.step_s, host_step), prefill_s=max(t.prefill_s, host_step),
+                       decode_bound=bound)
 
     central = run(eff)
     est.prefill_s, est.prefill_bound = central.prefill_s, central.prefill_bound

@@ -28,6 +28,13 @@ MATMUL_EFFICIENCY_RANGE = (0.55, 0.85)
 MEMORY_EFFICIENCY = 0.85
 MEMORY_EFFICIENCY_RANGE = (0.70, 0.92)
 
+# An FPGA runs deep learning through an overlay (AMD Vitis AI DPU, Intel FPGA AI Suite) whose catalog
+# peak is the overlay's, and overlays sustain about a third of it on CNNs. The vendor's figures for
+# ResNet-18, not the ResNet-50 chipfit is checked on (Vitis AI 1.4 model zoo, multi-thread fps x
+# 3.65 GOP per image): U280 DPUCAHX8H 1,658.3 fps = 6.05 TOPS of 17.2 (35%); VCK190 DPUCVDX8G 2,955.8
+# fps = 10.8 TOPS of 32.8 (33%). benchmarks/bench_fpga_edge.py checks the rule on ResNet-50.
+CLASS_MATMUL_EFFICIENCY = {"fpga": 0.34}
+
 # Vector (non-matrix) arithmetic: elementwise kernels are almost always memory bound, so this
 # factor rarely decides a time; it takes the matmul figure for want of a better published one.
 VECTOR_EFFICIENCY = MATMUL_EFFICIENCY
@@ -77,6 +84,14 @@ def fresh_bytes(name: str, bytes_written: float) -> float:
     (aten names ending in "_", e.g. "aten.add_.Tensor") or is small enough to reuse the heap."""
     in_place = name.split(".")[1].endswith("_") if name.count(".") >= 1 else False
     return 0.0 if in_place or bytes_written < FRESH_OUTPUT_MIN_BYTES else float(bytes_written)
+
+
+def pages_fault_on_allocation(device: str) -> bool:
+    """Whether new outputs on `device` ("cpu", "cuda:0") land in fresh pages (fresh_bytes): glibc's mmap threshold
+    is a host-memory effect; CUDA and ROCm tensors come from PyTorch's caching allocator, which keeps freed device
+    blocks and hands them out again without returning them to the driver (PyTorch docs, CUDA semantics, "Memory
+    management")."""
+    return not device.startswith(("cuda", "hip", "rocm", "xpu", "mps"))
 
 
 def second_pass_bytes(family: str, bytes_written: float) -> float:
@@ -292,7 +307,10 @@ class Efficiency:
 def default_efficiency(hw: Hardware) -> Efficiency:
     """Published defaults for `hw`'s class; matrix work never beyond the share of peak that the
     device's best measured matmul reaches (its maximum achievable matmul FLOPS), where measured."""
-    eff = Efficiency(kernel_overhead_s=KERNEL_OVERHEAD_S["cpu" if hw.hw_class == "cpu" else "accelerator"])
+    eff = Efficiency(matmul=CLASS_MATMUL_EFFICIENCY.get(hw.hw_class, MATMUL_EFFICIENCY),
+                     kernel_overhead_s=KERNEL_OVERHEAD_S["cpu" if hw.hw_class == "cpu" else "accelerator"])
+    if hw.hw_class in CLASS_MATMUL_EFFICIENCY:
+        eff = replace(eff, source=f"published defaults, {hw.hw_class} overlay rule (chipfit.predict.efficiency)")
     ceiling = hw.matmul_ceiling()
     if ceiling is not None and ceiling < eff.matmul:
         eff = replace(eff, matmul=ceiling, source=f"published defaults, matmul capped at the {ceiling:.0%} of peak "

@@ -9,6 +9,7 @@ once per size), or one Profile traced at some micro-batch that is scaled analyti
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field, replace
 from typing import Callable
@@ -23,7 +24,8 @@ from .efficiency import Efficiency, default_efficiency
 from .memory import activation_element_bytes, memory_per_device
 from .parallel import Network, PlanStep, overlap_slowdown, plan_step, shard_arrays, topology
 from .plan import ModelShape, Plan
-from .roofline import MissingFigure, arrays_as_run, step_time
+from .as_run import arrays_as_run
+from .roofline import MissingFigure, step_time
 
 OBJECTIVES = ("time", "cost", "energy", "device_hours")
 TENSOR_PARALLEL = (1, 2, 4, 8)
@@ -140,6 +142,15 @@ def _micro_batches(batch: int, data_parallel: int) -> tuple[int, ...]:
     return tuple(sorted(set(MICRO_BATCH_SIZES) | set(exact)))
 
 
+def _expert_degrees(shape: ModelShape, dp: int) -> list[int]:
+    """Expert-parallel degrees to try: 1, and for an MoE the powers of two that divide both the expert count and
+    the data-parallel degree (DeepSpeed-MoE and Megatron split experts over data-parallel ranks)."""
+    degrees = [1]
+    while shape.experts and shape.experts % (2 * degrees[-1]) == 0 and dp % (2 * degrees[-1]) == 0:
+        degrees.append(2 * degrees[-1])
+    return degrees
+
+
 def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
@@ -168,7 +179,8 @@ def search_plans(
 
     Enumerates device counts (powers of two up to max_devices, or exactly `devices`), tensor
     parallelism in {1, 2, 4, 8} within a node, pipeline stages dividing the layers, ZeRO stages,
-    micro-batch sizes (`micro_batch_sizes`, default: _micro_batches) and recomputation; drops plans
+    micro-batch sizes (`micro_batch_sizes`, default: _micro_batches), expert parallelism for MoE models
+    (_expert_degrees) and recomputation; drops plans
     that break divisibility, do not fit, miss the deadline or the budget; ranks the rest by `objective`.
     """
     if objective not in OBJECTIVES:
@@ -205,7 +217,7 @@ def search_plans(
         key = (b, t, sp)
         if key not in cache:
             prof = profile(b) if callable(profile) else scale_profile(profile, b)
-            arrays = shard_arrays(arrays_as_run(prof, hw.hw_class, None, workload.precision), t, sp)
+            arrays = shard_arrays(arrays_as_run(prof, hw, None, workload.precision), t, sp)
             try:
                 cache[key] = (prof, step_time(arrays, hw, eff).phase_s)
             except MissingFigure:
@@ -239,56 +251,57 @@ def search_plans(
                 for b in micro_batch_sizes or _micro_batches(workload.batch, dp):
                     m = math.ceil(workload.batch / (dp * b))
                     global_batch = dp * b * m
-                    for z in zero_stages:
+                    for z, ep, rc in itertools.product(zero_stages, _expert_degrees(shape, dp), recompute):
                         if z and dp == 1:
                             continue
-                        for rc in recompute:
-                            considered += 1
-                            plan = Plan(devices=n, tensor_parallel=t, pipeline_parallel=p, zero_stage=z,
-                                        micro_batches=m, activation_checkpointing=rc, sequence_parallel=t > 1)
-                            try:
-                                plan.check(shape)
-                            except ChipfitError as err:
-                                reason = str(err).split(";")[0]
-                                reject("tensor parallelism does not divide the heads" if "heads" in reason
-                                       else reason, str(err))
-                                continue
-                            if global_batch > workload.batch * (1 + BATCH_ROUNDING_TOLERANCE):
-                                reject("global batch does not split over data-parallel x micro-batch",
-                                       f"{plan.describe()}: batch {workload.batch} would grow to {global_batch}")
-                                continue
-                            got = profiled(b, t, t > 1)
-                            if got is None:
-                                raise ChipfitError(f"The catalog has no sourced throughput or bandwidth for {hw.name}; "
-                                                   "its plans cannot be predicted.")
-                            prof, phase_s = got
-                            job = replace(workload, batch=global_batch, seq_len=seq)
-                            mem = memory_per_device(prof, job, plan, hw.hw_class, shape)["total"]
-                            if capacity is not None and mem > capacity:
-                                reject("does not fit in memory",
-                                       f"{plan.describe()}, micro-batch {b}: needs {mem / 2**30:.1f} GiB of "
-                                       f"{capacity / 2**30:.0f} GiB")
-                                continue
-                            parts = plan_step(phase_s, plan, training=True, micro_batch=b,
-                                              grad_params=prof.trainable_params / (t * p),
-                                              grad_bytes=4 if workload.precision in ("fp32", "tf32") else 2,
-                                              act_bytes=activation_element_bytes(workload.precision),
-                                              topo=topo, shape=shape,
-                                              overlap_slowdown=overlap_slowdown(hw.hw_class))
-                            total = job.steps() * parts.step_s
-                            hours = total * n / 3600
-                            energy = (_energy.energy_kwh(hours, hw.tdp_watts.value, pue) if hw.tdp_watts else None)
-                            cost = hours * instance.price_per_device_hour if instance is not None else None
-                            if deadline_s is not None and total > deadline_s:
-                                reject("misses the deadline", f"{plan.describe()}: {total / 86400:.1f} days")
-                                continue
-                            if budget_usd is not None and cost is not None and cost > budget_usd:
-                                reject("over the budget", f"{plan.describe()}: ${cost:,.0f}")
-                                continue
-                            results.append(PlanResult(plan=plan, micro_batch=b, global_batch=global_batch,
-                                                      step_time_s=parts.step_s, total_time_s=total,
-                                                      device_hours=hours, memory_per_device_bytes=mem,
-                                                      energy_kwh=energy, cost_usd=cost, parts=parts))
+                        considered += 1
+                        plan = Plan(devices=n, tensor_parallel=t, pipeline_parallel=p, zero_stage=z,
+                                    micro_batches=m, activation_checkpointing=rc, sequence_parallel=t > 1,
+                                    expert_parallel=ep)
+                        try:
+                            plan.check(shape)
+                        except ChipfitError as err:
+                            reason = str(err).split(";")[0]
+                            reject("tensor parallelism does not divide the heads" if "heads" in reason
+                                   else reason, str(err))
+                            continue
+                        if global_batch > workload.batch * (1 + BATCH_ROUNDING_TOLERANCE):
+                            reject("global batch does not split over data-parallel x micro-batch",
+                                   f"{plan.describe()}: batch {workload.batch} would grow to {global_batch}")
+                            continue
+                        got = profiled(b, t, t > 1)
+                        if got is None:
+                            raise ChipfitError(f"The catalog has no sourced throughput or bandwidth for {hw.name}; "
+                                               "its plans cannot be predicted.")
+                        prof, phase_s = got
+                        job = replace(workload, batch=global_batch, seq_len=seq)
+                        mem = memory_per_device(prof, job, plan, hw.hw_class, shape)["total"]
+                        if capacity is not None and mem > capacity:
+                            reject("does not fit in memory",
+                                   f"{plan.describe()}, micro-batch {b}: needs {mem / 2**30:.1f} GiB of "
+                                   f"{capacity / 2**30:.0f} GiB")
+                            continue
+                        experts = shape.expert_params  # split over ep x pp ranks, the rest over tp x pp
+                        parts = plan_step(phase_s, plan, training=True, micro_batch=b,
+                                          grad_params=(prof.trainable_params - experts) / (t * p) + experts / (ep * p),
+                                          grad_bytes=4 if workload.precision in ("fp32", "tf32") else 2,
+                                          act_bytes=activation_element_bytes(workload.precision),
+                                          topo=topo, shape=shape,
+                                          overlap_slowdown=overlap_slowdown(hw.hw_class))
+                        total = job.steps() * parts.step_s
+                        hours = total * n / 3600
+                        energy = (_energy.energy_kwh(hours, hw.tdp_watts.value, pue) if hw.tdp_watts else None)
+                        cost = hours * instance.price_per_device_hour if instance is not None else None
+                        if deadline_s is not None and total > deadline_s:
+                            reject("misses the deadline", f"{plan.describe()}: {total / 86400:.1f} days")
+                            continue
+                        if budget_usd is not None and cost is not None and cost > budget_usd:
+                            reject("over the budget", f"{plan.describe()}: ${cost:,.0f}")
+                            continue
+                        results.append(PlanResult(plan=plan, micro_batch=b, global_batch=global_batch,
+                                                  step_time_s=parts.step_s, total_time_s=total,
+                                                  device_hours=hours, memory_per_device_bytes=mem,
+                                                  energy_kwh=energy, cost_usd=cost, parts=parts))
     key = {"time": lambda r: (r.total_time_s, r.device_hours),
            "cost": lambda r: (r.cost_usd, r.total_time_s),
            "energy": lambda r: (r.energy_kwh, r.total_time_s),

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..catalog.schema import Hardware
-from ..workload.fusion import fuse_for_compiler, runs_compiled
 from ..workload.profile import PHASES, Profile
 from .efficiency import Efficiency, fresh_bytes, op_family, second_pass_bytes
+from .gpu_efficiency import family_factors
+from .host import stream_end
 
 MATRIX_KINDS = ("matmul", "conv", "attention")
 
@@ -59,6 +60,10 @@ class OpArrays:
     fresh: np.ndarray | None = None  # bytes written into new memory (efficiency.fresh_bytes)
     names: np.ndarray | None = None  # object array of aten names, for calibrated absent_ops
     reread: np.ndarray | None = None  # bytes a multi-pass kernel reads again (efficiency.second_pass_bytes)
+    launches: np.ndarray | None = None  # kernel launches per op (1 each unless grouped: host.foreach_launches)
+    host: np.ndarray | None = None  # host seconds issuing each op (host.host_seconds); None where it never decides
+    torch_gpu: bool = False  # eager PyTorch's CUDA/ROCm kernels: priced by gpu_efficiency's families
+    channels_last: bool = False  # convolutions and batch norms in NHWC memory format (torch.channels_last)
 
     @classmethod
     def from_profile(cls, profile: Profile, matmul_precision: str | None = None, eager: bool = True) -> "OpArrays":
@@ -90,14 +95,6 @@ class OpArrays:
         )
 
 
-def arrays_as_run(profile: Profile, hw_class: str, framework: str | None, precision: str | None) -> OpArrays:
-    """`profile` as a `hw_class` device runs it under `framework`: XLA-fused where XLA compiles it
-    (workload.fusion), each operator its own kernels elsewhere."""
-    if runs_compiled(hw_class, framework):
-        return OpArrays.from_profile(fuse_for_compiler(profile), precision, eager=False)
-    return OpArrays.from_profile(profile, precision)
-
-
 @dataclass(frozen=True)
 class StepTime:
     """One device's time for one step, split the way the report shows it."""
@@ -108,6 +105,8 @@ class StepTime:
     overhead_s: float
     phase_s: dict[str, float]
     notes: tuple[str, ...]
+    device_s: float = 0.0  # the device's stream alone; total_s is max(device_s, host_s)
+    host_s: float = 0.0
 
 
 def peak_for(hw: Hardware, precision: str) -> tuple[float | None, str]:
@@ -184,13 +183,28 @@ def _op_terms(arrays: OpArrays, hw: Hardware, eff: Efficiency) -> _OpTerms:
                 notes.append(f"no {prec} figure for {hw.id}: {prec} matrix ops priced at its {used} rate")
             peak[group] = matrix
             rate[group] = matrix * eff.matrix(used, arrays.kind[group], arrays.flops[group])
+    mem_eff = np.full(arrays.n_ops, eff.memory)
+    second_eff = mem_eff
+    nbytes = arrays.bytes
+    if arrays.torch_gpu and not eff.curves and arrays.family is not None:
+        # Published per-family GPU efficiencies (gpu_efficiency); a calibration's curves or fits replace them.
+        compute, memory, second, extra = family_factors(arrays.family, arrays.kind, arrays.precision, arrays.flops,
+                                                arrays.bytes, peak, bw, eff.matmul, eff.memory,
+                                                arrays.channels_last)
+        sized = arrays.matrix & ~np.isnan(compute)
+        rate[sized] = peak[sized] * compute[sized]
+        mem_eff = np.where(np.isnan(memory), mem_eff, memory)
+        second_eff = np.where(np.isnan(second), mem_eff, second)
+        nbytes = nbytes + extra
     t_compute = np.divide(arrays.flops, rate, out=np.zeros(arrays.n_ops), where=rate > 0)
-    t_memory = arrays.bytes / (bw * eff.memory)
+    t_memory = nbytes / (bw * mem_eff)
     if arrays.reread is not None:
         # A second pass finds in the last on-chip cache what fits there; the rest comes from memory again.
         cache = hw.l2_cache_bytes.value if hw.l2_cache_bytes else 0.0
-        t_memory += np.maximum(arrays.reread - cache, 0.0) / (bw * eff.memory)
+        t_memory += np.maximum(arrays.reread - cache, 0.0) / (bw * second_eff)
     t_overhead = np.full(arrays.n_ops, eff.kernel_overhead_s)
+    if arrays.launches is not None:
+        t_overhead *= arrays.launches
     if hw.hw_class != "cpu":
         # Views and allocations (no bytes, no FLOPs) launch no kernel on an accelerator; on a CPU
         # eager dispatch still costs each of them its few microseconds.
@@ -231,12 +245,20 @@ def step_time(arrays: OpArrays, hw: Hardware, eff: Efficiency) -> StepTime:
     compute_bound = fitted | (t_compute >= t_memory)
     t_op = terms.seconds
     memory_s = float(t_memory[~compute_bound].sum() + t_memory[fitted].sum())
-    phase_s = {p: float(t_op[arrays.phase == i].sum()) for i, p in enumerate(PHASES)}
+    device_s = float(t_op.sum())
+    # Host and device streams overlap (asynchronous launches, host.stream_end); the device's idle wait for the
+    # host shows as overhead, spread over the phases in proportion to their device time.
+    host_s = float(arrays.host.sum()) if arrays.host is not None else 0.0
+    total_s = stream_end(t_op, arrays.host) if arrays.host is not None else device_s
+    stretch = total_s / device_s if device_s else 1.0
+    phase_s = {p: float(t_op[arrays.phase == i].sum()) * stretch for i, p in enumerate(PHASES)}
     return StepTime(
-        total_s=float(t_op.sum()),
+        total_s=total_s,
         compute_s=float(t_compute[compute_bound].sum()),
         memory_s=memory_s,
-        overhead_s=float(t_overhead.sum()),
+        overhead_s=float(t_overhead.sum()) + total_s - device_s,
         phase_s=phase_s,
         notes=terms.notes,
+        device_s=device_s,
+        host_s=host_s,
     )

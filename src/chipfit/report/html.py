@@ -44,8 +44,9 @@ _CAPTIONS = {
                  "moved) and the FLOP/s chipfit predicts it reaches on that device; the line is the device's roof "
                  "(dense peak at the job's precision, and memory bandwidth). Operators with no FLOPs are not shown."),
     "memory": ("Memory per device",
-               "What each device holds at the peak of a step, by part, as a share of that device's memory (the black "
-               "line is its capacity); the size and the capacity are written beside each bar."),
+               "What each device holds at the peak of a step, by part, as a share of that device's own memory; each bar "
+               "says its size and the capacity. Where every bar is under half its capacity the axis stops short of "
+               "100% so the parts stay readable; else the black line marks the capacity."),
     "layers": ("Time per layer", "Predicted time of one step per layer (module path, two levels deep), by phase."),
     "measured": ("Measured against predicted",
                  "Steps measured on hardware here (from the results store) against chipfit's prediction for the same step."),
@@ -170,7 +171,19 @@ def _rent_buy(advice: Advice, heading: bool = True) -> str:
     return ("<h2>Rent versus buy</h2>" if heading else "") + "".join(parts)
 
 
+def _topic(assumption: str) -> str:
+    """What an assumption is about: the words before its colon ('efficiency', 'power'), else 'other'."""
+    head, sep, _ = assumption.partition(":")
+    return head.strip() if sep and len(head) <= 40 else "other"
+
+
+def _who(ids: set[str], every: set[str]) -> str:
+    return "every entry" if ids >= every else ", ".join(sorted(ids))
+
+
 def _assumptions(advice: Advice) -> str:
+    """The job's assumptions, then each entry's grouped by topic: every distinct sentence once, with the
+    hardware it applies to (whatever the device count), 'every entry' where it applies to all."""
     cmp = advice.comparison
     general = [f"PUE {cmp.conditions.pue:g} and grid intensity {cmp.conditions.grid_kg_per_kwh:g} kg CO2/kWh for rented "
                "hardware; cost is device-hours at the cheapest sourced on-demand price",
@@ -179,15 +192,22 @@ def _assumptions(advice: Advice) -> str:
     if cmp.profile.uncounted:
         general.append("operators with no FLOP formula (time counted from bytes only): "
                        + ", ".join(f"{k} x{v}" for k, v in cmp.profile.uncounted.items()))
-    shared: dict[str, list[str]] = {}
+    topics: dict[str, dict[str, set[str]]] = {}
     for e in advice.estimates():
         for a in e.assumptions:
-            shared.setdefault(a, []).append(label(e))
+            topics.setdefault(_topic(a), {}).setdefault(a, set()).add(e.hardware)
+    every = {e.hardware for e in advice.estimates() if not e.excluded_reason}
+    parts = []
+    for topic, sentences in sorted(topics.items(), key=lambda kv: (kv[0] == "other", kv[0])):
+        items = "".join(f"<li>{_text(a)} <span class=muted>({_text(_who(ids, every))})</span></li>"
+                        for a, ids in sorted(sentences.items(), key=lambda kv: -len(kv[1])))
+        shared = len(sentences) == 1
+        parts.append(f"<details{' open' if shared else ''}><summary>{_text(topic)} "
+                     f"<span class=muted>({len(sentences)} variant{'s' if len(sentences) > 1 else ''})</span>"
+                     f"</summary><ul>{items}</ul></details>")
     prices = sorted({e.cost_source for e in advice.estimates() if e.cost_source})
-    per = "".join(f"<li>{_text(a)} <span class=muted>({_text(', '.join(who))})</span></li>"
-                  for a, who in shared.items())
     return ("<h2>Assumptions</h2><ul>" + "".join(f"<li>{_text(g)}</li>" for g in general) + "</ul>"
-            f"<h3>Per entry</h3><ul>{per}</ul><h3>Price sources</h3><ul>"
+            f"<h3>Per entry, by topic</h3>{''.join(parts)}<h3>Price sources</h3><ul>"
             + "".join(f"<li>{_text(p)}</li>" for p in prices) + "</ul>")
 
 

@@ -18,6 +18,8 @@ from ..units import nbytes, seconds, usd
 MEMORY_PARTS = ("weights", "gradients", "optimizer", "activations", "workspace")
 KIND_COLOURS = {"matmul": "#1f77b4", "conv": "#2ca02c", "attention": "#9467bd", "elementwise": "#ff7f0e",
                 "reduction": "#8c564b", "norm": "#e377c2", "memory": "#7f7f7f", "other": "#bcbd22"}
+# Where every bar is below this share of its device's memory, the memory axis stops short of 100%.
+ZOOM_BELOW = 0.5
 PART_COLOURS = dict(zip(MEMORY_PARTS, ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3")))
 
 
@@ -119,26 +121,26 @@ def memory_figure(data: ReportData):
         return None
     fig = _figure(8, 0.55 * len(rows) + 1.8)
     ax = fig.subplots()
-    scaled = all(r["capacity_bytes"] for r in rows)
-    _style(ax, "Memory per device against capacity", "share of the device's memory" if scaled else "GiB per device", "")
+    _style(ax, "Memory per device against capacity", "share of the device's memory", "")
     ax.grid(True, axis="x", alpha=0.3)
     ax.grid(False, axis="y")
     names = [r["label"] for r in rows]
     left = np.zeros(len(rows))
     for part in MEMORY_PARTS:
-        vals = np.array([r["breakdown"].get(part, 0.0) / (r["capacity_bytes"] if scaled else 2**30) for r in rows])
+        vals = np.array([r["breakdown"].get(part, 0.0) / r["capacity_bytes"] for r in rows])
         ax.barh(names, vals, left=left, color=PART_COLOURS[part], label=part, height=0.6)
         left += vals
-    if scaled:
-        from matplotlib.ticker import PercentFormatter
+    from matplotlib.ticker import PercentFormatter
 
+    top = float(left.max())
+    if top >= ZOOM_BELOW:
         ax.axvline(1.0, color="black", lw=2, label="capacity")
-        ax.xaxis.set_major_formatter(PercentFormatter(1.0))
-        ax.set_xlim(0, max(1.05, float(left.max()) * 1.25))
+    ax.xaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.set_xlim(0, top * 1.45 if top < ZOOM_BELOW else max(1.05, top * 1.3))
     for i, r in enumerate(rows):
         total = r["breakdown"].get("total") or sum(v for k, v in r["breakdown"].items() if k in MEMORY_PARTS)
-        cap = f" of {nbytes(r['capacity_bytes'])}" if r["capacity_bytes"] else ""
-        ax.annotate(f"{nbytes(total)}{cap}", (left[i], i), textcoords="offset points", xytext=(4, -3), fontsize=7)
+        ax.annotate(f"{nbytes(total)} of {nbytes(r['capacity_bytes'])}", (left[i], i), textcoords="offset points",
+                    xytext=(4, -3), fontsize=7)
     ax.invert_yaxis()
     fig.legend(fontsize=8, frameon=False, ncols=6, loc="outside lower center")
     return fig

@@ -36,6 +36,17 @@ def hardware_table(entries: list[Hardware]) -> Table:
     return t
 
 
+def models_table(entries) -> Table:
+    """Library entries (workload.library.ModelEntry): name, family, kind, parameters and aliases."""
+    t = Table(title=f"{len(entries)} models", header_style="bold")
+    for col in ("name", "family", "kind", "params", "active", "context", "aliases"):
+        t.add_column(col, justify="right" if col in ("params", "active", "context") else "left")
+    for e in entries:
+        active = si(e.active_params) if e.active_params != e.params else "-"
+        t.add_row(e.name, e.family, e.kind, si(e.params), active, str(e.context or "-"), ", ".join(e.aliases[:2]))
+    return t
+
+
 def hardware_detail(d: dict) -> list:
     """`d` is Catalog.to_dict(hw): every figure with its source, then its cloud offerings."""
     d = dict(d)
@@ -307,7 +318,8 @@ def validation_tables(v) -> list:
         c = v.cases[0]
         out.append(f"measured bf16 speed-up over fp32 here ({c.model} {c.mode} batch {c.batch}): {v.bf16_speedup_measured:.2f}x")
     if v.class_speedups:
-        sp = Table(title="predicted speed-up over this CPU, fastest entry per class (same step)", header_style="bold")
+        sp = Table(title=f"predicted speed-up over {v.hardware}, fastest entry per class (same step)",
+                   header_style="bold")
         for col in ("class", "entry", "speed-up"):
             sp.add_column(col)
         for cls, (hw, x) in sorted(v.class_speedups.items(), key=lambda kv: -kv[1][1]):
@@ -349,8 +361,8 @@ def measure_tables(r, model: str) -> list:
     """A chipfit.api.measure result: the step measured, the prediction beside it, what was stored."""
     m = r.measurement
     return [measurements_table([m], r.hardware, f"run {r.run_id}: {model} on {r.hardware.id}"),
-            f"predicted {seconds(r.predicted_s)} ({'calibrated' if r.calibrated else 'published defaults'}), "
-            f"measured {seconds(m.median_s)}: error {r.error:+.1%}",
+            f"predicted {r.predicted_s * 1e3:.4g} ms ({'calibrated' if r.calibrated else 'published defaults'}), "
+            f"measured {m.median_s * 1e3:.4g} ms: error {r.error:+.1%}",
             f"measured with {r.allocator}",
             f"{r.operator_rows} distinct operator calls timed under the profiler ({r.matched} of {r.traced} "
             "traced operators matched), stored for `chipfit calibrate`"]

@@ -11,7 +11,6 @@ import hashlib
 import math
 import re
 import shutil
-import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -24,12 +23,15 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
 from .. import __version__
 from ..catalog import load_catalog
 from ..catalog.schema import CLASSES, FRAMEWORKS
-from ..errors import ChipfitError, closest
+from ..errors import ChipfitError, closest, unexpected
+from ..store import RUN_KINDS
+from . import guard
 from ..workload.workload import OPTIMIZERS, PRECISION_CHOICES
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -59,13 +61,15 @@ class CompareRequest(BaseModel):
     samples: float | None = Field(None, description="training samples per epoch, or inference requests")
     epochs: float = 1.0
     tokens: float | None = Field(None, description="training tokens (sequence models)")
-    precision: str | None = Field(None, description="default: bf16 (mixed precision for training), fp32 for graph "
-                                                    "files; the rule is in the result's notes")
-    optimizer: str = "adamw"
+    precision: Literal[PRECISION_CHOICES] | None = Field(None, description="default: bf16 (mixed precision for "
+                                                                           "training), fp32 for graph files; the rule "
+                                                                           "is in the result's notes")
+    optimizer: Literal[OPTIMIZERS] = "adamw"
     devices: int = Field(1, description="devices per entry, data parallel")
-    hw_class: str | None = Field(None, alias="class", description="only this hardware class")
-    hardware: list[str] | None = Field(None, description="only these catalog ids")
-    framework: str | None = Field(None, description="entries that do not run it are listed as excluded")
+    hw_class: Literal[CLASSES] | None = Field(None, alias="class", description="only this hardware class")
+    hardware: list[str] | None = Field(None, description="only these entries, by id or name")
+    framework: Literal[FRAMEWORKS] | None = Field(None, description="entries that do not run it are listed as "
+                                                                    "excluded")
     deadline: str | None = Field(None, description="finish within this time: 90d, 12h, 45m, 3600s")
     budget: float | None = Field(None, description="spend at most this many US dollars")
     prompt_tokens: int | None = Field(None, description="LLM serving (mode infer): prompt tokens per request")
@@ -123,39 +127,38 @@ def finite(value):
 class Dashboard:
     """What the routes share: the store's path, the catalog folders, uploads and cached profiles."""
 
-    def __init__(self, db_path=None, catalog_dirs=()):
+    def __init__(self, db_path=None, catalog_dirs=(), trace: Callable[..., Any] = guard.run_limited):
         self.db_path = db_path
         self.catalog_dirs = tuple(catalog_dirs)
         self.profiles = ProfileCache()
-        self.upload_dir = Path(tempfile.mkdtemp(prefix="chipfit-uploads-"))
+        self.upload_dir = guard.upload_folder()
         self.uploads: dict[str, Path] = {}
+        self.closing = threading.Event()
+        self._trace = trace  # runs a trace: in a worker process with time and memory limits (web/guard.py)
 
     def close(self) -> None:
+        self.closing.set()
         shutil.rmtree(self.upload_dir, ignore_errors=True)
 
     # --- models ---------------------------------------------------------------------------
     def source(self, model: str) -> tuple[str, str]:
-        """(what chipfit's profile() takes, the name to show) for a zoo name or an upload id."""
-        from ..workload.zoo import ZOO
+        """(what chipfit's profile() takes, the name to show) for a library name (or alias) or an upload id."""
+        from ..workload.library import resolve_model
 
         if model.startswith(UPLOAD_PREFIX):
             path = self.uploads.get(model)
             if path is None:
                 raise ChipfitError(f"Upload {model!r} is not on this server (uploads last until it stops); upload the file again.")
             return str(path), path.parent.name.split("-", 1)[1]
-        entry = ZOO.get(model.strip().lower())
-        if entry is None:
-            raise ChipfitError(
-                f"Unknown model {model!r}.{closest(model, ZOO)} Pick a zoo model ({', '.join(ZOO)}) or upload a model file."
-            )
+        entry = resolve_model(model)
         return entry.name, entry.name
 
     def profile(self, job, batch: int):
-        """chipfit.api.profiling.profile_job, cached by what the profile depends on."""
+        """chipfit.api.profiling.profile_job in a limited worker (web/guard.py), cached by what it depends on."""
         from ..api.profiling import profile_job
 
         key = (job.model, job.spec, job.serving, job.prompt, job.mode, batch, job.seq, job.precision, job.optimizer)
-        return self.profiles.get(key, lambda: profile_job(job, batch))
+        return self.profiles.get(key, lambda: self._trace(profile_job, job, batch, stopping=self.closing.is_set))
 
     # --- compare --------------------------------------------------------------------------
     def job(self, req: CompareRequest):
@@ -168,14 +171,14 @@ class Dashboard:
             raise ChipfitError("The request gives both model and spec; give one of them.")
         if req.model is None and req.spec is None:
             raise ChipfitError("The request names no model; give a zoo name or upload id as model, or a spec.")
-        serving = req.prompt_tokens is not None or req.generate_tokens is not None
-        if serving:
+        if req.prompt_tokens is not None or req.generate_tokens is not None:
             self._check_serving(req)
         source, name = self.source(req.model) if req.model is not None else (None, None)
         return Job(model=source, spec=req.spec, label=name, mode=req.mode, batch=req.batch, seq=req.seq,
                    prompt=req.prompt_tokens, generate=req.generate_tokens, samples=req.samples, epochs=req.epochs,
                    tokens=req.tokens, precision=req.precision, optimizer=req.optimizer, devices=req.devices,
-                   hw_class=req.hw_class, hardware=tuple(req.hardware or ()), framework=req.framework, network=req.network, local=False,
+                   hw_class=req.hw_class, hardware=tuple(req.hardware or ()), framework=req.framework,
+                   network=req.network, local=False,
                    constraints=Constraints(deadline_s=parse_duration(req.deadline) if req.deadline else None,
                                            budget_usd=req.budget))
 
@@ -187,11 +190,12 @@ class Dashboard:
         from ..api import compare
 
         job = self.job(req)
-        comparison = compare(job, self._catalog(), None, profiler=self.profile)
+        catalog = self._catalog()
+        comparison = compare(job, catalog, None, profiler=self.profile)
         t2 = time.perf_counter()
         c = job.constraints
         advice = advise(comparison, deadline_s=c.deadline_s, budget_usd=c.budget_usd, framework=req.framework,
-                        catalog=self._catalog())
+                        catalog=catalog)
         result = comparison.to_dict()
         if job.serving:
             # The memory changes advise works out are a training or plain-inference model without
@@ -212,8 +216,8 @@ class Dashboard:
         return load_catalog(self.catalog_dirs)
 
     def _check_serving(self, req: CompareRequest) -> None:
-        """LLM serving: mode infer, both token counts, and a decoder LLM (not an upload)."""
-        from ..workload import llm
+        """LLM serving: mode infer, both token counts, and a library transformer (not an upload)."""
+        from ..workload import library
 
         if req.mode != "infer":
             raise ChipfitError("LLM serving (prompt_tokens, generate_tokens) is inference; set mode to infer.")
@@ -229,7 +233,7 @@ class Dashboard:
             raise ChipfitError("LLM serving needs a decoder LLM from the zoo or a spec, not an uploaded file; "
                                "pick one, or leave prompt_tokens and generate_tokens empty.")
         try:
-            llm.spec_for_zoo(self.source(req.model)[1])
+            library.transformer_spec(self.source(req.model)[1])
         except ChipfitError as exc:
             raise ChipfitError(f"LLM serving needs a decoder LLM; {exc}") from exc
 
@@ -252,7 +256,7 @@ class Dashboard:
             shutil.rmtree(folder, ignore_errors=True)
             text = str(exc).replace(str(path), filename)
             if isinstance(exc, ChipfitError):
-                raise ChipfitError(text) from exc
+                raise type(exc)(text) from exc  # a TraceLimit stays one (503)
             raise ChipfitError(
                 f"File {filename} could not be read as a model ({type(exc).__name__}: {text}); "
                 "upload a valid .onnx, .prototxt, config.json or .keras file."
@@ -304,9 +308,10 @@ def _one_sentence(exc: RequestValidationError) -> str:
     return f"Field {where!r} is not valid: {message}{more}; see /openapi.json for the fields."
 
 
-def create_app(db_path=None, catalog_dirs=()) -> FastAPI:
+def create_app(db_path=None, catalog_dirs=(), hosts: frozenset[str] | None = None) -> FastAPI:
     """The dashboard app. `db_path`: the results store (default: chipfit.store.default_db_path());
-    `catalog_dirs`: folders of the user's own catalog TOML files, as `chipfit --catalog`."""
+    `catalog_dirs`: folders of the user's own catalog TOML files, as `chipfit --catalog`; `hosts`: the
+    Host names it answers (guard.allowed_hosts; None answers any, for an app mounted elsewhere)."""
     board = Dashboard(db_path=db_path, catalog_dirs=catalog_dirs)
 
     @asynccontextmanager
@@ -317,28 +322,39 @@ def create_app(db_path=None, catalog_dirs=()) -> FastAPI:
     app = FastAPI(title="chipfit", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Which hardware should a deep-learning job run on, and what will it cost?")
     app.state.board = board
-    _guards(app)
+    _guards(app, hosts)
     _routes(app, board)
     return app
 
 
-def _guards(app: FastAPI) -> None:
-    """Errors as one sentence, the upload limit before the body is read, and the security headers."""
+def _guards(app: FastAPI, hosts: frozenset[str] | None) -> None:
+    """Errors as one sentence, Host and Origin checks, the upload limit before the body is read, and the
+    security headers."""
 
     @app.exception_handler(ChipfitError)
     async def _chipfit_error(request: Request, exc: ChipfitError):
-        return JSONResponse(status_code=400, content={"detail": str(exc)})
+        return _error(503 if isinstance(exc, guard.TraceLimit) else 400, str(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        return _error(exc.status_code, str(exc.detail), exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
-        return JSONResponse(status_code=422, content={"detail": _one_sentence(exc)})
+        return _error(422, _one_sentence(exc))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        return _error(500, unexpected(exc))
 
     @app.middleware("http")
     async def _guard(request: Request, call_next):
+        if reason := guard.refusal(request.method, request.headers, hosts):
+            return _error(403, reason)
         if request.url.path == "/api/upload":
             length = request.headers.get("content-length", "")
             if length.isdigit() and int(length) > MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD_BYTES:
-                return JSONResponse(status_code=413, content={"detail": _too_large()})
+                return _error(413, _too_large())
         response = await call_next(request)
         response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
         response.headers["X-Content-Type-Options"] = "nosniff"
@@ -358,7 +374,7 @@ def _routes(app: FastAPI, board: Dashboard) -> None:
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
-    @app.get("/api/meta")
+    @app.get("/api/meta", responses=errors())
     def meta():
         """What the form offers: classes, frameworks, precisions, optimizers and the upload limit."""
         return {"version": __version__, "classes": list(CLASSES), "frameworks": list(FRAMEWORKS),
@@ -366,27 +382,36 @@ def _routes(app: FastAPI, board: Dashboard) -> None:
                 "upload_max_bytes": MAX_UPLOAD_BYTES,
                 "upload_types": [*UPLOAD_SUFFIXES, HF_CONFIG_NAME]}
 
-    @app.get("/api/models")
+    @app.get("/api/models", responses=errors())
     def models():
-        """The built-in zoo."""
+        """The model library: traced zoo models with their task, the others by kind (decoders as causal-lm)."""
+        from ..workload.library import models as library_models
         from ..workload.zoo import ZOO
 
-        return [{"name": e.name, "task": e.task, "default_seq_len": e.default_seq_len,
-                 "published_params": e.published_params, "params_source": e.params_source,
-                 "description": e.description} for e in ZOO.values()]
+        tasks = {"decoder": "causal-lm", "moe": "causal-lm", "encoder": "masked-lm", "encoder-decoder": "seq2seq",
+                 "vision": "image-classification"}
 
-    @app.get("/api/hardware")
-    def hardware(hw_class: str | None = Query(None, alias="class"), framework: str | None = None):
+        def row(e) -> dict:
+            z = ZOO.get(e.zoo or "")
+            return e.to_dict() | {"task": z.task if z else tasks[e.kind],
+                                  "default_seq_len": z.default_seq_len if z else e.default_seq_len,
+                                  "description": z.description if z else e.source}
+
+        return [row(e) for e in library_models()]
+
+    @app.get("/api/hardware", responses=errors(400))
+    def hardware(hw_class: Literal[CLASSES] | None = Query(None, alias="class"),
+                 framework: Literal[FRAMEWORKS] | None = None):
         """Catalog entries, every figure with its unit and source; filter by class and framework."""
         catalog = load_catalog(board.catalog_dirs)
         return finite([catalog.to_dict(hw) for hw in catalog.select(hw_class=hw_class, framework=framework)])
 
-    @app.post("/api/compare")
+    @app.post("/api/compare", responses=errors(400, 503))
     def compare(req: CompareRequest):
         """Rank the catalog for the job (the `chipfit compare --json` schema, plus constraints)."""
         return board.compare(req)
 
-    @app.post("/api/upload")
+    @app.post("/api/upload", responses=errors(400, 413, 415, 503))
     async def upload(file: UploadFile):
         """A model file (.onnx, .prototxt, .keras or a Hugging Face config.json) to compare by its id."""
         filename = Path(file.filename or "").name
@@ -407,15 +432,36 @@ def _routes(app: FastAPI, board: Dashboard) -> None:
             raise HTTPException(status_code=400, detail=f"File {filename!r} is empty; upload the model file itself.")
         return await run_in_threadpool(board.add_upload, filename, b"".join(chunks))
 
-    @app.get("/api/results")
-    def results(kind: str | None = None):
+    @app.get("/api/results", responses=errors(400))
+    def results(kind: Literal[RUN_KINDS] | None = None):
         """Stored runs (benchmarks, measured steps), oldest first."""
         return board.runs(kind)
 
-    @app.get("/api/results/{run_id}")
+    @app.get("/api/results/{run_id}", responses=errors(400, 404))
     def result(run_id: int):
         """One stored run with its measurements."""
         return board.run(run_id)
+
+
+class ErrorBody(BaseModel):
+    """Every refusal the API gives: one sentence naming the input and what to do."""
+
+    detail: str
+
+
+_REASONS = {400: "the job or file is refused; `detail` says why", 403: "another host or site",
+            404: "no such run", 413: "the upload is too large", 415: "not a model file chipfit reads",
+            422: "a field of the wrong type or outside its set", 503: "the model's profile passed the time or "
+                                                                     "memory limit per request"}
+
+
+def errors(*codes: int) -> dict:
+    """OpenAPI `responses` for the error codes a route gives, each with ErrorBody (403 and 422 on all)."""
+    return {code: {"model": ErrorBody, "description": _REASONS[code]} for code in sorted({403, 422, *codes})}
+
+
+def _error(status: int, text: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"detail": guard.public(text)}, headers=headers)
 
 
 def _too_large() -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import ChipfitError, check_file, closest
+from ..limits import MAX_DIM, MAX_OPERATORS, check_count, check_shape
 from .graph_memory import peak_live_bytes
 from .profile import Op, Profile, conv_window
 from .protobuf_text import Message, parse
@@ -156,11 +157,17 @@ def parse_net(path: str | Path, batch: int | None = None, max_bytes: int = MAX_P
         )
     if batch is not None and batch < 1:
         raise ChipfitError(f"Batch {batch} is not a positive number of samples; give --batch 1 or more.")
-    net = CaffeNet(name=str(root.get("name") or path.stem), inputs=_header_inputs(root, path))
+    try:
+        inputs = _header_inputs(root, path)
+    except ValueError as exc:
+        raise ChipfitError(f"Caffe file {path} has an input dim that is {exc}; fix the prototxt.") from None
+    net = CaffeNet(name=str(root.get("name") or path.stem), inputs=inputs)
     if not net.inputs and not any(layer.get("type") == "Input" for layer in root.all("layer")):
         raise ChipfitError(f"Caffe file {path} declares no input dims; add an Input layer or input/input_shape lines.")
+    check_count(len(root.all("layer")), "layers", f"Caffe file {path}", MAX_OPERATORS)
     shapes: dict[str, Shape] = {}
     for name, shape in net.inputs.items():
+        check_shape(shape, f"Caffe file {path} input {name!r}")
         net.inputs[name] = shapes[name] = _with_batch(shape, batch)
     for index, layer in enumerate(root.all("layer")):
         name = str(layer.get("name") or f"layer{index}")
@@ -181,7 +188,12 @@ def parse_net(path: str | Path, batch: int | None = None, max_bytes: int = MAX_P
             raise ChipfitError(
                 f"{where} reads blob {missing[0]!r} that no input or earlier layer produces; declare it with an Input layer or input_shape."
             )
-        out = handler(layer, [shapes[b] for b in bottoms], where)
+        try:
+            out = handler(layer, [shapes[b] for b in bottoms], where)
+            for shape in out.shapes:
+                check_shape(shape, where)
+        except (ValueError, TypeError) as exc:  # a field of the wrong kind: a word, a fraction
+            raise ChipfitError(f"{where} has a field that is {exc}; fix the prototxt.") from None
         if ltype == "Input":
             out = _Out(tuple(_with_batch(s, batch) for s in out.shapes))
             net.inputs.update(zip(tops, out.shapes))
@@ -201,9 +213,9 @@ def _header_inputs(root: Message, path: Path) -> dict[str, Shape]:
     if not names:
         return {}
     if root.has("input_shape"):
-        shapes = [tuple(int(d) for d in s.all("dim")) for s in root.all("input_shape")]
+        shapes = [tuple(_int(d) for d in s.all("dim")) for s in root.all("input_shape")]
     else:
-        dims = [int(d) for d in root.all("input_dim")]
+        dims = [_int(d) for d in root.all("input_dim")]
         if len(dims) != 4 * len(names):
             raise ChipfitError(
                 f"Caffe file {path} gives {len(dims)} input_dim values for {len(names)} input(s); give 4 (N, C, H, W) per input."
@@ -212,6 +224,15 @@ def _header_inputs(root: Message, path: Path) -> dict[str, Shape]:
     if len(shapes) != len(names):
         raise ChipfitError(f"Caffe file {path} names {len(names)} inputs but gives {len(shapes)} input_shape blocks; give one each.")
     return dict(zip(names, shapes))
+
+
+def _int(value) -> int:
+    """A prototxt field that must be a whole number (3.5, 1e30 or a word is refused, not truncated)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer():
+        raise ValueError(f"{value!r}, not a whole number")
+    if abs(value) > MAX_DIM:
+        raise ValueError(f"{value!r}, beyond the {MAX_DIM} any size can be")
+    return int(value)
 
 
 def _with_batch(shape: Shape, batch: int | None) -> Shape:
@@ -235,10 +256,17 @@ def _per_axis(p: Message, name: str, n: int, default: int, where: str) -> list[i
     if p.has(f"{name}_h") or p.has(f"{name}_w"):
         if n != 2:
             raise ChipfitError(f"{where} gives {name}_h/{name}_w for a {n}-D input; give {name} per axis.")
-        return [int(p.get(f"{name}_h", default)), int(p.get(f"{name}_w", default))]
-    values = [int(v) for v in p.all(name)]
+        values = [_int(p.get(f"{name}_h", default)), _int(p.get(f"{name}_w", default))]
+        least = 1 if name == "stride" else 0
+        if min(values) < least:
+            raise ChipfitError(f"{where} gives {name}_h/{name}_w {min(values)}; give {least} or more.")
+        return values
+    values = [_int(v) for v in p.all(name)]
     if not values:
         return [default] * n
+    least = 1 if name.startswith(("stride", "dilation")) else 0
+    if min(values) < least:
+        raise ChipfitError(f"{where} gives {name} {min(values)}; give {least} or more.")
     if len(values) == 1:
         return values * n
     if len(values) != n:
@@ -268,7 +296,7 @@ def _positive(dims: list[int], where: str) -> list[int]:
 def _convolution(layer: Message, shapes: list[Shape], where: str, transposed: bool = False) -> _Out:
     x = _only_bottom(shapes, where)
     p = _param(layer, "convolution_param")
-    axis = _axis(int(p.get("axis", 1)), len(x), where)
+    axis = _axis(_int(p.get("axis", 1)), len(x), where)
     n = len(x) - axis - 1
     k = _per_axis(p, "kernel", n, 0, where) if p.has("kernel_h") else _per_axis(p, "kernel_size", n, 0, where)
     if not all(k):
@@ -276,8 +304,8 @@ def _convolution(layer: Message, shapes: list[Shape], where: str, transposed: bo
     s = _per_axis(p, "stride", n, 1, where)
     pad = _per_axis(p, "pad", n, 0, where)
     d = _per_axis(p, "dilation", n, 1, where)
-    group = int(p.get("group", 1))
-    c_in, c_out = x[axis], int(p.get("num_output", 0))
+    group = _int(p.get("group", 1))
+    c_in, c_out = x[axis], _int(p.get("num_output", 0))
     if c_out < 1 or c_in % group or c_out % group:
         raise ChipfitError(f"{where} has num_output {c_out} and group {group} for {c_in} input channels; channels must split evenly into groups.")
     spatial_in = x[axis + 1 :]
@@ -330,8 +358,8 @@ def _pooling(layer: Message, shapes: list[Shape], where: str) -> _Out:
 def _inner_product(layer: Message, shapes: list[Shape], where: str) -> _Out:
     x = _only_bottom(shapes, where)
     p = _param(layer, "inner_product_param")
-    axis = _axis(int(p.get("axis", 1)), len(x), where)
-    n_out = int(p.get("num_output", 0))
+    axis = _axis(_int(p.get("axis", 1)), len(x), where)
+    n_out = _int(p.get("num_output", 0))
     if n_out < 1:
         raise ChipfitError(f"{where} gives no num_output; set it in inner_product_param.")
     rows, k = math.prod(x[:axis]), math.prod(x[axis:])
@@ -354,7 +382,7 @@ def _prelu(layer: Message, shapes: list[Shape], where: str) -> _Out:
 def _lrn(layer: Message, shapes: list[Shape], where: str) -> _Out:
     x = _only_bottom(shapes, where)
     p = _param(layer, "lrn_param")
-    size = int(p.get("local_size", 5))
+    size = _int(p.get("local_size", 5))
     window = size * size if str(p.get("norm_region", "ACROSS_CHANNELS")) == "WITHIN_CHANNEL" else size
     # Square and add over the window, then scale, power and divide.
     return _Out((x,), "norm", float(math.prod(x) * (2 * window + 3)))
@@ -374,8 +402,8 @@ def _scale(layer: Message, shapes: list[Shape], where: str) -> _Out:
     flops = math.prod(x) * (2.0 if bias else 1.0)
     if len(shapes) > 1:  # the scale comes from the second bottom, not a learned blob
         return _Out((x,), "elementwise", flops, math.prod(shapes[1]) if bias else 0)
-    axis = _axis(int(p.get("axis", 1)), len(x), where)
-    num_axes = int(p.get("num_axes", 1))
+    axis = _axis(_int(p.get("axis", 1)), len(x), where)
+    num_axes = _int(p.get("num_axes", 1))
     end = len(x) if num_axes == -1 else axis + num_axes
     per = math.prod(x[axis:end])
     return _Out((x,), "elementwise", flops, per * (2 if bias else 1))
@@ -396,7 +424,7 @@ def _eltwise(layer: Message, shapes: list[Shape], where: str) -> _Out:
 def _concat(layer: Message, shapes: list[Shape], where: str) -> _Out:
     x = _only_bottom(shapes, where)
     p = _param(layer, "concat_param")
-    axis = _axis(int(p.get("axis", p.get("concat_dim", 1))), len(x), where)
+    axis = _axis(_int(p.get("axis", p.get("concat_dim", 1))), len(x), where)
     for s in shapes:
         if len(s) != len(x) or s[:axis] + s[axis + 1 :] != x[:axis] + x[axis + 1 :]:
             raise ChipfitError(f"{where} joins blobs {shapes} that differ outside axis {axis}; check the bottoms.")
@@ -406,7 +434,7 @@ def _concat(layer: Message, shapes: list[Shape], where: str) -> _Out:
 
 def _softmax(layer: Message, shapes: list[Shape], where: str) -> _Out:
     x = _only_bottom(shapes, where)
-    _axis(int(_param(layer, "softmax_param").get("axis", 1)), len(x), where)
+    _axis(_int(_param(layer, "softmax_param").get("axis", 1)), len(x), where)
     return _Out((x,), "reduction", 5.0 * math.prod(x))  # max, subtract, exp, sum, divide
 
 
@@ -419,17 +447,17 @@ def _view(layer: Message, shapes: list[Shape], where: str) -> _Out:
 def _flatten(layer: Message, shapes: list[Shape], where: str) -> _Out:
     x = _only_bottom(shapes, where)
     p = _param(layer, "flatten_param")
-    start = _axis(int(p.get("axis", 1)), len(x), where)
-    end = _axis(int(p.get("end_axis", -1)), len(x), where)
+    start = _axis(_int(p.get("axis", 1)), len(x), where)
+    end = _axis(_int(p.get("end_axis", -1)), len(x), where)
     return _Out(((*x[:start], math.prod(x[start : end + 1]), *x[end + 1 :]),))
 
 
 def _reshape(layer: Message, shapes: list[Shape], where: str) -> _Out:
     x = _only_bottom(shapes, where)
     p = _param(layer, "reshape_param")
-    dims = [int(d) for d in _param(p, "shape").all("dim")]
-    start = _axis(int(p.get("axis", 0)), len(x) + 1, where)
-    num_axes = int(p.get("num_axes", -1))
+    dims = [_int(d) for d in _param(p, "shape").all("dim")]
+    start = _axis(_int(p.get("axis", 0)), len(x) + 1, where)
+    num_axes = _int(p.get("num_axes", -1))
     end = len(x) if num_axes == -1 else start + num_axes
     middle = [x[start + i] if d == 0 else d for i, d in enumerate(dims)]
     out = [*x[:start], *middle, *x[end:]]
@@ -448,7 +476,7 @@ def _input(layer: Message, shapes: list[Shape], where: str) -> _Out:
     tops = layer.all("top")
     if not blocks:
         raise ChipfitError(f"{where} gives no shape; add input_param {{ shape {{ dim: ... }} }}.")
-    dims = [tuple(int(d) for d in b.all("dim")) for b in blocks]
+    dims = [tuple(_int(d) for d in b.all("dim")) for b in blocks]
     return _Out(tuple(dims if len(dims) == len(tops) else dims[:1] * len(tops)))
 
 

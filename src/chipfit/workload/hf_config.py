@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable
@@ -12,6 +13,7 @@ from typing import Any, Callable
 import torch
 
 from ..errors import ChipfitError, check_file
+from ..limits import MAX_DIM, MAX_LAYERS, check_nesting, check_whole
 from .source import surrogate_loss
 from .zoo import checked_seq_len
 
@@ -57,7 +59,7 @@ def _import_transformers():
 
 def _config_file(model: str | Path) -> Path:
     path = Path(model)
-    if path.is_dir():
+    if path.is_dir() and (path.name != CONFIG_NAME or (path / CONFIG_NAME).exists()):
         path = path / CONFIG_NAME
     check_file(path, "Hugging Face config", "give the path of a config.json file", MAX_CONFIG_BYTES,
                f"more than the {MAX_CONFIG_BYTES} a config.json can be; give the model's config.json")
@@ -69,11 +71,37 @@ def _read_json(path: Path) -> dict:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ChipfitError(f"Hugging Face config {path} is not valid JSON ({exc}); give the model's config.json.") from None
+    except RecursionError:
+        raise ChipfitError(f"Hugging Face config {path} nests deeper than Python can parse; give the model's "
+                           "config.json.") from None
+    _check_sizes(path, data)
     if not isinstance(data, dict) or not isinstance(data.get("model_type"), str):
         raise ChipfitError(
             f"Hugging Face config {path} has no \"model_type\" field; give the config.json of a transformers model."
         )
     return data
+
+
+_LAYER_KEY = re.compile(r"(^|_)(n_layers?|layers|num_layers)$")
+
+
+def _check_sizes(path: Path, data) -> None:
+    """Refuse deep nesting, NaN/infinity, layer counts over MAX_LAYERS and integers beyond MAX_DIM before
+    transformers builds anything (a config of 1e9 layers would build for hours in tens of GB)."""
+    check_nesting(data, f"Hugging Face config {path}")
+    stack = [data]
+    while stack:
+        value = stack.pop()
+        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+        for key, child in items:
+            if isinstance(child, (dict, list)):
+                stack.append(child)
+            elif isinstance(child, (int, float)) and not isinstance(child, bool):
+                if isinstance(key, str) and _LAYER_KEY.search(key):
+                    check_whole(child, f"Hugging Face config {path} field {key!r}", 0, MAX_LAYERS)
+                elif abs(child) > MAX_DIM and float(child).is_integer():
+                    raise ChipfitError(f"Hugging Face config {path} field {key!r} is {child!r}, beyond the "
+                                       f"{MAX_DIM} any size in a model can be; fix the config.json.")
 
 
 def _model_class(transformers, path: Path, data: dict) -> tuple[type, str]:
@@ -103,9 +131,9 @@ class HFConfigModel:
     task = None
 
     def __init__(self, model: str | Path) -> None:
-        transformers = _import_transformers()
         path = _config_file(model)
-        data = _read_json(path)
+        data = _read_json(path)  # checked before transformers is imported: a refusal costs no import
+        transformers = _import_transformers()
         self.cls, self.inputs = _model_class(transformers, path, data)
         self.path = path
         self.name = path.parent.name or path.stem

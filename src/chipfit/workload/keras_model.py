@@ -20,6 +20,7 @@ from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from ..errors import ChipfitError, check_file
+from ..limits import check_nesting
 from .profile import Op, Profile
 from .source import surrogate_loss
 from .trace import _notes, dtype_name, trace_module
@@ -27,6 +28,9 @@ from .trace import _notes, dtype_name, trace_module
 MAX_KERAS_BYTES = 8 * 2**30  # unpacked size of every member of the archive
 MAX_CONFIG_BYTES = 64 * 2**20
 CONFIG_MEMBER = "config.json"
+# Keras configs nest a level per layer wrapper (functional models inside models): deeper than JSON files.
+MAX_KERAS_NESTING = 256
+HDF5_SUFFIXES = (".h5", ".hdf5")
 
 
 def _import_keras():
@@ -64,9 +68,67 @@ def _check_archive(path: Path) -> dict:
             config = next((m for m in members if m.filename == CONFIG_MEMBER), None)
             if config is None or config.file_size > MAX_CONFIG_BYTES:
                 raise ChipfitError(f"Keras file {path} has no readable config.json; save it again with model.save().")
-            return json.loads(archive.read(config))
-    except (zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
+            with archive.open(config) as member:  # read no more than the limit, whatever the header claims
+                raw = member.read(MAX_CONFIG_BYTES + 1)
+            if len(raw) > MAX_CONFIG_BYTES:
+                raise ChipfitError(f"Keras file {path} has a config.json that unpacks beyond {MAX_CONFIG_BYTES} bytes "
+                                   "although its header says less; the archive is refused.")
+            document = json.loads(raw)
+    except (zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError, OSError, EOFError) as exc:
         raise ChipfitError(f"Keras file {path} is truncated or corrupt ({exc}); save it again with model.save().") from None
+    except RecursionError:
+        raise ChipfitError(f"Keras file {path} has a config.json nested deeper than Python can parse; "
+                           "it is refused.") from None
+    check_nesting(document, f"Keras file {path} config.json", MAX_KERAS_NESTING)
+    return document
+
+
+def _hdf5_config(path: Path) -> dict:
+    """The architecture a Keras 2 HDF5 file (.h5, written by Keras 2 on TensorFlow, Theano or CNTK) keeps in
+    its model_config attribute; its weights are never read."""
+    check_file(path, "Keras HDF5 file", "give the path of a .h5 file saved by model.save()")
+    try:
+        import h5py
+    except ImportError:
+        raise ChipfitError(f"Keras HDF5 file {path} needs h5py to be read: pip install h5py, or save the model "
+                           "as .keras.") from None
+    try:
+        with h5py.File(path, "r") as f:
+            raw = f.attrs.get("model_config")
+    except OSError as exc:
+        raise ChipfitError(f"Keras HDF5 file {path} is not an HDF5 file or is corrupt ({exc}); give a .h5 file saved "
+                           "by model.save().") from None
+    if raw is None:
+        raise ChipfitError(f"Keras HDF5 file {path} holds weights only (save_weights) and no architecture; save the "
+                           "whole model with model.save().")
+    raw = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ChipfitError(f"Keras HDF5 file {path} has a model_config over {MAX_CONFIG_BYTES} bytes; it is refused.")
+    try:
+        document = json.loads(raw)
+    except (json.JSONDecodeError, RecursionError):
+        raise ChipfitError(f"Keras HDF5 file {path} has a model_config that is not valid JSON; save it again.") from None
+    check_nesting(document, f"Keras HDF5 file {path} model_config", MAX_KERAS_NESTING)
+    if not isinstance(document, dict):
+        raise ChipfitError(f"Keras HDF5 file {path} has a model_config that is not a model; save it again.")
+    return document
+
+
+def _keras2_input_shapes(config):
+    """Keras 2 wrote a Sequential model's input as batch_input_shape on its first layer, which Keras 3's
+    legacy loader reads as one more axis; give that layer input_shape (the shape without the batch) instead."""
+    if isinstance(config, list):
+        return [_keras2_input_shapes(c) for c in config]
+    if not isinstance(config, dict):
+        return config
+    out = {k: _keras2_input_shapes(v) for k, v in config.items()}
+    inner = out.get("config")
+    if out.get("class_name") != "InputLayer" and isinstance(inner, dict) \
+            and isinstance(inner.get("batch_input_shape"), list):
+        inner = dict(inner)
+        inner["input_shape"] = inner.pop("batch_input_shape")[1:]
+        out["config"] = inner
+    return out
 
 
 def _unregistered_classes(keras, config: Any) -> list[str]:
@@ -89,7 +151,8 @@ def load_keras(path: str | Path):
     """A Keras model from a .keras file: safe mode (no lambdas or pickled code), no optimizer."""
     keras = _import_keras()
     path = Path(path)
-    config = _check_archive(path)
+    legacy = path.suffix.lower() in HDF5_SUFFIXES
+    config = _hdf5_config(path) if legacy else _check_archive(path)
     unknown = _unregistered_classes(keras, config)
     if unknown:
         raise ChipfitError(
@@ -97,7 +160,15 @@ def load_keras(path: str | Path):
             "module that defines it (decorated with @keras.saving.register_keras_serializable()) first."
         )
     try:
-        return keras.saving.load_model(path, compile=False, safe_mode=True)
+        # The architecture alone: a profile needs no weights, so the weights file, the bulk of the archive
+        # (and a decompression bomb's payload), is never unpacked.
+        if legacy:
+            from keras.src.legacy.saving import saving_utils
+            from keras.src.saving import serialization_lib
+
+            with serialization_lib.SafeModeScope(True):
+                return saving_utils.model_from_config(_keras2_input_shapes(config))
+        return keras.saving.deserialize_keras_object(config, safe_mode=True)
     except Exception as exc:  # keras raises ValueError/TypeError/OSError for what it cannot rebuild
         detail = (str(exc).strip().splitlines() or [""])[0][:200]
         raise ChipfitError(f"Keras file {path} cannot be loaded ({type(exc).__name__}: {detail}); save it again.") from None

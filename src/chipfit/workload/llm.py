@@ -29,7 +29,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+import numpy as np
+
 from ..errors import ChipfitError, closest
+from ..limits import MAX_DIM, MAX_LAYERS, check_whole
 from .profile import Op, Profile
 from .workload import Workload
 
@@ -55,13 +58,46 @@ OPTIMIZER_COST = {"adamw": (8, 48, 32), "sgd": (3, 20, 12)}
 
 
 @dataclass(frozen=True)
-class TransformerSpec:
-    """A decoder-only transformer by its sizes.
+class Layer:
+    """What one layer holds: its stack ("layers", or "encoder" of an encoder-decoder), a routed
+    MoE MLP or a dense one, its attention window in tokens (0: every earlier token) and whether it
+    cross-attends to the encoder's output."""
 
-    ffn is the MLP width (of each expert for MoE). gated_mlp: SwiGLU with gate, up and down
-    matrices; False: a 2-matrix GELU MLP. max_positions set: learned position embeddings of
-    that many rows; None: rotary (no parameters). bias: biases on every linear layer (GPT-2).
-    norm "layer" has a weight and a bias; "rms" a weight only.
+    stack: str
+    moe: bool
+    window: int
+    cross: bool
+
+
+@dataclass(frozen=True)
+class TransformerSpec:
+    """A transformer by its sizes: decoder-only by default, encoder-only (causal=False) or
+    encoder-decoder (encoder_layers > 0: `layers` decoder layers cross-attend to the encoder's).
+
+    ffn is the MLP width (of each expert for MoE). gated_mlp: SwiGLU/GeGLU with gate, up and down
+    matrices; False: a 2-matrix GELU/ReLU MLP. max_positions set: learned position embeddings of
+    that many rows; None: rotary or relative (no parameters). bias: biases on every linear layer
+    (GPT-2); qkv_bias: on the Q, K and V projections only (Qwen2). norm "layer" has a weight and a
+    bias; "rms" a weight only.
+
+    Mixture of experts: `experts` routed experts per MoE layer, `top_k` of them per token, plus
+    `shared_experts` that every token runs (DeepSeek, Llama 4), each ffn wide. The first
+    `dense_layers` layers, and all but every `moe_every`-th after them, have a dense MLP `dense_ffn`
+    wide (0: ffn).
+
+    Multi-head latent attention (DeepSeek-V2/V3) when kv_lora_rank > 0: queries through a rank
+    q_lora_rank bottleneck (0: a full projection), keys and values from one kv_lora_rank latent
+    plus a rope_head_dim rotary key shared by the heads; head_dim is the query/key head width
+    (rotary part included), v_head_dim the value head width. The KV cache holds the latent and the
+    rotary key: kv_lora_rank + rope_head_dim elements per token and layer.
+
+    sliding_window > 0: layers attend to at most that many earlier tokens; with global_every n,
+    every n-th layer attends to all of them (Gemma 2: 2, Gemma 3: 6; Mistral 7B: 0, all local).
+
+    Encoder extras: encoder_seq fixes the encoder's length (Whisper: 1500 audio frames; 0: the
+    input's), encoder_positions its learned position rows, mel_bins its audio stem (two
+    convolutions of width 3, the second of stride 2). token_types and pooler: BERT's segment
+    embeddings and pooler.
     """
 
     layers: int
@@ -79,15 +115,38 @@ class TransformerSpec:
     bias: bool = False
     head_dim: int = 0
     name: str = "transformer"
+    qkv_bias: bool = False
+    causal: bool = True
+    shared_experts: int = 0
+    dense_layers: int = 0
+    moe_every: int = 1
+    dense_ffn: int = 0
+    q_lora_rank: int = 0
+    kv_lora_rank: int = 0
+    rope_head_dim: int = 0
+    v_head_dim: int = 0
+    sliding_window: int = 0
+    global_every: int = 0
+    encoder_layers: int = 0
+    encoder_seq: int = 0
+    encoder_positions: int = 0
+    mel_bins: int = 0
+    token_types: int = 0
+    pooler: bool = False
 
     def __post_init__(self) -> None:
         for key in ("layers", "hidden", "heads", "kv_heads", "ffn", "vocab"):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ChipfitError(f"Spec {key}={value!r} is not a positive whole number; give {key}=<n> with n >= 1.")
-        if self.head_dim < 0 or isinstance(self.head_dim, bool) or not isinstance(self.head_dim, int):
-            raise ChipfitError(f"Spec head_dim={self.head_dim!r} is not a positive whole number; give head_dim=<n> "
-                               "or leave it out for hidden / heads.")
+        for key in _COUNT_KEYS:
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ChipfitError(f"Spec {key}={value!r} is not a whole number of 0 or more; give {key}=<n> "
+                                   "or leave it out.")
+        check_whole(self.layers, "Spec layers", 1, MAX_LAYERS)
+        for key in ("hidden", "heads", "kv_heads", "ffn", "vocab", *_COUNT_KEYS):
+            check_whole(getattr(self, key), f"Spec {key}", 0, MAX_DIM)
         if not self.head_dim:
             if self.hidden % self.heads:
                 raise ChipfitError(
@@ -100,14 +159,19 @@ class TransformerSpec:
                 f"Spec kv_heads={self.kv_heads} does not divide heads={self.heads}; each KV head must serve a whole "
                 "group of query heads."
             )
-        if self.experts < 0 or self.top_k < 0:
-            raise ChipfitError("Spec experts and top_k cannot be negative; give 0 for a dense MLP.")
         if self.experts and not 1 <= self.top_k <= self.experts:
             raise ChipfitError(
                 f"Spec top_k={self.top_k} must be between 1 and experts={self.experts}; give the experts each token uses."
             )
-        if not self.experts and self.top_k:
-            raise ChipfitError(f"Spec top_k={self.top_k} needs experts; give experts=<n> or leave top_k out.")
+        for key in ("top_k", "shared_experts"):
+            if not self.experts and getattr(self, key):
+                raise ChipfitError(f"Spec {key}={getattr(self, key)} needs experts; "
+                                   f"give experts=<n> or leave {key} out.")
+        if self.moe_every < 1:
+            raise ChipfitError(f"Spec moe_every={self.moe_every} is not positive; give 1 for MoE in every layer.")
+        if self.kv_lora_rank and not 0 < self.rope_head_dim < self.head_dim:
+            raise ChipfitError(f"Spec rope_head_dim={self.rope_head_dim} must be above 0 and below head_dim="
+                               f"{self.head_dim} for multi-head latent attention; give the rotary part of a head.")
         if self.norm not in NORMS:
             raise ChipfitError(f"Spec norm={self.norm!r} is not known; use rms or layer.")
         if self.max_positions is not None and self.max_positions < 1:
@@ -115,80 +179,202 @@ class TransformerSpec:
 
     # --- shapes -------------------------------------------------------------------------
     @property
+    def mla(self) -> bool:
+        """Multi-head latent attention (DeepSeek-V2/V3)."""
+        return self.kv_lora_rank > 0
+
+    @property
+    def value_head_dim(self) -> int:
+        return self.v_head_dim or self.head_dim
+
+    @property
     def q_dim(self) -> int:
-        """Width of the Q projection and of the attention output: heads * head_dim."""
+        """Width of the queries: heads * head_dim."""
         return self.heads * self.head_dim
 
     @property
     def kv_dim(self) -> int:
-        """Width of the K (or V) projection: kv_heads * head_dim."""
-        return self.kv_heads * self.head_dim
+        """Width of the keys the attention reads: kv_heads * head_dim (every head's, decompressed, for MLA)."""
+        return (self.heads if self.mla else self.kv_heads) * self.head_dim
+
+    @property
+    def v_dim(self) -> int:
+        """Width of the values the attention reads."""
+        return (self.heads if self.mla else self.kv_heads) * self.value_head_dim
+
+    @property
+    def out_dim(self) -> int:
+        """Width of the attention output, the output projection's input: heads * value head width."""
+        return self.heads * self.value_head_dim
 
     @property
     def moe(self) -> bool:
         return self.experts > 0
 
+    @property
+    def encoder_decoder(self) -> bool:
+        return self.encoder_layers > 0
+
+    def layer_kinds(self) -> tuple[Layer, ...]:
+        """Every layer in order: the encoder's (if any), then the decoder's (or the only stack's)."""
+        encoder = (Layer("encoder", False, 0, False),) * self.encoder_layers
+        return encoder + tuple(
+            Layer("layers", self._is_moe(i), self._window(i), self.encoder_decoder) for i in range(self.layers))
+
+    def _is_moe(self, i: int) -> bool:
+        return self.moe and i >= self.dense_layers and (i - self.dense_layers + 1) % self.moe_every == 0
+
+    def _window(self, i: int) -> int:
+        if not self.sliding_window or (self.global_every and (i + 1) % self.global_every == 0):
+            return 0
+        return self.sliding_window
+
+    @property
+    def moe_layers(self) -> int:
+        return sum(self._is_moe(i) for i in range(self.layers))
+
     def attention_matrices(self) -> tuple[tuple[str, int, int], ...]:
-        """(name, in, out) of the q, k, v and output projections."""
-        h, q, kv = self.hidden, self.q_dim, self.kv_dim
+        """(name, in, out) of the self-attention's projections (MLA: its down- and up-projections)."""
+        h, q = self.hidden, self.q_dim
+        if not self.mla:
+            return (("q_proj", h, q), ("k_proj", h, self.kv_dim), ("v_proj", h, self.kv_dim), ("o_proj", q, h))
+        queries = ((("q_a_proj", h, self.q_lora_rank), ("q_b_proj", self.q_lora_rank, q)) if self.q_lora_rank
+                   else (("q_proj", h, q),))
+        nope = self.head_dim - self.rope_head_dim
+        return queries + (("kv_a_proj", h, self.kv_lora_rank + self.rope_head_dim),
+                          ("kv_b_proj", self.kv_lora_rank, self.heads * (nope + self.value_head_dim)),
+                          ("o_proj", self.out_dim, h))
+
+    def cross_matrices(self) -> tuple[tuple[str, int, int], ...]:
+        """(name, in, out) of a decoder layer's cross-attention over the encoder output."""
+        h, q, kv = self.hidden, self.q_dim, self.kv_heads * self.head_dim
         return (("q_proj", h, q), ("k_proj", h, kv), ("v_proj", h, kv), ("o_proj", q, h))
+
+    def mlp_matrices(self, width: int) -> tuple[tuple[str, int, int], ...]:
+        """(name, in, out) of one MLP `width` wide."""
+        h = self.hidden
+        if self.gated_mlp:
+            return (("gate_proj", h, width), ("up_proj", h, width), ("down_proj", width, h))
+        return (("fc", h, width), ("proj", width, h))
 
     def expert_matrices(self) -> tuple[tuple[str, int, int], ...]:
         """(name, in, out) of one MLP (one expert for MoE)."""
-        h, f = self.hidden, self.ffn
-        if self.gated_mlp:
-            return (("gate_proj", h, f), ("up_proj", h, f), ("down_proj", f, h))
-        return (("fc", h, f), ("proj", f, h))
+        return self.mlp_matrices(self.ffn)
+
+    @property
+    def dense_width(self) -> int:
+        """Width of the dense MLP layers (of an MoE model's dense layers: dense_ffn)."""
+        return self.dense_ffn or self.ffn
 
     # --- parameters ---------------------------------------------------------------------
     def linear_params(self, matrices: tuple[tuple[str, int, int], ...]) -> int:
         """Weights and biases of (name, in, out) matrices."""
-        return sum(i * o + (o if self.bias else 0) for _, i, o in matrices)
+        return sum(i * o + (o if self._biased(name) else 0) for name, i, o in matrices)
+
+    def _biased(self, name: str) -> bool:
+        return self.bias or (self.qkv_bias and name in ("q_proj", "k_proj", "v_proj"))
 
     @property
     def norm_params(self) -> int:
         return self.hidden * (2 if self.norm == "layer" else 1)
 
-    def layer_params(self, active: bool = False) -> int:
-        """Parameters of one layer; active=True counts only the top_k experts a token uses."""
+    def mlp_params(self, layer: Layer, active: bool = False) -> int:
+        """MLP parameters of a layer: routed experts (top_k of them when active), shared experts and
+        router for MoE layers; the dense MLP otherwise."""
+        if not layer.moe:
+            return self.linear_params(self.mlp_matrices(self.dense_width))
+        expert = self.linear_params(self.expert_matrices())
+        routed = self.top_k if active else self.experts
+        return expert * (routed + self.shared_experts) + self.hidden * self.experts
+
+    def attention_params(self, layer: Layer) -> int:
+        """Self-attention (MLA: with its latent norms) and cross-attention with its norm."""
+        norms = (self.q_lora_rank + self.kv_lora_rank) * (2 if self.norm == "layer" else 1)
+        return self.layer_matmul_params(layer, mlp=False) + norms + (self.norm_params if layer.cross else 0)
+
+    def layer_matmul_params(self, layer: Layer, active: bool = False, mlp: bool = True) -> int:
+        """Weights (and biases) of a layer's matrices: attention, cross-attention and, with `mlp`, the MLP (the
+        experts a token uses when active)."""
         attn = self.linear_params(self.attention_matrices())
-        mlp = self.linear_params(self.expert_matrices())
-        if self.moe:
-            mlp = mlp * (self.top_k if active else self.experts) + self.hidden * self.experts  # + router
-        return attn + mlp + 2 * self.norm_params
+        attn += self.linear_params(self.cross_matrices()) if layer.cross else 0
+        return attn + (self.mlp_params(layer, active) if mlp else 0)
+
+    def layer_params(self, layer: Layer | None = None, active: bool = False) -> int:
+        """Parameters of one layer (default: the last one); active=True counts the top_k experts a token uses."""
+        layer = layer or self.layer_kinds()[-1]
+        return self.attention_params(layer) + self.mlp_params(layer, active) + 2 * self.norm_params
 
     def embedding_params(self) -> int:
-        """Token embedding plus learned positions (if any)."""
-        return self.vocab * self.hidden + (self.max_positions or 0) * self.hidden
+        """Token embedding, learned positions and segment embeddings, and an audio stem (if any)."""
+        h = self.hidden
+        rows = self.vocab + (self.max_positions or 0) + self.token_types + self.encoder_positions
+        stem = (self.mel_bins * h * 3 + h + h * h * 3 + h) if self.mel_bins else 0
+        return rows * h + stem
+
+    def lm_head_params(self) -> int:
+        return 0 if self.tied_embeddings else self.vocab * self.hidden
 
     def head_params(self) -> int:
-        """Final norm plus the LM head (0 extra when tied to the embedding)."""
-        return self.norm_params + (0 if self.tied_embeddings else self.vocab * self.hidden)
+        """Final norms (one per stack), a pooler, and the LM head (0 extra when tied to the embedding)."""
+        pooler = self.hidden * self.hidden + self.hidden if self.pooler else 0
+        return self.norm_params * (1 + self.encoder_decoder) + pooler + self.lm_head_params()
 
     def params(self) -> int:
         """Total parameters (every expert counted)."""
-        return self.embedding_params() + self.layers * self.layer_params() + self.head_params()
+        return self.embedding_params() + sum(self.layer_params(k) for k in self.layer_kinds()) + self.head_params()
 
     def active_params(self) -> int:
-        """Parameters one token uses: top_k experts per layer for MoE, all for a dense model."""
-        return self.embedding_params() + self.layers * self.layer_params(active=True) + self.head_params()
+        """Parameters one token uses: top_k routed (and the shared) experts per MoE layer; all for dense models."""
+        layers = sum(self.layer_params(k, active=True) for k in self.layer_kinds())
+        return self.embedding_params() + layers + self.head_params()
 
-    def matmul_params(self, active: bool = False) -> int:
-        """Weights of the matrices a token runs through (layers and LM head; not the embedding lookup)."""
-        per_layer = self.layer_params(active) - 2 * self.norm_params
-        return self.layers * per_layer + self.vocab * self.hidden
+    def expert_params(self) -> int:
+        """Parameters inside the routed experts, all of them (what expert parallelism splits)."""
+        return self.moe_layers * self.experts * self.linear_params(self.expert_matrices())
 
-    def kv_cache_bytes(self, tokens: int, bytes_per_element: float) -> float:
-        """Bytes of the K and V caches of `tokens` positions (all sequences): 2*layers*kv_dim*tokens*bytes."""
-        return 2 * self.layers * self.kv_dim * tokens * bytes_per_element
+    def matmul_params(self, active: bool = False, stack: str | None = None) -> int:
+        """Weights of the matrices a token runs through (layers of `stack`, or all, and the LM head)."""
+        kinds = [k for k in self.layer_kinds() if stack in (None, k.stack)]
+        return sum(self.layer_matmul_params(k, active) for k in kinds) + self.vocab * self.hidden
+
+    def kv_cache_bytes(self, tokens, bytes_per_element: float):
+        """Bytes of the self-attention K and V caches of `tokens` positions (a number or an array of them)
+        of one sequence, over the decoder's layers: 2 * kv_dim per token and layer, the latent and rotary
+        key for MLA, at most the window for sliding-window layers."""
+        per_token = self.kv_cache_elements()
+        total = 0.0
+        for layer in self.layer_kinds():
+            if layer.stack == "layers":
+                total = total + per_token * (np.minimum(tokens, layer.window) if layer.window else tokens)
+        return total * bytes_per_element
+
+    def kv_cache_elements(self) -> int:
+        """Elements one token adds to one layer's self-attention cache."""
+        return self.kv_lora_rank + self.rope_head_dim if self.mla else 2 * self.kv_heads * self.head_dim
+
+    def cross_kv_bytes(self, encoder_tokens: int, bytes_per_element: float) -> float:
+        """Bytes of the cross-attention K and V of one sequence's encoder output, over the decoder's layers."""
+        if not self.encoder_decoder:
+            return 0.0
+        return 2 * self.layers * self.kv_heads * self.head_dim * encoder_tokens * bytes_per_element
+
+    def encoder_tokens(self, seq_len: int) -> int:
+        """Encoder length for an input of `seq_len` tokens: fixed (encoder_seq) or the input's."""
+        return self.encoder_seq or seq_len
 
     def to_dict(self) -> dict:
         return asdict(self) | {"params": self.params(), "active_params": self.active_params()}
 
 
+_COUNT_KEYS = ("experts", "top_k", "head_dim", "shared_experts", "dense_layers", "dense_ffn", "q_lora_rank",
+               "kv_lora_rank", "rope_head_dim", "v_head_dim", "sliding_window", "global_every", "encoder_layers",
+               "encoder_seq", "encoder_positions", "mel_bins", "token_types")
+
+
 # --- the spec string ----------------------------------------------------------------------
 _SPEC_KEYS = tuple(f.name for f in fields(TransformerSpec) if f.name != "name")
 _REQUIRED = ("layers", "hidden", "heads", "ffn", "vocab")
+_BOOL_KEYS = tuple(f.name for f in fields(TransformerSpec) if f.type == "bool")
 _BOOL_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
 
 
@@ -219,7 +405,7 @@ def parse_spec(text: str) -> TransformerSpec:
             raise ChipfitError(f"Spec key {key!r} is not known.{closest(key, _SPEC_KEYS)} Known: {', '.join(_SPEC_KEYS)}.")
         if key in values:
             raise ChipfitError(f"Spec key {key!r} is given twice; give each key once.")
-        if key in ("tied_embeddings", "gated_mlp", "bias"):
+        if key in _BOOL_KEYS:
             if raw.lower() not in _BOOL_WORDS:
                 raise ChipfitError(f"Spec value {key}={raw!r} is not true or false; give {key}=true or {key}=false.")
             values[key] = _BOOL_WORDS[raw.lower()]
@@ -234,56 +420,44 @@ def parse_spec(text: str) -> TransformerSpec:
     return TransformerSpec(**values, name=text.replace(" ", ""))
 
 
-def spec_for_zoo(name: str) -> TransformerSpec:
-    """The TransformerSpec of a zoo decoder (gpt2, llama-*, mistral-*, mixtral-*), read from its config."""
-    import inspect
-
-    from . import zoo
-    from . import zoo_transformers as tx
-
-    entry = zoo.get(name)
-    cfg = getattr(entry.build, "args", (None,))[0]
-    if isinstance(cfg, tx.LlamaConfig):
-        return TransformerSpec(
-            layers=cfg.layers, hidden=cfg.dim, heads=cfg.heads, kv_heads=cfg.kv_heads, ffn=cfg.ffn_dim,
-            vocab=cfg.vocab, experts=cfg.experts, top_k=cfg.top_k, name=entry.name,
-        )
-    if entry.build is tx.gpt2:
-        d = {k: p.default for k, p in inspect.signature(tx.GPT2LM).parameters.items()}
-        return TransformerSpec(
-            layers=d["layers"], hidden=d["dim"], heads=d["heads"], kv_heads=d["heads"], ffn=4 * d["dim"],
-            vocab=d["vocab"], tied_embeddings=True, gated_mlp=False, norm="layer", max_positions=d["max_positions"],
-            bias=True, name=entry.name,
-        )
-    decoders = [n for n, e in zoo.ZOO.items() if e.task == "causal-lm"]
-    raise ChipfitError(f"Zoo model {entry.name!r} is not a decoder-only transformer; use one of {', '.join(decoders)}.")
-
-
 # --- activation memory ----------------------------------------------------------------------
 def activation_bytes_per_layer(spec: TransformerSpec, batch: int, seq_len: int, act_bytes: int,
-                               flash_attention: bool = True) -> float:
-    """Bytes one layer saves for backward (Korthikanti et al. 2022, Sec. 4.1, no dropout).
+                               flash_attention: bool = True, layer: Layer | None = None) -> float:
+    """Bytes one layer (default: the last) saves for backward (Korthikanti et al. 2022, Sec. 4.1, no dropout).
 
     With s*b tokens and e bytes per element: norms 2*e*sbh (each norm's input); attention
-    e*sb*(h [QKV input] + q + kv [Q, K] + kv [V] + q [output-projection input]; q = heads*head_dim,
-    h unless head_dim says otherwise) plus the
-    flash log-sum-exp 4*b*a*s; MLP e*sb*(h + 4f) gated (gate, up, silu and product) or
-    e*sb*(h + 2f) for GELU; MoE: the routed copies e*sb*k*h, k times the expert tensors, the
-    expert outputs e*sb*k*h and the fp32 router probabilities 4*sb*E. For GPT (kv = h,
-    f = 4h, e = 2) this is 32*sbh: the paper's 34*sbh less its two sbh dropout masks. Without
-    flash attention add the softmax output e*a*s*s*b (the paper's 5*as^2*b adds dropout's 3).
+    e*sb*(h [QKV input] + q + k [Q, K] + v [V] + o [output-projection input]; q = heads*head_dim,
+    k and v the key and value widths, o = heads * value head width) plus the flash log-sum-exp
+    4*b*a*s (MLA adds its latents, e*sb*(q_lora_rank + kv_lora_rank + rope_head_dim)); MLP
+    e*sb*(h + 4f) gated (gate, up, silu and product) or e*sb*(h + 2f) for GELU; MoE: the routed
+    copies e*sb*k*h, k times the expert tensors, the expert outputs e*sb*k*h and the fp32 router
+    probabilities 4*sb*E, plus the shared experts' tensors. Cross-attention adds a norm, its queries,
+    output and the keys and values over the encoder's tokens. For GPT (kv = h, f = 4h, e = 2) this is
+    32*sbh: the paper's 34*sbh less its two sbh dropout masks. Without flash attention add the
+    softmax output e*a*s*s'*b (the paper's 5*as^2*b adds dropout's 3), s' the keys attended.
     """
-    t, h, q, kv, f = batch * seq_len, spec.hidden, spec.q_dim, spec.kv_dim, spec.ffn
-    norms = 2 * act_bytes * t * h
-    attn = act_bytes * t * (h + 2 * q + 2 * kv) + LOGSUMEXP_BYTES * batch * spec.heads * seq_len
+    layer = layer or spec.layer_kinds()[-1]
+    enc = spec.encoder_tokens(seq_len)
+    s = enc if layer.stack == "encoder" else seq_len
+    keys = min(s, layer.window) if layer.window else s
+    t, h, e = batch * s, spec.hidden, act_bytes
+    norms = 2 * e * t * h
+    attn = e * t * (h + spec.q_dim + spec.kv_dim + spec.v_dim + spec.out_dim) + LOGSUMEXP_BYTES * batch * spec.heads * s
+    if spec.mla:
+        attn += e * t * (spec.q_lora_rank + spec.kv_lora_rank + spec.rope_head_dim)
     if not flash_attention:
-        attn += act_bytes * spec.heads * seq_len * seq_len * batch
-    per_expert = (4 if spec.gated_mlp else 2) * f
-    if spec.moe:
+        attn += e * spec.heads * s * keys * batch
+    if layer.cross:
+        kv = spec.kv_heads * spec.head_dim
+        attn += e * t * (2 * h + 2 * spec.q_dim) + e * batch * enc * 2 * kv + LOGSUMEXP_BYTES * batch * spec.heads * s
+        if not flash_attention:
+            attn += e * spec.heads * s * enc * batch
+    per_expert = (4 if spec.gated_mlp else 2) * spec.ffn
+    if layer.moe:
         k = spec.top_k
-        mlp = act_bytes * t * (h + k * (2 * h + per_expert)) + FP32_BYTES * t * spec.experts
+        mlp = e * t * (h + k * (2 * h + per_expert) + spec.shared_experts * per_expert) + FP32_BYTES * t * spec.experts
     else:
-        mlp = act_bytes * t * (h + per_expert)
+        mlp = e * t * (h + (4 if spec.gated_mlp else 2) * spec.dense_width)
     return norms + attn + mlp
 
 
@@ -325,6 +499,61 @@ def _casts(ops: _Ops, module: str, params: int) -> None:
     ops.add("amp.weight_cast", "memory", module, 0, 4 * params, 2 * params, (0, 2 * params, 4 * params))
 
 
+def _attention(ops: _Ops, spec: TransformerSpec, module: str, name: str, batch: int, queries: int, keys: int,
+               head_widths: tuple[int, int, int, int], act: int, causal: bool) -> None:
+    """Scaled dot-product attention of `queries` over `keys` positions per sequence: QK^T and PV as full
+    products, 2*b*Sq*Sk*heads*(qk head + v head) FLOPs; head_widths: widths of Q, K, V and the output."""
+    q, k, v, out = head_widths
+    flops = 2 * batch * queries * keys * spec.heads * (spec.head_dim + spec.value_head_dim)
+    read = batch * (queries * q + keys * (k + v)) * act
+    output, lse = batch * queries * out * act, LOGSUMEXP_BYTES * batch * spec.heads * queries
+    ops.add(name, "attention", module, flops, read, output + lse,
+            (BACKWARD_FACTOR * flops, read + 2 * output + lse, read), causal=causal)
+
+
+def _layer_ops(ops: _Ops, spec: TransformerSpec, layer: Layer, p: str, batch: int, s: int, enc: int,
+               act: int, amp: bool) -> None:
+    """The ops of one layer over `s` positions per sequence (`enc` encoder positions for cross-attention)."""
+    t, h = batch * s, spec.hidden
+    norm_flops = NORM_FLOPS_PER_ELEMENT[spec.norm]
+    ops.add("norm", "norm", f"{p}.norm", 2 * norm_flops * t * h, 2 * t * h * act, 2 * t * h * act)
+    _matmuls(ops, spec, f"{p}.attn", "qkvo_proj", [(i_, o, t, 1) for _, i_, o in spec.attention_matrices()], act, act)
+    keys = min(s, layer.window) if layer.window else s
+    causal = spec.causal and layer.stack == "layers"
+    _attention(ops, spec, f"{p}.attn", "sdpa", batch, s, keys, (spec.q_dim, spec.kv_dim, spec.v_dim, spec.out_dim),
+               act, causal)
+    rope = 0 if spec.max_positions or spec.encoder_decoder else (spec.q_dim + spec.kv_dim)
+    rot_bytes = t * rope * act
+    ops.add("rotary_residual", "elementwise", f"{p}.attn", ROTARY_FLOPS_PER_ELEMENT * t * rope + t * h,
+            rot_bytes + 2 * t * h * act, rot_bytes + t * h * act)
+    if layer.cross:
+        kv = spec.kv_heads * spec.head_dim
+        ops.add("norm", "norm", f"{p}.cross", norm_flops * t * h, t * h * act, t * h * act)
+        rows = {"k_proj": batch * enc, "v_proj": batch * enc}
+        _matmuls(ops, spec, f"{p}.cross", "cross_proj",
+                 [(i_, o, rows.get(n, t), 1) for n, i_, o in spec.cross_matrices()], act, act)
+        _attention(ops, spec, f"{p}.cross", "cross_sdpa", batch, s, enc, (spec.q_dim, kv, kv, spec.q_dim), act, False)
+    if layer.moe:
+        k, e, shared = spec.top_k, spec.experts, spec.shared_experts
+        ops.add("router_softmax_topk", "reduction", f"{p}.mlp", (LOG_SOFTMAX_FLOPS_PER_ELEMENT + 1) * t * e,
+                t * e * act, t * e * FP32_BYTES + t * k * (FP32_BYTES + TOKEN_ID_BYTES))
+        ops.add("dispatch", "memory", f"{p}.mlp", 0, t * h * act, t * k * h * act)
+        groups = [(h, e, t, 1)] + [(i_, o, t * k, e) for _, i_, o in spec.expert_matrices()]
+        groups += [(i_, o, t * shared, shared) for _, i_, o in spec.expert_matrices()] if shared else []
+        act_elems = t * (k + shared) * spec.ffn
+        combine = 2 * t * k * h  # weight each expert output, sum the top_k
+    else:
+        groups = [(i_, o, t, 1) for _, i_, o in spec.mlp_matrices(spec.dense_width)]
+        act_elems, combine = t * spec.dense_width, 0
+    _matmuls(ops, spec, f"{p}.mlp", "mlp_proj", groups, act, act)
+    gated = spec.gated_mlp
+    mlp_read = (2 if gated else 1) * act_elems * act + combine * act + 2 * t * h * act
+    ops.add("activation_residual", "elementwise", f"{p}.mlp", (2 if gated else 1) * act_elems + combine + t * h,
+            mlp_read, act_elems * act + t * h * act)
+    if amp:
+        _casts(ops, p, spec.layer_matmul_params(layer))
+
+
 def profile_spec(
     spec: TransformerSpec,
     *,
@@ -338,9 +567,12 @@ def profile_spec(
     """One step of `spec` as a Profile: the forward (inference) or forward, loss, backward and
     optimizer step (training) of `batch` sequences of `seq_len` tokens, with the tracer's conventions.
 
-    Ops are grouped per layer and family (module paths 'layers.3.attn', 'layers.3.mlp', ...).
+    `spec` is a TransformerSpec or anything with one as `.spec` (a library entry). An encoder-decoder
+    runs its encoder over spec.encoder_tokens(seq_len) positions and its decoder over `seq_len`.
+    Ops are grouped per layer and family (module paths 'layers.3.attn', 'encoder.0.mlp', ...).
     flash_attention=False adds the S x S attention probabilities to the saved activations.
     """
+    spec = as_spec(spec)
     Workload(model=spec.name, mode=mode, batch=batch, seq_len=seq_len, precision=precision, optimizer=optimizer)
     if spec.max_positions is not None and seq_len > spec.max_positions:
         raise ChipfitError(
@@ -350,56 +582,34 @@ def profile_spec(
     train = mode == "train"
     act = ACTIVATION_BYTES[precision]
     amp = train and act == 2
-    wbytes = act  # matmuls read weights in the compute dtype (AMP casts them first)
     ops = _Ops([], [], COMPUTE_DTYPE[precision], train)
-    b, s, h, q, kv, v = batch, seq_len, spec.hidden, spec.q_dim, spec.kv_dim, spec.vocab
+    b, s, h, v = batch, seq_len, spec.hidden, spec.vocab
     t = b * s
+    enc = spec.encoder_tokens(s)
 
     # Embedding lookup (and learned positions): gathers, 0 FLOPs; backward writes the whole gradient table.
     table_grad = spec.embedding_params() * (MASTER_WEIGHT_BYTES if train else act)
-    gathered = t * h * act * (2 if spec.max_positions else 1)
-    ops.add("embedding", "memory", "embed", 0, t * TOKEN_ID_BYTES + gathered, gathered, (0, gathered, table_grad))
+    looked_up = t + (b * enc if spec.encoder_decoder and not spec.mel_bins else 0)
+    gathered = looked_up * h * act * (2 if spec.max_positions else 1)
+    ops.add("embedding", "memory", "embed", 0, looked_up * TOKEN_ID_BYTES + gathered, gathered,
+            (0, gathered, table_grad))
     if spec.max_positions:
         ops.add("add_positions", "elementwise", "embed", t * h, 2 * t * h * act, t * h * act)
+    if spec.mel_bins:  # two convolutions of width 3 over 2*enc mel frames, the second of stride 2
+        frames = 2 * enc
+        stem = [(3 * spec.mel_bins, h, b * frames, 1), (3 * h, h, b * enc, 1)]
+        _matmuls(ops, spec, "encoder.stem", "conv_stem", stem, act, act)
+
+    stack_index: dict[str, int] = {}
+    for layer in spec.layer_kinds():
+        i = stack_index[layer.stack] = stack_index.get(layer.stack, -1) + 1
+        _layer_ops(ops, spec, layer, f"{layer.stack}.{i}", b, enc if layer.stack == "encoder" else s, enc, act, amp)
 
     norm_flops = NORM_FLOPS_PER_ELEMENT[spec.norm]
-    for i in range(spec.layers):
-        p = f"layers.{i}"
-        ops.add("norm", "norm", f"{p}.norm", 2 * norm_flops * t * h, 2 * t * h * act, 2 * t * h * act)
-        _matmuls(ops, spec, f"{p}.attn", "qkvo_proj", [(i_, o, t, 1) for _, i_, o in spec.attention_matrices()],
-                 act, wbytes)
-        qkv, out = t * (q + 2 * kv) * act, t * q * act
-        lse = LOGSUMEXP_BYTES * b * spec.heads * s
-        ops.add("sdpa", "attention", f"{p}.attn", 4 * b * s * s * q, qkv, out + lse,
-                (BACKWARD_FACTOR * 4 * b * s * s * q, qkv + 2 * out + lse, qkv), causal=True)
-        rotary = 0 if spec.max_positions else ROTARY_FLOPS_PER_ELEMENT * t * (q + kv)
-        rot_bytes = 0 if spec.max_positions else t * (q + kv) * act
-        ops.add("rotary_residual", "elementwise", f"{p}.attn", rotary + t * h, rot_bytes + 2 * t * h * act,
-                rot_bytes + t * h * act)
-        if spec.moe:
-            k, e = spec.top_k, spec.experts
-            ops.add("router_softmax_topk", "reduction", f"{p}.mlp", (LOG_SOFTMAX_FLOPS_PER_ELEMENT + 1) * t * e,
-                    t * e * act, t * e * FP32_BYTES + t * k * (FP32_BYTES + TOKEN_ID_BYTES))
-            ops.add("dispatch", "memory", f"{p}.mlp", 0, t * h * act, t * k * h * act)
-            groups = [(h, e, t, 1)] + [(i_, o, t * k, e) for _, i_, o in spec.expert_matrices()]
-            act_elems = t * k * spec.ffn
-            combine = 2 * t * k * h  # weight each expert output, sum the top_k
-        else:
-            groups = [(i_, o, t, 1) for _, i_, o in spec.expert_matrices()]
-            act_elems, combine = t * spec.ffn, 0
-        _matmuls(ops, spec, f"{p}.mlp", "mlp_proj", groups, act, wbytes)
-        gated = spec.gated_mlp
-        mlp_read = (2 if gated else 1) * act_elems * act + combine * act + 2 * t * h * act
-        mlp_written = act_elems * act + t * h * act
-        ops.add("activation_residual", "elementwise", f"{p}.mlp", (2 if gated else 1) * act_elems + combine + t * h,
-                mlp_read, mlp_written)
-        if amp:
-            _casts(ops, p, spec.layer_params() - 2 * spec.norm_params)
-
     ops.add("norm", "norm", "final_norm", norm_flops * t * h, t * h * act, t * h * act)
     if amp:
         _casts(ops, "lm_head", v * h)
-    _matmuls(ops, spec, "lm_head", "lm_head", [(h, v, t, 1)], act, wbytes)
+    _matmuls(ops, spec, "lm_head", "lm_head", [(h, v, t, 1)], act, act)
     if train:
         ops.add("cross_entropy", "reduction", "loss", LOG_SOFTMAX_FLOPS_PER_ELEMENT * t * v + t,
                 t * v * act, t * v * FP32_BYTES + FP32_BYTES,
@@ -409,10 +619,10 @@ def profile_spec(
     if train:
         flops_per, read_per, written_per = OPTIMIZER_COST[optimizer]
         owners = [("embed", spec.embedding_params())]
-        owners += [(f"layers.{i}", spec.layer_params()) for i in range(spec.layers)]
-        owners += [("final_norm", spec.norm_params)]
-        if not spec.tied_embeddings:
-            owners += [("lm_head", v * h)]
+        owners += [(f"{k.stack}.{i}", spec.layer_params(k)) for i, k in enumerate(spec.layer_kinds())]
+        owners += [("final_norm", spec.head_params() - spec.lm_head_params())]
+        if spec.lm_head_params():
+            owners += [("lm_head", spec.lm_head_params())]
         for module, n in owners:
             all_ops.append(Op(f"{optimizer}.step", "elementwise", float(flops_per * n), read_per * n,
                               written_per * n, "fp32", "optimizer", module))
@@ -420,10 +630,9 @@ def profile_spec(
     params = spec.params()
     saved = 0.0
     if train:
-        per_layer = activation_bytes_per_layer(spec, b, s, act, flash_attention)
-        head = t * TOKEN_ID_BYTES + 2 * t * h * act + t * v * FP32_BYTES  # ids, final norm and head inputs, log-probs
-        saved = spec.layers * per_layer + head
-    peak = saved + _transient_bytes(spec, t, act, train)
+        saved = sum(activation_bytes_per_layer(spec, b, s, act, flash_attention, k) for k in spec.layer_kinds())
+        saved += t * TOKEN_ID_BYTES + 2 * t * h * act + t * v * FP32_BYTES  # ids, final norm and head inputs, log-probs
+    peak = saved + _transient_bytes(spec, max(t, b * enc), act, train)
     return Profile(
         model=spec.name, mode=mode, batch=b, seq_len=s, dtype=COMPUTE_DTYPE[precision], ops=all_ops,
         params=params, trainable_params=params,
@@ -433,10 +642,21 @@ def profile_spec(
     )
 
 
+def as_spec(model) -> TransformerSpec:
+    """`model` if it is a TransformerSpec, else its `.spec` (a library entry); a ChipfitError otherwise."""
+    spec = model if isinstance(model, TransformerSpec) else getattr(model, "spec", None)
+    if not isinstance(spec, TransformerSpec):
+        name = getattr(model, "name", model)
+        raise ChipfitError(f"Model {name!r} is not a transformer given by its sizes, so it has no analytic profile; "
+                           "profile it by name (`chipfit profile NAME`), which traces it.")
+    return spec
+
+
 def _transient_bytes(spec: TransformerSpec, tokens: int, act: int, train: bool) -> float:
     """Largest set of temporaries live at once: the residual stream, a layer input and the MLP
     intermediates (3 or 2 of width k*f), or the logits (and in training their fp32 log-probs and gradient)."""
-    width = spec.ffn * (spec.top_k if spec.moe else 1) * (3 if spec.gated_mlp else 2)
+    inner = max(spec.ffn * (spec.top_k + spec.shared_experts) if spec.moe else 0, spec.dense_width)
+    width = inner * (3 if spec.gated_mlp else 2)
     layer = tokens * (2 * spec.hidden + width) * act
     logits = tokens * spec.vocab * (act + (2 * FP32_BYTES if train else 0)) + tokens * spec.hidden * act
     return max(layer, logits)
@@ -451,8 +671,19 @@ def _notes(spec: TransformerSpec, train: bool, precision: str, optimizer: str, f
         "Bytes: each group reads its inputs and weights once and writes its outputs once (fused kernels).",
     ]
     if spec.moe:
-        notes.append(f"MoE: balanced routing, each token costs {spec.top_k} of {spec.experts} experts; "
-                     "every expert's weights are read once per step.")
+        shared = f" plus {spec.shared_experts} shared" if spec.shared_experts else ""
+        notes.append(f"MoE: balanced routing, each token costs {spec.top_k} of {spec.experts} experts{shared} in "
+                     f"{spec.moe_layers} of {spec.layers} layers; every expert's weights are read once per step.")
+    if spec.mla:
+        notes.append(f"Multi-head latent attention: keys and values from a {spec.kv_lora_rank}-wide latent, "
+                     "decompressed per head in training and prefill.")
+    if spec.sliding_window:
+        which = f"all but every {spec.global_every}-th layer" if spec.global_every else "every layer"
+        notes.append(f"Sliding-window attention over {spec.sliding_window} tokens in {which}.")
+    if spec.encoder_decoder:
+        fixed = f" (fixed at {spec.encoder_seq})" if spec.encoder_seq else ""
+        notes.append(f"Encoder-decoder: {spec.encoder_layers} encoder layers over the input's positions{fixed}, "
+                     f"{spec.layers} decoder layers with cross-attention over the sequence length.")
     if precision in ("fp8", "int8"):
         notes.append(f"Profiled as bf16; the predictor maps matmuls to {precision} peaks.")
     if train:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import ChipfitError, check_file, closest
+from ..limits import MAX_OPERATORS, check_count, check_shape
 from .graph_memory import peak_live_bytes
 from .profile import Op, Profile, conv_window
 
@@ -67,6 +68,9 @@ def profile_onnx(
     notes = ["Parsed from an ONNX file: inference only; FLOPs follow the tracer's conventions (a multiply-add is 2)."]
     notes += _fix_inputs(graph, path, init_names, input_shapes or {}, batch)
     tensors = _infer(onnx, model, path, bool(input_shapes) or batch is not None, notes)
+    for name, tensor in tensors.items():
+        if tensor.shape:
+            check_shape([max(d, 1) for d in tensor.shape], f"ONNX file {path} tensor {name!r}")  # 0: an empty tensor
 
     ops = [_op(onnx, node, index, tensors) for index, node in enumerate(graph.node)]
     subgraphs = sorted({n.op_type for n in graph.node if any(a.g.node or a.graphs for a in n.attribute)})
@@ -121,8 +125,26 @@ def _load(onnx, path: Path, max_bytes: int):
         _corrupt(path, "it holds no graph of nodes")
     if not model.opset_import:
         _corrupt(path, "it names no operator set")
+    check_count(len(model.graph.node), "operators", f"ONNX file {path}", MAX_OPERATORS)
+    _check_order(model.graph, path)
     _read_external_data(onnx, model, path)
     return model
+
+
+def _check_order(graph, path: Path) -> None:
+    """Refuse a graph whose nodes read a tensor no input, initializer or earlier node makes: a cycle, or
+    nodes out of the topological order ONNX requires (either would profile as 0 FLOPs)."""
+    known = {t.name for t in graph.initializer} | {t.values.name for t in graph.sparse_initializer}
+    known |= {i.name for i in graph.input} | {""}
+    for node in graph.node:
+        missing = next((i for i in node.input if i not in known), None)
+        if missing is not None:
+            raise ChipfitError(
+                f"ONNX file {path} node {node.name or node.op_type!r} reads {missing!r} before any node makes it: "
+                "the graph has a cycle or is not in topological order; re-export it, or sort it with "
+                "onnx.utils / onnxruntime's optimizer."
+            )
+        known.update(node.output)
 
 
 def _corrupt(path: Path, why: str):
@@ -149,14 +171,28 @@ def _read_external_data(onnx, model, path: Path) -> None:
             continue  # weights: their dims are all a profile needs
         if not target.is_file():
             raise ChipfitError(f"ONNX file {path} needs external data {location!r}, which is not in {folder}; copy it there.")
+        offset, length = (_external_field(info, key, path, location, default) for key, default in
+                          (("offset", 0), ("length", nbytes)))
+        if length != nbytes:
+            raise ChipfitError(f"ONNX file {path}: external data {location!r} gives length {length} for tensor "
+                               f"{tensor.name!r}, which holds {nbytes} bytes; export the model again.")
         with target.open("rb") as f:
-            f.seek(int(info.get("offset", 0)))
-            raw = f.read(int(info.get("length", nbytes)))
+            f.seek(offset)
+            raw = f.read(length)
         if len(raw) != nbytes:
             raise ChipfitError(f"ONNX file {path}: external data {location!r} ends early for tensor {tensor.name!r}; copy it again.")
         tensor.raw_data = raw
         tensor.data_location = onnx.TensorProto.DEFAULT
         del tensor.external_data[:]
+
+
+def _external_field(info: dict, key: str, path: Path, location: str, default: int) -> int:
+    """An external-data entry's offset or length: a whole number of bytes, 0 or more."""
+    raw = info.get(key, str(default))
+    if not raw.isdigit():
+        raise ChipfitError(f"ONNX file {path}: external data {location!r} has {key} {raw!r}, not a whole number of "
+                           "bytes from 0; export the model again.")
+    return int(raw)
 
 
 def _all_tensors(graph):
@@ -218,6 +254,7 @@ def _fix_inputs(graph, path: Path, init_names: set[str], given: dict, batch: int
         if dims is None or any(not isinstance(d, int) or d < 1 for d in dims):
             open_dims.append(f"{value.name} {_show(dims) if dims is not None else '(shape unknown)'}")
             continue
+        check_shape(dims, f"ONNX file {path} input {value.name!r}")
         tensor_shape = value.type.tensor_type.shape
         tensor_shape.ClearField("dim")
         for d in dims:

@@ -30,6 +30,7 @@ class Op:
     counted: bool = True
     causal: bool | None = None  # attention only: whether a causal mask was applied
     window: str | None = None  # convolution only: kernel size and stride, conv_window() ("k5s2")
+    group: int | None = None  # index into Profile.attention of the scaled_dot_product_attention call it is part of
 
     @property
     def bytes(self) -> int:
@@ -42,6 +43,30 @@ def conv_window(kernel: tuple[int, ...], stride: tuple[int, ...]) -> str:
     def dims(xs: tuple[int, ...]) -> str:
         return str(xs[0]) if len(set(xs)) == 1 else "x".join(map(str, xs))
     return f"k{dims(tuple(kernel))}s{dims(tuple(stride))}"
+
+
+@dataclass(frozen=True)
+class AttentionCall:
+    """One scaled_dot_product_attention call as the model made it, whatever kernel the trace's device chose.
+
+    q is (batch, heads, q_len, head_dim), k (.., kv_len, head_dim), v (.., kv_len, v_dim); `element_bytes`
+    of q/k/v; `mask_bytes` of an explicit attn_mask (0 when none); `saved_inside_bytes`: tensors the
+    traced kernel created and saved for backward (the S x S probabilities and dropout mask of the math
+    path; the output and logsumexp of a fused kernel); `peak_inside_bytes`: how far the live set rose
+    inside the call above its output (the scores the math path materialises)."""
+
+    batch: int
+    heads: int
+    q_len: int
+    kv_len: int
+    head_dim: int
+    v_dim: int
+    element_bytes: int
+    causal: bool
+    mask_bytes: int = 0
+    dropout: bool = False
+    saved_inside_bytes: int = 0
+    peak_inside_bytes: int = 0
 
 
 @dataclass
@@ -60,6 +85,9 @@ class Profile:
     activation_bytes: int  # tensors saved for backward (0 for inference)
     peak_activation_bytes: int = 0  # largest live set of non-parameter tensors seen in the step
     notes: list[str] = field(default_factory=list)
+    backward_peak_bytes: int = 0  # training: largest live set of non-parameter tensors in backward, gradients apart
+    attention: list[AttentionCall] = field(default_factory=list)  # scaled_dot_product_attention calls (Op.group)
+    dispatches: dict[str, int] = field(default_factory=dict)  # phase -> aten calls the host dispatches, views too
 
     # --- totals -------------------------------------------------------------------------
     def flops(self, phase: str | None = None) -> float:

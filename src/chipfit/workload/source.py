@@ -96,14 +96,15 @@ class ParsedFile:
 
 
 def resolve(name: str):
-    """The model source `name` stands for: a zoo entry, a Hugging Face config.json (or its folder), a
-    .keras/.onnx/.prototxt file, 'torchvision:NAME' or 'timm:NAME', or 'package.module:factory'."""
+    """The model source `name` stands for: a model of the library (workload.library.resolve_model: its zoo
+    entry when the zoo has it traced, else the entry, profiled analytically), a Hugging Face config.json (or
+    its folder), a .keras/.onnx/.prototxt file, 'torchvision:NAME' or 'timm:NAME', or 'package.module:factory'."""
     from .hf_config import HFConfigModel, is_hf_config
 
     lowered = name.lower()
     if lowered.endswith((".onnx", ".prototxt")):
         return ParsedFile(name)
-    if lowered.endswith(".keras"):
+    if lowered.endswith((".keras", ".h5", ".hdf5")):
         from .keras_model import KerasFile
 
         return KerasFile(name)
@@ -114,8 +115,16 @@ def resolve(name: str):
 
         return hub_model(name)
     if ":" not in name:
-        return zoo.get(name)
+        from .library import resolve_model
+
+        entry = resolve_model(name)
+        return zoo.get(entry.zoo) if entry.zoo else entry
     module_name, _, attr = name.partition(":")
+    if not all(part.isidentifier() for part in module_name.split(".")) or not attr.isidentifier():
+        raise ChipfitError(
+            f"Model {name!r} is not a zoo name, a model file or 'package.module:factory' (an absolute module path of "
+            "Python names, a colon, a function name); run `chipfit profile --list` for the zoo."
+        )
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -123,6 +132,12 @@ def resolve(name: str):
             f"Module {module_name!r} of model {name!r} cannot be imported ({exc}); check the name and that it is on "
             "PYTHONPATH."
         ) from exc
+    except (Exception, SystemExit) as exc:  # the user's module failed while importing: a syntax error, a raise
+        where = f" (line {exc.lineno})" if isinstance(exc, SyntaxError) and exc.lineno else ""
+        raise ChipfitError(
+            f"Module {module_name!r} of model {name!r} fails when imported{where}: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}; fix the module, then run again."
+        ) from None
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise ChipfitError(
@@ -170,6 +185,7 @@ def profile(
     """
     from .hf_config import HFConfigModel
     from .keras_model import KerasFile
+    from .library import ModelEntry
 
     options = dict(mode=mode, batch=batch, precision=precision, optimizer=optimizer)
     if isinstance(model, nn.Module):
@@ -182,6 +198,8 @@ def profile(
     source = resolve(model)
     if isinstance(source, ParsedFile):
         return source.profile(mode, batch, precision, input_shapes)
+    if isinstance(source, ModelEntry) and not input_shapes:
+        return source.profile(seq_len=seq_len, **options)
     if input_shapes:
         raise ChipfitError(f"Input shapes are given for ONNX files only, not for model {model!r}; leave --input out.")
     if seq_len is None:

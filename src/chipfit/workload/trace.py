@@ -8,6 +8,7 @@ with chipfit.workload.formulas.
 
 from __future__ import annotations
 
+import bisect
 import warnings
 import weakref
 from collections import Counter
@@ -22,12 +23,14 @@ from torch._subclasses.fake_tensor import (
     FakeTensorMode,
     UnsupportedOperatorException,
 )
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from ..errors import ChipfitError
+from ..limits import MAX_OPERATORS
 from .formulas import GATHER_OPS, WRITE_ONLY_SELF_OPS, conv_window_of, op_cost
-from .profile import Op, Profile
+from .profile import AttentionCall, Op, Profile
 from .workload import Workload
 
 DTYPE_NAMES = {
@@ -165,10 +168,14 @@ class _Recorder(TorchDispatchMode):
         self.phase = "forward"
         self.paused = False  # ops run while paused are not recorded
         self.rows: list[dict] = []
+        self.dispatches: Counter = Counter()  # phase -> aten calls, views and metadata queries included
+        self.group: int | None = None  # forward: the scaled_dot_product_attention call being run
+        self.group_ranges: list[tuple[int, int, int]] = []  # (first, end) autograd sequence numbers, group
         self.failed: torch._ops.OpOverload | None = None
         self.live_bytes = 0  # forward phase: non-parameter storages alive now, and their peak
         self.peak_bytes = 0
         self._live: set[int] = set()
+        self.backward_events: list[tuple[int, int]] = []  # (storage, +/- bytes) as backward allocates and frees
 
     def track(self, tensors: list[torch.Tensor]) -> None:
         """Count new non-parameter storages as live until they are freed."""
@@ -180,12 +187,28 @@ class _Recorder(TorchDispatchMode):
             nbytes = storage.nbytes()
             self._live.add(key)
             self.live_bytes += nbytes
+            if self.phase == "backward":
+                self.backward_events.append((key, nbytes))
             weakref.finalize(storage, self._free, key, nbytes).atexit = False
-        self.peak_bytes = max(self.peak_bytes, self.live_bytes)
+        if self.phase == "forward":
+            self.peak_bytes = max(self.peak_bytes, self.live_bytes)
 
     def _free(self, key: int, nbytes: int) -> None:
         self._live.discard(key)
         self.live_bytes -= nbytes
+        if self.phase == "backward":
+            self.backward_events.append((key, -nbytes))
+
+    def backward_peak(self, start_bytes: int, gradients: set[int]) -> int:
+        """The largest live set of non-parameter tensors during backward, the parameters' gradients left out
+        (a profile's memory counts them apart): saved activations not yet released plus the gradients of
+        activations in flight."""
+        live = peak = start_bytes
+        for key, delta in self.backward_events:
+            if key not in gradients:
+                live += delta
+                peak = max(peak, live)
+        return peak
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -194,8 +217,14 @@ class _Recorder(TorchDispatchMode):
         except Exception:
             self.failed = self.failed or func
             raise
-        if self.paused or _is_skipped(func, out):
+        if self.paused:
             return out
+        self.dispatches[self.phase] += 1
+        if _is_skipped(func, out):
+            return out
+        if len(self.rows) >= MAX_OPERATORS:
+            raise ChipfitError(f"The trace passed {MAX_OPERATORS} operators in one step, more than chipfit profiles "
+                               "(docs/limits.md); check the model's layer count.")
         kind, flops, causal = op_cost(func, args, kwargs, out)
         inputs = _unique_tensors((args, kwargs))
         outputs = _unique_tensors(out)
@@ -205,9 +234,10 @@ class _Recorder(TorchDispatchMode):
             bytes_read += sum(map(_tensor_bytes, outputs))
         floating = [t for t in inputs if t.is_floating_point()]
         typed = floating or outputs or inputs
-        if self.phase == "forward":
-            if func.overloadpacket is torch.ops.aten._to_copy and inputs and _storage_key(inputs[0]) in self.param_keys:
-                self.param_keys.update(_storage_key(t) for t in outputs)
+        if self.phase == "forward" and func.overloadpacket is torch.ops.aten._to_copy and inputs \
+                and _storage_key(inputs[0]) in self.param_keys:
+            self.param_keys.update(_storage_key(t) for t in outputs)
+        if self.phase != "optimizer":
             self.track(outputs)
         self.rows.append(
             {
@@ -222,9 +252,59 @@ class _Recorder(TorchDispatchMode):
                 "counted": kind != "other",
                 "causal": causal,
                 "window": conv_window_of(func, args, kwargs) if kind == "conv" else None,
+                "group": self.group if self.phase == "forward" else self._backward_group(),
                 "storages": [_storage_key(t) for t in inputs + outputs] if self.phase == "optimizer" else None,
             }
         )
+        return out
+
+
+    def _backward_group(self) -> int | None:
+        """The attention call whose autograd nodes run the current backward operator, if any."""
+        node = torch._C._current_autograd_node() if self.phase == "backward" else None
+        if node is None or not self.group_ranges:
+            return None
+        seq = node._sequence_nr()
+        i = bisect.bisect_right(self.group_ranges, (seq, float("inf"), 0)) - 1
+        return self.group_ranges[i][2] if i >= 0 and seq < self.group_ranges[i][1] else None
+
+
+class _AttentionCalls(TorchFunctionMode):
+    """Marks the operators of each F.scaled_dot_product_attention call (forward, and backward through the
+    autograd nodes it created), so that a target that runs a fused kernel can replace them
+    (predict.fusion.fuse_attention): the trace's device may run its math path instead."""
+
+    def __init__(self, recorder: _Recorder, saved: dict[int, int]) -> None:
+        super().__init__()
+        self.recorder, self.saved = recorder, saved
+        self.calls: list[AttentionCall] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is not torch.nn.functional.scaled_dot_product_attention or self.recorder.group is not None:
+            return func(*args, **kwargs)
+        rec = self.recorder
+        named = dict(zip(("query", "key", "value", "attn_mask", "dropout_p", "is_causal"), args)) | kwargs
+        q, k, v, mask = named["query"], named["key"], named["value"], named.get("attn_mask")
+        first, saved_before, live_before = torch._C._autograd._get_sequence_nr(), set(self.saved), rec.live_bytes
+        rec.group, peak_before = len(self.calls), rec.peak_bytes
+        rec.peak_bytes = live_before
+        try:
+            out = func(*args, **kwargs)
+        finally:
+            rec.group = None
+        inside_peak = rec.peak_bytes - live_before - _tensor_bytes(out)
+        rec.peak_bytes = max(peak_before, rec.peak_bytes)
+        rec.group_ranges.append((first, torch._C._autograd._get_sequence_nr(), len(self.calls)))
+        inputs = {_storage_key(t) for t in (q, k, v, mask) if isinstance(t, torch.Tensor)}
+        self.calls.append(AttentionCall(
+            batch=prod(q.shape[:-3]) if q.dim() > 3 else 1, heads=q.shape[-3] if q.dim() > 2 else 1,
+            q_len=q.shape[-2], kv_len=k.shape[-2], head_dim=q.shape[-1], v_dim=v.shape[-1],
+            element_bytes=q.element_size(), causal=bool(named.get("is_causal", False)),
+            mask_bytes=_tensor_bytes(mask) if isinstance(mask, torch.Tensor) else 0,
+            dropout=bool(named.get("dropout_p", 0.0)) and torch.is_grad_enabled(),
+            saved_inside_bytes=sum(n for key, n in self.saved.items() if key not in saved_before and key not in inputs),
+            peak_inside_bytes=max(0, inside_peak)))
         return out
 
 
@@ -345,8 +425,9 @@ def trace_module(
 
     paths = _ModulePaths(model)
     recorder = _Recorder(paths, param_keys)
+    attention = _AttentionCalls(recorder, saved)
     try:
-        with fake, recorder, ExitStack() as stack, warnings.catch_warnings():
+        with fake, recorder, attention, ExitStack() as stack, warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # kernel-choice chatter (e.g. unfused rms_norm)
             if train:
                 stack.enter_context(torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t))
@@ -359,6 +440,8 @@ def trace_module(
             if train:
                 value = loss(output, targets)
                 stack.close()  # backward and the step run outside autocast and the saved-tensor hooks
+                output = None  # a training loop keeps only the loss; the graph keeps what backward needs
+                backward_start = recorder.live_bytes
                 recorder.phase = "backward"
                 value.backward()
                 recorder.phase = "optimizer"
@@ -375,8 +458,11 @@ def trace_module(
     finally:
         paths.remove()
 
+    backward_peak = 0
     if train:
         _label_optimizer_rows(recorder.rows, model, opt)
+        grads = {_storage_key(p.grad) for p in params if p.grad is not None}
+        backward_peak = recorder.backward_peak(backward_start, grads)
     ops = [Op(**{k: v for k, v in row.items() if k != "storages"}) for row in recorder.rows]
     return Profile(
         model=name,
@@ -391,6 +477,9 @@ def trace_module(
         activation_bytes=sum(saved.values()),
         peak_activation_bytes=recorder.peak_bytes,
         notes=_notes(ops, mode, precision, optimizer),
+        backward_peak_bytes=backward_peak,
+        attention=attention.calls,
+        dispatches=dict(recorder.dispatches),
     )
 
 

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ChipfitError, closest
+from . import library
 from . import zoo_transformers as tx
 from . import zoo_vision as vision
 
@@ -81,10 +82,36 @@ class ZooEntry:
         return F.cross_entropy(output.flatten(0, 1), targets.flatten())
 
 
-def _vision(name: str, build: Callable[[], nn.Module], params: int, description: str) -> ZooEntry:
-    source = f"torchvision model docs, {name} IMAGENET1K_V1 weights, num_params (pytorch.org/vision/stable/models)"
-    return ZooEntry(name, "image-classification", build, None, params, source,
+def _published(name: str) -> tuple[int, str]:
+    """The published parameter count of a zoo model and its source, from the model library."""
+    entry = library.resolve_model(name)
+    return entry.published_params, entry.params_source
+
+
+def _vision(name: str, build: Callable[[], nn.Module], description: str) -> ZooEntry:
+    return ZooEntry(name, "image-classification", build, None, *_published(name),
                     description + " 1000 ImageNet classes, 224x224 RGB input.")
+
+
+def _spec(name: str):
+    return library.resolve_model(name).spec
+
+
+def _llama(name: str) -> Callable[[], nn.Module]:
+    """The Llama-layout module of library model `name` (config.json sizes and rope_theta)."""
+    entry = library.resolve_model(name)
+    s = entry.spec
+    cfg = tx.LlamaConfig(vocab=s.vocab, dim=s.hidden, ffn_dim=s.ffn, layers=s.layers, heads=s.heads,
+                         kv_heads=s.kv_heads, rope_theta=entry.rope_theta, experts=s.experts, top_k=s.top_k)
+    return partial(tx.LlamaLM, cfg)
+
+
+def _text(name: str, task: str, build: Callable[[], nn.Module], default_seq_len: int, description: str,
+          bounded: bool = False) -> ZooEntry:
+    """A language model of the zoo; its vocabulary (and learned positions, if bounded) from the library."""
+    spec = _spec(name)
+    return ZooEntry(name, task, build, default_seq_len, *_published(name), description, vocab_size=spec.vocab,
+                    max_seq_len=spec.max_positions if bounded else None)
 
 
 _LLAMA_NOTE = (
@@ -100,74 +127,47 @@ _WINDOW_NOTE = (
     " Its 4096-token sliding window is not applied: attention is full causal, an upper bound on"
     " attention cost for sequences longer than 4096."
 )
-
-
-def _hf(repo: str) -> str:
-    return f"Hugging Face model page huggingface.co/{repo}, safetensors parameter count; config.json for the shape"
-
+_BERT, _GPT2 = _spec("bert-base-uncased"), _spec("gpt2")
 
 _ENTRIES = (
-    _vision("resnet18", vision.resnet18, 11_689_512, "ResNet-18 (He et al. 2016), torchvision layout."),
-    _vision("resnet50", vision.resnet50, 25_557_032,
+    _vision("resnet18", vision.resnet18, "ResNet-18 (He et al. 2016), torchvision layout."),
+    _vision("resnet50", vision.resnet50,
             "ResNet-50 (He et al. 2016), torchvision v1.5 layout (stride on the 3x3 conv)."),
-    _vision("mobilenet_v2", vision.mobilenet_v2, 3_504_872,
+    _vision("mobilenet_v2", vision.mobilenet_v2,
             "MobileNetV2 (Sandler et al. 2018), torchvision layout: inverted residuals, ReLU6, width 1.0."),
-    _vision("mobilenet_v3_large", vision.mobilenet_v3_large, 5_483_032,
+    _vision("mobilenet_v3_large", vision.mobilenet_v3_large,
             "MobileNetV3-Large (Howard et al. 2019), torchvision layout with squeeze-excite and hardswish."),
-    _vision("vit_b_16", vision.vit_b_16, 86_567_656,
+    _vision("vit_b_16", vision.vit_b_16,
             "ViT-B/16 (Dosovitskiy et al. 2021), torchvision layout: 12 layers, hidden 768, 16x16 patches."),
-    ZooEntry(
-        "bert-base-uncased", "masked-lm", tx.bert_base_uncased, 512, 109_482_240,
-        "Hugging Face BertModel with pooler for google-bert/bert-base-uncased config.json"
-        " (Devlin et al. 2019 round it to 110M)",
+    _text(
+        "bert-base-uncased", "masked-lm",
+        partial(tx.BertMaskedLM, vocab=_BERT.vocab, dim=_BERT.hidden, layers=_BERT.layers, heads=_BERT.heads,
+                ffn_dim=_BERT.ffn, max_positions=_BERT.max_positions, token_types=_BERT.token_types), 512,
         "BERT-base uncased: 12 layers, hidden 768, 12 heads, vocab 30522, 512 positions, 2 token types."
         " Trained as a masked LM on every position with logits = hidden @ word_embeddings.T (tied, no"
         " extra parameters; Hugging Face's MLM transform and bias are left out). The pooler is counted"
-        " but unused by this objective.",
-        vocab_size=30522, max_seq_len=512,
+        " but unused by this objective.", bounded=True,
     ),
-    ZooEntry(
-        "gpt2", "causal-lm", tx.gpt2, 1024, 124_439_808,
-        _hf("openai-community/gpt2") + " (Radford et al. 2019 state 117M)",
+    _text(
+        "gpt2", "causal-lm",
+        partial(tx.GPT2LM, vocab=_GPT2.vocab, dim=_GPT2.hidden, layers=_GPT2.layers, heads=_GPT2.heads,
+                max_positions=_GPT2.max_positions), 1024,
         "GPT-2 small: 12 layers, hidden 768, 12 heads, vocab 50257, 1024 positions, LM head tied to"
-        " the token embedding.",
-        vocab_size=50257, max_seq_len=1024,
+        " the token embedding.", bounded=True,
     ),
-    ZooEntry(
-        "llama-2-7b", "causal-lm", partial(tx.LlamaLM, tx.LLAMA_2_7B), 4096, 6_738_415_616,
-        _hf("meta-llama/Llama-2-7b-hf"),
-        "Llama 2 7B (Touvron et al. 2023): 32 layers, hidden 4096, 32 heads, ffn 11008, vocab 32000."
-        + _LLAMA_NOTE,
-        vocab_size=32000,
-    ),
-    ZooEntry(
-        "llama-3-8b", "causal-lm", partial(tx.LlamaLM, tx.LLAMA_3_8B), 8192, 8_030_261_248,
-        _hf("meta-llama/Meta-Llama-3-8B"),
-        "Llama 3 8B: 32 layers, hidden 4096, 32 heads with 8 KV heads (GQA), ffn 14336, vocab 128256."
-        + _LLAMA_NOTE,
-        vocab_size=128256,
-    ),
-    ZooEntry(
-        "llama-3-70b", "causal-lm", partial(tx.LlamaLM, tx.LLAMA_3_70B), 8192, 70_553_706_496,
-        _hf("meta-llama/Meta-Llama-3-70B"),
-        "Llama 3 70B: 80 layers, hidden 8192, 64 heads with 8 KV heads (GQA), ffn 28672, vocab 128256."
-        + _LLAMA_NOTE,
-        vocab_size=128256,
-    ),
-    ZooEntry(
-        "mistral-7b", "causal-lm", partial(tx.LlamaLM, tx.MISTRAL_7B), 8192, 7_241_732_096,
-        _hf("mistralai/Mistral-7B-v0.1"),
-        "Mistral 7B v0.1 (Jiang et al. 2023): 32 layers, hidden 4096, 32 heads with 8 KV heads (GQA),"
-        " ffn 14336, vocab 32000." + _LLAMA_NOTE + _WINDOW_NOTE,
-        vocab_size=32000,
-    ),
-    ZooEntry(
-        "mixtral-8x7b", "causal-lm", partial(tx.LlamaLM, tx.MIXTRAL_8X7B), 32768, 46_702_792_704,
-        _hf("mistralai/Mixtral-8x7B-v0.1"),
-        "Mixtral 8x7B v0.1 (Jiang et al. 2024): 32 layers, hidden 4096, 32 heads with 8 KV heads (GQA),"
-        " 8 SwiGLU experts of ffn 14336 per layer, top-2 routing, vocab 32000." + _LLAMA_NOTE + _MOE_NOTE,
-        vocab_size=32000,
-    ),
+    _text("llama-2-7b", "causal-lm", _llama("llama-2-7b"), 4096,
+          "Llama 2 7B (Touvron et al. 2023): 32 layers, hidden 4096, 32 heads, ffn 11008, vocab 32000." + _LLAMA_NOTE),
+    _text("llama-3-8b", "causal-lm", _llama("llama-3-8b"), 8192,
+          "Llama 3 8B: 32 layers, hidden 4096, 32 heads with 8 KV heads (GQA), ffn 14336, vocab 128256." + _LLAMA_NOTE),
+    _text("llama-3-70b", "causal-lm", _llama("llama-3-70b"), 8192,
+          "Llama 3 70B: 80 layers, hidden 8192, 64 heads with 8 KV heads (GQA), ffn 28672, vocab 128256."
+          + _LLAMA_NOTE),
+    _text("mistral-7b", "causal-lm", _llama("mistral-7b"), 8192,
+          "Mistral 7B v0.1 (Jiang et al. 2023): 32 layers, hidden 4096, 32 heads with 8 KV heads (GQA),"
+          " ffn 14336, vocab 32000." + _LLAMA_NOTE + _WINDOW_NOTE),
+    _text("mixtral-8x7b", "causal-lm", _llama("mixtral-8x7b"), 32768,
+          "Mixtral 8x7B v0.1 (Jiang et al. 2024): 32 layers, hidden 4096, 32 heads with 8 KV heads (GQA),"
+          " 8 SwiGLU experts of ffn 14336 per layer, top-2 routing, vocab 32000." + _LLAMA_NOTE + _MOE_NOTE),
 )
 
 ZOO: dict[str, ZooEntry] = {entry.name: entry for entry in _ENTRIES}

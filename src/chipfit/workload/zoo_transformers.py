@@ -73,10 +73,6 @@ class BertMaskedLM(nn.Module):
         return F.linear(self.layers(x), self.word_embeddings.weight)
 
 
-def bert_base_uncased() -> nn.Module:
-    return BertMaskedLM()
-
-
 # --- GPT-2 small (Radford et al. 2019; Hugging Face GPT2LMHeadModel, pre-norm, tied head) ------
 class _GPT2Block(nn.Module):
     def __init__(self, dim: int, heads: int, dropout: float):
@@ -112,10 +108,6 @@ class GPT2LM(nn.Module):
         positions = torch.arange(ids.shape[1], device=ids.device)
         x = F.dropout(self.wte(ids) + self.wpe(positions), self.dropout, self.training)
         return F.linear(self.ln_f(self.blocks(x)), self.wte.weight)
-
-
-def gpt2() -> nn.Module:
-    return GPT2LM()
 
 
 # --- Llama family: Llama 2/3, Mistral, Mixtral (RMSNorm, rotary, SwiGLU, GQA, untied head) ----
@@ -251,12 +243,3 @@ class LlamaLM(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.lm_head(self.norm(self.layers(self.embed_tokens(ids))))
-
-
-# config.json of each Hugging Face repository named in the zoo entry.
-LLAMA_2_7B = LlamaConfig(vocab=32000, dim=4096, ffn_dim=11008, layers=32, heads=32, kv_heads=32, rope_theta=1e4)
-LLAMA_3_8B = LlamaConfig(vocab=128256, dim=4096, ffn_dim=14336, layers=32, heads=32, kv_heads=8, rope_theta=5e5)
-LLAMA_3_70B = LlamaConfig(vocab=128256, dim=8192, ffn_dim=28672, layers=80, heads=64, kv_heads=8, rope_theta=5e5)
-MISTRAL_7B = LlamaConfig(vocab=32000, dim=4096, ffn_dim=14336, layers=32, heads=32, kv_heads=8, rope_theta=1e4)
-MIXTRAL_8X7B = LlamaConfig(vocab=32000, dim=4096, ffn_dim=14336, layers=32, heads=32, kv_heads=8, rope_theta=1e6,
-                           experts=8, top_k=2)

@@ -1,0 +1,87 @@
+"""ResNet-50 int8 inference on every FPGA and edge entry: chipfit's prediction beside the vendor's figure.
+
+    PYTHONPATH=src .venv/bin/python benchmarks/bench_fpga_edge.py
+
+Each published figure names its source and date and is only compared against, never fed into a
+prediction: the FPGA overlay efficiency (chipfit.predict.efficiency.CLASS_MATMUL_EFFICIENCY) comes
+from the vendors' ResNet-18 figures. Each entry is predicted under the framework the vendor measured with and at its batch (the images
+its overlay or engine holds in flight); an entry without a published figure at batch 1 under the
+first framework its catalog entry lists (the one its vendor deploys).
+Output: benchmarks/results/fpga_edge.txt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from chipfit.catalog import load_catalog
+from chipfit.comparison import compare
+
+VAI14 = ("Vitis AI 1.4 model zoo README (git tag v1.4, 2021-07-26), "
+         "https://github.com/Xilinx/Vitis-AI/blob/v1.4/models/AI-Model-Zoo/README.md")
+
+
+@dataclass(frozen=True)
+class Published:
+    """One vendor figure: images per second of ResNet-50 int8 at `batch` images in flight."""
+
+    fps: float
+    batch: int
+    framework: str
+    what: str
+    source: str
+    resolution: int = 224
+
+
+PUBLISHED = {
+    "amd-alveo-u280": Published(800.1, 14, "vendor-sdk", "cf_resnet50 (7.7 GOP), multi-thread, 14 DPUCAHX8H engines at 300 MHz",
+                                f"{VAI14}, Performance on U280"),
+    "amd-alveo-u250": Published(2134.8, 16, "vendor-sdk", "cf_resnet50, multi-thread, 4 DPUCADF8H kernels of batch 4",
+                                f"{VAI14}, Performance on U250"),
+    "amd-versal-vc1902": Published(1381.7, 3, "vendor-sdk", "cf_resnet50, multi-thread, DPUCVDX8G with 3 batch handlers",
+                                   f"{VAI14}, Performance on VCK190"),
+    "google-edge-tpu": Published(1 / 0.049, 1, "tflite", "ResNet-50 V1 at 299x299, 49 ms per inference over USB 3.0",
+                                 "Coral, Edge TPU performance benchmarks, Table 1, "
+                                 "https://coral.ai/docs/edgetpu/benchmarks/ (read 2026-12)", resolution=299),
+    "nvidia-jetson-agx-orin-64gb": Published(
+        1e9 / 640258, 1, "tensorrt", "ResNet-50 v1.5, SingleStream, 90th-percentile latency 640,258 ns, TensorRT 8.5.2",
+        "MLPerf Inference v3.1 (2023-09-11), closed division, NVIDIA, Jetson AGX Orin Developer Kit 64G, "
+        "https://github.com/mlcommons/inference_results_v3.1/blob/main/closed/NVIDIA/results/Orin_TRT/resnet50/"
+        "SingleStream/performance/run_1/mlperf_log_summary.txt"),
+}
+
+
+def predicted_fps(hw_id: str, batch: int, framework: str) -> tuple[float | None, str]:
+    """chipfit's images/s for ResNet-50 (224x224) int8 inference at `batch`, or None and the reason."""
+    cmp = compare("resnet50", mode="infer", batch=batch, precision="int8", framework=framework, hardware=[hw_id],
+                  include_local_cpu=False)
+    est = cmp.estimates[0]
+    return (est.throughput_per_s, "") if not est.excluded_reason else (None, est.excluded_reason)
+
+
+def main() -> None:
+    catalog = load_catalog()
+    entries = [hw for cls in ("fpga", "edge") for hw in catalog.select(hw_class=cls)]
+    print("ResNet-50 int8 inference, images/s: chipfit's prediction vs the vendor's published figure")
+    print(f"{'entry':30} {'framework':>11} {'batch':>5} {'predicted':>10} {'published':>10} {'error':>7}")
+    notes = []
+    for hw in entries:
+        pub = PUBLISHED.get(hw.id)
+        comparable = pub is not None and pub.resolution == 224
+        batch = pub.batch if comparable else 1
+        framework = pub.framework if pub else hw.frameworks[0]
+        fps, why = predicted_fps(hw.id, batch, framework)
+        got = f"{fps:10.1f}" if fps else f"{'-':>10}"
+        ref = f"{pub.fps:10.1f}" if pub else f"{'-':>10}"
+        err = f"{fps / pub.fps - 1:+7.1%}" if fps and comparable else f"{'-':>7}"
+        print(f"{hw.id:30} {framework:>11} {batch:5d} {got} {ref} {err}")
+        if why:
+            notes.append(f"  {hw.id}: not predicted: {why}")
+        if pub:
+            same = "" if comparable else f" (at {pub.resolution}x{pub.resolution}, not comparable with the 224x224 zoo model)"
+            notes.append(f"  {hw.id}: published {pub.what}{same}; {pub.source}")
+    print("\n".join(["", "Notes:", *notes]))
+
+
+if __name__ == "__main__":
+    main()
