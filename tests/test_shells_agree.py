@@ -26,6 +26,8 @@ SEQ = 32  # sequence models only: short, so the big LLMs trace quickly
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
     with TestClient(create_app(db_path=tmp_path_factory.mktemp("agree") / "r.sqlite")) as c:
+        # Trace in this process (not the dashboard's limited worker), so the shells share one trace per job.
+        c.app.state.board._trace = lambda fn, *args, stopping=None, **kwargs: fn(*args, **kwargs)
         yield c
 
 

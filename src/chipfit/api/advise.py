@@ -8,7 +8,7 @@ from ..advise import Advice
 from ..advise import advise as decide
 from ..catalog import Catalog, load_catalog
 from ..errors import ArgumentError
-from .compare import compare
+from .compare import check_split, compare
 from .job import Job
 from .profiling import Profiler, prepared, profile_job
 
@@ -22,6 +22,8 @@ def advise(job: Job, catalog: Catalog | None = None, store=None, *, profiler: Pr
     job = prepared(replace(job, device_counts=tuple(counts)), "advise")
     c = job.constraints
     usable = [n for n in counts if job.batch % n == 0]
+    if len(counts) == 1:
+        check_split(job.batch, counts[0])
     if not usable:
         raise ArgumentError(f"Batch {job.batch} splits over none of the device counts {counts}; give a batch that is "
                           "a multiple of one of them.")

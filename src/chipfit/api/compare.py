@@ -17,11 +17,16 @@ from .profiling import Profiler, llm_spec, prepared, profile_job
 YEAR_S = 365.25 * 86400
 
 
+def check_split(batch: int, devices: int) -> None:
+    """A data-parallel batch splits evenly over the devices, or one sentence says what to give."""
+    if batch % devices:
+        raise ArgumentError(f"Batch {batch} does not split evenly over {devices} devices; give a batch that "
+                            f"is a multiple of {devices}.")
+
+
 def _setup(job: Job, catalog: Catalog | None, question: str = "compare"):
     job = prepared(job, question)
-    if job.batch % job.devices:
-        raise ArgumentError(f"Batch {job.batch} does not split evenly over {job.devices} devices; give a batch that "
-                          f"is a multiple of {job.devices}.")
+    check_split(job.batch, job.devices)
     catalog = catalog if catalog is not None else load_catalog()
     return job, catalog, select_hardware(catalog, job.hw_class, list(job.hardware))
 

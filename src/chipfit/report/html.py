@@ -171,10 +171,15 @@ def _rent_buy(advice: Advice, heading: bool = True) -> str:
     return ("<h2>Rent versus buy</h2>" if heading else "") + "".join(parts)
 
 
-def _topic(assumption: str) -> str:
-    """What an assumption is about: the words before its colon ('efficiency', 'power'), else 'other'."""
+def _topic(assumption: str, names: list[str]) -> str:
+    """What an assumption is about: the words before its colon ('efficiency', 'power'), a hardware name in
+    them said as 'an entry' (so one topic gathers every device), else 'other'."""
     head, sep, _ = assumption.partition(":")
-    return head.strip() if sep and len(head) <= 40 else "other"
+    if not sep or len(head) > 60:
+        return "other"
+    for name in names:
+        head = head.replace(name, "an entry")
+    return head.strip()
 
 
 def _who(ids: set[str], every: set[str]) -> str:
@@ -193,9 +198,10 @@ def _assumptions(advice: Advice) -> str:
         general.append("operators with no FLOP formula (time counted from bytes only): "
                        + ", ".join(f"{k} x{v}" for k, v in cmp.profile.uncounted.items()))
     topics: dict[str, dict[str, set[str]]] = {}
+    names = sorted({n for e in advice.estimates() for n in (e.hardware, e.name) if n}, key=len, reverse=True)
     for e in advice.estimates():
         for a in e.assumptions:
-            topics.setdefault(_topic(a), {}).setdefault(a, set()).add(e.hardware)
+            topics.setdefault(_topic(a, names), {}).setdefault(a, set()).add(e.hardware)
     every = {e.hardware for e in advice.estimates() if not e.excluded_reason}
     parts = []
     for topic, sentences in sorted(topics.items(), key=lambda kv: (kv[0] == "other", kv[0])):

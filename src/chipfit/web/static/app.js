@@ -517,7 +517,7 @@ async function init() {
     $("version").textContent = `v${meta.version}`;
     $("upload-types").textContent = `(${meta.upload_types.join(", ")}; up to ${fmtBytes(meta.upload_max_bytes)})`;
     fillModels(models);
-    $("precision").append(el("option", { value: "" }, "default (bf16; fp32 for graph files)"));
+    $("precision").append(el("option", { value: "", title: "bf16; fp32 for .onnx and .prototxt files" }, "default"));
     fillOptions($("precision"), meta.precisions, "");
     fillOptions($("optimizer"), meta.optimizers, "adamw");
     fillOptions($("hw-class"), meta.classes, null);
