@@ -44,7 +44,8 @@ def test_help_shows_defaults(capsys):
 @pytest.mark.parametrize("argv, sentence", [
     (["comapre", "resnet50"], "Command 'comapre' is an invalid choice. Did you mean compare"),
     (["compare", "resnet50", "--bach", "3"], "unrecognized arguments: --bach 3. Did you mean --batch"),
-    (["compare", "resnet50", "--tokens", "nan"], "--tokens nan is not a finite number; give a positive number of tokens"),
+    (["compare", "resnet50", "--tokens", "nan"],
+     "--tokens nan is not a finite number; give a positive number of tokens"),
     (["compare", "resnet50", "--tokens", "1e400"], "--tokens inf is not a finite number"),
     (["compare", "resnet50", "--samples", "-5"], "--samples -5 leaves nothing to do"),
     (["compare", "resnet50", "--epochs", "0"], "--epochs 0 leaves nothing to do"),

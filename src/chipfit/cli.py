@@ -78,7 +78,8 @@ def _sentence(parser: argparse.ArgumentParser, message: str) -> str:
         known = [c.strip(" '") for c in choice.group(3).split(",")]
         what = choice.group(1).strip("<>").split("/")[0]
         what = "command" if what in ("command", "action") else what
-        return (f"{what[0].upper()}{what[1:]} {choice.group(2)!r} is an invalid choice.{closest(choice.group(2), known)} "
+        hint = closest(choice.group(2), known)
+        return (f"{what[0].upper()}{what[1:]} {choice.group(2)!r} is an invalid choice.{hint} "
                 f"Use one of: {', '.join(known)}.")
     message = re.sub(r"^argument ([^:]+): ", r"\1: ", message)
     return f"{message[0].upper()}{message[1:].rstrip('.')}; see `{parser.prog} --help`."
@@ -460,7 +461,8 @@ def cmd_profile(args: argparse.Namespace) -> None:
     with terminal.working(f"profiling {job.name} on fake tensors"):
         p = profile_job(job, job.batch)
     rows = terminal.op_rows(p)
-    _emit(args, p.to_dict(ops=args.ops), rows, lambda: terminal.show(terminal.profile_tables(p, args.depth, ops=args.ops)))
+    _emit(args, p.to_dict(ops=args.ops), rows,
+          lambda: terminal.show(terminal.profile_tables(p, args.depth, ops=args.ops)))
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
@@ -667,7 +669,8 @@ def cmd_results(args: argparse.Namespace) -> None:
                 terminal.measurements_table(ms, None, f"run {run.id}: {run.kind} on {run.device} ({run.created_at})")))
 
 
-COMMANDS = {"hardware": cmd_hardware, "models": cmd_models, "profile": cmd_profile, "compare": cmd_compare, "advise": cmd_advise,
+COMMANDS = {"hardware": cmd_hardware, "models": cmd_models, "profile": cmd_profile, "compare": cmd_compare,
+            "advise": cmd_advise,
             "report": cmd_report, "plan": cmd_plan, "serve": cmd_serve, "devices": cmd_devices, "bench": cmd_bench,
             "measure": cmd_measure, "calibrate": cmd_calibrate, "validate": cmd_validate, "results": cmd_results}
 

@@ -63,7 +63,8 @@ def compare(job: Job, catalog: Catalog | None = None, store=None, *, profiler: P
     t2 = time.perf_counter()
     return Comparison(workload=predictor.workload, plan=plan, profile=prof, estimates=estimates,
                       conditions=job.conditions, local_cpu=local.id if local else None,
-                      timings_s={"profile": t1 - t0, "predict": t2 - t1}, notes=[*job.defaults, *_hints(job, estimates)])
+                      timings_s={"profile": t1 - t0, "predict": t2 - t1},
+                      notes=[*job.defaults, *_hints(job, estimates)])
 
 
 def serve(job: Job, catalog: Catalog | None = None, store=None) -> Comparison:

@@ -232,8 +232,8 @@ def _summary(advice: Advice) -> str:
     w = advice.winner
     items = [("options weighed", f"{len(advice.estimates())} ({len(advice.candidates)} meet the constraints)")]
     if w is not None:
-        items = [("run on", label(w)), ("time to finish", seconds(w.total_time_s)
-                                        + f" ({seconds(w.low.get('total_time_s'))} - {seconds(w.high.get('total_time_s'))})"),
+        span = f"{seconds(w.low.get('total_time_s'))} - {seconds(w.high.get('total_time_s'))}"
+        items = [("run on", label(w)), ("time to finish", f"{seconds(w.total_time_s)} ({span})"),
                  ("cost", usd(w.cost_usd)), ("energy", kwh(w.energy_kwh)),
                  ("memory per device", nbytes(w.memory_per_device_bytes)), *items]
     return "<dl class=summary>" + "".join(f"<dt>{_text(k)}</dt><dd>{_text(v)}</dd>" for k, v in items) + "</dl>"
