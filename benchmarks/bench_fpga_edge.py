@@ -6,7 +6,7 @@ Each published figure names its source and date and is only compared against, ne
 prediction: the FPGA overlay efficiency (chipfit.predict.efficiency.CLASS_MATMUL_EFFICIENCY) comes
 from the vendors' ResNet-18 figures. Each entry is predicted under the framework the vendor measured with and at its batch (the images
 its overlay or engine holds in flight); an entry without a published figure at batch 1 under the
-first framework its catalog entry lists (the one its vendor deploys).
+first inference engine or vendor compiler its catalog entry lists (how these devices are deployed).
 Output: benchmarks/results/fpga_edge.txt.
 """
 
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from chipfit.catalog import load_catalog
 from chipfit.comparison import compare
+from chipfit.predict.fusion import FUSING_FRAMEWORKS
 
 VAI14 = ("Vitis AI 1.4 model zoo README (git tag v1.4, 2021-07-26), "
          "https://github.com/Xilinx/Vitis-AI/blob/v1.4/models/AI-Model-Zoo/README.md")
@@ -69,7 +70,8 @@ def main() -> None:
         pub = PUBLISHED.get(hw.id)
         comparable = pub is not None and pub.resolution == 224
         batch = pub.batch if comparable else 1
-        framework = pub.framework if pub else hw.frameworks[0]
+        engine = next((f for f in hw.frameworks if f in FUSING_FRAMEWORKS), hw.frameworks[0])
+        framework = pub.framework if pub else engine
         fps, why = predicted_fps(hw.id, batch, framework)
         got = f"{fps:10.1f}" if fps else f"{'-':>10}"
         ref = f"{pub.fps:10.1f}" if pub else f"{'-':>10}"

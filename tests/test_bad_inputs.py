@@ -465,6 +465,8 @@ def store_cases():
     yield "store-export-to-folder", lambda t: ["results", "export", "--csv", str(folder(t, "out.csv")), "--db",
                                                str(store_with_run(t / "r.sqlite"))], 1, \
         r"out.csv cannot be written \(Is a directory\)"
+    yield "store-unknown-kind", lambda t: ["results", "list", "--kind", "foo", "--db", str(store_with_run(
+        t / "r.sqlite"))], 2, r"Run kind 'foo' is not one chipfit stores; give one of bench, measure, validate"
     yield "store-show-missing-run", lambda t: ["results", "show", "999", "--db", str(store_with_run(t / "r.sqlite"))], \
         1, r"Run 999 is not in"
 

@@ -114,7 +114,9 @@ def test_queries(catalog):
     tpus = catalog.select(hw_class="tpu")
     assert tpus and all(hw.hw_class == "tpu" for hw in tpus)
     coreml = catalog.select(framework="coreml")
-    assert [hw.id for hw in coreml] == ["apple-m2-ultra-cpu", "apple-neural-engine-m4"]
+    assert {hw.id for hw in coreml} == {"apple-m1-cpu", "apple-m2-cpu", "apple-m2-ultra-cpu", "apple-m3-cpu", "apple-m4-cpu",
+                                        "apple-neural-engine-m1", "apple-neural-engine-m2", "apple-neural-engine-m3",
+                                        "apple-neural-engine-m4"}
     p5 = [i for i in catalog.instances_for("nvidia-h100-sxm5-80gb") if i.name == "p5.48xlarge"][0]
     assert p5.count == 8 and p5.price_per_device_hour == pytest.approx(55.04 / 8)
     best = catalog.cheapest_instance("nvidia-a10g")

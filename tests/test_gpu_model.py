@@ -208,3 +208,37 @@ def test_trace_marks_each_attention_call_forward_and_backward():
     fused = fuse_attention(prof)
     assert [op.kind for op in fused.ops if op.group is None and op.kind == "attention"] == ["attention"] * 2
     assert fused.activation_bytes == prof.activation_bytes - call.saved_inside_bytes + fused_attention_saved_bytes(call)
+
+
+def test_calibrate_a_gpu_from_a_store_of_another_machine(capsys, tmp_path):
+    """`chipfit calibrate --device cuda:0` on a machine without it fits from the store's runs of it, on the catalog
+    entry those runs recorded, without the host's fresh-page term."""
+    import json
+
+    from chipfit.cli import main
+    from chipfit.measurement import Environment, Measurement
+    from chipfit.store import Store
+
+    def env(kind):
+        return Environment(device="cuda:0", device_name="NVIDIA H200", hardware_id="nvidia-h200-sxm-141gb",
+                           threads=16, hostname="gpu-host", platform="Linux", python_version="3.12",
+                           torch_version="2.11.0+cu130", chipfit_version="", created_at="2026-12-04T11:43:00+00:00")
+
+    bench = [Measurement(kind="matmul", device="cuda:0", precision="bf16", shape={"m": n, "n": n, "k": n},
+                         flops=2.0 * n**3, bytes=6.0 * n * n, median_s=2.0 * n**3 / 600e12 + 5e-6, min_s=1e-6,
+                         max_s=1e-3, repetitions=5) for n in (1024, 2048, 4096, 8192)]
+    # Elementwise rows whose outputs are large (fresh bytes on a CPU): a CUDA fit must not use them.
+    ops = [Measurement(kind="op", device="cuda:0", precision="bf16", shape={"calls": 10}, flops=n, bytes=4.0 * n,
+                       median_s=4.0 * n / 4e12 + 2e-6, min_s=1e-6, max_s=1e-3, repetitions=5, label="aten.add.Tensor",
+                       extra={"op_kind": "elementwise", "model": "m", "mode": "train", "phase": "forward",
+                              "fresh_bytes": 2.0 * n}) for n in (2**24, 2**26, 2**28)]
+    path = tmp_path / "gpu.sqlite"
+    with Store(path) as store:
+        store.record_run("bench", "cuda:0", env("bench"), bench)
+        store.record_run("measure", "cuda:0", env("measure"), ops)
+    code = main(["calibrate", "--device", "cuda:0", "--db", str(path), "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and out["hardware_id"] == "nvidia-h200-sxm-141gb"
+    fits = {(f["family"], f["precision"]): f for f in out["op_fits"]}
+    assert fits["elementwise/out", "bf16"]["fresh_bytes_per_s"] is None
+    assert fits["elementwise/out", "bf16"]["e_memory"] == pytest.approx(4e12 / 4.8e12, rel=0.02)

@@ -25,6 +25,7 @@ UUID = "5b6e2a6b-0e4f-4c1a-9a57-3e0f2d1c9b11"
 FAKE_H200 = LocalDevice(id="cuda:0", kind="cuda", name="NVIDIA H200", vendor="NVIDIA", torch_device="cpu",
                         precisions=("fp32", "tf32", "bf16", "fp16", "int8"), memory_bytes=141 * 10**9,
                         details={"uuid": UUID})
+CPU = LocalDevice(id="local-cpu", kind="cpu", name="CPU", vendor="", torch_device="cpu", precisions=("fp32", "bf16"))
 
 
 class UuidNvml(FakeNvml):
@@ -104,10 +105,8 @@ def test_gpu_quick_bench_reaches_the_sizes_where_a_big_gpu_peaks():
     small = LocalDevice(id="cuda:0", kind="cuda", name="small", vendor="", torch_device="cpu",
                         precisions=("fp16",), memory_bytes=4 * 10**9)
     assert matmul_sizes(small, "fp16", quick=True) == [1024, 4096, 8192]
-    cpu = LocalDevice(id="local-cpu", kind="cpu", name="cpu", vendor="", torch_device="cpu", precisions=("fp32",),
-                      memory_bytes=2**40)
-    assert matmul_sizes(cpu, "fp32", quick=True) == [256, 1024]  # the CPU's sizes as they were
-    assert matmul_sizes(cpu, "fp32") == [128, 256, 512, 1024, 2048]
+    assert matmul_sizes(CPU, "fp32", quick=True) == [256, 1024]  # the CPU's sizes as they were
+    assert matmul_sizes(CPU, "fp32") == [128, 256, 512, 1024, 2048]
 
 
 def test_validate_on_a_gpu_runs_gpu_sized_bf16_cases_and_an_fp32_contrast(monkeypatch):
@@ -119,12 +118,14 @@ def test_validate_on_a_gpu_runs_gpu_sized_bf16_cases_and_an_fp32_contrast(monkey
     from chipfit.workload.profile import Op, Profile
     from tests.test_calibrate import HW, synthetic
 
-    gpu = validate.case_set("cuda")
+    gpu = validate.case_set(FAKE_H200)
     assert (gpu.precision, gpu.contrast) == ("bf16", "fp32")
-    cpu_work = {(m, mode): b * (seq or 1) for m, mode, b, seq in validate.case_set("cpu").cases}
+    v100 = LocalDevice(id="cuda:0", kind="cuda", name="V100", vendor="", torch_device="cpu", precisions=("fp32", "fp16"))
+    assert validate.case_set(v100).precision == "fp16"  # no bf16 before Ampere
+    cpu_work = {(m, mode): b * (seq or 1) for m, mode, b, seq in validate.case_set(CPU).cases}
     for model, mode, batch, seq in gpu.cases:  # every GPU case has at least 8x the samples (tokens) of the CPU's
         assert batch * (seq or 1) >= 8 * cpu_work[(model, mode)]
-    assert [c[0] for c in validate.case_set("cuda", quick=True).cases] == [
+    assert [c[0] for c in validate.case_set(FAKE_H200, quick=True).cases] == [
         "resnet18", "resnet18", "mobilenet_v2", "mobilenet_v2", "vit_b_16", "vit_b_16", "gpt2", "gpt2",
         "bert-base-uncased", "bert-base-uncased"]
     asked = []
@@ -156,9 +157,9 @@ def test_validate_model_names_a_case_or_says_which_there_are():
     from chipfit.errors import ChipfitError
     from chipfit.validate import case_set
 
-    assert {c[0] for c in case_set("cpu", models=("gpt2",)).cases} == {"gpt2"}
+    assert {c[0] for c in case_set(CPU, models=("gpt2",)).cases} == {"gpt2"}
     with pytest.raises(ChipfitError) as err:
-        case_set("cuda", quick=True, models=("resnet50",))
+        case_set(FAKE_H200, quick=True, models=("resnet50",))
     assert str(err.value) == ("--model 'resnet50' is not among the validation cases here; give one or more of "
                               "resnet18, mobilenet_v2, vit_b_16, gpt2, bert-base-uncased.")
 

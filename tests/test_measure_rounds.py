@@ -39,7 +39,7 @@ def test_depthwise_backward_times_the_gradient_operator_a_training_step_runs():
 def test_rounds_run_the_whole_plan_each_time_and_keep_the_median_round(monkeypatch):
     seconds = {}  # label -> times handed out, round by round
 
-    def fake_run(bench: Bench, device, meter=None) -> Measurement:
+    def fake_run(bench: Bench, device, meter=None, budget_s=None) -> Measurement:
         if bench.kind == "matmul":
             # fp32 at 1e11 FLOP/s; bf16 at 1e9 FLOP/s, so bf16 n=1024 (2.1 s a call) is skipped after n=256
             t = 2.0 * bench.size**3 / (1e11 if bench.precision == "fp32" else 1e9)

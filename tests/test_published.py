@@ -74,6 +74,10 @@ def test_unreadable_cells_are_one_sentence_each():
         parse_params("671B / 37B")
     with pytest.raises(RowUnreadable, match=r"^value 'n/a' is not a positive number$"):
         read_run(_row(id="x", value="n/a", hardware="h"))
+    with pytest.raises(RowUnreadable, match=r"^the row has more cells than the header has columns"):
+        read_run(_row(id="x", value="1", hardware="h") | {None: ["stray"]})
+    with pytest.raises(RowUnreadable, match=r"^the row has no unit column$"):
+        read_run({k: v for k, v in _row(id="x", value="1", hardware="h").items() if k != "unit"})
 
 
 def test_metrics_read_off_one_prediction():
@@ -90,6 +94,13 @@ def test_metrics_read_off_one_prediction():
     assert METRICS["energy_dynamic"](p, run) == pytest.approx(device_hours * 700 / 1e6)
     assert METRICS["co2"](p, run) == pytest.approx(device_hours * 700 / 1e6 * 0.5)  # MWh x kg/kWh = t
     assert METRICS["time_to_train"](p, run) == 600
+    assert METRICS["chip_hours"](p, run) == METRICS["gpu_hours"](p, run)
+    assert METRICS["wall_clock_hours"](p, run) == pytest.approx(10 / WHOLE_RUN_GOODPUT)
+    serving = Predicted(how="", devices=4, output_tokens_per_s=8000.0, time_to_first_token_s=0.05)
+    assert METRICS["output_tokens_per_s_per_device"](serving, run) == 2000
+    assert METRICS["time_to_first_token"](serving, run) == pytest.approx(50)
+    with pytest.raises(RowUnreadable, match="^the prediction has no job length"):
+        METRICS["gpu_hours"](serving, run)
 
 
 def test_summary_is_median_and_p90_of_abs_error():
@@ -150,7 +161,7 @@ def test_summary_table_of_a_fixture_over_two_files(tmp_path):
 def test_a_serving_row_is_the_serving_predictor_at_its_lengths_and_batch(tmp_path):
     from chipfit.catalog import load_catalog
     from chipfit.predict.decode import predict_inference
-    from chipfit.workload.llm import spec_for_zoo
+    from chipfit.workload.library import transformer_spec
 
     row = dict(kind="infer_throughput", model="Llama 3 8B (TensorRT-LLM)", params="8030261248",
                seq_len="prompt 128, output 2048", hardware="NVIDIA H100 SXM5 80GB", device_count="2 (TP2)",
@@ -158,12 +169,33 @@ def test_a_serving_row_is_the_serving_predictor_at_its_lengths_and_batch(tmp_pat
     v = validate_published(_write(tmp_path, [row | dict(id="b64", global_batch="64", value="1000"),
                                              row | dict(id="offline", value="1000")]))
     hw = load_catalog().get(H100)
-    spec = spec_for_zoo("llama-3-8b")
+    spec = transformer_spec("llama-3-8b")
     kw = dict(prompt_tokens=128, generated_tokens=2048, weight_precision="fp8", kv_precision="fp8", devices=2)
     assert v.rows[0].predicted == pytest.approx(predict_inference(spec, hw, batch=64, **kw).tokens_per_s / 2)
     largest = predict_inference(spec, hw, batch=1, **kw).max_batch  # Offline: the batch that fills memory
     assert v.rows[1].predicted == pytest.approx(predict_inference(spec, hw, batch=largest, **kw).tokens_per_s / 2)
     assert "batch 64" in v.rows[0].how and f"batch {largest}" in v.rows[1].how
+
+
+def test_cli_reads_several_files_and_a_missing_one_is_one_sentence(tmp_path, capsys):
+    from chipfit.cli import main
+
+    row = dict(kind="train_throughput", model="Imaginary-LM 9B", params="9B", hardware=H100,
+               metric="tokens_per_s_per_device", value="1", unit="tokens/s")
+    first = _write(tmp_path, [row | dict(id="first-file-row")], "a.csv")
+    second = _write(tmp_path, [row | dict(id="second-file-row")], "b.csv")
+    assert main(["validate", "--published", str(first), str(second)]) == 0
+    out = capsys.readouterr().out
+    assert "first-file-row" in out and "second-file-row" in out and "all                   2         0" in out
+    assert main(["validate", "--published", str(tmp_path / "none.csv")]) == 1
+    assert "none.csv does not exist; give the path to published.csv." in capsys.readouterr().err
+
+
+def test_a_file_that_is_not_a_csv_is_one_sentence(tmp_path):
+    binary = tmp_path / "weights.bin"
+    binary.write_bytes(bytes(range(256)))
+    with pytest.raises(ChipfitError, match=r"^Published figures file .*weights.bin is not a UTF-8 CSV"):
+        validate_published(binary)
 
 
 def test_missing_file_is_one_sentence():

@@ -3,7 +3,7 @@
 Each `sh` block line is split at `&&`; a `chipfit ...` segment runs in-process through chipfit.cli.main
 (in a temporary directory, on a temporary results store); a segment that is not run here is either a
 setup step (.ci/run runs those on a fresh clone) or named in NOT_RUN or SHORT_FORM with the reason.
-A `python` block is executed; a `text` block is output and is not run. A README command that none of
+A `python` block is executed; a `text` block is output, except its `$ ` lines: commands, as above. A README command that none of
 these covers fails the test, so a new command cannot slip in unchecked.
 """
 
@@ -38,6 +38,10 @@ NOT_RUN = {
     "torchrun --nproc-per-node 2 -m chipfit.measure.distributed":
         "starts a 2-process job; tests/test_distributed.py::test_two_process_gloo_job_stores_one_run runs it "
         "with small sizes",
+    "benchmarks/gpu_check.sh --device cuda:0":
+        "needs a GPU and 5-8 minutes; tests/test_gpu_check.py runs its --cpu-smoke mode (pytest -m slow)",
+    "PYTHONPATH=src .venv/bin/python benchmarks/bench_gpu_shared.py ../shared/gpu/h200-2026-12-04.sqlite":
+        "reads the shared H200 store, which lives outside the repository; its output is pasted beside it",
 }
 
 # Shorter runs of the same command: fewer timed repetitions, a smaller batch.
@@ -50,12 +54,12 @@ def code_blocks(text: str) -> list[tuple[str, str]]:
 
 
 def commands() -> list[str]:
-    """Every command segment of the README's shell blocks, in order."""
+    """Every command segment of the README: each line of a shell block, each `$ ` line of an output block."""
     out = []
     for lang, body in code_blocks(README):
-        if lang == "sh":
-            for line in body.splitlines():
-                out += [seg.strip() for seg in line.split("&&") if seg.strip()]
+        for line in body.splitlines():
+            if lang == "sh" or line.startswith("$ "):
+                out += [seg.strip() for seg in line.removeprefix("$ ").split("&&") if seg.strip()]
     return out
 
 

@@ -65,6 +65,16 @@ SPELLINGS = [
     ("a3-highgpu-8g", "nvidia-h100-sxm5-80gb", 8),
     ("a2-ultragpu-8g", "nvidia-a100-sxm4-80gb", 8),
     ("nvidia-l4", "nvidia-l4", None),
+    ("GH200", "nvidia-gh200-144gb", None),
+    ("GB200 NVL72", "nvidia-gb200-186gb", 72),
+    ("2x Xeon Platinum 8592+", "intel-xeon-platinum-8592plus", 2),
+    ("Intel Xeon Platinum 8380H CPU @ 2.90GHz", "intel-xeon-platinum-8380h", None),
+    ("AMD Instinct MI325X", "amd-instinct-mi325x", None),
+    ("Habana Gaudi", "intel-gaudi-1", None),
+    ("Graphcore Bow-2000", "graphcore-bow", None),
+    ("Cerebras CS-2", "cerebras-wse-2", None),
+    ("Apple M2 Ultra", "apple-m2-ultra-cpu", None),
+    ("Jetson Orin Nano", "nvidia-jetson-orin-nano-8gb", None),
 ]
 
 

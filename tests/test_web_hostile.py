@@ -136,3 +136,16 @@ def test_serve_stops_on_a_signal_and_removes_its_uploads(tmp_path, sig):
     finally:
         server.kill()
     assert not list(tmp_path.glob(guard.UPLOAD_PREFIX + "*"))
+
+
+def test_huge_uploads_are_refused_with_bounded_memory(client):
+    from chipfit.web.app import MAX_UPLOAD_BYTES
+
+    before = _resident()
+    r = client.post("/api/upload", files={"file": ("config.json", b" " * (MAX_UPLOAD_BYTES + 2**20))})
+    assert r.status_code == 413
+    assert r.json()["detail"].startswith("The file is larger than the 64 MiB the dashboard accepts")
+    r = client.post("/api/upload", files={"file": ("config.json", b'{"model_type": "gpt2"}' + b" " * 2**21)})
+    assert r.status_code == 400
+    assert r.json()["detail"].startswith("Hugging Face config config.json is 2097174 bytes, more than the 1048576")
+    assert _resident() - before < 400 * 2**20

@@ -42,6 +42,7 @@ from .predict.efficiency import (Curve, Efficiency, OpFit, default_efficiency, f
                                  op_family, pages_fault_on_allocation)
 from .predict.as_run import tf32_convolutions
 from .predict.roofline import MATRIX_KINDS, op_peak, peak_for
+from .trust import check_calibration
 from .workload.profile import KINDS as OP_KINDS, PHASES, conv_window
 from .workload.workload import BYTES_PER_ELEMENT
 
@@ -359,6 +360,7 @@ def calibrate_device(store, hw: Hardware, device: str = "local-cpu") -> Calibrat
 
     measurements, source = device_measurements(store, device)
     cal = fit(measurements, hw, source)
+    check_calibration(cal, hw)  # nothing that breaks physics is kept
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     store.save_calibration(hw.id, device, now, cal.to_dict())
     return cal

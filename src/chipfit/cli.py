@@ -541,6 +541,14 @@ def cmd_devices(args: argparse.Namespace) -> None:
     _emit(args, rows, rows, lambda: terminal.show(terminal.devices_table(rows)))
 
 
+def _warn_load(env) -> None:
+    """Say on stderr when the machine was busy as a run was stored (trust.load_warning)."""
+    from .trust import load_warning
+
+    if warning := load_warning(env.extra.get("load", {}), env.threads):
+        print(f"chipfit: {warning}", file=sys.stderr)
+
+
 def _device_here(args: argparse.Namespace):
     """The local device --device names, found before the store is opened: a device that is not here stores
     nothing; --keep-freed-memory for a GPU alone is refused."""
@@ -576,6 +584,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
             env = Environment.capture(device.id, device.name, hw.id,
                                       extra={"quick": args.quick, "allocator": alloc, "budget_s": args.budget})
             run_id = store.record_run("bench", device.id, env, ms)
+            _warn_load(env)
             out.append({"run_id": run_id, "device": device.id, "hardware": hw.id,
                         "measurements": [m.to_dict() for m in ms]})
             if not (args.json or args.csv):
@@ -644,6 +653,8 @@ def cmd_validate(args: argparse.Namespace) -> None:
         v = validate(_catalog(args), store, device=device, reps=args.reps, rounds=args.rounds, stored=args.stored,
                      quick=args.quick, models=tuple(args.model), keep_freed_memory=args.keep_freed_memory,
                      progress=bar)
+    if not args.stored:
+        _warn_load(v.environment)
     data = v.to_dict()
     _emit(args, data, data["cases"], lambda: terminal.show(terminal.validation_tables(v)))
 

@@ -62,9 +62,11 @@ class Measurement:
         return self.bytes / self.median_s if self.bytes and self.median_s > 0 else None
 
     @property
-    def spread(self) -> float:
-        """(max - min) / median: how noisy the repetitions were."""
-        return (self.max_s - self.min_s) / self.median_s if self.median_s > 0 else 0.0
+    def spread(self) -> float | None:
+        """(max - min) / median: how noisy the repetitions were; None for one repetition (no spread to tell)."""
+        if self.repetitions < 2 or not self.median_s > 0:
+            return None
+        return (self.max_s - self.min_s) / self.median_s
 
     def with_run(self, run_id: int) -> Measurement:
         return replace(self, run_id=run_id)
@@ -126,8 +128,11 @@ class Environment:
         model_path: str | os.PathLike | None = None,
         extra: dict | None = None,
     ) -> Environment:
-        """The environment of this process now (imports torch)."""
+        """The environment of this process now (imports torch), with the machine's load (trust.machine_load)
+        in extra["load"]."""
         import torch
+
+        from .trust import machine_load
 
         return cls(
             device=device,
@@ -141,7 +146,7 @@ class Environment:
             chipfit_version=_chipfit_version(),
             created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             git_commit=git_commit(model_path),
-            extra=dict(extra or {}),
+            extra={"load": machine_load(), **(extra or {})},
         )
 
     def to_dict(self) -> dict:

@@ -200,6 +200,8 @@ def row_network(hardware: str, node_size: int = 8) -> Network | None:
 
 def read_run(row: dict) -> PublishedRun:
     """The row's inputs, parsed; RowUnreadable names the first cell that cannot be read."""
+    if None in row:
+        raise RowUnreadable("the row has more cells than the header has columns; quote cells that contain commas")
     missing = [c for c in COLUMNS if c not in row]
     if missing:
         raise RowUnreadable(f"the row has no {', '.join(missing)} column")

@@ -33,7 +33,7 @@ class RowModel:
     @property
     def generative(self) -> bool:
         """A decoder that serves by prefill and token-by-token decode."""
-        return self.spec is not None and getattr(self.spec, "causal", True)
+        return self.spec is not None and self.spec.causal
 
 
 def name_candidates(text: str) -> list[str]:
@@ -46,32 +46,14 @@ def name_candidates(text: str) -> list[str]:
 def _lookup(name: str) -> RowModel:
     """One name through the model library; ChipfitError when it knows none such."""
     from .workload import zoo
+    from .workload.library import resolve_model
 
-    try:
-        from .workload.library import resolve_model
-    except ImportError:  # before the model library: the zoo's own names, decoders by their configs
-        return _zoo_lookup(name)
     entry = resolve_model(name)
     if entry.spec is not None:
         return RowModel(entry.name, entry.source, entry.params, entry.active_params, spec=entry.spec, sequence=True)
     traced = zoo.get(entry.zoo)
     return RowModel(entry.name, entry.source, entry.params, entry.active_params, traced=traced.name,
                     sequence=traced.default_seq_len is not None)
-
-
-def _zoo_lookup(name: str) -> RowModel:
-    from .workload import zoo
-    from .workload.llm import spec_for_zoo
-
-    hits = [n for n in zoo.ZOO if re.sub(r"[^a-z0-9]", "", n) == re.sub(r"[^a-z0-9]", "", name.lower())]
-    if not hits:
-        raise ChipfitError(f"Unknown model {name!r}.")
-    entry = zoo.get(hits[0])
-    if entry.task == "causal-lm":
-        spec = spec_for_zoo(entry.name)
-        return RowModel(entry.name, "the zoo's config", spec.params(), spec.active_params(), spec=spec, sequence=True)
-    return RowModel(entry.name, "the zoo", entry.published_params, entry.published_params, traced=entry.name,
-                    sequence=entry.default_seq_len is not None)
 
 
 def resolve_row_model(text: str) -> RowModel:

@@ -86,13 +86,13 @@ def _quick(cases: tuple) -> tuple:
     return tuple(out)
 
 
-def case_set(device_kind: str, quick: bool = False, models: tuple[str, ...] = ()) -> CaseSet:
-    """The cases for a device of `device_kind` ("cpu", "cuda", "mps"): CASES in fp32 on a CPU; on a GPU,
-    GPU_CASES in bf16 (autocast training, bf16 inference), the speed-up step in fp32. `quick`: _quick's subset;
+def case_set(device, quick: bool = False, models: tuple[str, ...] = ()) -> CaseSet:
+    """The cases for LocalDevice `device`: CASES in fp32 on a CPU; on a GPU, GPU_CASES in bf16 (autocast
+    training, bf16 inference; fp16 on a GPU without bf16), the speed-up step in fp32. `quick`: _quick's subset;
     `models`: only these models' cases."""
     from .errors import ChipfitError
 
-    cpu = device_kind == "cpu"
+    cpu = device.kind == "cpu"
     cases = CASES if cpu else GPU_CASES
     cases = _quick(cases) if quick else cases
     names = list(dict.fromkeys(c[0] for c in cases))
@@ -101,7 +101,9 @@ def case_set(device_kind: str, quick: bool = False, models: tuple[str, ...] = ()
         raise ChipfitError(f"--model {unknown[0]!r} is not among the validation cases here; give one or more of "
                            f"{', '.join(names)}.")
     cases = tuple(c for c in cases if not models or c[0] in models)
-    return CaseSet(cases) if cpu else CaseSet(cases, precision="bf16", contrast="fp32")
+    if cpu:
+        return CaseSet(cases)
+    return CaseSet(cases, precision="bf16" if "bf16" in device.precisions else "fp16", contrast="fp32")
 
 
 @dataclass
@@ -228,7 +230,9 @@ def measure_cases(device, cases=CASES, repetitions: int = 5, rounds: int = ROUND
                        repetitions=sum(m.repetitions for m in steps),
                        extra={**steps[0].extra, "model": steps[0].label, "round_means_s": means,
                               "mean_s": statistics.fmean(means),
-                              "spread": statistics.median(abs(x - mid) for x in means) / mid,
+                              # One round has no spread to tell (None, shown '-'), not a spread of 0.
+                              "spread": statistics.median(abs(x - mid) for x in means) / mid if len(means) > 1
+                              else None,
                               "op_profile": ops.summary(mid)})
         out.append((Workload(model=model, mode=mode, batch=batch, seq_len=seq, precision=precision), prof, step,
                     ops.measurements(device.id, step.label, mid)))

@@ -190,7 +190,8 @@ METRICS: dict[str, Callable[[Predicted, PublishedRun], float]] = {
 }
 
 
-def _tokens_trained(run: PublishedRun, model: RowModel, seq: int, active: float) -> float | None:
+def _tokens_trained(run: PublishedRun, seq: int, active: float) -> float | None:
+    """Tokens the row's amount trains: FLOPs over 6N, samples times the sequence, or the tokens given."""
     if run.amount is None:
         return None
     kind, n = run.amount
@@ -220,7 +221,7 @@ def _llm_train(run: PublishedRun, model: RowModel, catalog: Catalog, hw_id: str,
     precision = parse_precision(run.precision_text)
     hw = catalog.get(hw_id)
     active = float(spec.active_params())
-    tokens = _tokens_trained(run, model, seq, active)
+    tokens = _tokens_trained(run, seq, active)
     if run.kind in ("train_total", "mlperf_train") and tokens is None:
         raise RowUnreadable("the row gives no number of tokens or samples trained")
     batch = run.batch(seq) or max(1, round(DEFAULT_BATCH_TOKENS / seq))
@@ -378,17 +379,23 @@ def predict_row(row: dict, catalog: Catalog) -> RowResult:
     return result
 
 
-def _rows(path: Path) -> Iterable[dict]:
+def _rows(path: Path) -> list[dict]:
+    """Every row of one file; a file that is not a UTF-8 CSV is one sentence."""
     check_file(path, "Published figures file", "give the path to published.csv")
-    with path.open(newline="") as f:
-        yield from csv.DictReader(f)
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise ChipfitError(f"Published figures file {path} is not a UTF-8 CSV ({err}); give a file with the columns "
+                           "of published.csv.") from None
+    return rows
 
 
 def validate_published(paths: str | Path | Iterable[str | Path], catalog: Catalog | None = None) -> Validation:
     """Predict every row of one or more published-runs CSVs; the summary gives median and p90 of |r - 1| per kind."""
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     catalog = catalog or load_catalog()
-    rows = [predict_row(row, catalog) for path in paths for row in _rows(Path(path))]
+    rows = [predict_row(row, catalog) for row in [r for path in paths for r in _rows(Path(path))]]
     return Validation(rows=rows, summary=summarize(rows))
 
 

@@ -114,11 +114,12 @@ def validate(catalog: Catalog | None, store, *, device, reps: int = 3, rounds: i
         v = revalidate(hw, steps, measurements, entries, source)
         v.allocator = runs[-1].environment.extra.get("allocator", "")
         return v
-    cases = case_set(device.kind, quick, tuple(models))
+    cases = case_set(device, quick, tuple(models))
     records, alloc = [], device_allocator(device, keep_freed_memory)
     v = run_validation(hw, device, measurements, entries, cases.cases, reps, rounds, progress, records.append, source,
                        cases.precision, cases.contrast)
     v.allocator = alloc
     env = Environment.capture(device.id, device.name, hw.id, extra={"calibration": v.calibration, "allocator": alloc})
     store.record_run("validate", device.id, env, records)
+    v.environment = env  # the shell says when the machine was busy (trust.load_warning)
     return v

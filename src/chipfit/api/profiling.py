@@ -8,8 +8,6 @@ from ..errors import ChipfitError
 from ..workload.profile import Profile
 from .job import Job
 
-# Kinds of the model library (workload.library.KINDS) that are LLMs: trained and served in bf16.
-LLM_KINDS = ("decoder", "moe")
 # profile_job's signature: the job (defaults applied) and the per-device batch to trace at.
 Profiler = Callable[[Job, int], Profile]
 
@@ -20,15 +18,11 @@ def model_facts(job: Job) -> tuple[bool, int | None]:
         return True, None
     if not isinstance(job.model, str):
         return False, None
-    from ..workload.library import resolve_model
+    from ..workload.library import generative
     from ..workload.source import resolve
 
     source = resolve(job.model)
-    try:
-        llm = resolve_model(job.model).kind in LLM_KINDS
-    except ChipfitError:  # a file or a user's module: not a named LLM
-        llm = False
-    return llm, getattr(source, "default_seq_len", None)
+    return generative(job.model), getattr(source, "default_seq_len", None)
 
 
 def prepared(job: Job, question: str) -> Job:

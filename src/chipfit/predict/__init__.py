@@ -114,7 +114,7 @@ def predict(
         eff.describe(),
         *central.notes,
     ]
-    assumptions += rules(hw, framework, workload.precision, workload.training)
+    assumptions += rules(profile, hw, framework, workload.precision, eff, channels_last)
     if central.host_s:
         assumptions.append(describe_host(central.host_s, central.device_s, central.total_s, framework))
     if plan.devices > 1:

@@ -25,7 +25,9 @@ import numpy as np
 
 from ..catalog.schema import Hardware
 from ..workload.profile import PHASES, Profile
-from .fusion import fuse_attention, fuse_for_compiler, runs_compiled
+from .efficiency import Efficiency
+from .fusion import attention_kernel, fuse_attention, fuse_for_compiler, runs_compiled
+from .gpu_efficiency import describe_families
 from .host import EAGER_FRAMEWORKS, foreach_launches, host_seconds
 from .roofline import OpArrays
 
@@ -98,16 +100,26 @@ def arrays_as_run(profile: Profile, hw: Hardware, framework: str | None, precisi
     return arrays
 
 
-def rules(hw: Hardware, framework: str | None, precision: str | None, training: bool) -> list[str]:
+def rules(profile: Profile, hw: Hardware, framework: str | None, precision: str | None, eff: Efficiency,
+          channels_last: bool = False) -> list[str]:
     """The as-run rules that applied to `hw`, one line each, for the estimate's assumptions."""
     out = []
     if runs_compiled(hw.hw_class, framework):
         out.append("XLA fuses elementwise operators and casts into the operator producing their input")
-    if runs_torch_gpu(hw, framework):
-        if tf32_convolutions(hw, framework, precision):
-            out.append("TF32 convolutions: cuDNN runs fp32 convolutions at TF32 (torch.backends.cudnn.allow_tf32 "
-                       "default); fp32 matmuls stay fp32 (torch.backends.cuda.matmul.allow_tf32 default False)")
-        if training:
-            out.append("foreach optimizer: torch.optim's multi-tensor kernels on CUDA (default), a few launches per "
-                       "operation for all parameters; AMP casts the fp32 weights to 16 bits every step (autocast)")
+    if not runs_torch_gpu(hw, framework):
+        return out
+    kernels = sorted({attention_kernel(c) for c in profile.attention} - {"math"})
+    if kernels:
+        out.append(f"fused attention ({', '.join(kernels)}): scaled_dot_product_attention as one kernel, no S x S "
+                   "scores written or saved (output and logsumexp saved), backward recomputes them (2.5x the forward "
+                   "FLOPs), causal masks skip half the blocks (FlashAttention-2; PyTorch SDPBackend)")
+    if tf32_convolutions(hw, framework, precision):
+        out.append("TF32 convolutions: cuDNN runs fp32 convolutions at TF32 (torch.backends.cudnn.allow_tf32 "
+                   "default); fp32 matmuls stay fp32 (torch.backends.cuda.matmul.allow_tf32 default False)")
+    if profile.mode == "train":
+        out.append("foreach optimizer: torch.optim's multi-tensor kernels on CUDA (default), a few launches per "
+                   "operation for all parameters; AMP casts the fp32 weights to 16 bits every step (autocast); "
+                   "activations at their peak in backward (activation gradients in flight)")
+    if not eff.curves:
+        out.append(describe_families(hw, eff, channels_last))
     return out

@@ -186,13 +186,9 @@ def fuse_attention(profile: Profile) -> Profile:
     saved = profile.activation_bytes + (saved_change if profile.mode == "train" else 0)
     backward_peak = max(0, profile.backward_peak_bytes + saved_change) if profile.backward_peak_bytes else 0
     peak = profile.peak_activation_bytes - max((c.peak_inside_bytes for c in fused), default=0)
-    names = sorted({k for k in kernels if k != "math"})
-    note = (f"Fused attention ({', '.join(names)}): scaled_dot_product_attention runs as one kernel; no S x S scores "
-            "written or saved (output and logsumexp saved), backward recomputes them at 2.5x the forward FLOPs, "
-            "causal masks skip half the blocks (FlashAttention-2; PyTorch SDPBackend).")
     dispatches = dict(profile.dispatches)
     for phase in dispatches:  # the traced calls replaced, one fused call each instead
         removed = sum(1 for op in profile.ops if op.phase == phase and op.group is not None and kernels[op.group] != "math")
         dispatches[phase] = max(0, dispatches[phase] - removed + len(fused))
     return replace(profile, ops=ops, activation_bytes=max(0, saved), peak_activation_bytes=max(0, peak),
-                   backward_peak_bytes=backward_peak, dispatches=dispatches, notes=[*profile.notes, note])
+                   backward_peak_bytes=backward_peak, dispatches=dispatches)

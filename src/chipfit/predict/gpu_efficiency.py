@@ -37,7 +37,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .efficiency import MATMUL_EFFICIENCY, MEMORY_EFFICIENCY
+from ..catalog.schema import Hardware
+from .efficiency import MATMUL_EFFICIENCY, MEMORY_EFFICIENCY, Efficiency
 
 ATTENTION_GPU_EFFICIENCY = 0.35  # share of the dense peak, fused attention kernels
 CONV_GPU_EFFICIENCY = 0.20  # share of the tensor-core (or TF32) peak, eager NCHW cuDNN convolutions
@@ -86,3 +87,15 @@ def family_factors(family: np.ndarray, kind: np.ndarray, precision: np.ndarray, 
     statistics = (fam == "norm/batch/forward/train") & (precision == "bf16")
     second[statistics] = min(1.0, BATCH_NORM_STATISTICS_MEMORY_EFFICIENCY * scale_m)
     return compute, memory, second, extra
+
+
+def describe_families(hw: Hardware, eff: Efficiency, channels_last: bool) -> str:
+    """One line for the assumptions: the family efficiencies in force on `hw`."""
+    peak, bw = hw.peak("bf16") or hw.peak("fp16"), hw.mem_bw_bytes_per_s.value if hw.mem_bw_bytes_per_s else None
+    balance = f"{machine_balance(peak, bw):.0f} FLOP/B" if peak and bw else "peak / bandwidth"
+    conv = ("convolutions in channels-last as matmuls" if channels_last else
+            f"NCHW convolutions {CONV_GPU_EFFICIENCY:.0%} of peak plus 16-bit layout conversions, bf16 training "
+            f"batch-norm statistics at {BATCH_NORM_STATISTICS_MEMORY_EFFICIENCY:.0%} of bandwidth")
+    return (f"GPU operator families (eager PyTorch): matmul {eff.matmul:.0%} x I / (I + {balance}) by intensity I, "
+            f"fused attention {ATTENTION_GPU_EFFICIENCY:.0%} of peak, {conv}, depthwise convolutions "
+            f"{LOW_INTENSITY_CONV_MEMORY_EFFICIENCY:.0%} of bandwidth (NeuSight-style; FlashAttention-3; cuDNN)")

@@ -7,6 +7,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..catalog.schema import Hardware
+from ..trust import case_trust, measurement_flags, op_fit_flags, spread_text
 from ..workload.profile import PHASES, Profile
 from ..units import kwh, nbytes, seconds, si, usd
 
@@ -267,37 +268,38 @@ def devices_table(rows: list[dict]) -> Table:
 
 def measurements_table(ms, hw: Hardware | None = None, title: str = "measurements") -> Table:
     t = Table(title=title, header_style="bold")
-    for col in ("kind", "label", "precision", "size", "median", "spread", "achieved", "of peak", "energy"):
-        t.add_column(col, justify="left" if col in ("kind", "label", "precision", "size") else "right")
+    for col in ("kind", "label", "precision", "size", "median", "spread", "achieved", "of peak", "energy", "trust"):
+        t.add_column(col, justify="left" if col in ("kind", "label", "precision", "size", "trust") else "right")
     for m in ms:
+        peak = hw.peak(m.precision) if hw and m.kind in ("matmul", "conv2d", "train_step", "infer_step") else None
+        bw = hw.mem_bw_bytes_per_s.value if hw and hw.mem_bw_bytes_per_s and m.kind in ("copy", "triad") else None
         size = " ".join(f"{k}={v}" for k, v in m.shape.items())
         if m.achieved_flops_per_s and m.kind in ("matmul", "conv2d", "train_step", "infer_step"):
             achieved = si(m.achieved_flops_per_s, "FLOP/s")
-            peak = hw.peak(m.precision) if hw else None
             share = f"{m.achieved_flops_per_s / peak:.0%}" if peak else "-"
         elif m.achieved_bytes_per_s and m.kind in ("copy", "triad"):
             achieved = si(m.achieved_bytes_per_s, "B/s")
-            bw = hw.mem_bw_bytes_per_s.value if hw and hw.mem_bw_bytes_per_s else None
             share = f"{m.achieved_bytes_per_s / bw:.0%}" if bw else "-"
         else:
             achieved, share = "-", "-"
         energy = "-" if m.energy_j is None else f"{m.energy_j:.3g} J" + (" (estimated)" if m.energy_estimated else "")
-        t.add_row(m.kind, m.label, m.precision, size, seconds(m.median_s), f"{m.spread:.0%}", achieved, share, energy)
+        t.add_row(m.kind, m.label, m.precision, size, seconds(m.median_s), spread_text(m.spread), achieved, share,
+                  energy, "; ".join(measurement_flags(m, peak, bw)) or "ok")
     return t
 
 
 def validation_tables(v) -> list:
     t = Table(title=f"predicted vs measured step time on {v.hardware} ({v.calibration})", header_style="bold")
     for col in ("model", "mode", "batch", "seq", "measured", "spread", "before", "error", "micro-bench cal.", "error",
-                "after (leave-one-model-out)", "error"):
-        t.add_column(col, justify="left" if col in ("model", "mode") else "right")
+                "after (leave-one-model-out)", "error", "trust"):
+        t.add_column(col, justify="left" if col in ("model", "mode", "trust") else "right")
     for c in v.cases:
         cells = []
         for value, err in ((c.predicted_micro_s, c.error_micro), (c.predicted_after_s, c.error_after)):
             cells += ["-", "-"] if value is None else [seconds(value), f"{err:+.0%}"]
         t.add_row(c.model, c.mode, str(c.batch), str(c.seq_len or "-"), seconds(c.measured_s),
-                  "-" if c.spread is None else f"{c.spread:.0%}", seconds(c.predicted_before_s),
-                  f"{c.error_before:+.0%}", *cells)
+                  spread_text(c.spread), seconds(c.predicted_before_s),
+                  f"{c.error_before:+.0%}", *cells, case_trust(c.spread))
     s = v.summary()
     out: list = [t]
     line = f"median |error| before calibration {s['median_abs_error_before']:.1%}, worst {s['worst_abs_error_before']:.1%}"
@@ -344,12 +346,13 @@ def calibration_table(cal) -> list:
         return t
     ops = Table(title="operator times from real steps: t = overhead + F / (peak x e_compute) + B / (bandwidth x "
                       f"e_memory), per family (models: {', '.join(cal.op_models)})", header_style="bold")
-    for col in ("family", "precision", "calls", "overhead", "e_compute", "e_memory", "RMS rel. error"):
-        ops.add_column(col, justify="left" if col in ("family", "precision") else "right")
+    for col in ("family", "precision", "calls", "overhead", "e_compute", "e_memory", "RMS rel. error", "trust"):
+        ops.add_column(col, justify="left" if col in ("family", "precision", "trust") else "right")
     for f in cal.op_fits:
         ops.add_row(f.family, f.precision, str(f.calls), seconds(f.overhead_s),
                     "-" if f.e_compute is None else f"{f.e_compute:.3g}",
-                    "-" if f.e_memory is None else f"{f.e_memory:.3g}", f"{f.error:.0%}")
+                    "-" if f.e_memory is None else f"{f.e_memory:.3g}", f"{f.error:.0%}",
+                    "; ".join(op_fit_flags(f)) or "ok")
     out: list = [t, ops]
     if cal.step_overhead_s:
         out.append("framework time per operator outside the operators (Python, autograd, optimizer loop): "

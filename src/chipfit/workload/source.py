@@ -117,6 +117,8 @@ def resolve(name: str):
     if ":" not in name:
         from .library import resolve_model
 
+        if name.lower() in zoo.ZOO:  # a zoo model, also one registered at run time
+            return zoo.get(name)
         entry = resolve_model(name)
         return zoo.get(entry.zoo) if entry.zoo else entry
     module_name, _, attr = name.partition(":")

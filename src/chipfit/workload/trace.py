@@ -9,10 +9,11 @@ with chipfit.workload.formulas.
 from __future__ import annotations
 
 import bisect
+import gc
 import warnings
 import weakref
 from collections import Counter
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from math import prod
 from typing import Any, Callable
 
@@ -203,9 +204,12 @@ class _Recorder(TorchDispatchMode):
         """The largest live set of non-parameter tensors during backward, the parameters' gradients left out
         (a profile's memory counts them apart): saved activations not yet released plus the gradients of
         activations in flight."""
+        # A gradient is the last storage allocated at its address (a freed temporary may have held it before).
+        last = {key: i for i, (key, delta) in enumerate(self.backward_events) if delta > 0 and key in gradients}
+        kept = set(last.values())
         live = peak = start_bytes
-        for key, delta in self.backward_events:
-            if key not in gradients:
+        for i, (_, delta) in enumerate(self.backward_events):
+            if i not in kept:
                 live += delta
                 peak = max(peak, live)
         return peak
@@ -306,6 +310,19 @@ class _AttentionCalls(TorchFunctionMode):
             saved_inside_bytes=sum(n for key, n in self.saved.items() if key not in saved_before and key not in inputs),
             peak_inside_bytes=max(0, inside_peak)))
         return out
+
+
+@contextmanager
+def _refcount_frees_only():
+    """Python's cyclic garbage collector paused: tensors are freed when their last reference goes, as autograd
+    releases them, not whenever a collection happens to run (which made the backward's peak vary by trace)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _trace_error(name: str, exc: Exception, func: torch._ops.OpOverload | None) -> ChipfitError:
@@ -441,9 +458,11 @@ def trace_module(
                 value = loss(output, targets)
                 stack.close()  # backward and the step run outside autocast and the saved-tensor hooks
                 output = None  # a training loop keeps only the loss; the graph keeps what backward needs
+                gc.collect()  # the forward's cyclic garbage gone before backward starts, on every trace alike
                 backward_start = recorder.live_bytes
                 recorder.phase = "backward"
-                value.backward()
+                with _refcount_frees_only():  # backward's live set the same on every trace
+                    value.backward()
                 recorder.phase = "optimizer"
                 # The first step only creates the optimizer's state (AdamW's moments); record a
                 # steady-state step, the one every later step repeats.

@@ -19,7 +19,10 @@ from . import library
 from . import zoo_transformers as tx
 from . import zoo_vision as vision
 
-TASKS = ("image-classification", "masked-lm", "causal-lm")
+TASKS = ("image-classification", "image-denoising", "masked-lm", "causal-lm")
+
+
+DIFFUSION_STEPS = 1000  # T of DDPM (Ho et al. 2020, Sec. 4); timesteps are drawn from range(T)
 
 
 def checked_seq_len(name: str, seq: int, max_seq_len: int | None) -> int:
@@ -57,14 +60,20 @@ class ZooEntry:
         """(model inputs, targets) as random tensors created in the current torch mode.
 
         Images are float `dtype` [batch, 3, 224, 224] with labels [batch]; language models get
-        token ids [batch, seq] and per-token targets [batch, seq]. seq_len None means
+        token ids [batch, seq] and per-token targets [batch, seq]; a denoiser gets noised images
+        [batch, 3, 32, 32] and timesteps [batch], with the noise as target. seq_len None means
         default_seq_len.
         """
         if batch < 1:
             raise ChipfitError(f"Batch {batch} for model '{self.name}' is not positive; give a batch of 1 or more.")
-        if self.task == "image-classification":
+        if self.task in ("image-classification", "image-denoising"):
             if seq_len is not None:
                 raise ChipfitError(f"Model '{self.name}' takes images, not sequences; leave the sequence length out.")
+            if self.task == "image-denoising":
+                size = vision.DDPM_IMAGE_SIZE
+                images = torch.randn(batch, 3, size, size, dtype=dtype, device=device)
+                steps = torch.randint(0, DIFFUSION_STEPS, (batch,), device=device)
+                return (images, steps), torch.randn(batch, 3, size, size, dtype=dtype, device=device)
             size = vision.IMAGE_SIZE
             images = torch.randn(batch, 3, size, size, dtype=dtype, device=device)
             return (images,), torch.randint(0, vision.NUM_CLASSES, (batch,), device=device)
@@ -75,8 +84,11 @@ class ZooEntry:
     def loss(self, output: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Cross-entropy over classes (vision) or over the vocabulary at every position (LMs).
 
-        Causal-LM targets are taken as already shifted (target t is the token after input t).
+        Causal-LM targets are taken as already shifted (target t is the token after input t); a
+        denoiser's loss is the mean squared error of the predicted noise (Ho et al. 2020, eq. 14).
         """
+        if self.task == "image-denoising":
+            return F.mse_loss(output, targets)
         if self.task == "image-classification":
             return F.cross_entropy(output, targets)
         return F.cross_entropy(output.flatten(0, 1), targets.flatten())
@@ -139,6 +151,14 @@ _ENTRIES = (
             "MobileNetV3-Large (Howard et al. 2019), torchvision layout with squeeze-excite and hardswish."),
     _vision("vit_b_16", vision.vit_b_16,
             "ViT-B/16 (Dosovitskiy et al. 2021), torchvision layout: 12 layers, hidden 768, 16x16 patches."),
+    _vision("efficientnet_b0", vision.efficientnet_b0,
+            "EfficientNet-B0 (Tan and Le 2019), torchvision layout: MBConv blocks with squeeze-excite, SiLU."),
+    _vision("convnext_tiny", vision.convnext_tiny,
+            "ConvNeXt-T (Liu et al. 2022), torchvision layout: 7x7 depthwise convs, LayerNorm, 4x MLP, layer scale."),
+    ZooEntry("ddpm-unet", "image-denoising", vision.ddpm_unet, None, *_published("ddpm-unet"),
+             "DDPM U-Net (Ho et al. 2020), CIFAR-10 model: 32x32 RGB, channels 128 x (1, 2, 2, 2), two residual"
+             " blocks per level, self-attention at 16x16, sinusoidal timestep embedding; trained to predict the"
+             " noise (mean squared error) at timesteps drawn from 1000."),
     _text(
         "bert-base-uncased", "masked-lm",
         partial(tx.BertMaskedLM, vocab=_BERT.vocab, dim=_BERT.hidden, layers=_BERT.layers, heads=_BERT.heads,

@@ -219,3 +219,198 @@ class VisionTransformer(nn.Module):
 
 def vit_b_16() -> nn.Module:
     return VisionTransformer()
+
+
+# --- EfficientNet-B0 (Tan and Le 2019; torchvision: MBConv with squeeze-excite, SiLU) --------------
+# (expansion, kernel, stride, input channels, output channels, layers): Tan and Le 2019, table 1.
+_EFFICIENTNET_B0 = ((1, 3, 1, 32, 16, 1), (6, 3, 2, 16, 24, 2), (6, 5, 2, 24, 40, 2), (6, 3, 2, 40, 80, 3),
+                    (6, 5, 1, 80, 112, 3), (6, 5, 2, 112, 192, 4), (6, 3, 1, 192, 320, 1))
+
+
+class _MBConv(nn.Module):
+    """Expand (1x1), depthwise, squeeze-excite to a quarter of the block's input channels, project (1x1)."""
+
+    def __init__(self, expansion: int, kernel: int, stride: int, in_ch: int, out_ch: int):
+        super().__init__()
+        expanded = in_ch * expansion
+        layers = _conv_bn_act(in_ch, expanded, 1, 1, 1, nn.SiLU, nn.BatchNorm2d) if expansion != 1 else []
+        layers += _conv_bn_act(expanded, expanded, kernel, stride, expanded, nn.SiLU, nn.BatchNorm2d)
+        self.expand_dw = nn.Sequential(*layers)
+        squeezed = max(1, in_ch // 4)
+        self.se_reduce, self.se_expand = nn.Conv2d(expanded, squeezed, 1), nn.Conv2d(squeezed, expanded, 1)
+        self.project = nn.Sequential(*_conv_bn_act(expanded, out_ch, 1, 1, 1, None, nn.BatchNorm2d))
+        self.residual = stride == 1 and in_ch == out_ch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.expand_dw(x)
+        y = y * torch.sigmoid(self.se_expand(F.silu(self.se_reduce(F.adaptive_avg_pool2d(y, 1)))))
+        y = self.project(y)
+        return x + y if self.residual else y
+
+
+class EfficientNetB0(nn.Module):
+    def __init__(self):
+        super().__init__()
+        blocks = [_MBConv(e, k, s if i == 0 else 1, cin if i == 0 else cout, cout)
+                  for e, k, s, cin, cout, n in _EFFICIENTNET_B0 for i in range(n)]
+        self.features = nn.Sequential(*_conv_bn_act(3, 32, 3, 2, 1, nn.SiLU, nn.BatchNorm2d), *blocks,
+                                      *_conv_bn_act(320, 1280, 1, 1, 1, nn.SiLU, nn.BatchNorm2d))
+        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, NUM_CLASSES))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(self.features(images), 1), 1))
+
+
+def efficientnet_b0() -> nn.Module:
+    return EfficientNetB0()
+
+
+# --- ConvNeXt-T (Liu et al. 2022; torchvision: 7x7 depthwise, LayerNorm, 4x MLP, layer scale) -------
+class _LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of an NCHW tensor."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class _ConvNeXtBlock(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dwconv = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.fc1, self.fc2 = nn.Linear(dim, 4 * dim), nn.Linear(4 * dim, dim)
+        self.layer_scale = nn.Parameter(torch.full((dim, 1, 1), 1e-6))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.norm(self.dwconv(x).permute(0, 2, 3, 1))
+        y = self.fc2(F.gelu(self.fc1(y))).permute(0, 3, 1, 2)
+        return x + self.layer_scale * y
+
+
+class ConvNeXtTiny(nn.Module):
+    def __init__(self, dims: tuple[int, ...] = (96, 192, 384, 768), depths: tuple[int, ...] = (3, 3, 9, 3)):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(3, dims[0], 4, 4), _LayerNorm2d(dims[0], eps=1e-6)]
+        for i, (dim, depth) in enumerate(zip(dims, depths)):
+            if i:
+                layers += [_LayerNorm2d(dims[i - 1], eps=1e-6), nn.Conv2d(dims[i - 1], dim, 2, 2)]
+            layers += [_ConvNeXtBlock(dim) for _ in range(depth)]
+        self.features = nn.Sequential(*layers)
+        self.head_norm = _LayerNorm2d(dims[-1], eps=1e-6)
+        self.classifier = nn.Linear(dims[-1], NUM_CLASSES)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        pooled = F.adaptive_avg_pool2d(self.features(images), 1)
+        return self.classifier(torch.flatten(self.head_norm(pooled), 1))
+
+
+def convnext_tiny() -> nn.Module:
+    return ConvNeXtTiny()
+
+
+# --- DDPM U-Net (Ho et al. 2020, CIFAR-10 model: 32x32, ch 128, multipliers 1,2,2,2, 2 res blocks,
+# self-attention at 16x16; layout of the authors' diffusion code as ported to PyTorch) -----------------
+DDPM_IMAGE_SIZE = 32
+
+
+def _group_norm(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(32, channels, eps=1e-6)
+
+
+def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal embedding of diffusion timesteps (Vaswani et al. 2017, as in DDPM): [batch, dim]."""
+    half = dim // 2
+    freqs = torch.exp(-torch.arange(half, dtype=torch.float32, device=t.device) * (9.210340371976184 / (half - 1)))
+    angles = t.float()[:, None] * freqs[None]
+    return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+
+class _DDPMResBlock(nn.Module):
+    def __init__(self, in_ch: int, out_ch: int, temb: int, dropout: float = 0.1):
+        super().__init__()
+        self.norm1, self.conv1 = _group_norm(in_ch), nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.temb_proj = nn.Linear(temb, out_ch)
+        self.norm2, self.conv2 = _group_norm(out_ch), nn.Conv2d(out_ch, out_ch, 3, padding=1)
+        self.dropout = dropout
+        self.shortcut = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x))) + self.temb_proj(F.silu(temb))[:, :, None, None]
+        h = self.conv2(F.dropout(F.silu(self.norm2(h)), self.dropout, self.training))
+        return self.shortcut(x) + h
+
+
+class _DDPMAttention(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.norm = _group_norm(channels)
+        self.q, self.k, self.v, self.proj = (nn.Conv2d(channels, channels, 1) for _ in range(4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, hh, ww = x.shape
+        h = self.norm(x)
+        q, k, v = (m(h).reshape(b, 1, c, hh * ww).transpose(2, 3) for m in (self.q, self.k, self.v))
+        out = F.scaled_dot_product_attention(q, k, v).transpose(2, 3).reshape(b, c, hh, ww)
+        return x + self.proj(out)
+
+
+class DDPMUNet(nn.Module):
+    """Predicts the noise in a noised image at a timestep: (images [b, 3, 32, 32], timesteps [b]) -> noise."""
+
+    def __init__(self, ch: int = 128, mults: tuple[int, ...] = (1, 2, 2, 2), blocks: int = 2,
+                 attention_at: tuple[int, ...] = (16,)):
+        super().__init__()
+        self.ch, temb = ch, 4 * ch
+        self.temb = nn.Sequential(nn.Linear(ch, temb), nn.SiLU(), nn.Linear(temb, temb))
+        self.conv_in = nn.Conv2d(3, ch, 3, padding=1)
+        self.down, skips, res, c = nn.ModuleList(), [ch], DDPM_IMAGE_SIZE, ch
+        for level, mult in enumerate(mults):
+            for _ in range(blocks):
+                self.down.append(_DDPMResBlock(c, ch * mult, temb))
+                c = ch * mult
+                if res in attention_at:
+                    self.down.append(_DDPMAttention(c))
+                skips.append(c)
+            if level != len(mults) - 1:
+                self.down.append(nn.Conv2d(c, c, 3, stride=2, padding=1))
+                skips.append(c)
+                res //= 2
+        self.mid = nn.ModuleList([_DDPMResBlock(c, c, temb), _DDPMAttention(c), _DDPMResBlock(c, c, temb)])
+        self.up = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(mults))):
+            for _ in range(blocks + 1):
+                self.up.append(_DDPMResBlock(c + skips.pop(), ch * mult, temb))
+                c = ch * mult
+                if res in attention_at:
+                    self.up.append(_DDPMAttention(c))
+            if level:
+                self.up.append(nn.Upsample(scale_factor=2.0, mode="nearest"))
+                self.up.append(nn.Conv2d(c, c, 3, padding=1))
+                res *= 2
+        self.norm_out, self.conv_out = _group_norm(c), nn.Conv2d(c, 3, 3, padding=1)
+
+    def _run(self, layers: nn.ModuleList, h: torch.Tensor, temb: torch.Tensor, skips: list | None,
+             push: bool) -> torch.Tensor:
+        for layer in layers:
+            if isinstance(layer, _DDPMResBlock):
+                h = layer(torch.cat([h, skips.pop()], 1) if skips is not None and not push else h, temb)
+            else:
+                h = layer(h)
+            if push and not isinstance(layer, _DDPMAttention):
+                skips.append(h)
+            elif push:
+                skips[-1] = h
+        return h
+
+    def forward(self, images: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        temb = self.temb(timestep_embedding(timesteps, self.ch))
+        h = self.conv_in(images)
+        skips = [h]
+        h = self._run(self.down, h, temb, skips, push=True)
+        h = self._run(self.mid, h, temb, None, push=False)
+        h = self._run(self.up, h, temb, skips, push=False)
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+def ddpm_unet() -> nn.Module:
+    return DDPMUNet()

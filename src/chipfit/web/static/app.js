@@ -490,7 +490,7 @@ async function loadRun(id) {
   const body = el("tbody", {}, ...run.measurements.map((m) => el("tr", {},
     el("td", {}, m.kind), el("td", {}, m.label || "–"), el("td", {}, m.precision),
     el("td", {}, Object.entries(m.shape).map(([k, v]) => `${k}=${v}`).join(" ")),
-    el("td", {}, fmtTime(m.median_s)), el("td", {}, (m.spread * 100).toFixed(1) + " %"),
+    el("td", {}, fmtTime(m.median_s)), el("td", {}, m.spread == null ? "-" : (m.spread * 100).toFixed(1) + " %"),
     el("td", {}, m.achieved_flops_per_s ? fmtNumber(m.achieved_flops_per_s) + "FLOP/s" : "–"),
     el("td", {}, m.achieved_bytes_per_s ? fmtBytes(m.achieved_bytes_per_s) + "/s" : "–"),
     el("td", {}, fmtTime(m.predicted_s)),

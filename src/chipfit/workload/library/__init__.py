@@ -189,6 +189,13 @@ def resolve_model(name: str) -> ModelEntry:
     return found
 
 
+def generative(name: str) -> bool:
+    """Whether `name` is a library model that generates text (decoder, MoE or encoder-decoder); False for
+    other names, which are resolved (and refused) elsewhere."""
+    found = _library()[1].get(key(name))
+    return found is not None and found.kind in ("decoder", "moe", "encoder-decoder")
+
+
 def transformer_spec(name: str) -> TransformerSpec:
     """The TransformerSpec of the library model `name`; a ChipfitError for models without one (vision)."""
     entry = resolve_model(name)
