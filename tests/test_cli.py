@@ -37,11 +37,13 @@ def test_hardware_show_table_lists_figures_and_cloud_offerings(capsys):
     assert "cloud offerings" in out and "aws-p5.48xlarge" in out
 
 
-def test_compare_batch_defaults_to_one_sample_per_device(capsys):
-    code, out, _ = run(capsys, "compare", "tests.fixtures.user_models:two_layer", "--devices", "4",
+@pytest.mark.parametrize("mode, batch", [("--train", 4 * 32), ("--infer", 4)])
+def test_compare_batch_defaults_per_device(capsys, mode, batch):
+    # Training: 32 samples per device (Goyal et al. 2017); inference: one request per device.
+    code, out, _ = run(capsys, "compare", "tests.fixtures.user_models:two_layer", mode, "--devices", "4",
                        "--hardware", "nvidia-h100-sxm5-80gb", "--no-local", "--json")
     d = json.loads(out)
-    assert code == 0 and d["workload"]["batch"] == 4 and d["estimates"][0]["devices"] == 4
+    assert code == 0 and d["workload"]["batch"] == batch and d["estimates"][0]["devices"] == 4
 
 
 def test_compare_prices_multi_node_traffic_on_the_network_named(capsys):
@@ -86,6 +88,15 @@ def test_compare_json_schema(capsys):
     assert {"neuromorphic", "quantum"} <= excluded
 
 
+# Exit 2: an argument wrong on its own, refused before any work; exit 1: a name or model that does not resolve.
+BAD_ARGUMENT = ("--samples 0", "Batch -2", "Batch 6", "Framework 'pytorchh'", "LLM serving needs --infer",
+                "Duration '5x'", "Network 'ib-hdr'", "Network 'efa'", "LLM serving (--prompt, --generate)")
+
+
+def _exit_code(message: str) -> int:
+    return 2 if message.startswith(BAD_ARGUMENT) else 1
+
+
 @pytest.mark.parametrize("argv, message", [
     (["profile", "resnet-5O"], "Unknown model 'resnet-5O'. Did you mean resnet50"),
     (["compare", "resnet50", "--hardware", "nvidia-h800"], "Unknown hardware 'nvidia-h800': no catalog entry matches it. "
@@ -101,7 +112,7 @@ def test_compare_json_schema(capsys):
 ])
 def test_bad_input_is_one_sentence_and_exit_1(capsys, argv, message):
     code, out, err = run(capsys, *argv)
-    assert code == 1
+    assert code == _exit_code(message)
     assert err.startswith("chipfit: ") and message in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
 
@@ -167,7 +178,7 @@ def test_llm_serving_reports_time_to_first_token_and_tokens_per_second(capsys):
 ])
 def test_bad_llm_and_plan_input(capsys, argv, message):
     code, _, err = run(capsys, *argv)
-    assert code == 1 and message in err and "Traceback" not in err
+    assert code == _exit_code(message) and message in err and "Traceback" not in err
 
 
 def test_bench_calibrate_measure_and_results_use_one_store(capsys, tmp_path):

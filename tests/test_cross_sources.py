@@ -41,7 +41,7 @@ def test_resnet50_from_pytorch_onnx_and_caffe(tmp_path):
 
 
 def test_bert_from_pytorch_and_its_onnx_export(tmp_path):
-    traced = chipfit.profile("bert-base-uncased", mode="infer", batch=1, seq_len=128)
+    traced = chipfit.profile("bert-base-uncased", mode="infer", batch=1, seq=128)
     exported = onnx_of("bert-base-uncased", 128, tmp_path / "bert.onnx")
     # The masked-LM forward never uses the pooler, so the exporter drops its 768x768 weight and bias.
     assert exported.params == traced.params - (768 * 768 + 768)

@@ -3,7 +3,7 @@
 import pytest
 
 from chipfit.catalog import load_catalog
-from chipfit.comparison import compare
+from chipfit import compare
 from chipfit.predict.efficiency import CLASS_MATMUL_EFFICIENCY, default_efficiency
 
 
@@ -11,7 +11,7 @@ from chipfit.predict.efficiency import CLASS_MATMUL_EFFICIENCY, default_efficien
 def resnet50_int8():
     cmp = compare("resnet50", mode="infer", batch=1, precision="int8", hw_class=None,
                   hardware=["amd-alveo-u280", "nvidia-jetson-agx-orin-64gb", "apple-neural-engine-m4",
-                            "google-edge-tpu"], include_local_cpu=False)
+                            "google-edge-tpu"], local=False)
     return cmp, {e.hardware: e for e in cmp.estimates}
 
 

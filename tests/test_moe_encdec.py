@@ -12,7 +12,7 @@ from chipfit.catalog import load_catalog
 from chipfit.cli import main
 from chipfit.comparison import compare_profile
 from chipfit.errors import ChipfitError
-from chipfit.planning import shape_of
+from chipfit.predictors import plan_shape as shape_of
 from chipfit.predict import Plan
 from chipfit.predict.decode import causal_pairs, predict_inference
 from chipfit.predict.efficiency import MEMORY_EFFICIENCY

@@ -4,7 +4,7 @@ import pytest
 
 from chipfit.catalog.schema import Figure, Hardware
 from chipfit.errors import ChipfitError
-from chipfit.planning import shape_of
+from chipfit.predictors import plan_shape as shape_of
 from chipfit.predict.plans import scale_profile, search_plans
 from chipfit.workload.llm import TransformerSpec, profile_spec
 from chipfit.workload.workload import Workload

@@ -17,7 +17,8 @@ from chipfit.predict.efficiency import default_efficiency
 from chipfit.predict.roofline import step_time
 from chipfit.report.html import html
 from chipfit.rentbuy import rent_vs_buy
-from chipfit.report.plots import layer_times, measured_data, plots, roofline_data
+from chipfit.api.report import layer_times, measured_data, report_data, roofline_data
+from chipfit.report.plots import plots
 from chipfit.workload.profile import Op, Profile
 from chipfit.workload.workload import Workload
 
@@ -69,7 +70,7 @@ def test_report_is_self_contained_and_has_every_section(advice, tmp_path):
     advice = _with_rent_buy(advice)
     ms = [Measurement(kind="train_step", device="local-cpu", precision="fp32", shape={}, flops=1e9, bytes=1e6,
                       median_s=0.2, min_s=0.19, max_s=0.22, repetitions=5, label="tiny", predicted_s=0.15)]
-    path = html(advice, tmp_path / "report.html", measurements=ms)
+    path = html(report_data(advice, load_catalog(), ms), tmp_path / "report.html")
     text = path.read_text()
     assert "http://" not in text and "https://" not in text
     assert all(src.startswith("data:image/png;base64,") for src in re.findall(r'src="([^"]*)"', text))
@@ -88,21 +89,22 @@ def test_report_is_self_contained_and_has_every_section(advice, tmp_path):
 
 
 def test_report_without_measurements_says_how_to_get_them(advice, tmp_path):
-    text = html(advice.comparison, tmp_path / "r.html").read_text()
+    text = html(report_data(advise(advice.comparison), load_catalog()), tmp_path / "r.html").read_text()
     assert "No measured steps with a prediction" in text
     assert "http://" not in text and "https://" not in text
 
 
 def test_plots_written_for_slides(advice, tmp_path):
-    svgs = plots(advice, tmp_path / "svg", fmt="svg")
+    data = report_data(advice, load_catalog())
+    svgs = plots(data, tmp_path / "svg", fmt="svg")
     # Rent/buy is drawn only for entries with a sourced purchase price (the RTX 4090's launch price).
     owned = {"rent_buy"} if any(r.purchase_usd for r in advice.rent_buy) else set()
     assert set(svgs) == {"pareto", "roofline", "memory", "layers"} | owned
     assert all(p.read_text().lstrip().startswith("<?xml") and "<svg" in p.read_text() for p in svgs.values())
-    pngs = plots(advice, tmp_path / "png", fmt="png")
+    pngs = plots(data, tmp_path / "png", fmt="png")
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs.values())
     with pytest.raises(Exception, match="svg or png"):
-        plots(advice, tmp_path, fmt="pdf")
+        plots(data, tmp_path, fmt="pdf")
 
 
 def test_roofline_points_and_layer_times_by_hand():
@@ -136,7 +138,7 @@ def test_measured_data_keeps_only_predicted_steps():
 
 
 def test_ranking_price_column_is_per_device_hour_and_wraps(advice, tmp_path):
-    text = html(advice.comparison, tmp_path / "r.html").read_text()
+    text = html(report_data(advise(advice.comparison), load_catalog()), tmp_path / "r.html").read_text()
     h100 = re.search(r'<tr class="[a-z]*"><td>\d+</td><td class="w">nvidia-h100-sxm5-80gb</td>.*?</tr>', text).group(0)
     # aws p5.48xlarge: $55.04/h for 8 H100s is $6.88 per device-hour; the instance follows in small text.
     assert '<td class="p">$6.88/h<br><span class=muted>aws p5.48xlarge</span></td>' in h100

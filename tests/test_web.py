@@ -76,7 +76,7 @@ def test_compare_names_the_network_between_nodes(client):
 
 
 def test_compare_matches_the_python_api_and_caches_the_profile(client):
-    from chipfit.comparison import compare
+    from chipfit import compare
 
     board = client.app.state.board
     first = _compare(client, **{"class": "gpu"})
@@ -87,7 +87,7 @@ def test_compare_matches_the_python_api_and_caches_the_profile(client):
     assert second.status_code == 200 and board.profiles.traces == traces
     one, many = first.json(), second.json()
     assert one["workload"]["params"] == 11_689_512
-    expected = compare("resnet18", mode="infer", batch=1, hw_class="gpu", include_local_cpu=False).to_dict()
+    expected = compare("resnet18", mode="infer", batch=1, hw_class="gpu", local=False).to_dict()
     assert [e["hardware"] for e in one["estimates"]] == [e["hardware"] for e in expected["estimates"]]
     assert one["workload"]["flops_per_step_per_device"] == expected["workload"]["flops_per_step_per_device"]
     for e1, e1000 in zip(one["estimates"], many["estimates"]):
@@ -127,7 +127,7 @@ LLAMA3_70B = "layers=80,hidden=8192,heads=64,kv_heads=8,ffn=28672,vocab=128256"
 
 
 def test_compare_by_sizes_ranks_the_spec_model(client):
-    from chipfit.comparison import compare
+    from chipfit import compare
 
     r = client.post("/api/compare", json={"spec": LLAMA3_70B, "mode": "train", "tokens": 1e12, "precision": "bf16",
                                           "class": "gpu"})
@@ -140,7 +140,7 @@ def test_compare_by_sizes_ranks_the_spec_model(client):
     assert got["workload"]["model"] == LLAMA3_70B and got["workload"]["seq_len"] == 2048
     assert any("sequence length 2048 assumed" in n for n in got["workload"]["profile_notes"])
     expected = compare(None, spec=LLAMA3_70B, mode="train", tokens=1e12, precision="bf16", hw_class="gpu",
-                       include_local_cpu=False).to_dict()
+                       local=False).to_dict()
     assert [e["hardware"] for e in got["estimates"]] == [e["hardware"] for e in expected["estimates"]]
     assert {e["class"] for e in got["estimates"]} == {"gpu"}
     assert "serving" not in got["estimates"][0]

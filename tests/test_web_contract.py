@@ -51,7 +51,8 @@ def test_every_refusal_has_the_one_error_shape():
                     assert ref == "#/components/schemas/ErrorBody", (method, path, status)
     assert "HTTPValidationError" not in doc["components"]["schemas"]
     body = doc["components"]["schemas"]["CompareRequest"]["properties"]
-    assert body["precision"]["enum"] == ["fp32", "tf32", "bf16", "fp16", "fp8", "int8"]
+    # precision and mode may be left out: the Job's default rules apply (issue 16).
+    assert body["precision"]["anyOf"][0]["enum"] == ["fp32", "tf32", "bf16", "fp16", "fp8", "int8"]
     assert "gpu" in body["class"]["anyOf"][0]["enum"]
     assert "pytorch" in body["framework"]["anyOf"][0]["enum"]
-    assert body["mode"]["enum"] == ["train", "infer"]
+    assert body["mode"]["anyOf"][0]["enum"] == ["train", "infer"]

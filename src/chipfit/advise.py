@@ -10,13 +10,14 @@ from typing import Sequence
 
 from .catalog import Catalog, Hardware, load_catalog
 from .catalog.schema import FRAMEWORKS
-from .comparison import Comparison, compare
+from .comparison import Comparison
 from .errors import ChipfitError, closest
 from .predict import Estimate
 from .predict.memory import activation_element_bytes, memory_per_device
 from .predict.plans import scale_profile
+from .predictors import plan_shape
 from .rentbuy import OWNED_PUE, RentBuy, check_terms, rent_vs_buy
-from .report.units import kwh, nbytes, seconds, usd
+from .units import kwh, nbytes, seconds, usd
 
 WHERE = ("any", "cloud", "local")
 OBJECTIVES = ("time", "cost", "energy")
@@ -209,14 +210,13 @@ def why_wins(winner: Estimate, candidates: Sequence[Estimate], objective: str) -
 
 def _shape_for(workload):
     """The transformer sizes activation checkpointing needs, for the library's transformers; None otherwise."""
-    from .planning import shape_of
     from .workload import library
 
     try:
         spec = library.transformer_spec(workload.model)
     except ChipfitError:
         return None
-    return shape_of(spec, workload.seq_len or 1)
+    return plan_shape(spec, workload.seq_len or 1)
 
 
 def fit_changes(cmp: Comparison, hw: Hardware, capacity_bytes: float) -> tuple[list[FitChange], list[str]]:
@@ -312,24 +312,12 @@ def _check_constraints(deadline_s, budget_usd, energy_kwh_max, co2_kg_max, frame
                            f"Use one of: {', '.join(OBJECTIVES)}.")
 
 
-def _comparisons(target, device_counts, catalog_dirs, compare_args) -> tuple[list[Comparison], list[str]]:
+def _sorted(target) -> list[Comparison]:
     if isinstance(target, Comparison):
         target = [target]
-    if isinstance(target, (list, tuple)) and target and all(isinstance(c, Comparison) for c in target):
-        if device_counts is not None or compare_args:
-            raise ChipfitError("Give either comparisons or a model with its job to advise, not both.")
-        return sorted(target, key=lambda c: c.plan.devices), []
-    counts = sorted(set(device_counts or (1, 8)))
-    batch = compare_args.get("batch", 1)
-    usable = [n for n in counts if batch % n == 0]
-    notes = [f"{n} devices not considered: batch {batch} does not split over them; give a batch that is a multiple of {n}"
-             for n in counts if n not in usable]
-    if not usable:
-        raise ChipfitError(f"Batch {batch} splits over none of the device counts {counts}; give a batch that is a multiple of one of them.")
-    cmps = [compare(target, devices=n, catalog_dirs=catalog_dirs,
-                    **(compare_args | ({"include_local_cpu": False} if i else {})))
-            for i, n in enumerate(usable)]
-    return cmps, notes
+    if not (isinstance(target, (list, tuple)) and target and all(isinstance(c, Comparison) for c in target)):
+        raise ChipfitError("advise takes a Comparison or a list of them; for a model, use chipfit.advise(MODEL, ...).")
+    return sorted(target, key=lambda c: c.plan.devices)
 
 
 def advise(
@@ -343,29 +331,27 @@ def advise(
     where: str = "any",
     single_device: bool = False,
     objective: str = "time",
-    device_counts: Sequence[int] | None = None,
     local_hardware: Sequence[str] = (),
     buy_years: float | None = None,
     electricity_usd_per_kwh: float | None = None,
     utilisation: float = 1.0,
     owned_pue: float = OWNED_PUE,
-    catalog_dirs: tuple = (),
-    **compare_args,
+    catalog: Catalog | None = None,
+    notes: Sequence[str] = (),
 ) -> Advice:
-    """Advise on `target`: a Comparison, a list of them (one per device count), or a model to compare.
+    """Advise on `target`: a Comparison, or a list of them (one per device count).
 
-    For a model, `compare(model, devices=n, **compare_args)` runs for each of `device_counts`
-    (default 1 and 8), so the advice also says how many devices. `local_hardware` names catalog
-    ids of devices that are here (the local CPU always counts). `buy_years` with
-    `electricity_usd_per_kwh` adds rent versus buy for the winner and the Pareto front.
+    `local_hardware` names catalog ids of devices that are here (the local CPU always counts).
+    `buy_years` with `electricity_usd_per_kwh` adds rent versus buy for the winner and the Pareto
+    front. `catalog` (default: the built-in one) holds the entries the comparisons priced.
     """
     _check_constraints(deadline_s, budget_usd, energy_kwh_max, co2_kg_max, framework, where, objective)
     if buy_years is not None:
         if electricity_usd_per_kwh is None:
             raise ChipfitError("Rent versus buy needs the electricity price; give --electricity in USD per kWh.")
         check_terms(buy_years, electricity_usd_per_kwh, utilisation, owned_pue)
-    comparisons, notes = _comparisons(target, device_counts, catalog_dirs, compare_args)
-    catalog = load_catalog(catalog_dirs)
+    comparisons, notes = _sorted(target), list(notes)
+    catalog = catalog if catalog is not None else load_catalog()
     local_ids = {*local_hardware, *(c.local_cpu for c in comparisons if c.local_cpu)}
     constraints = {"deadline_s": deadline_s, "budget_usd": budget_usd, "energy_kwh_max": energy_kwh_max,
                    "co2_kg_max": co2_kg_max, "framework": framework, "where": where, "single_device": single_device}

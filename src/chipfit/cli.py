@@ -1,23 +1,116 @@
-"""Command line: parses, calls the Python API, prints. No logic of its own."""
+"""Command line: parses, builds a Job, calls the use cases (chipfit.api), prints. No logic of its own."""
 
 from __future__ import annotations
 
 import argparse
 import csv
 import json
-import math
 import os
+import re
 import sys
 
-from .errors import ChipfitError, unexpected
+from . import __version__
+from .errors import ArgumentError, ChipfitError, closest, unexpected
+
+EXAMPLES = {
+    "hardware": "chipfit hardware list --class gpu\n  chipfit hardware show \"H100 SXM5 80GB\"",
+    "models": "chipfit models --kind decoder --min-params 7B",
+    "profile": "chipfit profile resnet50 --train --batch 32\n  chipfit profile gpt2 --infer --seq 1024 --ops",
+    "compare": "chipfit compare resnet50 --train --batch 256 --samples 1.28e6 --epochs 90\n"
+               "  chipfit compare llama-3-8b --infer --prompt 512 --generate 128 --class gpu\n"
+               "  chipfit compare --spec layers=32,hidden=4096,heads=32,kv_heads=8,ffn=14336,vocab=128256 --tokens 1e9",
+    "advise": "chipfit advise resnet50 --samples 1.28e6 --epochs 90 --deadline 2d --budget 2000\n"
+              "  chipfit advise bert-base-uncased --buy --electricity 0.15 --years 3",
+    "report": "chipfit report resnet50 --samples 1.28e6 --epochs 90 --html report.html --plots plots/",
+    "plan": "chipfit plan llama-3-8b --tokens 1e12 --hardware nvidia-h100-sxm5-80gb --max-devices 1024 --deadline 30d",
+    "serve": "chipfit serve --port 8000",
+    "devices": "chipfit devices --json",
+    "bench": "chipfit bench --quick\n  chipfit bench --device cuda:0 --budget 0.2",
+    "measure": "chipfit measure resnet18 --infer --batch 8 --reps 5",
+    "calibrate": "chipfit calibrate",
+    "validate": "chipfit validate --quick --rounds 3\n  chipfit validate --device cuda:0\n"
+                "  chipfit validate --published published.csv",
+    "results": "chipfit results list --kind measure\n  chipfit results export --csv results.csv",
+}
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Examples kept as written; every option's default shown (a rule in words where it depends on the job)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        shown = action.default not in (None, False, [], argparse.SUPPRESS) and "default" not in text
+        return f"{text} (default: %(default)s)" if shown and action.option_strings else text
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argparse parser whose errors are one sentence (ArgumentError, exit 2) with "did you mean"."""
+
+    def error(self, message: str):
+        raise ArgumentError(_sentence(self, message))
+
+    def parse_args(self, args=None, namespace=None):
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            sub = _subparser(self, parsed)
+            options = [o for a in sub._actions for o in a.option_strings]
+            first = next((e for e in extras if e.startswith("-")), extras[0])
+            name = first.split("=", 1)[0]
+            hint = closest(name, options) if name.startswith("-") else ""
+            raise ArgumentError(f"{sub.prog}: unrecognized arguments: {' '.join(extras)}.{hint} "
+                                f"See `{sub.prog} --help`.")
+        return parsed
+
+
+def _subparser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The deepest subcommand parser `args` went through."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = getattr(args, action.dest, None)
+            if chosen in action.choices:
+                return _subparser(action.choices[chosen], args)
+    return parser
+
+
+def _sentence(parser: argparse.ArgumentParser, message: str) -> str:
+    choice = re.match(r"argument ([^:]+): invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    if choice:
+        known = [c.strip(" '") for c in choice.group(3).split(",")]
+        what = choice.group(1).strip("<>").split("/")[0]
+        what = "command" if what in ("command", "action") else what
+        hint = closest(choice.group(2), known)
+        return (f"{what[0].upper()}{what[1:]} {choice.group(2)!r} is an invalid choice.{hint} "
+                f"Use one of: {', '.join(known)}.")
+    message = re.sub(r"^argument ([^:]+): ", r"\1: ", message)
+    return f"{message[0].upper()}{message[1:].rstrip('.')}; see `{parser.prog} --help`."
 
 
 def _number(text: str) -> float:
-    """Accepts 1e9, 1_000_000, 15e12."""
+    """Accepts 1e9, 1_000_000, 15e12 (range checks are the Job's)."""
     try:
         return float(text.replace("_", ""))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        raise argparse.ArgumentTypeError(f"invalid float value: {text!r}; give a number like 1e9") from None
+
+
+def _whole(text: str) -> int:
+    """Accepts 256, 1_024, 4e6 when whole (range checks are the Job's)."""
+    try:
+        value = float(text.replace("_", ""))
+    except ValueError:
+        value = None
+    if value is None or value != value or value in (float("inf"), float("-inf")) or value != int(value):
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}; give a whole number like 256")
+    return int(value)
+
+
+def _at_least(low: int):
+    def parse(text: str) -> int:
+        value = _whole(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{text} is below {low}; give {low} or more")
+        return value
+    return parse
 
 
 def _shape(text: str) -> tuple[str, tuple[int, ...]]:
@@ -35,22 +128,22 @@ def _shape(text: str) -> tuple[str, tuple[int, ...]]:
 def _job_args(p: argparse.ArgumentParser, job: bool) -> None:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--train", dest="mode", action="store_const", const="train",
-                      help="a training step (default, except for .onnx and .prototxt files)")
+                      help="a training step (the default, except for .onnx and .prototxt files)")
     mode.add_argument("--infer", dest="mode", action="store_const", const="infer", help="inference (forward only)")
     p.set_defaults(mode=None)
     p.add_argument("--input", action="append", type=_shape, default=[], metavar="NAME=DIMS",
                    help="ONNX: the shape of a graph input, e.g. input=1x3x224x224 (repeatable)")
-    p.add_argument("--batch", type=int, default=None,
-                   help="global batch, samples or sequences per step (default: one per device)")
-    p.add_argument("--seq", type=int, default=None, help="sequence length (default: the model's context)")
-    p.add_argument("--precision", default=None,
-                   help="fp32, tf32, bf16, fp16, fp8, int8 (default: bf16 for LLMs, as they are trained and served; "
-                        "else fp32)")
-    p.add_argument("--optimizer", default="adamw", help="adamw or sgd (default adamw)")
+    p.add_argument("--batch", type=_whole, help="global batch, samples or sequences per step (default: training 32 "
+                   "per device, inference 1 per device; profile and measure 1)")
+    p.add_argument("--seq", type=_whole, help="sequence length (default: the model's context; 2048 for --spec)")
+    p.add_argument("--precision", help="fp32, tf32, bf16, fp16, fp8, int8 (default: bf16, mixed precision for "
+                   "training, on every entry alike; fp32 for .onnx/.prototxt files and for measure)")
+    p.add_argument("--optimizer", default="adamw", help="adamw or sgd")
     if job:
-        p.add_argument("--samples", type=_number, help="training samples per epoch, or inference requests")
-        p.add_argument("--epochs", type=_number, default=1.0)
-        p.add_argument("--tokens", type=_number, help="training tokens (sequence models)")
+        p.add_argument("--samples", type=_number, help="training samples per epoch, or inference requests "
+                       "(default: one batch)")
+        p.add_argument("--epochs", type=_number, default=1.0, help="passes over --samples")
+        p.add_argument("--tokens", type=_number, help="training tokens (sequence models), instead of --samples")
 
 
 def _out_args(p: argparse.ArgumentParser) -> None:
@@ -59,60 +152,83 @@ def _out_args(p: argparse.ArgumentParser) -> None:
     out.add_argument("--csv", action="store_true", help="print CSV rows instead of a table")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="chipfit", description="Which hardware should your deep-learning job run on?")
-    parser.add_argument("--catalog", action="append", default=[], metavar="DIR",
-                        help="a directory of your own catalog TOML files (repeatable)")
-    sub = parser.add_subparsers(dest="command", required=True)
+def _db_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", help="results database (default: $CHIPFIT_DB or ~/.local/share/chipfit/results.sqlite)")
 
-    hw = sub.add_parser("hardware", help="the hardware catalog")
-    hw_sub = hw.add_subparsers(dest="action", required=True)
-    ls = hw_sub.add_parser("list", help="list catalog entries")
+
+def _allocator_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--keep-freed-memory", action="store_true",
+                   help="set glibc to keep freed memory for the next step, as jemalloc and tcmalloc do, so steps do not "
+                        "time page faults (chipfit.measure.allocator)")
+
+
+def _sub(sub, name: str, text: str) -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=text, description=text, epilog=f"examples:\n  {EXAMPLES[name]}",
+                          formatter_class=_Formatter)
+
+
+def _hardware_parsers(sub) -> None:
+    hw = _sub(sub, "hardware", "the hardware catalog")
+    hw_sub = hw.add_subparsers(dest="action", required=True, metavar="{list,show}")
+    ls = hw_sub.add_parser("list", help="list catalog entries", formatter_class=_Formatter)
     ls.add_argument("--class", dest="hw_class", help="cpu, gpu, tpu, asic, fpga, edge, neuromorphic, quantum")
     ls.add_argument("--framework", help="only entries that run this framework")
     _out_args(ls)
-    shw = hw_sub.add_parser("show", help="one entry, every figure with its source")
+    shw = hw_sub.add_parser("show", help="one entry, every figure with its source", formatter_class=_Formatter)
     shw.add_argument("id", help="catalog id or any name: \"H100 SXM5 80GB\", \"Gaudi2\", \"p5.48xlarge\"")
     _out_args(shw)
-
-    mdl = sub.add_parser("models", help="the model library: every named model, its kind and parameter count")
+    mdl = _sub(sub, "models", "the model library: every named model, its kind and parameter count")
     mdl.add_argument("--family", help="only this family (llama, qwen3, t5, ...)")
     mdl.add_argument("--kind", help="decoder, encoder, encoder-decoder, moe or vision")
     mdl.add_argument("--min-params", help="at least this many parameters: 7e9, 70B, 350M")
     mdl.add_argument("--max-params", help="at most this many parameters")
     _out_args(mdl)
 
-    prof = sub.add_parser("profile", help="FLOPs, bytes, parameters and memory of one step, per operator and layer")
-    prof.add_argument("model", help="a zoo name (chipfit profile --list) or package.module:factory")
-    _job_args(prof, job=False)
-    prof.add_argument("--depth", type=int, default=2, help="module-path depth of the per-layer table")
-    prof.add_argument("--ops", action="store_true", help="with --json: every traced operator")
-    _out_args(prof)
 
-    cmp = sub.add_parser("compare", help="rank the catalog for a job")
+def _compare_parser(sub) -> None:
+    cmp = _sub(sub, "compare", "rank the catalog for a job")
     cmp.add_argument("model", nargs="?", help="zoo name, model file or package.module:factory (or use --spec)")
-    cmp.add_argument("--spec", help="a transformer by its sizes: layers=32,hidden=4096,heads=32,kv_heads=8,ffn=14336,vocab=128256")
-    cmp.add_argument("--prompt", type=int, help="LLM serving: prompt tokens per request (with --infer)")
-    cmp.add_argument("--generate", type=int, help="LLM serving: generated tokens per request (with --infer)")
+    cmp.add_argument("--spec", help="a transformer by its sizes: layers=32,hidden=4096,heads=32,kv_heads=8,"
+                                    "ffn=14336,vocab=128256")
+    cmp.add_argument("--prompt", type=_whole, help="LLM serving: prompt tokens per request (with --infer)")
+    cmp.add_argument("--generate", type=_whole, help="LLM serving: generated tokens per request (with --infer)")
     _job_args(cmp, job=True)
-    cmp.add_argument("--devices", type=int, default=1, help="devices per entry, data parallel (default 1)")
+    cmp.add_argument("--devices", type=_whole, default=1, help="devices per entry, data parallel")
     cmp.add_argument("--class", dest="hw_class", help="only this hardware class")
     cmp.add_argument("--hardware", action="append", help="only these entries, by id or name (repeatable)")
     cmp.add_argument("--framework", help="only hardware that runs this framework")
-    cmp.add_argument("--pue", type=float, help="data-centre PUE (default 1.10)")
-    cmp.add_argument("--grid", type=float, help="grid carbon intensity, kg CO2 per kWh (default 0.475)")
-    cmp.add_argument("--top", type=int, default=20, help="rows to show (0: all)")
-    cmp.add_argument("--no-local", action="store_true", help="do not measure this machine's CPU")
+    cmp.add_argument("--pue", type=_number, help="data-centre PUE (default: 1.10)")
+    cmp.add_argument("--grid", type=_number, help="grid carbon intensity, kg CO2 per kWh (default: 0.475)")
+    cmp.add_argument("--top", type=_at_least(0), default=20, help="rows to show (0: all)")
+    cmp.add_argument("--show-excluded", action="store_true", help="list each entry left out, with its reason")
+    cmp.add_argument("--no-local", action="store_true", help="do not price this machine's CPU")
     cmp.add_argument("--network", help="the network between nodes for every entry, e.g. ib-hdr-200, efa-p5 "
-                     "(default: that of each vendor's reference node; a wrong name lists them all)")
+                     "(default: that of each vendor's reference node)")
     _out_args(cmp)
 
+
+def _advice_parsers(sub) -> None:
     for name, text in (("advise", "rank hardware and device counts under your constraints; rent versus buy"),
                        ("report", "the advice as one self-contained HTML file, and plots for slides")):
-        adv = sub.add_parser(name, help=text)
-        adv.add_argument("model")
+        adv = _sub(sub, name, text)
+        adv.add_argument("model", help="zoo name, model file or package.module:factory")
         _job_args(adv, job=True)
-        _advice_args(adv)
+        adv.add_argument("--devices-list", default="1,8,64", help="device counts to weigh, comma-separated")
+        adv.add_argument("--class", dest="hw_class", help="only this hardware class")
+        adv.add_argument("--framework", help="only hardware that runs this framework")
+        adv.add_argument("--deadline", help="finish within: 14d, 12h, ...")
+        adv.add_argument("--budget", type=_number, help="spend at most this many US dollars")
+        adv.add_argument("--energy", type=_number, help="use at most this many kWh")
+        adv.add_argument("--co2", type=_number, help="emit at most this many kg CO2")
+        adv.add_argument("--where", default="any", choices=("any", "cloud", "local"), help="rented, owned, or either")
+        adv.add_argument("--single-device", action="store_true", help="must fit and run on one device")
+        adv.add_argument("--objective", default="time", choices=("time", "cost", "energy"), help="rank by")
+        adv.add_argument("--buy", action="store_true", help="weigh buying the hardware against renting it")
+        adv.add_argument("--years", type=_number, default=3.0, help="with --buy: lifetime of owned hardware")
+        adv.add_argument("--electricity", type=_number, help="with --buy: electricity price, USD per kWh")
+        adv.add_argument("--utilisation", type=_number, default=1.0, help="with --buy: share of the lifetime in use")
+        adv.add_argument("--pue", type=_number, help="data-centre PUE (default: 1.10)")
+        adv.add_argument("--grid", type=_number, help="grid carbon intensity, kg CO2 per kWh (default: 0.475)")
         if name == "report":
             adv.add_argument("--html", required=True, metavar="FILE", help="the report file to write")
             adv.add_argument("--plots", metavar="DIR", help="also write each plot here")
@@ -121,144 +237,141 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             _out_args(adv)
 
-    pl = sub.add_parser("plan", help="best parallel plans for training a transformer on one kind of hardware")
+
+def _plan_parser(sub) -> None:
+    pl = _sub(sub, "plan", "best parallel plans for training a transformer on one kind of hardware")
     pl.add_argument("model", nargs="?", help="a decoder LLM from the zoo (or use --spec)")
     pl.add_argument("--spec", help="a transformer by its sizes (see compare --spec)")
     pl.add_argument("--train", action="store_true", help="training (the only mode plans are searched for)")
     pl.add_argument("--hardware", required=True, help="the device: catalog id or any name (\"H100 80GB\")")
     pl.add_argument("--tokens", type=_number, help="training tokens")
-    pl.add_argument("--batch", type=int, help="global batch in sequences (default: about 4M tokens)")
-    pl.add_argument("--seq", type=int, help="sequence length (default: the model's context, 2048 for --spec)")
-    pl.add_argument("--precision", default="bf16")
-    pl.add_argument("--max-devices", type=int, help="largest device count to consider")
-    pl.add_argument("--devices", type=int, help="exactly this many devices")
+    pl.add_argument("--batch", type=_whole, help="global batch in sequences (default: about 4M tokens)")
+    pl.add_argument("--seq", type=_whole, help="sequence length (default: the model's context, 2048 for --spec)")
+    pl.add_argument("--precision", help="fp32, tf32, bf16, fp16, fp8, int8 (default: bf16)")
+    pl.add_argument("--max-devices", type=_whole, help="largest device count to consider")
+    pl.add_argument("--devices", type=_whole, help="exactly this many devices")
     pl.add_argument("--deadline", help="finish within this time: 90d, 12h, ...")
-    pl.add_argument("--budget", type=float, help="spend at most this many US dollars")
-    pl.add_argument("--objective", default="time", choices=("time", "cost", "energy", "device_hours"))
+    pl.add_argument("--budget", type=_number, help="spend at most this many US dollars")
+    pl.add_argument("--objective", default="time", choices=("time", "cost", "energy", "device_hours"), help="rank by")
     pl.add_argument("--network", help="the network between nodes, e.g. ib-hdr-200, efa-p5, opa-4x100 "
-                    "(default: that of the vendor's reference node; a wrong name lists them all)")
-    pl.add_argument("--top", type=int, default=5)
+                    "(default: that of the vendor's reference node)")
+    pl.add_argument("--top", type=_at_least(1), default=5, help="plans to show")
     _out_args(pl)
 
-    srv = sub.add_parser("serve", help="the dashboard in a browser (FastAPI; needs chipfit[web])")
-    srv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    srv.add_argument("--port", type=int, default=8000)
+
+def _local_parsers(sub) -> None:
+    srv = _sub(sub, "serve", "the dashboard in a browser (FastAPI; needs chipfit[web])")
+    srv.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1: this machine only)")
+    srv.add_argument("--port", type=_whole, default=8000, help="TCP port")
     srv.add_argument("--allow-host", action="append", default=[], metavar="NAME",
                      help="also answer requests addressed to NAME (a host name this machine is reached by); "
                           "by default only the bound address and loopback names")
     _db_arg(srv)
-
-    dev = sub.add_parser("devices", help="what is here: CPU model, cores, ISA, GPUs, MPS")
-    _out_args(dev)
-    bench = sub.add_parser("bench", help="micro-benchmarks of every local device, stored")
+    _out_args(_sub(sub, "devices", "what is here: CPU model, cores, ISA, GPUs, MPS"))
+    bench = _sub(sub, "bench", "micro-benchmarks of every local device, stored")
     bench.add_argument("--quick", action="store_true", help="fewer sizes, one round (a few seconds on a CPU)")
     bench.add_argument("--device", help="only this device id (see `chipfit devices`)")
-    bench.add_argument("--budget", type=float, metavar="SECONDS",
-                       help="timed seconds per benchmark (default 0.4; less is quicker and noisier)")
-    _allocator_arg(bench)
-    _db_arg(bench)
-    _out_args(bench)
-    meas = sub.add_parser("measure", help="real steps of a workload here, predicted next to measured, stored")
-    meas.add_argument("model")
+    bench.add_argument("--budget", type=_number, metavar="SECONDS",
+                       help="timed seconds per benchmark (default: 0.4; less is quicker and noisier)")
+    meas = _sub(sub, "measure", "real steps of a workload here, predicted next to measured, stored")
+    meas.add_argument("model", help="zoo name, model file or package.module:factory")
     _job_args(meas, job=False)
-    meas.add_argument("--reps", type=int, default=5, help="timed repetitions (default 5)")
-    meas.add_argument("--device", default="local-cpu", help="device id (default local-cpu)")
-    _allocator_arg(meas)
-    _db_arg(meas)
-    _out_args(meas)
-    cal = sub.add_parser("calibrate", help="fit this machine's efficiencies from the stored benchmarks and operator times")
-    cal.add_argument("--device", default="local-cpu", help="device id (default local-cpu)")
-    _db_arg(cal)
-    _out_args(cal)
-    val = sub.add_parser("validate", help="predicted vs measured for the zoo here, or vs published runs")
+    meas.add_argument("--reps", type=_at_least(1), default=5, help="timed repetitions")
+    meas.add_argument("--device", default="local-cpu", help="device id (see `chipfit devices`)")
+    cal = _sub(sub, "calibrate", "fit this machine's efficiencies from the stored benchmarks and operator times")
+    cal.add_argument("--device", default="local-cpu", help="device id (see `chipfit devices`)")
+    val = _sub(sub, "validate", "predicted vs measured for the zoo here, or vs published runs")
     val.add_argument("--published", metavar="CSV", nargs="+",
                      help="check predictions against published runs (one or more CSVs, columns of published.csv)")
-    val.add_argument("--reps", type=int, default=3, help="timed repetitions per case and round (default 3)")
-    val.add_argument("--rounds", type=int, default=5, help="interleaved rounds over the cases (default 5)")
+    val.add_argument("--reps", type=_at_least(1), default=3, help="timed repetitions per case and round")
+    val.add_argument("--rounds", type=_at_least(1), default=5, help="interleaved rounds over the cases")
     val.add_argument("--stored", action="store_true",
                      help="predict the newest stored validate run's cases again from what is stored; measure nothing")
     val.add_argument("--device", default="local-cpu",
-                     help="device id (default local-cpu); a GPU runs GPU-sized cases in bf16 (chipfit.validate)")
+                     help="device id; a GPU runs GPU-sized cases in bf16 (chipfit.validate)")
     val.add_argument("--quick", action="store_true", help="one train and one infer case of fewer models")
     val.add_argument("--model", action="append", default=[], help="only this model's cases (repeatable)")
-    _allocator_arg(val)
-    _db_arg(val)
-    _out_args(val)
-    res = sub.add_parser("results", help="the stored history")
-    res_sub = res.add_subparsers(dest="action", required=True)
-    rl = res_sub.add_parser("list", help="stored runs")
+    for p in (bench, meas, val):
+        _allocator_arg(p)
+    for p in (bench, meas, cal, val):
+        _db_arg(p)
+        _out_args(p)
+
+
+def _results_parser(sub) -> None:
+    res = _sub(sub, "results", "the stored history")
+    res_sub = res.add_subparsers(dest="action", required=True, metavar="{list,show,export}")
+    rl = res_sub.add_parser("list", help="stored runs", formatter_class=_Formatter)
     rl.add_argument("--kind", help="bench, measure or validate")
-    _db_arg(rl)
-    _out_args(rl)
-    rs = res_sub.add_parser("show", help="one run and its measurements")
-    rs.add_argument("run_id", type=int)
-    _db_arg(rs)
-    _out_args(rs)
-    rx = res_sub.add_parser("export", help="every measurement as CSV")
-    rx.add_argument("--csv", metavar="FILE", default="-", help="file to write (default: standard output)")
+    rs = res_sub.add_parser("show", help="one run and its measurements", formatter_class=_Formatter)
+    rs.add_argument("run_id", type=_whole, help="a run id (chipfit results list)")
+    for p in (rl, rs):
+        _db_arg(p)
+        _out_args(p)
+    rx = res_sub.add_parser("export", help="every measurement as CSV", formatter_class=_Formatter)
+    rx.add_argument("--csv", metavar="FILE", default="-", help="file to write (-: standard output)")
     _db_arg(rx)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="chipfit", description="Which hardware should your deep-learning job run on?",
+                     formatter_class=_Formatter,
+                     epilog="examples:\n  chipfit compare resnet50\n  chipfit advise resnet50 --deadline 2d\n"
+                            "  chipfit <command> --help")
+    parser.add_argument("--version", action="version", version=f"chipfit {__version__}")
+    parser.add_argument("--catalog", action="append", default=[], metavar="DIR",
+                        help="a directory of your own catalog TOML files (repeatable)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
+    _hardware_parsers(sub)
+    prof = _sub(sub, "profile", "FLOPs, bytes, parameters and memory of one step, per operator and layer")
+    prof.add_argument("model", help="a zoo name, model file or package.module:factory")
+    _job_args(prof, job=False)
+    prof.add_argument("--depth", type=_at_least(1), default=2, help="module-path depth of the per-layer table")
+    prof.add_argument("--ops", action="store_true", help="every traced operator (a table, or in --json)")
+    _out_args(prof)
+    _compare_parser(sub)
+    _advice_parsers(sub)
+    _plan_parser(sub)
+    _local_parsers(sub)
+    _results_parser(sub)
     return parser
 
 
-def _advice_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--devices-list", default="1,8,64", help="device counts to weigh, comma-separated (default 1,8,64)")
-    p.add_argument("--class", dest="hw_class", help="only this hardware class")
-    p.add_argument("--framework", help="only hardware that runs this framework")
-    p.add_argument("--deadline", help="finish within: 14d, 12h, ...")
-    p.add_argument("--budget", type=float, help="spend at most this many US dollars")
-    p.add_argument("--energy", type=float, help="use at most this many kWh")
-    p.add_argument("--co2", type=float, help="emit at most this many kg CO2")
-    p.add_argument("--where", default="any", choices=("any", "cloud", "local"), help="rented, owned, or either")
-    p.add_argument("--single-device", action="store_true", help="must fit and run on one device")
-    p.add_argument("--objective", default="time", choices=("time", "cost", "energy"))
-    p.add_argument("--buy", action="store_true", help="weigh buying the hardware against renting it")
-    p.add_argument("--years", type=float, default=3.0, help="with --buy: lifetime of owned hardware")
-    p.add_argument("--electricity", type=float, help="with --buy: electricity price, USD per kWh")
-    p.add_argument("--utilisation", type=float, default=1.0, help="with --buy: share of the lifetime in use")
-    p.add_argument("--pue", type=float, help="data-centre PUE")
-    p.add_argument("--grid", type=float, help="grid carbon intensity, kg CO2 per kWh")
-
-
-def _advice(args: argparse.Namespace):
-    from .advise import advise
-    from .planning import parse_duration
-
+# --- from arguments to a Job ----------------------------------------------------------------------
+def _device_counts(text: str) -> tuple[int, ...]:
     try:
-        counts = [int(n) for n in args.devices_list.split(",")]
+        return tuple(int(n) for n in text.split(","))
     except ValueError:
-        raise ChipfitError(f"--devices-list {args.devices_list!r} is not comma-separated device counts like 1,8.") from None
-    if args.buy and args.electricity is None:
-        raise ChipfitError("--buy needs --electricity, the price you pay per kWh, to cost owned hardware.")
-    return advise(
-        args.model, deadline_s=parse_duration(args.deadline) if args.deadline else None, budget_usd=args.budget,
-        energy_kwh_max=args.energy, co2_kg_max=args.co2, framework=args.framework, where=args.where,
-        single_device=args.single_device, objective=args.objective, device_counts=counts,
-        buy_years=args.years if args.buy else None, electricity_usd_per_kwh=args.electricity,
-        utilisation=args.utilisation, catalog_dirs=tuple(args.catalog),
-        mode=args.mode, batch=args.batch, seq_len=args.seq, samples=args.samples, epochs=args.epochs,
-        tokens=args.tokens, precision=args.precision, optimizer=args.optimizer, hw_class=args.hw_class,
-        pue=args.pue, grid_kg_per_kwh=args.grid, input_shapes=dict(args.input) or None,
-    )
+        raise ArgumentError(f"--devices-list {text!r} is not comma-separated device counts like 1,8.") from None
 
 
-def _allocator_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--keep-freed-memory", action="store_true",
-                   help="set glibc to keep freed memory for the next step, as jemalloc and tcmalloc do, so steps do not "
-                        "time page faults (default: the allocator as this process has it; chipfit.measure.allocator)")
+def job_from(args: argparse.Namespace):
+    """The Job the arguments describe; every check that needs no model runs here, before any import of torch."""
+    from .api.job import Constraints, Job, conditions, parse_duration
+
+    a = vars(args)
+    buy = a.get("buy", False)
+    deadline = a.get("deadline")
+    constraints = Constraints(
+        deadline_s=parse_duration(deadline) if deadline else None, budget_usd=a.get("budget"),
+        energy_kwh=a.get("energy"), co2_kg=a.get("co2"), where=a.get("where", "any"),
+        single_device=a.get("single_device", False), objective=a.get("objective", "time"),
+        buy_years=a["years"] if buy else None, electricity_usd_per_kwh=a.get("electricity") if buy else None,
+        utilisation=a.get("utilisation", 1.0))
+    hardware = a.get("hardware") or ()
+    return Job(
+        model=a.get("model"), spec=a.get("spec"), mode=a.get("mode") or ("train" if a.get("train") else None),
+        batch=a.get("batch"), seq=a.get("seq"), prompt=a.get("prompt"), generate=a.get("generate"),
+        samples=a.get("samples"), epochs=a.get("epochs", 1.0), tokens=a.get("tokens"), precision=a.get("precision"),
+        optimizer=a.get("optimizer", "adamw"), devices=a.get("devices"),
+        device_counts=_device_counts(a["devices_list"]) if a.get("devices_list") else (),
+        max_devices=a.get("max_devices"), hw_class=a.get("hw_class"),
+        hardware=(hardware,) if isinstance(hardware, str) else tuple(hardware), framework=a.get("framework"),
+        network=a.get("network"), input_shapes=tuple(a.get("input") or ()), local=not a.get("no_local", False),
+        constraints=constraints, conditions=conditions(a.get("pue"), a.get("grid")))
 
 
-def _allocator(args: argparse.Namespace, device) -> str:
-    """Set this process's allocator for measuring `device` with --keep-freed-memory (measure.allocator); say which
-    it is."""
-    from .measure.allocator import device_allocator
-
-    return device_allocator(device, args.keep_freed_memory)
-
-
-def _db_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--db", help="results database (default $CHIPFIT_DB or ~/.local/share/chipfit/results.sqlite)")
-
-
+# --- output -----------------------------------------------------------------------------------------
 def _print_json(data) -> None:
     json.dump(data, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")
@@ -296,118 +409,136 @@ def _emit(args: argparse.Namespace, data, rows: list[dict], show) -> None:
         show()
 
 
-def _is_llm(args: argparse.Namespace) -> bool:
-    """A transformer given by --spec, or a generative language model of the library."""
-    if getattr(args, "spec", None):
-        return True
-    from .workload.library import generative
+def _catalog(args: argparse.Namespace):
+    from .catalog import load_catalog
 
-    return generative(getattr(args, "model", None) or "")
+    return load_catalog(args.catalog)
 
 
-def _default_mode(args: argparse.Namespace) -> None:
-    """Training by default, inference for graph files (they hold no training step); the batch
-    defaults to one sample per device (advise: per device of the largest count it weighs)."""
-    if getattr(args, "batch", 0) is None and args.command != "plan":
-        counts = getattr(args, "devices_list", None)
-        if counts:  # advise and report weigh several device counts: a batch every one of them splits
-            try:
-                args.batch = math.lcm(*(int(n) for n in counts.split(",")))
-            except ValueError:
-                args.batch = 1  # _advice refuses the malformed list with its own sentence
-        else:
-            args.batch = getattr(args, "devices", None) or 1
-    if getattr(args, "precision", "") is None:
-        args.precision = "bf16" if _is_llm(args) else "fp32"
-    if getattr(args, "mode", "") is None:
-        model = getattr(args, "model", None) or ""
-        args.mode = "infer" if model.lower().endswith((".onnx", ".prototxt")) else "train"
+def _store(args: argparse.Namespace, create: bool = True):
+    """The results store of --db (or the default); without `create`, None where none exists yet."""
+    import contextlib
+
+    from .store import Store, default_db_path
+
+    db = getattr(args, "db", None)
+    if db or create or default_db_path().exists():
+        return Store(db)
+    return contextlib.nullcontext(None)
 
 
-def run(args: argparse.Namespace) -> None:
+# --- the commands -----------------------------------------------------------------------------------
+def cmd_hardware(args: argparse.Namespace) -> None:
+    from .catalog import hardware_named
+    from .report import terminal
+
+    catalog = _catalog(args)
+    if args.action == "list":
+        entries = catalog.select(hw_class=args.hw_class, framework=args.framework)
+        rows = [catalog.to_dict(hw) for hw in entries]
+        _emit(args, rows, rows, lambda: terminal.show(terminal.hardware_table(entries)))
+    else:
+        d = catalog.to_dict(hardware_named(args.id, catalog))
+        _emit(args, d, [d], lambda: terminal.show(terminal.hardware_detail(d)))
+
+
+def cmd_models(args: argparse.Namespace) -> None:
+    from .report import terminal
+    from .workload import library
+
+    sizes = (None if v is None else library.parse_count(v) for v in (args.min_params, args.max_params))
+    entries = library.list_models(args.family, args.kind, *sizes)
+    rows = [e.to_dict() for e in entries]
+    _emit(args, rows, [r | {"aliases": " ".join(r["aliases"]), "arch": None} for r in rows],
+          lambda: terminal.show(terminal.models_table(entries)))
+
+
+def cmd_profile(args: argparse.Namespace) -> None:
+    from .api.profiling import prepared, profile_job
+    from .report import terminal
+
+    job = prepared(job_from(args), "profile")
+    with terminal.working(f"profiling {job.name} on fake tensors"):
+        p = profile_job(job, job.batch)
+    rows = terminal.op_rows(p)
+    _emit(args, p.to_dict(ops=args.ops), rows,
+          lambda: terminal.show(terminal.profile_tables(p, args.depth, ops=args.ops)))
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    from .api import compare
+    from .report import terminal
+
+    job = job_from(args)
+    catalog = _catalog(args)
+    with _store(args, create=False) as store, terminal.working(f"profiling {job.name} and ranking the catalog"):
+        result = compare(job, catalog, store)
+    _emit(args, result.to_dict(), result.to_rows(), lambda: terminal.show(
+        terminal.comparison_table(result, top=args.top or None, show_excluded=args.show_excluded)))
+
+
+def cmd_advise(args: argparse.Namespace) -> None:
+    from .api import advise
     from .comparison import estimate_row
     from .report import terminal
 
-    if args.command == "hardware":
-        from .catalog import hardware_named, load_catalog
+    job = job_from(args)
+    catalog = _catalog(args)
+    with _store(args, create=False) as store, terminal.working(f"profiling {job.name} and weighing the catalog"):
+        advice = advise(job, catalog, store)
+    rows = [estimate_row(e) | {"pareto": any(e is f for f in advice.pareto)} for e in advice.candidates]
+    _emit(args, advice.to_dict(), rows, lambda: terminal.show(terminal.advice_tables(advice)))
 
-        catalog = load_catalog(args.catalog)
-        if args.action == "list":
-            entries = catalog.select(hw_class=args.hw_class, framework=args.framework)
-            rows = [catalog.to_dict(hw) for hw in entries]
-            _emit(args, rows, rows, lambda: terminal.show(terminal.hardware_table(entries)))
-        else:
-            d = catalog.to_dict(hardware_named(args.id, catalog))
-            _emit(args, d, [d], lambda: terminal.show(terminal.hardware_detail(d)))
-    elif args.command == "models":
-        from .workload import library
 
-        sizes = (None if v is None else library.parse_count(v) for v in (args.min_params, args.max_params))
-        entries = library.list_models(args.family, args.kind, *sizes)
-        rows = [e.to_dict() for e in entries]
-        _emit(args, rows, [r | {"aliases": " ".join(r["aliases"]), "arch": None} for r in rows],
-              lambda: terminal.show(terminal.models_table(entries)))
-    elif args.command == "profile":
-        from .workload import profile
+def cmd_report(args: argparse.Namespace) -> None:
+    from .api import report
+    from .report import terminal
 
-        with terminal.working(f"profiling {args.model} on fake tensors"):
-            p = profile(args.model, mode=args.mode, batch=args.batch, seq_len=args.seq, precision=args.precision,
-                        optimizer=args.optimizer, input_shapes=dict(args.input) or None)
-        rows = [{"phase": op.phase, "module": op.module, "op": op.name, "kind": op.kind, "dtype": op.dtype,
-                 "flops": op.flops, "bytes_read": op.bytes_read, "bytes_written": op.bytes_written,
-                 "counted": op.counted, "causal": op.causal} for op in p.ops]
-        _emit(args, p.to_dict(ops=args.ops), rows, lambda: terminal.show(terminal.profile_tables(p, args.depth)))
-    elif args.command == "advise":
-        with terminal.working(f"profiling {args.model} and weighing the catalog"):
-            advice = _advice(args)
-        rows = [estimate_row(e) | {"pareto": any(e is f for f in advice.pareto)} for e in advice.candidates]
-        _emit(args, advice.to_dict(), rows, lambda: terminal.show(terminal.advice_tables(advice)))
-    elif args.command == "report":
-        from .report.html import html
-        from .store import Store, default_db_path
+    job = job_from(args)
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise ChipfitError("chipfit report draws its plots with matplotlib; install it with "
+                           "`pip install 'chipfit[report]'`.") from None
+    from .report.html import html
 
-        with terminal.working(f"profiling {args.model} and weighing the catalog"):
-            advice = _advice(args)
-        db = args.db or (default_db_path() if default_db_path().exists() else None)
-        with (Store(db) if db else _nothing()) as store:
-            path = html(advice, args.html, store=store)
-        print(f"report written to {path}")
-        if args.plots:
-            from .report.plots import plots
+    catalog = _catalog(args)
+    with _store(args, create=False) as store, terminal.working(f"profiling {job.name} and weighing the catalog"):
+        data = report(job, catalog, store)
+    print(f"report written to {html(data, args.html)}")
+    if args.plots:
+        from .report.plots import plots
 
-            for name, file in plots(advice, args.plots, fmt=args.format).items():
-                print(f"{name}: {file}")
-    elif args.command == "serve":
-        from .web import serve
+        for name, file in plots(data, args.plots, fmt=args.format).items():
+            print(f"{name}: {file}")
 
-        print(f"chipfit dashboard on http://{args.host}:{args.port} (Ctrl-C stops it)", file=sys.stderr)
-        serve(args.host, args.port, db_path=args.db, catalog_dirs=tuple(args.catalog), allow_hosts=args.allow_host)
-    elif args.command == "plan":
-        from .planning import plan
 
-        with terminal.working("searching plans"):
-            workload, search = plan(
-                args.model, args.hardware, spec=args.spec, tokens=args.tokens, batch=args.batch, seq_len=args.seq,
-                precision=args.precision, max_devices=args.max_devices, devices=args.devices, objective=args.objective,
-                deadline=args.deadline, budget_usd=args.budget, network=args.network, top=args.top,
-                catalog_dirs=tuple(args.catalog),
-            )
-        data = {"workload": workload.to_dict(), "search": search.to_dict()}
-        _emit(args, data, data["search"]["ranked"], lambda: terminal.show(terminal.plan_tables(workload, search)))
-    elif args.command == "compare":
-        from .comparison import compare
+def cmd_plan(args: argparse.Namespace) -> None:
+    from .api import plan
+    from .report import terminal
 
-        with terminal.working(f"profiling {args.model or 'the spec'} and ranking the catalog"):
-            result = compare(
-                args.model, mode=args.mode, batch=args.batch, seq_len=args.seq, samples=args.samples,
-                epochs=args.epochs, tokens=args.tokens, precision=args.precision, optimizer=args.optimizer,
-                devices=args.devices, hw_class=args.hw_class, hardware=args.hardware, framework=args.framework,
-                pue=args.pue, grid_kg_per_kwh=args.grid, catalog_dirs=tuple(args.catalog),
-                include_local_cpu=not args.no_local, spec=args.spec, prompt=args.prompt, generate=args.generate,
-                input_shapes=dict(args.input) or None, network=args.network,
-            )
-        _emit(args, result.to_dict(), result.to_rows(),
-              lambda: terminal.show(terminal.comparison_table(result, top=args.top or None)))
+    job = job_from(args)
+    with terminal.working("searching plans"):
+        result = plan(job, _catalog(args), None, top=args.top)
+    data = result.to_dict()
+    _emit(args, data, data["search"]["ranked"], lambda: terminal.show(terminal.plan_tables(result)))
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from .web import serve
+
+    print(f"chipfit dashboard on http://{args.host}:{args.port} (Ctrl-C stops it)", file=sys.stderr)
+    serve(args.host, args.port, db_path=args.db, catalog_dirs=tuple(args.catalog), allow_hosts=args.allow_host)
+
+
+def cmd_devices(args: argparse.Namespace) -> None:
+    from .api.measure import catalog_entry
+    from .measure.devices import local_devices
+    from .report import terminal
+
+    catalog = _catalog(args)
+    rows = [d.to_dict() | {"catalog": catalog_entry(d, catalog).id} for d in local_devices()]
+    _emit(args, rows, rows, lambda: terminal.show(terminal.devices_table(rows)))
 
 
 def _warn_load(env) -> None:
@@ -418,11 +549,61 @@ def _warn_load(env) -> None:
         print(f"chipfit: {warning}", file=sys.stderr)
 
 
-def _hardware_for(device, catalog_dirs):
-    from .catalog import load_catalog
-    from .measure.devices import match_catalog
+def _device_here(args: argparse.Namespace):
+    """The local device --device names, found before the store is opened: a device that is not here stores
+    nothing; --keep-freed-memory for a GPU alone is refused."""
+    from .measure.allocator import refuse_keep_freed_memory
+    from .measure.devices import local_device
 
-    return match_catalog(device, load_catalog(catalog_dirs).hardware)
+    device = local_device(args.device)
+    if getattr(args, "keep_freed_memory", False):
+        refuse_keep_freed_memory(device)
+    return device
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    from .api.measure import catalog_entry
+    from .measure.allocator import device_allocator
+    from .measure.devices import local_devices
+    from .measure.microbench import BENCH_ROUNDS, run_microbenchmarks
+    from .measure.power import device_meter
+    from .measurement import Environment
+    from .report import terminal
+
+    if args.budget is not None and not args.budget > 0:
+        raise ChipfitError(f"--budget {args.budget:g} is not a positive number of seconds; give e.g. --budget 0.4.")
+    devices = [_device_here(args)] if args.device else local_devices()
+    catalog, out = _catalog(args), []
+    with _store(args) as store:
+        for device in devices:
+            hw = catalog_entry(device, catalog)
+            alloc = device_allocator(device, args.keep_freed_memory)
+            with terminal.progress_bar(f"bench {device.id}") as bar:
+                ms = run_microbenchmarks(device, quick=args.quick, progress=bar, meter=device_meter(device, hw),
+                                         rounds=1 if args.quick else BENCH_ROUNDS, budget_s=args.budget)
+            env = Environment.capture(device.id, device.name, hw.id,
+                                      extra={"quick": args.quick, "allocator": alloc, "budget_s": args.budget})
+            run_id = store.record_run("bench", device.id, env, ms)
+            _warn_load(env)
+            out.append({"run_id": run_id, "device": device.id, "hardware": hw.id,
+                        "measurements": [m.to_dict() for m in ms]})
+            if not (args.json or args.csv):
+                terminal.show(terminal.measurements_table(ms, hw, f"run {run_id}: {device.name} ({hw.id})"))
+    rows = [{"run_id": r["run_id"], "hardware": r["hardware"]} | m for r in out for m in r["measurements"]]
+    _emit(args, out, rows, lambda: None)
+
+
+def cmd_measure(args: argparse.Namespace) -> None:
+    from .api import measure
+    from .report import terminal
+
+    job = job_from(args)
+    device = _device_here(args)
+    with _store(args) as store, terminal.progress_bar(f"measure {args.model}") as bar:
+        r = measure(job, _catalog(args), store, device=device, reps=args.reps,
+                    keep_freed_memory=args.keep_freed_memory, progress=bar)
+    d = r.to_dict()
+    _emit(args, d, [d], lambda: terminal.show(terminal.measure_tables(r, args.model)))
 
 
 def _stored_elsewhere(args: argparse.Namespace) -> str | None:
@@ -441,152 +622,53 @@ def _stored_elsewhere(args: argparse.Namespace) -> str | None:
     return runs[-1].hardware_id if runs else None
 
 
-def run_local(args: argparse.Namespace) -> None:
-    """devices, bench, measure, calibrate, validate, results: what is measured here."""
-    from .measurement import Environment
+def cmd_calibrate(args: argparse.Namespace) -> None:
+    from .api.measure import catalog_entry
+    from .calibrate import calibrate_device
+    from .report import terminal
+
+    elsewhere = _stored_elsewhere(args)  # a device measured on another machine (a GPU) is fitted from the store
+    catalog = _catalog(args)
+    hw = catalog.get(elsewhere) if elsewhere else catalog_entry(_device_here(args), catalog)
+    with _store(args) as store:
+        cal = calibrate_device(store, hw, args.device)
+    data = cal.to_dict()
+    _emit(args, data, data["curves"], lambda: terminal.show(terminal.calibration_table(cal)))
+
+
+def cmd_validate(args: argparse.Namespace) -> None:
+    from .report import terminal
+
+    if args.published:
+        from .validate_published import format_table, validate_published
+
+        v = validate_published(args.published)
+        data = v.to_dict()
+        _emit(args, data, data["rows"], lambda: print(format_table(v)))
+        return
+    from .api import validate
+
+    device = _device_here(args)
+    with _store(args) as store, terminal.progress_bar(f"validate on {device.id}") as bar:
+        v = validate(_catalog(args), store, device=device, reps=args.reps, rounds=args.rounds, stored=args.stored,
+                     quick=args.quick, models=tuple(args.model), keep_freed_memory=args.keep_freed_memory,
+                     progress=bar)
+    if not args.stored:
+        _warn_load(v.environment)
+    data = v.to_dict()
+    _emit(args, data, data["cases"], lambda: terminal.show(terminal.validation_tables(v)))
+
+
+def cmd_results(args: argparse.Namespace) -> None:
     from .report import terminal
     from .store import Store
 
-    if args.command == "devices":
-        from .measure.devices import local_devices
-
-        rows = []
-        for d in local_devices():
-            rows.append(d.to_dict() | {"catalog": _hardware_for(d, args.catalog).id})
-        _emit(args, rows, rows, lambda: terminal.show(terminal.devices_table(rows)))
-        return
-    if args.command == "results" and args.action == "export":
-        with Store(args.db, create=False) as store:
+    with Store(args.db, create=False) as store:
+        if args.action == "export":
             n = store.export_csv(sys.stdout if args.csv == "-" else args.csv)
-        if args.csv != "-":
-            print(f"{n} measurements written to {args.csv}", file=sys.stderr)
-        return
-    if getattr(args, "budget", None) is not None and not args.budget > 0:
-        raise ChipfitError(f"--budget {args.budget:g} is not a positive number of seconds; give e.g. --budget 0.4.")
-    device = None
-    if args.command == "calibrate" and args.device and _stored_elsewhere(args):
-        pass  # fitted from the store's runs of a device that is not here (e.g. a GPU measured on another machine)
-    elif getattr(args, "device", None):  # before the store is opened: a device that is not here stores nothing
-        from .measure.allocator import refuse_keep_freed_memory
-        from .measure.devices import local_device
-
-        device = local_device(args.device)
-        if getattr(args, "keep_freed_memory", False):
-            refuse_keep_freed_memory(device)
-    store = Store(args.db, create=args.command != "results")
-    if args.command == "bench":
-        from .measure.devices import local_devices
-        from .measure.microbench import BENCH_ROUNDS, run_microbenchmarks
-        from .measure.power import device_meter
-
-        devices = [device] if device else local_devices()
-        out = []
-        for device in devices:
-            hw = _hardware_for(device, args.catalog)
-            allocator = _allocator(args, device)
-            with terminal.progress_bar(f"bench {device.id}") as bar:
-                ms = run_microbenchmarks(device, quick=args.quick, progress=bar, meter=device_meter(device, hw),
-                                         rounds=1 if args.quick else BENCH_ROUNDS, budget_s=args.budget)
-            env = Environment.capture(device.id, device.name, hw.id,
-                                      extra={"quick": args.quick, "allocator": allocator, "budget_s": args.budget})
-            run_id = store.record_run("bench", device.id, env, ms)
-            _warn_load(env)
-            out.append({"run_id": run_id, "device": device.id, "hardware": hw.id, "measurements": [m.to_dict() for m in ms]})
-            if not (args.json or args.csv):
-                terminal.show(terminal.measurements_table(ms, hw, f"run {run_id}: {device.name} ({hw.id})"))
-        rows = [{"run_id": r["run_id"], "hardware": r["hardware"]} | m for r in out for m in r["measurements"]]
-        _emit(args, out, rows, lambda: None)
-    elif args.command == "measure":
-        from dataclasses import replace
-
-        from .calibrate import stored_calibration
-        from .measure.opprofile import profile_ops
-        from .measure.power import device_meter
-        from .measure.steps import measure_step
-        from .validate import predicted_step
-        from .workload import profile
-        from .workload.workload import Workload
-
-        hw = _hardware_for(device, args.catalog)
-        prof = profile(args.model, mode=args.mode, batch=args.batch, seq_len=args.seq, precision=args.precision,
-                       optimizer=args.optimizer)
-        work = Workload(model=args.model, mode=args.mode, batch=args.batch, seq_len=prof.seq_len,
-                        precision=args.precision, optimizer=args.optimizer)
-        cal = stored_calibration(store, hw.id)
-        predicted = predicted_step(prof, hw, work, cal)
-        allocator = _allocator(args, device)
-        job = dict(mode=args.mode, batch=args.batch, seq_len=args.seq, precision=args.precision,
-                   optimizer=args.optimizer)
-        with terminal.progress_bar(f"measure {args.model}") as bar:
-            m = measure_step(args.model, device, **job, repetitions=args.reps, profile=prof, predicted_s=predicted,
-                             progress=bar, meter=device_meter(device, hw))
-        ops = profile_ops(args.model, device, prof, **job, repetitions=min(args.reps, 3))
-        m = replace(m, extra={**m.extra, "model": m.label, "op_profile": ops.summary(m.median_s)})
-        op_rows = ops.measurements(device.id, m.label, m.median_s)
-        env = Environment.capture(device.id, device.name, hw.id, model_path=_model_path(args.model),
-                                  extra={"allocator": allocator})
-        run_id = store.record_run("measure", device.id, env, [m, *op_rows])
-        d = m.to_dict() | {"run_id": run_id, "hardware": hw.id, "calibrated": cal is not None,
-                           "error": predicted / m.median_s - 1}
-        _emit(args, d, [d], lambda: terminal.show([
-            terminal.measurements_table([m], hw, f"run {run_id}: {args.model} on {hw.id}"),
-            f"predicted {predicted * 1e3:.4g} ms ({'calibrated' if cal else 'published defaults'}), "
-            f"measured {m.median_s * 1e3:.4g} ms: error {d['error']:+.1%}",
-            f"measured with {allocator}",
-            f"{len(op_rows)} distinct operator calls timed under the profiler ({ops.matched} of {len(prof.ops)} "
-            "traced operators matched), stored for `chipfit calibrate`"]))
-    elif args.command == "calibrate":
-        from .calibrate import calibrate_device
-
-        if device is None:
-            from .catalog import load_catalog
-
-            hw = load_catalog(args.catalog).get(_stored_elsewhere(args))
-        else:
-            hw = _hardware_for(device, args.catalog)
-        cal = calibrate_device(store, hw, args.device if device is None else device.id)
-        data = cal.to_dict()
-        _emit(args, data, data["curves"], lambda: terminal.show(terminal.calibration_table(cal)))
-    elif args.command == "validate":
-        if args.published:
-            from .validate_published import format_table, validate_published
-
-            v = validate_published(args.published)
-            data = v.to_dict()
-            _emit(args, data, data["rows"], lambda: print(format_table(v)))
-            return
-        from .calibrate import device_measurements
-        from .catalog import load_catalog
-        from .validate import case_set, revalidate, run_validation
-
-        hw = _hardware_for(device, args.catalog)
-        measurements, source = device_measurements(store, device.id, require_bench=False)
-        entries = list(load_catalog(args.catalog).hardware.values())
-        if args.stored:
-            runs = store.runs(kind="validate", device=device.id)
-            if not runs:
-                raise ChipfitError(f"No validate run of {device.id} in {store.path}; run `chipfit validate` first.")
-            steps = [m for m in store.measurements(run_id=runs[-1].id) if m.kind in ("train_step", "infer_step")]
-            with terminal.working("predicting the stored cases"):
-                v = revalidate(hw, steps, measurements, entries, source)
-            v.allocator = runs[-1].environment.extra.get("allocator", "")
-        else:
-            if args.reps < 1 or args.rounds < 1:
-                raise ChipfitError(f"--reps {args.reps} and --rounds {args.rounds} must both be 1 or more.")
-            cases = case_set(device, args.quick, tuple(args.model))
-            records, allocator = [], _allocator(args, device)
-            with terminal.progress_bar(f"validate on {device.id}") as bar:
-                v = run_validation(hw, device, measurements, entries, cases.cases, args.reps, args.rounds, bar,
-                                   records.append, source, cases.precision, cases.contrast)
-            v.allocator = allocator
-            env = Environment.capture(device.id, device.name, hw.id,
-                                      extra={"calibration": v.calibration, "allocator": allocator})
-            store.record_run("validate", device.id, env, records)
-            _warn_load(env)
-        data = v.to_dict()
-        _emit(args, data, data["cases"], lambda: terminal.show(terminal.validation_tables(v)))
-    elif args.command == "results":
-        if args.action == "list":
+            if args.csv != "-":
+                print(f"{n} measurements written to {args.csv}", file=sys.stderr)
+        elif args.action == "list":
             runs = store.runs(kind=args.kind)
             rows = [r.to_dict() for r in runs]
             _emit(args, rows, rows, lambda: terminal.show(terminal.runs_table(runs)))
@@ -596,36 +678,20 @@ def run_local(args: argparse.Namespace) -> None:
             rows = [m.to_dict() for m in ms]
             _emit(args, run.to_dict() | {"measurements": rows}, rows, lambda: terminal.show(
                 terminal.measurements_table(ms, None, f"run {run.id}: {run.kind} on {run.device} ({run.created_at})")))
-    store.close()
 
 
-def _nothing():
-    import contextlib
-
-    return contextlib.nullcontext(None)
-
-
-def _model_path(model: str) -> str | None:
-    """The file of a user model's code, for the git commit recorded with a run."""
-    if ":" not in model:
-        return None
-    import importlib.util
-
-    spec = importlib.util.find_spec(model.split(":")[0])
-    return spec.origin if spec and spec.origin else None
-
-
-LOCAL_COMMANDS = ("devices", "bench", "measure", "calibrate", "validate", "results")
+COMMANDS = {"hardware": cmd_hardware, "models": cmd_models, "profile": cmd_profile, "compare": cmd_compare,
+            "advise": cmd_advise,
+            "report": cmd_report, "plan": cmd_plan, "serve": cmd_serve, "devices": cmd_devices, "bench": cmd_bench,
+            "measure": cmd_measure, "calibrate": cmd_calibrate, "validate": cmd_validate, "results": cmd_results}
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-    except SystemExit as exc:  # argparse has printed its usage message
+        COMMANDS[args.command](args)
+    except SystemExit as exc:  # --help and --version
         return int(exc.code or 0)
-    _default_mode(args)
-    try:
-        run_local(args) if args.command in LOCAL_COMMANDS else run(args)
     except ChipfitError as exc:
         print(f"chipfit: {exc}", file=sys.stderr)
         return exc.exit_status

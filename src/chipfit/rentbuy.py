@@ -15,7 +15,7 @@ from .catalog import Catalog, Hardware
 from .catalog.loader import PRICINGS
 from .errors import ChipfitError
 from .predict import energy as _energy
-from .report.units import usd
+from .units import usd
 
 # A Julian year, 365.25 days.
 HOURS_PER_YEAR = 8766.0

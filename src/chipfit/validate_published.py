@@ -30,12 +30,13 @@ from typing import Callable, Iterable
 
 from .catalog import Catalog, load_catalog
 from .errors import ChipfitError, check_file
-from .planning import DEFAULT_BATCH_TOKENS, shape_of
+from .api.job import PLAN_BATCH_TOKENS as DEFAULT_BATCH_TOKENS
 from .predict import Plan, predict
 from .predict.decode import predict_inference
 from .predict.energy import DEFAULT_PUE
 from .predict.parallel import NODE_SIZE, Network
 from .predict.plans import scale_profile, search_plans
+from .predictors import plan_shape
 from .published_run import (DEFAULT_SEQ_LEN, PublishedRun, RowUnreadable, parse_precision, plan_hints, read_run,
                             row_network)
 from .row_lookup import RowModel, resolve_row_hardware, resolve_row_model
@@ -227,7 +228,7 @@ def _llm_train(run: PublishedRun, model: RowModel, catalog: Catalog, hw_id: str,
     job = Workload(model=model.name, batch=batch, seq_len=seq, tokens=tokens or float(batch * seq),
                    precision=precision)
     zero_stages, recompute = plan_hints(run.precision_text)
-    search = search_plans(lambda b: profile_spec(spec, batch=b, seq_len=seq, precision=precision), shape_of(spec, seq),
+    search = search_plans(lambda b: profile_spec(spec, batch=b, seq_len=seq, precision=precision), plan_shape(spec, seq),
                           job, hw, devices=devices, max_devices=None if devices else batch,
                           objective="time" if devices else "device_hours", network=network,
                           zero_stages=zero_stages, recompute=recompute)

@@ -122,6 +122,10 @@ def test_bad_input_shows_the_servers_sentence(page):
     page.click("#run")
     page.wait_for_selector("#error:not([hidden])")
     assert page.locator("#error").inner_text() == "Budget -1 USD is not positive; give a budget above 0 or leave it empty."
+    # The answer of the earlier request is gone: it would read as the answer to this one.
+    assert page.locator("#ranking").is_hidden() and page.locator("#summary").is_hidden()
+    assert page.locator("#plots").is_hidden() and page.locator("#placeholder").is_visible()
+    page.screenshot(path=str(ARTIFACTS / "dashboard-error.png"), full_page=True)
     page.fill("input[name=budget]", "")
     # The browser logs the 400 itself; that one was asked for.
     page.problems[:] = [p for p in page.problems if "status of 400" not in p]

@@ -374,7 +374,7 @@ def measure_ddp(ctx: DistContext, model: str, batch: int, seq_len: int | None = 
 
 def table(measurements: Sequence[Measurement]) -> str:
     """The collectives like nccl-tests prints them, then the DDP rows."""
-    from ..report.units import nbytes, seconds, si
+    from ..units import nbytes, seconds, si
 
     lines = []
     coll = [m for m in measurements if m.kind == "collective"]

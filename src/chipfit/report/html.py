@@ -9,10 +9,10 @@ from html import escape
 from pathlib import Path
 
 from ..advise import Advice, label
-from ..comparison import Comparison
+from ..api.report import ReportData
 from ..errors import ChipfitError
 from . import plots as _plots
-from .units import kwh, nbytes, seconds, si, usd
+from ..units import kwh, nbytes, seconds, si, usd
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#222;margin:0;background:#f6f7f9}
@@ -30,19 +30,23 @@ td.p{white-space:normal;text-align:left;min-width:7em;max-width:10em;overflow-wr
 .yes{color:#2a7d2a}.no{color:#c44e52}
 figure{margin:12px 0}figure img{max-width:100%;height:auto;border:1px solid #eee}figcaption{color:#555;font-size:12.5px}
 ul{margin:6px 0;padding-left:20px}li{margin:2px 0}.muted{color:#777;font-size:12.5px}
+.summary{font-size:15px;background:#fafafa;padding:8px 14px;border:1px solid #eee}
 dl{display:grid;grid-template-columns:max-content auto;gap:2px 14px;margin:6px 0}dt{color:#555}dd{margin:0}
 """
 
 _CAPTIONS = {
     "pareto": ("Time against cost",
                "Every entry with a sourced price. Blue entries meet the constraints; the red line joins those no other "
-               "entry beats on both time and cost (the Pareto front); the star is the winner."),
+               "entry beats on both time and cost (the Pareto front); the gold star is the winner, where it has a "
+               "sourced price."),
     "roofline": ("Roofline with the model's operators",
                  "Each dot is one operator of a training or inference step at its arithmetic intensity (FLOP per byte "
                  "moved) and the FLOP/s chipfit predicts it reaches on that device; the line is the device's roof "
                  "(dense peak at the job's precision, and memory bandwidth). Operators with no FLOPs are not shown."),
     "memory": ("Memory per device",
-               "What each device holds at the peak of a step, by part, against the device's memory (black mark)."),
+               "What each device holds at the peak of a step, by part, as a share of that device's own memory; each bar "
+               "says its size and the capacity. Where every bar is under half its capacity the axis stops short of "
+               "100% so the parts stay readable; else the black line marks the capacity."),
     "layers": ("Time per layer", "Predicted time of one step per layer (module path, two levels deep), by phase."),
     "measured": ("Measured against predicted",
                  "Steps measured on hardware here (from the results store) against chipfit's prediction for the same step."),
@@ -167,7 +171,24 @@ def _rent_buy(advice: Advice, heading: bool = True) -> str:
     return ("<h2>Rent versus buy</h2>" if heading else "") + "".join(parts)
 
 
+def _topic(assumption: str, names: list[str]) -> str:
+    """What an assumption is about: the words before its colon ('efficiency', 'power'), a hardware name in
+    them said as 'an entry' (so one topic gathers every device), else 'other'."""
+    head, sep, _ = assumption.partition(":")
+    if not sep or len(head) > 60:
+        return "other"
+    for name in names:
+        head = head.replace(name, "an entry")
+    return head.strip()
+
+
+def _who(ids: set[str], every: set[str]) -> str:
+    return "every entry" if ids >= every else ", ".join(sorted(ids))
+
+
 def _assumptions(advice: Advice) -> str:
+    """The job's assumptions, then each entry's grouped by topic: every distinct sentence once, with the
+    hardware it applies to (whatever the device count), 'every entry' where it applies to all."""
     cmp = advice.comparison
     general = [f"PUE {cmp.conditions.pue:g} and grid intensity {cmp.conditions.grid_kg_per_kwh:g} kg CO2/kWh for rented "
                "hardware; cost is device-hours at the cheapest sourced on-demand price",
@@ -176,37 +197,69 @@ def _assumptions(advice: Advice) -> str:
     if cmp.profile.uncounted:
         general.append("operators with no FLOP formula (time counted from bytes only): "
                        + ", ".join(f"{k} x{v}" for k, v in cmp.profile.uncounted.items()))
-    shared: dict[str, list[str]] = {}
+    topics: dict[str, dict[str, set[str]]] = {}
+    names = sorted({n for e in advice.estimates() for n in (e.hardware, e.name) if n}, key=len, reverse=True)
     for e in advice.estimates():
         for a in e.assumptions:
-            shared.setdefault(a, []).append(label(e))
+            topics.setdefault(_topic(a, names), {}).setdefault(a, set()).add(e.hardware)
+    every = {e.hardware for e in advice.estimates() if not e.excluded_reason}
+    parts = []
+    for topic, sentences in sorted(topics.items(), key=lambda kv: (kv[0] == "other", kv[0])):
+        items = "".join(f"<li>{_text(a)} <span class=muted>({_text(_who(ids, every))})</span></li>"
+                        for a, ids in sorted(sentences.items(), key=lambda kv: -len(kv[1])))
+        shared = len(sentences) == 1
+        parts.append(f"<details{' open' if shared else ''}><summary>{_text(topic)} "
+                     f"<span class=muted>({len(sentences)} variant{'s' if len(sentences) > 1 else ''})</span>"
+                     f"</summary><ul>{items}</ul></details>")
     prices = sorted({e.cost_source for e in advice.estimates() if e.cost_source})
-    per = "".join(f"<li>{_text(a)} <span class=muted>({_text(', '.join(who))})</span></li>"
-                  for a, who in shared.items())
     return ("<h2>Assumptions</h2><ul>" + "".join(f"<li>{_text(g)}</li>" for g in general) + "</ul>"
-            f"<h3>Per entry</h3><ul>{per}</ul><h3>Price sources</h3><ul>"
+            f"<h3>Per entry, by topic</h3>{''.join(parts)}<h3>Price sources</h3><ul>"
             + "".join(f"<li>{_text(p)}</li>" for p in prices) + "</ul>")
 
 
-def render(item: Advice | Comparison, *, measurements=(), title: str | None = None) -> str:
-    """The whole report as one HTML string with no external reference."""
-    advice = _plots.as_advice(item)
-    figs = _plots.figures(advice, measurements)
-    model = advice.comparison.workload.model
-    title = title or f"chipfit report: {model}"
+# Plots shown above the ranking (the decision); the rest follow it (the detail).
+KEY_PLOTS = ("pareto", "memory")
+
+
+def _figure_html(name: str, fig) -> str:
+    head, caption = _CAPTIONS[name]
+    return (f"<h2>{_text(head)}</h2><figure><img alt=\"{_text(head)}\" src=\"data:image/png;base64,{_png(fig)}\">"
+            f"<figcaption>{_text(caption)}</figcaption></figure>")
+
+
+def _summary(advice: Advice) -> str:
+    """The answer in a few figures: the winner's time, cost and energy, and what else was weighed."""
+    w = advice.winner
+    items = [("options weighed", f"{len(advice.estimates())} ({len(advice.candidates)} meet the constraints)")]
+    if w is not None:
+        span = f"{seconds(w.low.get('total_time_s'))} - {seconds(w.high.get('total_time_s'))}"
+        items = [("run on", label(w)), ("time to finish", f"{seconds(w.total_time_s)} ({span})"),
+                 ("cost", usd(w.cost_usd)), ("energy", kwh(w.energy_kwh)),
+                 ("memory per device", nbytes(w.memory_per_device_bytes)), *items]
+    return "<dl class=summary>" + "".join(f"<dt>{_text(k)}</dt><dd>{_text(v)}</dd>" for k, v in items) + "</dl>"
+
+
+def render(data: ReportData, *, title: str | None = None) -> str:
+    """The whole report as one HTML string with no external reference: the answer and key plots first,
+    then the full ranking, then the detail."""
+    advice = data.advice
+    figs = _plots.figures(data)
+    title = title or f"chipfit report: {advice.comparison.workload.model}"
     why_cls = "why" if advice.winner else "why none"
     sections = [
         f"<h1>{_text(title)}</h1><p class=job>{_text(_job(advice))}</p>",
         f"<dl>{_constraints(advice)}</dl>",
         f'<p class="{why_cls}">{_text(advice.why)}</p>',
+        _summary(advice),
+        *(_figure_html(name, figs[name]) for name in KEY_PLOTS if name in figs),
         "<h2>Ranking</h2><p class=muted>Entries that meet every constraint first (best first by the objective, "
         "winner highlighted); the others follow with the reason they were ruled out.</p>" + _ranking(advice),
         _changes(advice),
     ]
     for name, fig in figs.items():
-        head, caption = _CAPTIONS[name]
-        sections.append(f"<h2>{_text(head)}</h2><figure><img alt=\"{_text(head)}\" "
-                        f"src=\"data:image/png;base64,{_png(fig)}\"><figcaption>{_text(caption)}</figcaption></figure>")
+        if name in KEY_PLOTS:
+            continue
+        sections.append(_figure_html(name, fig))
         if name == "rent_buy":
             sections.append(_rent_buy(advice, heading=False))
     if "rent_buy" not in figs:
@@ -222,11 +275,9 @@ def render(item: Advice | Comparison, *, measurements=(), title: str | None = No
             f"<body><main>{''.join(sections)}</main></body></html>")
 
 
-def html(item: Advice | Comparison, path, *, measurements=None, store=None, title: str | None = None) -> Path:
-    """Write the report for `item` to `path`; measured steps come from `measurements` or `store`."""
-    if measurements is None:
-        measurements = store.measurements() if store is not None else ()
-    text = render(item, measurements=measurements, title=title)
+def html(data: ReportData, path, *, title: str | None = None) -> Path:
+    """Write the report of `data` (chipfit.api.report) to `path`."""
+    text = render(data, title=title)
     out = Path(path)
     try:
         out.write_text(text, encoding="utf-8")

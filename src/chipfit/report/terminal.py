@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
 from ..catalog.schema import Hardware
 from ..trust import case_trust, curve_flag, measurement_flags, op_fit_flags, spread_text
 from ..workload.profile import PHASES, Profile
-from .units import kwh, nbytes, seconds, si, usd
+from ..units import kwh, nbytes, seconds, si, usd
 
 import sys
 
 # Piped output keeps whole rows (rich would wrap at 80 columns); a terminal gets its own width.
 console = Console() if sys.stdout.isatty() else Console(width=220)
+PIPED_WIDTH = 220
 
 
 def _fig(f, scale: float = 1.0, unit: str = "") -> str:
@@ -87,7 +89,26 @@ def _figures_table(d: dict) -> Table:
     return t
 
 
-def profile_tables(p: Profile, depth: int = 2, top: int = 25) -> list:
+def op_rows(p: Profile) -> list[dict]:
+    """Every traced operator as one flat row."""
+    return [{"phase": op.phase, "module": op.module, "op": op.name, "kind": op.kind, "dtype": op.dtype,
+             "flops": op.flops, "bytes_read": op.bytes_read, "bytes_written": op.bytes_written,
+             "counted": op.counted, "causal": op.causal} for op in p.ops]
+
+
+def ops_table(p: Profile) -> Table:
+    """Every traced operator in order: phase, module, operator, FLOPs and bytes."""
+    t = Table(title=f"{len(p.ops):,} traced operators", header_style="bold")
+    for col in ("#", "phase", "module", "operator", "kind", "dtype", "FLOPs", "bytes"):
+        t.add_column(col, justify="right" if col in ("#", "FLOPs", "bytes") else "left",
+                     overflow="fold" if col in ("module", "operator") else "ellipsis")
+    for i, op in enumerate(p.ops, 1):
+        t.add_row(str(i), op.phase, op.module or "(top)", op.name.removeprefix("aten."), op.kind, op.dtype,
+                  si(op.flops, "FLOP") if op.counted else "no formula", nbytes(op.bytes))
+    return t
+
+
+def profile_tables(p: Profile, depth: int = 2, top: int = 25, ops: bool = False) -> list:
     head = Table(title=f"{p.model}: {p.mode}, batch {p.batch}" + (f", seq {p.seq_len}" if p.seq_len else "")
                  + f", traced in {p.dtype}", show_header=False)
     head.add_column("what")
@@ -118,42 +139,79 @@ def profile_tables(p: Profile, depth: int = 2, top: int = 25) -> list:
         out.append("[yellow]Operators with no FLOP formula (counted as 0 FLOPs, bytes still counted): "
                    + ", ".join(f"{k} x{v}" for k, v in p.uncounted.items()) + "[/yellow]")
     out += [f"[dim]note: {n}[/dim]" for n in p.notes]
-    return out
+    return out + ([ops_table(p)] if ops else [])
 
 
-def comparison_table(cmp, top: int | None = None) -> list:
+def money(x: float | None) -> str:
+    """Dollars for a table: '< $0.01' below a cent."""
+    return "-" if x is None else "< $0.01" if x < 0.005 else usd(x)
+
+
+def times(x: float | None) -> str:
+    """A speed-up: '1,120x', '37x', '0.52x'."""
+    return "-" if x is None else f"{x:,.0f}x" if x >= 100 else f"{x:.2g}x"
+
+
+def _label(e) -> str:
+    return e.hardware + (f" x{e.devices}" if e.devices > 1 else "")
+
+
+def _job_title(cmp) -> str:
     w, plan = cmp.workload, cmp.plan
-    job = f"{w.model} {w.mode}, batch {w.batch}" + (f", seq {w.seq_len}" if w.seq_len else "") + f", {w.precision}"
     if w.prompt_tokens:
-        job = f"{w.model} serving, batch {w.batch}, prompt {w.prompt_tokens} + {w.generate_tokens} generated, {w.precision}"
-    job += f", {plan.devices} device(s)" + (f", {w.total_samples():.3g} samples" if w.training else "")
-    t = Table(title=job, header_style="bold")
-    infer = not w.training
-    step_col = "first token" if w.prompt_tokens else "latency" if infer else "step"
-    cols = ["#", "hardware", "class", "fits", "mem/device", step_col, "throughput",
-            "total time (low-high)", "energy", "cost", "vs local CPU"]
-    for col in cols:
-        t.add_column(col, justify="left" if col in ("hardware", "class") else "right")
-    excluded = []
+        job = f"{w.model} serving, batch {w.batch}, prompt {w.prompt_tokens} + {w.generate_tokens} generated"
+    else:
+        job = f"{w.model} {'training' if w.training else 'inference'}, batch {w.batch}" + (
+            f", seq {w.seq_len}" if w.seq_len else "")
+    job += f", {w.precision}, {plan.devices} device{'s' if plan.devices > 1 else ''}"
+    return job + (f", {si(w.total_samples())} samples" if w.training else "")
+
+
+def span(low: float | None, high: float | None) -> str:
+    """A low-high range, the unit said once where both share it: '7.47-23.1 ms'."""
+    lo, hi = seconds(low), seconds(high)
+    if lo.split(" ")[-1] == hi.split(" ")[-1] and " " in lo:
+        return f"{lo.split(' ')[0]}-{hi}"
+    return f"{lo}-{hi}"
+
+
+# Below this terminal width the ranking leaves out its rank and throughput columns (--json has them).
+WIDE_COLUMNS = 130
+
+
+def comparison_table(cmp, top: int | None = None, show_excluded: bool = False) -> list:
+    """The ranking, readable at 100 columns: hardware ids wrap rather than being cut."""
+    w = cmp.workload
+    wide = console.width >= WIDE_COLUMNS
+    t = Table(title=_job_title(cmp), header_style="bold underline", box=None, pad_edge=False, padding=(0, 1))
+    step_col = "first token" if w.prompt_tokens else "latency" if not w.training else "step"
+    unit = (cmp.estimates[0].throughput_unit if cmp.estimates else "samples/s") if wide else ""
+    cols = ["#", "hardware", "fits", "mem/dev", step_col, unit, "total time", "low-high", "energy", "cost", "vs CPU"]
+    for col in cols if wide else [c for c in cols if c not in ("#", "")]:
+        t.add_column(col, justify="left" if col == "hardware" else "right",
+                     overflow="fold" if col == "hardware" else "ellipsis", no_wrap=col != "hardware")
     shown = [e for e in cmp.estimates if not e.excluded_reason]
     for i, e in enumerate(shown[:top] if top else shown, 1):
         fits = {True: "[green]yes[/green]", False: "[red]no[/red]", None: "?"}[e.fits]
-        span = f"{seconds(e.total_time_s)} ({seconds(e.low.get('total_time_s'))}-{seconds(e.high.get('total_time_s'))})"
-        speed = "-" if e.speedup_vs_local_cpu is None else f"{e.speedup_vs_local_cpu:.3g}x"
-        name = e.hardware + (f" x{e.devices}" if e.devices > 1 else "")
         first = e.latency_s if w.prompt_tokens else e.step_time_s
-        t.add_row(str(i), name, e.hw_class, fits, nbytes(e.memory_per_device_bytes), seconds(first),
-                  f"{si(e.throughput_per_s)} {e.throughput_unit}", span,
-                  kwh(e.energy_kwh), usd(e.cost_usd), speed)
+        cells = [str(i), _label(e), fits, nbytes(e.memory_per_device_bytes), seconds(first), si(e.throughput_per_s),
+                 seconds(e.total_time_s), span(e.low.get("total_time_s"), e.high.get("total_time_s")),
+                 kwh(e.energy_kwh), money(e.cost_usd), times(e.speedup_vs_local_cpu)]
+        t.add_row(*(cells if wide else [c for j, c in enumerate(cells) if j not in (0, 5)]))
     excluded = [e for e in cmp.estimates if e.excluded_reason]
     out: list = [t]
     if top and len(shown) > top:
-        out.append(f"[dim]{len(shown) - top} more entries: use --top 0 to show all, --json for every figure.[/dim]")
-    if excluded:
+        out.append(f"[dim]{len(shown) - top} more entries: --top 0 shows all, --json gives every figure.[/dim]")
+    if excluded and show_excluded:
         out.append("[bold]Left out:[/bold]")
         out += [f"  {e.hardware}: {e.excluded_reason}" for e in excluded]
+    elif excluded:
+        out.append(f"[dim]{len(excluded)} entries cannot run this job (no figure for it, or the framework); "
+                   "--show-excluded lists them with the reason.[/dim]")
     if cmp.profile.uncounted:
         out.append("[yellow]No FLOP formula for: " + ", ".join(cmp.profile.uncounted) + "[/yellow]")
+    out += [f"[dim]{n}[/dim]" if not n.startswith("This training job") else f"[yellow]{n}[/yellow]"
+            for n in cmp.notes]
     first = next((e for e in shown if e.fits is not False), None)
     if first:
         out.append("[dim]Assumptions (first row): " + "; ".join(first.assumptions) + "[/dim]")
@@ -303,6 +361,17 @@ def calibration_table(cal) -> list:
     return out
 
 
+def measure_tables(r, model: str) -> list:
+    """A chipfit.api.measure result: the step measured, the prediction beside it, what was stored."""
+    m = r.measurement
+    return [measurements_table([m], r.hardware, f"run {r.run_id}: {model} on {r.hardware.id}"),
+            f"predicted {r.predicted_s * 1e3:.4g} ms ({'calibrated' if r.calibrated else 'published defaults'}), "
+            f"measured {m.median_s * 1e3:.4g} ms: error {r.error:+.1%}",
+            f"measured with {r.allocator}",
+            f"{r.operator_rows} distinct operator calls timed under the profiler ({r.matched} of {r.traced} "
+            "traced operators matched), stored for `chipfit calibrate`"]
+
+
 def runs_table(runs) -> Table:
     t = Table(title=f"{len(runs)} stored runs", header_style="bold")
     for col in ("id", "kind", "device", "hardware", "created", "measurements", "torch", "threads"):
@@ -313,7 +382,9 @@ def runs_table(runs) -> Table:
     return t
 
 
-def plan_tables(workload, search) -> list:
+def plan_tables(result) -> list:
+    """A chipfit.api.PlanResult: the ranked plans, why the best wins, what was rejected."""
+    workload, search = result.workload, result.search
     t = Table(title=f"{workload.model}: {workload.total_samples() * (workload.seq_len or 1):.3g} tokens, batch "
                     f"{workload.batch} x {workload.seq_len}, {workload.precision}, on {search.hardware} "
                     f"(ranked by {search.objective}; {search.considered} plans considered)", header_style="bold")
@@ -327,6 +398,7 @@ def plan_tables(workload, search) -> list:
         out.append(search.why)
     if search.links:
         out.append(f"Links: {search.links}.")
+    out += [f"[dim]default: {n}[/dim]" for n in result.notes]
     if search.rejected:
         out.append("[bold]Rejected:[/bold]")
         out += [f"  {n} plans: {reason}" + (f" (e.g. {search.examples[reason]})" if reason in search.examples else "")

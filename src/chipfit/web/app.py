@@ -54,16 +54,20 @@ class CompareRequest(BaseModel):
     model: str | None = Field(None, description="a zoo name (GET /api/models) or an upload id (POST /api/upload)")
     spec: str | None = Field(None, description="instead of model, a transformer by its sizes: "
                                                "layers=80,hidden=8192,heads=64,kv_heads=8,ffn=28672,vocab=128256")
-    mode: Literal["train", "infer"] = "train"
-    batch: int = Field(1, description="global batch, samples or sequences per step")
+    mode: Literal["train", "infer"] | None = Field(None, description="default: train, infer for graph files")
+    batch: int | None = Field(None, description="global batch, samples or sequences per step; default: training 32 "
+                                                "per device, inference 1 per device")
     seq: int | None = Field(None, description="sequence length; default the model's context")
     samples: float | None = Field(None, description="training samples per epoch, or inference requests")
     epochs: float = 1.0
     tokens: float | None = Field(None, description="training tokens (sequence models)")
-    precision: Literal[PRECISION_CHOICES] = "fp32"
+    precision: Literal[PRECISION_CHOICES] | None = Field(None, description="default: bf16 (mixed precision for "
+                                                                           "training), fp32 for graph files; the rule "
+                                                                           "is in the result's notes")
     optimizer: Literal[OPTIMIZERS] = "adamw"
     devices: int = Field(1, description="devices per entry, data parallel")
     hw_class: Literal[CLASSES] | None = Field(None, alias="class", description="only this hardware class")
+    hardware: list[str] | None = Field(None, description="only these entries, by id or name")
     framework: Literal[FRAMEWORKS] | None = Field(None, description="entries that do not run it are listed as "
                                                                     "excluded")
     deadline: str | None = Field(None, description="finish within this time: 90d, 12h, 45m, 3600s")
@@ -149,120 +153,87 @@ class Dashboard:
         entry = resolve_model(model)
         return entry.name, entry.name
 
-    def profile(self, source: str, mode: str, batch: int, seq_len: int | None, precision: str, optimizer: str):
-        from ..workload import profile
+    def profile(self, job, batch: int):
+        """chipfit.api.profiling.profile_job in a limited worker (web/guard.py), cached by what it depends on."""
+        from ..api.profiling import profile_job
 
-        key = (source, mode, batch, seq_len, precision, optimizer)
-        return self.profiles.get(key, lambda: self._trace(profile, source, mode=mode, batch=batch, seq_len=seq_len,
-                                                          precision=precision, optimizer=optimizer,
-                                                          stopping=self.closing.is_set))
+        key = (job.model, job.spec, job.serving, job.prompt, job.mode, batch, job.seq, job.precision, job.optimizer)
+        return self.profiles.get(key, lambda: self._trace(profile_job, job, batch, stopping=self.closing.is_set))
 
     # --- compare --------------------------------------------------------------------------
-    def compare(self, req: CompareRequest) -> dict:
-        """The Comparison dict for the request, with its constraints and how long each part took.
-
-        A spec, or prompt and generated tokens (LLM serving), go through chipfit.comparison.compare
-        as `chipfit compare --spec/--prompt/--generate` do; serving rows also carry `serving`
-        (time to first token, tokens/s, the largest batch that fits)."""
-        from ..advise import advise
-        from ..planning import parse_duration
+    def job(self, req: CompareRequest):
+        """The request as a chipfit Job, after the checks said in the dashboard's own field names."""
+        from ..api.job import Constraints, Job, parse_duration
 
         if req.budget is not None and req.budget <= 0:
             raise ChipfitError(f"Budget {req.budget:g} USD is not positive; give a budget above 0 or leave it empty.")
-        deadline_s = parse_duration(req.deadline) if req.deadline else None
-        serving = req.prompt_tokens is not None or req.generate_tokens is not None
-        if req.spec is not None or serving:
-            comparison = self._compare_llm(req, serving)
-        else:
-            comparison = self._compare_model(req)
-        t2 = time.perf_counter()
-        advice = advise(comparison, deadline_s=deadline_s, budget_usd=req.budget, framework=req.framework)
+        if req.spec is not None and req.model is not None:
+            raise ChipfitError("The request gives both model and spec; give one of them.")
+        if req.model is None and req.spec is None:
+            raise ChipfitError("The request names no model; give a zoo name or upload id as model, or a spec.")
+        if req.prompt_tokens is not None or req.generate_tokens is not None:
+            self._check_serving(req)
+        source, name = self.source(req.model) if req.model is not None else (None, None)
+        return Job(model=source, spec=req.spec, label=name, mode=req.mode, batch=req.batch, seq=req.seq,
+                   prompt=req.prompt_tokens, generate=req.generate_tokens, samples=req.samples, epochs=req.epochs,
+                   tokens=req.tokens, precision=req.precision, optimizer=req.optimizer, devices=req.devices,
+                   hw_class=req.hw_class, hardware=tuple(req.hardware or ()), framework=req.framework,
+                   network=req.network, local=False,
+                   constraints=Constraints(deadline_s=parse_duration(req.deadline) if req.deadline else None,
+                                           budget_usd=req.budget))
+
+    def compare(self, req: CompareRequest) -> dict:
+        """The Comparison dict for the request with the advice under its constraints (chipfit.api.advise at
+        the request's device count) and how long each part took; serving rows also carry `serving` (time
+        to first token, tokens/s, the largest batch that fits)."""
+        from dataclasses import replace
+
+        from ..api import advise
+
+        job = self.job(req)
+        t0 = time.perf_counter()
+        advice = advise(replace(job, device_counts=(req.devices,)), self._catalog(), None, profiler=self.profile)
+        comparison, c = advice.comparison, job.constraints
         result = comparison.to_dict()
-        if serving:
+        if job.serving:
             # The memory changes advise works out are a training or plain-inference model without
             # the KV cache; for serving the max batch column says what fits.
             advice.changes = []
-            batches = max_batches(self._llm_spec(req), req.precision, req.prompt_tokens, req.generate_tokens,
-                                  req.devices, self._catalog().select(hw_class=req.hw_class))
             for row in result["estimates"]:
                 if not row["excluded_reason"]:
                     row["serving"] = {"time_to_first_token_s": row["latency_s"], "tokens_per_s": row["throughput_per_s"],
-                                      "max_batch": batches.get(row["hardware"])}
-        result["constraints"] = {"deadline_s": deadline_s, "budget_usd": req.budget,
+                                      "max_batch": comparison.max_batch.get(row["hardware"])}
+        result["constraints"] = {"deadline_s": c.deadline_s, "budget_usd": req.budget,
                                  "hw_class": req.hw_class, "framework": req.framework}
         result["advice"] = advice_summary(advice)
         result["timings_s"] = {"profile": comparison.timings_s["profile"], "predict": comparison.timings_s["predict"],
-                               "advise": time.perf_counter() - t2}
+                               "advise": time.perf_counter() - t0 - sum(comparison.timings_s.values())}
         return finite(result)
 
     def _catalog(self):
         return load_catalog(self.catalog_dirs)
 
-    def _compare_model(self, req: CompareRequest):
-        """A zoo model or an upload, its profile cached."""
-        from ..comparison import Comparison, compare_profile, select_hardware
-        from ..predict import Conditions, Plan
-        from ..workload.source import resolve
-        from ..workload.workload import Workload
+    def _check_serving(self, req: CompareRequest) -> None:
+        """LLM serving: mode infer, both token counts, and a library transformer (not an upload)."""
+        from ..workload import library
 
-        if req.model is None:
-            raise ChipfitError("The request names no model; give a zoo name or upload id as model, or a spec.")
-        source, name = self.source(req.model)
-        seq_len = req.seq or getattr(resolve(source), "default_seq_len", None)
-        workload = Workload(model=name, mode=req.mode, batch=req.batch, seq_len=seq_len, samples=req.samples,
-                            epochs=req.epochs, tokens=req.tokens, precision=req.precision, optimizer=req.optimizer)
-        plan = Plan(devices=req.devices)
-        if req.batch % plan.data_parallel:
-            raise ChipfitError(
-                f"Batch {req.batch} does not split evenly over {req.devices} devices; "
-                f"give a batch that is a multiple of {req.devices}."
-            )
-        catalog = self._catalog()
-        entries = select_hardware(catalog, req.hw_class, None)
-        t0 = time.perf_counter()
-        prof = self.profile(source, req.mode, req.batch // plan.data_parallel, seq_len, req.precision, req.optimizer)
-        t1 = time.perf_counter()
-        conditions = Conditions()
-        estimates = compare_profile(prof, workload, plan, entries, catalog, framework=req.framework,
-                                    conditions=conditions, network=req.network)
-        return Comparison(workload=workload, plan=plan, profile=prof, estimates=estimates, conditions=conditions,
-                          timings_s={"profile": t1 - t0, "predict": time.perf_counter() - t1})
-
-    def _llm_spec(self, req: CompareRequest):
-        """The TransformerSpec of the request's spec, or of its library transformer for serving."""
-        from ..workload import library, llm
-
+        if req.mode != "infer":
+            raise ChipfitError("LLM serving (prompt_tokens, generate_tokens) is inference; set mode to infer.")
+        for field_name in ("prompt_tokens", "generate_tokens"):
+            value = getattr(req, field_name)
+            if value is None or value < 1:
+                given = "not given" if value is None else f"got {value}"
+                raise ChipfitError(f"LLM serving needs {field_name} as a whole number of tokens above 0 "
+                                   f"({given}); give both prompt_tokens and generate_tokens, or neither.")
         if req.spec is not None:
-            return llm.parse_spec(req.spec)
+            return
         if req.model.startswith(UPLOAD_PREFIX):
             raise ChipfitError("LLM serving needs a decoder LLM from the zoo or a spec, not an uploaded file; "
                                "pick one, or leave prompt_tokens and generate_tokens empty.")
         try:
-            return library.transformer_spec(self.source(req.model)[1])
+            library.transformer_spec(self.source(req.model)[1])
         except ChipfitError as exc:
             raise ChipfitError(f"LLM serving needs a decoder LLM; {exc}") from exc
-
-    def _compare_llm(self, req: CompareRequest, serving: bool):
-        """A transformer by its sizes, or LLM serving: `chipfit compare --spec/--prompt/--generate`."""
-        from ..comparison import compare
-
-        if req.spec is not None and req.model is not None:
-            raise ChipfitError("The request gives both model and spec; give one of them.")
-        if serving:
-            if req.mode != "infer":
-                raise ChipfitError("LLM serving (prompt_tokens, generate_tokens) is inference; set mode to infer.")
-            for field_name in ("prompt_tokens", "generate_tokens"):
-                value = getattr(req, field_name)
-                if value is None or value < 1:
-                    given = "not given" if value is None else f"got {value}"
-                    raise ChipfitError(f"LLM serving needs {field_name} as a whole number of tokens above 0 "
-                                       f"({given}); give both prompt_tokens and generate_tokens, or neither.")
-            self._llm_spec(req)  # a zoo model that is no decoder LLM is refused in the dashboard's words
-        return compare(None if req.spec is not None else self.source(req.model)[0], mode=req.mode, batch=req.batch,
-                       seq_len=req.seq, samples=req.samples, epochs=req.epochs, tokens=req.tokens,
-                       precision=req.precision, optimizer=req.optimizer, devices=req.devices, hw_class=req.hw_class,
-                       framework=req.framework, catalog_dirs=self.catalog_dirs, include_local_cpu=False,
-                       spec=req.spec, prompt=req.prompt_tokens, generate=req.generate_tokens, network=req.network)
 
     # --- uploads --------------------------------------------------------------------------
     def add_upload(self, filename: str, data: bytes) -> dict:
@@ -276,7 +247,9 @@ class Dashboard:
         folder.mkdir(exist_ok=True)
         path.write_bytes(data)
         try:
-            prof = self.profile(str(path), "infer", 1, None, "fp32", "adamw")
+            from ..api.job import Job
+
+            prof = self.profile(Job(model=str(path), mode="infer", precision="fp32"), 1)
         except Exception as exc:  # a user's file: any parser failure is their input's, said as such
             shutil.rmtree(folder, ignore_errors=True)
             text = str(exc).replace(str(path), filename)
@@ -319,22 +292,6 @@ def advice_summary(advice) -> dict:
     return d
 
 
-def max_batches(spec, precision: str, prompt_tokens: int, generate_tokens: int, devices: int,
-                hardware) -> dict[str, int | None]:
-    """The largest batch of `prompt_tokens` + `generate_tokens` requests whose weights, KV cache and
-    prefill activations fit each entry (predict/decode.py), by hardware id; None where unknown."""
-    from ..comparison import serving_weight_precision
-    from ..predict.decode import predict_inference
-
-    weights = serving_weight_precision(precision)
-    out = {}
-    for hw in hardware:
-        inf = predict_inference(spec, hw, batch=1, prompt_tokens=prompt_tokens, generated_tokens=generate_tokens,
-                                weight_precision=weights, devices=devices)
-        out[hw.id] = None if inf.excluded_reason else inf.max_batch
-    return out
-
-
 def _one_sentence(exc: RequestValidationError) -> str:
     """Pydantic's first complaint as one sentence naming the field."""
     errors = exc.errors()
@@ -363,6 +320,14 @@ def create_app(db_path=None, catalog_dirs=(), hosts: frozenset[str] | None = Non
     app = FastAPI(title="chipfit", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Which hardware should a deep-learning job run on, and what will it cost?")
     app.state.board = board
+    _guards(app, hosts)
+    _routes(app, board)
+    return app
+
+
+def _guards(app: FastAPI, hosts: frozenset[str] | None) -> None:
+    """Errors as one sentence, Host and Origin checks, the upload limit before the body is read, and the
+    security headers."""
 
     @app.exception_handler(ChipfitError)
     async def _chipfit_error(request: Request, exc: ChipfitError):
@@ -392,6 +357,10 @@ def create_app(db_path=None, catalog_dirs=(), hosts: frozenset[str] | None = Non
         response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
         response.headers["X-Content-Type-Options"] = "nosniff"
         return response
+
+
+def _routes(app: FastAPI, board: Dashboard) -> None:
+    """The page, and the JSON API under /api."""
 
     @app.get("/", include_in_schema=False)
     def index():
@@ -470,8 +439,6 @@ def create_app(db_path=None, catalog_dirs=(), hosts: frozenset[str] | None = Non
     def result(run_id: int):
         """One stored run with its measurements."""
         return board.run(run_id)
-
-    return app
 
 
 class ErrorBody(BaseModel):

@@ -184,7 +184,7 @@ function readForm() {
     epochs: numberOrNull(f.get("epochs")),
     tokens: numberOrNull(f.get("tokens")),
     devices: numberOrNull(f.get("devices")),
-    precision: f.get("precision"),
+    precision: f.get("precision") || null,
     optimizer: f.get("optimizer"),
     class: f.get("class") || null,
     framework: f.get("framework") || null,
@@ -206,6 +206,7 @@ async function onCompare(event) {
     });
     render(result);
   } catch (err) {
+    clearResults();  // the answer on the page would belong to the previous request
     showError(err.message);
   } finally {
     $("run").disabled = false;
@@ -231,6 +232,11 @@ function renderAdvice(advice) {
   if (advice.notes.length) items.push(el("p", { class: "small muted" }, advice.notes.join(" · ")));
   box.replaceChildren(...items);
   box.hidden = false;
+}
+
+function clearResults() {
+  for (const id of ["summary", "advice", "plots", "ranking"]) $(id).hidden = true;
+  $("placeholder").hidden = false;
 }
 
 function render(result) {
@@ -511,7 +517,8 @@ async function init() {
     $("version").textContent = `v${meta.version}`;
     $("upload-types").textContent = `(${meta.upload_types.join(", ")}; up to ${fmtBytes(meta.upload_max_bytes)})`;
     fillModels(models);
-    fillOptions($("precision"), meta.precisions, "fp32");
+    $("precision").append(el("option", { value: "", title: "bf16; fp32 for .onnx and .prototxt files" }, "default"));
+    fillOptions($("precision"), meta.precisions, "");
     fillOptions($("optimizer"), meta.optimizers, "adamw");
     fillOptions($("hw-class"), meta.classes, null);
     fillOptions($("framework"), meta.frameworks, null);

@@ -1,0 +1,63 @@
+"""What a use case needs to know about a job's model: its defaults, its profile, its transformer sizes."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from ..errors import ChipfitError
+from ..workload.profile import Profile
+from .job import Job
+
+# profile_job's signature: the job (defaults applied) and the per-device batch to trace at.
+Profiler = Callable[[Job, int], Profile]
+
+
+def model_facts(job: Job) -> tuple[bool, int | None]:
+    """(is it a decoder LLM, its own context length) for the default rules of Job.with_defaults."""
+    if job.spec is not None:
+        return True, None
+    if not isinstance(job.model, str):
+        return False, None
+    from ..workload.library import generative
+    from ..workload.source import resolve
+
+    source = resolve(job.model)
+    return generative(job.model), getattr(source, "default_seq_len", None)
+
+
+def prepared(job: Job, question: str) -> Job:
+    """`job` with its defaults for `question` (compare, advise, plan, profile, measure) filled in."""
+    if job.model is None and job.spec is None:
+        raise ChipfitError("Name a model (a zoo name, a file or package.module:factory) or give --spec.")
+    llm, context = model_facts(job)
+    return job.with_defaults(question, llm=llm, context=context)
+
+
+def llm_spec(job: Job):
+    """The TransformerSpec of the job's --spec, or of its zoo decoder LLM."""
+    from ..workload import llm
+
+    from ..workload import library
+
+    if job.spec is not None:
+        return llm.parse_spec(job.spec)
+    return library.transformer_spec(job.model)
+
+
+def profile_job(job: Job, batch: int) -> Profile:
+    """One step of the job at per-device `batch`: analytic for a spec or served LLM, else traced."""
+    from ..workload import llm
+    from ..workload import profile as trace
+
+    if job.serving:
+        # The prefill: an encoder-decoder's encoder reads the prompt and its decoder takes one start token.
+        spec = llm_spec(job)
+        return llm.profile_spec(spec, mode="infer", batch=batch, seq_len=1 if spec.encoder_decoder else job.prompt,
+                                precision=job.precision, encoder_len=job.prompt)
+    if job.spec is not None:
+        prof = llm.profile_spec(llm_spec(job), mode=job.mode, batch=batch, seq_len=job.seq,
+                                precision=job.precision, optimizer=job.optimizer)
+        prof.notes.extend(d for d in job.defaults if d.startswith("sequence length"))
+        return prof
+    return trace(job.model, mode=job.mode, batch=batch, seq_len=job.seq, precision=job.precision,
+                 optimizer=job.optimizer, input_shapes=dict(job.input_shapes) or None)
