@@ -1,9 +1,9 @@
 """The docs test: every command in README.md's code blocks runs and exits 0, on small jobs.
 
-Each `sh` block line is split at `&&`; a `chipfit ...` segment runs in-process through chipfit.cli.main
-(in a temporary directory, on a temporary results store); a segment that is not run here is either a
-setup step (.ci/run runs those on a fresh clone) or named in NOT_RUN or SHORT_FORM with the reason.
-A `python` block is executed; a `text` block is output, except its `$ ` lines: commands, as above. A README command that none of
+Each `sh` block line is split at `&&`; a `chipfit ...` segment runs in-process (chipfit.cli.main) in a
+temporary directory on a temporary results store. A segment not run here is a setup step (.ci/run runs
+those on a fresh clone) or is named in NOT_RUN or SHORT_FORM with the reason. A `python` block is executed;
+a `text` block is output, except its `$ ` lines, which are commands as above. A README command that none of
 these covers fails the test, so a new command cannot slip in unchecked.
 """
 
