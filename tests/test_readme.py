@@ -83,17 +83,23 @@ def test_readme_is_short():
     assert len(README) <= 10_000, f"README.md has {len(README)} characters; move detail to docs/"
 
 
-def test_readme_starts_with_the_main_job_then_the_tests():
+def first_two_shell_blocks() -> tuple[str, str]:
+    """The README's opening commands: set up and run the main job; set up and run the tests."""
     first, second = [body.strip() for lang, body in code_blocks(README) if lang == "sh"][:2]
+    return first, second
+
+
+def test_readme_starts_with_the_main_job_then_the_tests():
+    first, second = first_two_shell_blocks()
     assert first.startswith("python3 -m venv .venv") and "chipfit compare" in first
     assert second.startswith("python3 -m venv .venv") and second.endswith("-m pytest")
 
 
 def test_ci_runs_the_readme_test_command():
-    tests = [body.strip() for lang, body in code_blocks(README) if lang == "sh"][1]
+    first, tests = first_two_shell_blocks()
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert tests in ci, ".ci/run must run the README's test command, character for character"
-    main_job = [body.strip() for lang, body in code_blocks(README) if lang == "sh"][0].split("&&")[-1].strip()
+    main_job = first.split("&&")[-1].strip()
     assert any(line.startswith(main_job) for line in ci), ".ci/run must run the README's main job"
 
 
