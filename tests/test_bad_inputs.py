@@ -485,8 +485,34 @@ def published_cases():
                                                str(t / "r.sqlite")], 1, r"Too many levels"
 
 
+def job_cases():
+    """Numbers the Job refuses before any work (api/job.py): exit 2, the option named."""
+    plan = ["plan", "llama-3-8b", "--train", "--tokens", "1e12", "--hardware", "h100"]
+    yield "job-tokens-nan", lambda t: ["compare", "resnet50", "--tokens", "nan"], 2, \
+        r"--tokens nan is not a finite number; give a positive number of tokens"
+    yield "job-samples-inf", lambda t: ["compare", "resnet50", "--samples", "inf"], 2, \
+        r"--samples inf is not a finite number"
+    yield "job-epochs-overflow", lambda t: ["compare", "resnet50", "--epochs", "1e400"], 2, \
+        r"--epochs inf is not a finite number; give a positive number of epochs"
+    yield "job-devices-list-zero", lambda t: ["advise", "resnet50", "--devices-list", "0"], 2, \
+        r"--devices-list 0 is out of range; give a whole number of devices from 1 to 1,048,576"
+    yield "job-devices-huge", lambda t: ["compare", "resnet50", "--devices", "1000000000"], 2, \
+        r"--devices 1e\+09 is out of range"
+    yield "job-top-negative", lambda t: ["compare", "resnet50", "--top", "-1"], 2, r"--top: -1 is below 0; give 0 or more"
+    yield "job-depth-negative", lambda t: ["profile", "resnet50", "--depth", "-1"], 2, r"--depth: -1 is below 1"
+    yield "job-pue-nan", lambda t: ["compare", "resnet50", "--pue", "nan"], 2, r"--pue nan is not a finite number"
+    yield "job-budget-negative", lambda t: ["advise", "resnet50", "--budget", "-5"], 2, \
+        r"--budget -5 is out of range; give a positive number of US dollars"
+    yield "job-years-nan", lambda t: ["advise", "resnet50", "--buy", "--years", "nan"], 2, \
+        r"--years nan is not a finite number"
+    yield "job-plan-batch-zero", lambda t: [*plan, "--batch", "0"], 2, r"Batch 0 is not a positive number of samples"
+    yield "job-plan-seq-zero", lambda t: [*plan, "--seq", "0"], 2, r"--seq 0 is out of range"
+    yield "job-prompt-huge", lambda t: ["compare", "llama-3-8b", "--infer", "--prompt", "1e12", "--generate", "10"], \
+        2, r"--prompt 1e\+12 is out of range"
+
+
 def argument_cases():
-    """Refusals argparse makes (exit 2); the Job's own checks are listed in test_job's corpus."""
+    """Refusals argparse makes (exit 2)."""
     yield "arg-batch-word", lambda t: ["compare", "resnet18", "--batch", "many"], 2, r"invalid int value: 'many'"
     yield "arg-devices-word", lambda t: ["compare", "resnet18", "--devices", "x"], 2, r"invalid int value"
     yield "arg-no-command", lambda t: [], 2, r"usage|required"
@@ -497,7 +523,7 @@ def argument_cases():
 
 
 CASES = [*onnx_cases(), *caffe_cases(), *keras_cases(), *hf_cases(), *catalog_cases(), *module_cases(), *spec_cases(),
-         *store_cases(), *published_cases(), *argument_cases()]
+         *store_cases(), *published_cases(), *job_cases(), *argument_cases()]
 
 
 def test_the_corpus_is_large_and_named_once():

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from chipfit.calibrate import Calibration, fit, fit_curve
+from chipfit.catalog import load_catalog
 from chipfit.catalog.schema import Figure, Hardware
 from chipfit.errors import ChipfitError
 from chipfit.measure.devices import LocalDevice
@@ -465,3 +466,21 @@ def test_depthwise_backward_micro_benchmarks_fit_the_backward_low_intensity_fami
     low = fits["conv/backward/low_intensity/k5s1"]
     assert low.models == ("micro-benchmarks",) and low.overhead_s == pytest.approx(50e-6)
     assert low.e_memory == pytest.approx(0.05) and "conv/forward/low_intensity" not in fits
+
+
+def test_cuda_fp32_convolutions_are_fitted_against_the_tf32_peak():
+    """cuDNN runs fp32 convolutions at TF32 on an H100 (as_run.tf32_convolutions), so a bench conv at fp32 that
+    reaches 300 TFLOP/s is 300 / 494.7 of the TF32 peak, not 4.4x the 67 TFLOP/s fp32 peak; on a CPU it stays fp32."""
+    h100 = load_catalog().get("nvidia-h100-sxm5-80gb")
+    n = 2 * 64 * 256 * 56 * 56 * 256 * 9
+
+    def conv(device: str, seconds: float) -> Measurement:
+        return Measurement(kind="conv2d", device=device, precision="fp32", shape={"n": 64}, flops=n, bytes=1e8,
+                           median_s=seconds, min_s=seconds, max_s=seconds, repetitions=5)
+
+    cal = fit([conv("cuda:0", n / 300e12), conv("cuda:0", n / 290e12)], h100)
+    (curve,) = cal.curves
+    assert (curve.family, curve.precision) == ("conv", "tf32")
+    assert curve.e_max == pytest.approx(300e12 / h100.peak("tf32"), rel=0.02)
+    cpu = fit([conv("local-cpu", n / 1e12)], h100)
+    assert [(c.family, c.precision) for c in cpu.curves] == [("conv", "fp32")]

@@ -293,6 +293,15 @@ class Calibration:
             ) from exc
 
 
+def ran_at(m: Measurement, hw: Hardware) -> str:
+    """The precision a benchmark ran at: cuDNN runs fp32 convolutions on CUDA at TF32 (as_run.tf32_convolutions),
+    so their efficiency is measured against, and priced at, the TF32 peak."""
+    if m.kind == "conv2d" and m.precision == "fp32" and m.device.startswith("cuda") \
+            and tf32_convolutions(hw, None, "fp32"):
+        return "tf32"
+    return m.precision
+
+
 def fit(measurements: list[Measurement], hw: Hardware, fitted_from: str = "") -> Calibration:
     """Fit `hw`'s efficiencies from measurements taken on it: micro-benchmarks, and operator and
     step rows where there are any."""
@@ -301,7 +310,7 @@ def fit(measurements: list[Measurement], hw: Hardware, fitted_from: str = "") ->
         by_precision: dict[str, list[Measurement]] = {}
         for m in measurements:
             if m.kind == family and m.achieved_flops_per_s:
-                by_precision.setdefault(m.precision, []).append(m)
+                by_precision.setdefault(ran_at(m, hw), []).append(m)
         for precision, ms in sorted(by_precision.items()):
             peak, used = peak_for(hw, precision)
             if peak is None or used != precision:
