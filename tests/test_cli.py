@@ -188,7 +188,8 @@ def test_bench_calibrate_measure_and_results_use_one_store(capsys, tmp_path):
     assert code == 0 and bench["device"] == "local-cpu"
     kinds = {m["kind"] for m in bench["measurements"]}
     assert {"overhead", "copy", "triad", "matmul", "conv2d"} <= kinds
-    code, out, _ = run(capsys, "calibrate", "--db", db, "--json")
+    code, out, err = run(capsys, "calibrate", "--db", db, "--json")
+    assert code == 0, err
     cal = json.loads(out)
     assert code == 0 and cal["hardware_id"] == "local-cpu" and cal["bandwidth_bytes_per_s"] > 0
     assert {(c["family"], c["precision"]) for c in cal["curves"]} >= {("matmul", "fp32"), ("conv", "fp32")}
