@@ -2,7 +2,6 @@
 
 import csv
 import json
-import math
 import platform
 
 import pytest
@@ -171,12 +170,7 @@ def test_bad_llm_and_plan_input(capsys, argv, message):
     assert code == 1 and message in err and "Traceback" not in err
 
 
-def test_bench_calibrate_measure_and_results_use_one_store(capsys, tmp_path, monkeypatch):
-    from chipfit import trust
-
-    # About one store across commands, not measurement quality: a busy machine's quick bench may fit
-    # its curves badly, which calibrate refuses (tests/test_trust.py covers that refusal).
-    monkeypatch.setattr(trust, "MAX_FIT_ERROR", math.inf)
+def test_bench_calibrate_measure_and_results_use_one_store(capsys, tmp_path):
     db = str(tmp_path / "r.sqlite")
     code, out, _ = run(capsys, "bench", "--quick", "--db", db, "--json")
     (bench,) = json.loads(out)

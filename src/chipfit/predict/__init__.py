@@ -129,7 +129,8 @@ def predict(
         assumptions.append(f"memory fit unknown: the catalog gives no memory size for {hw.name} (host-dependent)")
 
     step = mid.step_s
-    step_lo, step_hi = parts(fast).step_s, parts(slow, overlap=False).step_s
+    # Faster kernels can hide less communication, so the fast plan's step may pass the central one: bound it.
+    step_lo, step_hi = min(parts(fast).step_s, step), max(parts(slow, overlap=False).step_s, step)
     scale = mid.compute_s / central.total_s if central.total_s else 0.0
     steps = workload.steps()
     total = steps * step

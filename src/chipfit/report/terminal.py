@@ -6,7 +6,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..catalog.schema import Hardware
-from ..trust import case_trust, measurement_flags, op_fit_flags, spread_text
+from ..trust import case_trust, curve_flag, measurement_flags, op_fit_flags, spread_text
 from ..workload.profile import PHASES, Profile
 from .units import kwh, nbytes, seconds, si, usd
 
@@ -275,15 +275,16 @@ def validation_tables(v) -> list:
 def calibration_table(cal) -> list:
     t = Table(title=f"calibration of {cal.hardware_id} ({cal.measurements} measurements: {cal.fitted_from})",
               header_style="bold")
-    for col in ("what", "fitted", "worst fit error"):
+    for col in ("what", "fitted", "worst fit error", "trust"):
         t.add_column(col)
     for c in cal.curves:
+        worst = cal.residuals.get(f"{c.family}/{c.precision}", 0)
         t.add_row(f"{c.family} {c.precision} efficiency", f"{c.e_max:.2f} x F / (F + {si(c.half_flops, 'FLOP')})",
-                  f"{cal.residuals.get(f'{c.family}/{c.precision}', 0):.0%}")
+                  f"{worst:.0%}", curve_flag(worst))
     if cal.bandwidth_bytes_per_s is not None:
-        t.add_row("memory bandwidth", si(cal.bandwidth_bytes_per_s, "B/s"), "")
+        t.add_row("memory bandwidth", si(cal.bandwidth_bytes_per_s, "B/s"), "", "")
     if cal.kernel_overhead_s is not None:
-        t.add_row("per-kernel overhead", seconds(cal.kernel_overhead_s), "")
+        t.add_row("per-kernel overhead", seconds(cal.kernel_overhead_s), "", "")
     if not cal.op_fits:
         return t
     ops = Table(title="operator times from real steps: t = overhead + F / (peak x e_compute) + B / (bandwidth x "
