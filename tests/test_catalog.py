@@ -131,7 +131,7 @@ def test_get_suggests_the_right_id(catalog):
         catalog.get("nvidia-h100-sxm5-80g")
     assert str(err.value) == (
         "Unknown hardware 'nvidia-h100-sxm5-80g'. Did you mean nvidia-h100-sxm5-80gb, "
-        "nvidia-a100-sxm4-80gb, nvidia-b200-sxm-180gb? Run `chipfit hardware list` to see the catalog."
+        "nvidia-h800-sxm5-80gb, nvidia-a100-sxm4-80gb? Run `chipfit hardware list` to see the catalog."
     )
     with pytest.raises(ChipfitError, match=r"^Unknown hardware 'mi300x'. Did you mean amd-instinct-mi300x\? Run"):
         catalog.get("mi300x")

@@ -99,7 +99,7 @@ def _exit_code(message: str) -> int:
 
 @pytest.mark.parametrize("argv, message", [
     (["profile", "resnet-5O"], "Unknown model 'resnet-5O'. Did you mean resnet50"),
-    (["compare", "resnet50", "--hardware", "nvidia-h800"], "Unknown hardware 'nvidia-h800': no catalog entry matches it. "
+    (["compare", "resnet50", "--hardware", "nvidia-h20"], "Unknown hardware 'nvidia-h20': no catalog entry matches it. "
                                                            "Closest entries:"),
     (["hardware", "show", "H100 NVL"], "Unknown hardware 'H100 NVL': no catalog entry matches it."),
     (["compare", "resnet50", "--samples", "0"], "--samples 0 leaves nothing to do; give a positive number of samples."),

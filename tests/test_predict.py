@@ -252,3 +252,15 @@ def test_plans_beyond_a_node_without_a_known_network_are_left_out_with_the_reaso
     e = predict(p, gaudi_like, Workload(model="t", batch=n, precision="bf16"), Plan(devices=n))
     assert e.excluded_reason == (f"No scale-out network is known for NPU X, so a {n}-device plan beyond one "
                                  f"{topo.node_size}-device node cannot be predicted; use at most {topo.node_size} devices.")
+
+
+def test_h800_nodes_link_at_400_gb_s_inside_and_ndr_infiniband_across():
+    """The H800's cut NVLink (400 GB/s both directions) inside the node and the HGX H100's NDR 400 Gb/s per
+    GPU across nodes (DeepSeek-V3 report: 50 GB/s InfiniBand per GPU)."""
+    from chipfit.catalog.loader import load_catalog
+    from chipfit.predict.parallel import COLLECTIVE_EFFICIENCY, topology
+
+    topo = topology(load_catalog().get("nvidia-h800-sxm5-80gb"))
+    assert topo.node_size == 8
+    assert topo.intra_bw_bytes_per_s == pytest.approx(400e9 / 2 * COLLECTIVE_EFFICIENCY)
+    assert topo.inter_bw_bytes_per_s == pytest.approx(50e9 * COLLECTIVE_EFFICIENCY)

@@ -75,6 +75,7 @@ SPELLINGS = [
     ("Cerebras CS-2", "cerebras-wse-2", None),
     ("Apple M2 Ultra", "apple-m2-ultra-cpu", None),
     ("Jetson Orin Nano", "nvidia-jetson-orin-nano-8gb", None),
+    ("NVIDIA H800", "nvidia-h800-sxm5-80gb", None),
 ]
 
 
@@ -86,9 +87,9 @@ def test_spellings_resolve_to_their_entry_and_device_count(text, hw_id, devices)
 
 def test_an_unknown_name_names_the_closest_entries():
     with pytest.raises(ChipfitError) as err:
-        resolve_hardware("H800", load_catalog())
+        resolve_hardware("H20", load_catalog())
     assert str(err.value) == (
-        "Unknown hardware 'H800': no catalog entry matches it. Closest entries: nvidia-h100-pcie-80gb, "
+        "Unknown hardware 'H20': no catalog entry matches it. Closest entries: nvidia-h100-pcie-80gb, "
         "nvidia-h200-sxm-141gb, nvidia-h100-sxm5-80gb. Run `chipfit hardware list` to see the catalog.")
 
 

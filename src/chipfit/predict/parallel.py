@@ -98,8 +98,10 @@ NETWORKS = {
 # ICI domain (None: the whole slice). HGX/DGX and OAM baseboards carry 8 accelerators.
 NODE_SIZE = {"gpu": 8, "tpu": None, "asic": 8}
 # A catalog entry's network by the generation in its id: the fabric of the vendor's reference node.
+# H800 nodes: 8 GPUs on NVLink, InfiniBand across nodes at 50 GB/s per GPU (DeepSeek-AI 2024, DeepSeek-V3
+# Technical Report, arXiv:2412.19437, sections 3.1 and 3.2.1), the NDR 400 Gb/s of HGX H100.
 _DEFAULT_NETWORK = (
-    (r"h100|h200|b200|b100|gb200", "ib-ndr-400"),
+    (r"h100|h200|h800|b200|b100|gb200", "ib-ndr-400"),
     (r"a100", "ib-hdr-200"),
     (r"v100", "ib-edr-dgx1"),
     (r"mi250", "slingshot-frontier"),
