@@ -75,6 +75,18 @@ def test_calibration_that_breaks_physics_is_refused(fields, clause):
                                    "each run's load).")
 
 
+def test_bandwidth_above_another_measurement_is_not_physics():
+    """local-cpu's bandwidth figure is itself a quick triad: a bench 4% above it is noise, not a refusal."""
+    from dataclasses import replace
+
+    from chipfit.catalog.schema import Figure
+
+    local = replace(HW, id="local-cpu", mem_bw_bytes_per_s=Figure(BW, "measured on this machine, STREAM-like triad"))
+    assert calibration_refusals(cal(bandwidth_bytes_per_s=1.04 * BW), local) == []
+    assert calibration_refusals(cal(bandwidth_bytes_per_s=1.04 * BW), HW) == [
+        "the measured memory bandwidth is 1.04x amd-epyc-9654's figure"]
+
+
 def test_calibrate_keeps_nothing_from_benchmarks_above_peak(tmp_path):
     env = Environment(device="local-cpu", device_name="cpu", hardware_id=HW.id, threads=1, hostname="h",
                       platform="p", python_version="3", torch_version="2", chipfit_version="0",

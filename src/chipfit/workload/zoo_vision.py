@@ -403,7 +403,8 @@ class DDPMUNet(nn.Module):
         return h
 
     def forward(self, images: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        temb = self.temb(timestep_embedding(timesteps, self.ch))
+        # The embedding is computed in fp32 and cast to the images' dtype, as diffusers does (bf16 inference).
+        temb = self.temb(timestep_embedding(timesteps, self.ch).to(images.dtype))
         h = self.conv_in(images)
         skips = [h]
         h = self._run(self.down, h, temb, skips, push=True)
