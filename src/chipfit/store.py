@@ -140,8 +140,6 @@ class Store:
         self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         self._db.execute("PRAGMA foreign_keys = ON")
         try:
-            _check_integrity(self._db, self.path)
-            _check_ours(self._db, self.path)
             self._prepare()
         except ChipfitError:
             self._db.close()
@@ -157,12 +155,14 @@ class Store:
             ) from exc
 
     def _prepare(self) -> None:
-        """WAL mode and the current schema, waiting up to the busy timeout: while another process is
-        setting up the same file, SQLite can answer 'database is locked' at once instead of calling
-        its busy handler (changing the journal mode, recovering the WAL index)."""
+        """The file checked (intact, chipfit's), WAL mode and the current schema, waiting up to the busy
+        timeout: while another process is setting up the same file, SQLite can answer 'database is locked'
+        at once instead of calling its busy handler (changing the journal mode, recovering the WAL index)."""
         deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
         while True:
             try:
+                _check_integrity(self._db, self.path)
+                _check_ours(self._db, self.path)
                 self._db.execute("PRAGMA journal_mode = WAL")
                 self._migrate()
                 return
