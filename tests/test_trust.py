@@ -75,14 +75,19 @@ def test_calibration_that_breaks_physics_is_refused(fields, clause):
                                    "each run's load).")
 
 
-def test_bandwidth_above_another_measurement_is_not_physics():
-    """local-cpu's bandwidth figure is itself a quick triad: a bench 4% above it is noise, not a refusal."""
+def test_beating_local_cpus_own_estimates_is_not_physics():
+    """local-cpu's bandwidth is itself a quick triad and its peak is derived from a clock (maybe the base clock):
+    a bench 4% or 8% above them is not refused; a datasheet figure is a limit."""
     from dataclasses import replace
 
     from chipfit.catalog.schema import Figure
 
-    local = replace(HW, id="local-cpu", mem_bw_bytes_per_s=Figure(BW, "measured on this machine, STREAM-like triad"))
+    local = replace(HW, id="local-cpu", mem_bw_bytes_per_s=Figure(BW, "measured on this machine, STREAM-like triad"),
+                    peak_flops={"fp32": Figure(PEAK, "derived: 2 cores x 2.00 GHz x 32 FLOP/cycle", True)})
     assert calibration_refusals(cal(bandwidth_bytes_per_s=1.04 * BW), local) == []
+    assert calibration_refusals(cal(curves=(Curve("matmul", "fp32", 1.08, 1e9),)), local) == []  # a base clock
+    assert calibration_refusals(cal(curves=(Curve("matmul", "fp32", 0.0, 1e9),)), local) == [
+        "the matmul fp32 efficiency 0 is not positive"]
     assert calibration_refusals(cal(bandwidth_bytes_per_s=1.04 * BW), HW) == [
         "the measured memory bandwidth is 1.04x amd-epyc-9654's figure"]
 
