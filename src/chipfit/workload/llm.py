@@ -135,18 +135,13 @@ class TransformerSpec:
     pooler: bool = False
 
     def __post_init__(self) -> None:
-        for key in ("layers", "hidden", "heads", "kv_heads", "ffn", "vocab"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ChipfitError(f"Spec {key}={value!r} is not a positive whole number; give {key}=<n> with n >= 1.")
-        for key in _COUNT_KEYS:
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ChipfitError(f"Spec {key}={value!r} is not a whole number of 0 or more; give {key}=<n> "
-                                   "or leave it out.")
-        check_whole(self.layers, "Spec layers", 1, MAX_LAYERS)
-        for key in ("hidden", "heads", "kv_heads", "ffn", "vocab", *_COUNT_KEYS):
-            check_whole(getattr(self, key), f"Spec {key}", 0, MAX_DIM)
+        for key in (*_SIZE_KEYS, *_COUNT_KEYS):
+            value, least = getattr(self, key), 1 if key in _SIZE_KEYS else 0
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise ChipfitError(f"Spec {key}={value!r} is not a positive whole number; give {key}=<n> with n >= 1."
+                                   if least else f"Spec {key}={value!r} is not a whole number of 0 or more; give "
+                                   f"{key}=<n> or leave it out.")
+            check_whole(value, f"Spec {key}", least, MAX_LAYERS if key == "layers" else MAX_DIM)  # the upper bound
         if not self.head_dim:
             if self.hidden % self.heads:
                 raise ChipfitError(
@@ -366,6 +361,7 @@ class TransformerSpec:
         return asdict(self) | {"params": self.params(), "active_params": self.active_params()}
 
 
+_SIZE_KEYS = ("layers", "hidden", "heads", "kv_heads", "ffn", "vocab")  # every transformer has each, 1 or more
 _COUNT_KEYS = ("experts", "top_k", "head_dim", "shared_experts", "dense_layers", "dense_ffn", "q_lora_rank",
                "kv_lora_rank", "rope_head_dim", "v_head_dim", "sliding_window", "global_every", "encoder_layers",
                "encoder_seq", "encoder_positions", "mel_bins", "token_types")
