@@ -159,7 +159,7 @@ def _op_terms(arrays: OpArrays, hw: Hardware, eff: Efficiency) -> _OpTerms:
     peak = np.zeros(arrays.n_ops)  # the rate each op's FLOPs run at, before efficiency
     rate = np.zeros(arrays.n_ops)
     notes: list[str] = []
-    for prec in set(arrays.precision.tolist()):
+    for prec in sorted(set(arrays.precision.tolist())):  # sorted: the same missing figure is named every run
         sel = arrays.precision == prec
         for is_matrix in (True, False):
             group = sel & (arrays.matrix == is_matrix)
