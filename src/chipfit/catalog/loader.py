@@ -40,6 +40,8 @@ _FIGURES = {
     "interconnect_gb_per_s": ("interconnect_bw_bytes_per_s", 1e9, "bytes/s"),
     "tdp_watts": ("tdp_watts", 1.0, "W"),
     "l2_cache_mib": ("l2_cache_bytes", 2**20, "bytes"),
+    "onchip_memory_mib": ("onchip_memory_bytes", 2**20, "bytes"),
+    "host_link_gb_per_s": ("host_link_bw_bytes_per_s", 1e9, "bytes/s"),
     "tensorcores_per_chip": ("tensorcores_per_chip", 1.0, "TensorCores"),
     "matmul_max_tflops": ("matmul_max_flops", 1e12, "FLOP/s"),
     "price_usd": ("price_usd", 1.0, "USD"),
