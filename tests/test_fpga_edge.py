@@ -1,37 +1,106 @@
-"""FPGAs predict as the overlays they run (Vitis AI DPU); edge NPUs from their dense int8 figures."""
+"""FPGAs predict as the overlays they run (Vitis AI DPU); edge NPUs from their dense int8 figures; a device
+without memory of its own (the Edge TPU) streams the parameters its SRAM cannot hold over its host link."""
 
 import pytest
+import torch
 
-from chipfit.catalog import load_catalog
 from chipfit import compare
+from chipfit.catalog import load_catalog
+from chipfit.predict import OpArrays
 from chipfit.predict.efficiency import CLASS_MATMUL_EFFICIENCY, default_efficiency
+from chipfit.predict.roofline import streamed_parameter_bytes
+from chipfit.workload.zoo_vision import resnet50
+
+RESNET50_PARAMS = 25_557_032  # torchvision ResNet-50: 25.6 M parameters
+
+
+@pytest.fixture(scope="module")
+def catalog():
+    return load_catalog()
 
 
 @pytest.fixture(scope="module")
 def resnet50_int8():
     cmp = compare("resnet50", mode="infer", batch=1, precision="int8", hw_class=None,
                   hardware=["amd-alveo-u280", "nvidia-jetson-agx-orin-64gb", "apple-neural-engine-m4",
-                            "google-edge-tpu"], local=False)
+                            "google-edge-tpu", "apple-neural-engine-m1", "qualcomm-hexagon-8gen3"], local=False)
     return cmp, {e.hardware: e for e in cmp.estimates}
 
 
-def test_an_fpga_is_priced_as_its_overlay(resnet50_int8):
+def test_an_fpga_is_priced_as_its_overlay(resnet50_int8, catalog):
     cmp, est = resnet50_int8
-    u280 = load_catalog().get("amd-alveo-u280")
+    u280 = catalog.get("amd-alveo-u280")
     assert u280.peak("int8") == 17_203_000_000_000  # DPUCAHX8H, 3 cores / 14 engines at 300 MHz (PG367)
     assert default_efficiency(u280).matmul == CLASS_MATMUL_EFFICIENCY["fpga"] == 0.34
     flops = cmp.profile.to_dict()["flops"]["total"]
     assert est["amd-alveo-u280"].step_time_s >= flops / (u280.peak("int8") * 0.34)
 
 
+def test_the_vck190_overlay_peak_is_its_dpu_configuration(catalog):
+    # PG389: 256 ops per AI Engine per clock x 32 AI Engines per batch handler x 3 handlers x 1.333 GHz
+    assert catalog.get("amd-versal-vc1902").peak("int8") == pytest.approx(256 * 32 * 3 * 1.333e9, rel=1e-3)
+
+
 def test_edge_npus_predict_from_dense_int8(resnet50_int8):
     _, est = resnet50_int8
-    for hw_id in ("nvidia-jetson-agx-orin-64gb", "apple-neural-engine-m4"):
+    for hw_id in ("nvidia-jetson-agx-orin-64gb", "apple-neural-engine-m4", "qualcomm-hexagon-8gen3"):
         assert est[hw_id].throughput_per_s > 0 and not est[hw_id].excluded_reason
+
+
+def test_hexagon_bandwidth_is_its_lpddr5x_bus(catalog):
+    # LPDDR5X at 4800 MHz = 9600 MT/s over a 64-bit bus
+    assert catalog.get("qualcomm-hexagon-8gen3").mem_bw_bytes_per_s.value == 4800e6 * 2 * 64 / 8
 
 
 def test_an_entry_without_a_figure_says_which(resnet50_int8):
     _, est = resnet50_int8
-    assert est["google-edge-tpu"].excluded_reason == (
-        "The catalog has no sourced memory bandwidth figure for Google Edge TPU (Coral USB Accelerator), "
+    assert est["apple-neural-engine-m1"].excluded_reason == (
+        "The catalog has no sourced memory bandwidth figure for Apple Neural Engine (M1, 16-core), "
         "so its step time cannot be predicted.")
+
+
+def test_the_edge_tpu_streams_what_its_sram_cannot_hold(resnet50_int8, catalog):
+    cmp, est = resnet50_int8
+    tpu = catalog.get("google-edge-tpu")
+    assert tpu.streams_parameters() and not catalog.get("nvidia-jetson-agx-orin-64gb").streams_parameters()
+    assert tpu.onchip_memory_bytes.value == 8 * 2**20 and tpu.host_link_bw_bytes_per_s.value == 500e6
+    arrays = OpArrays.from_profile(cmp.profile, "int8")
+    assert arrays.params == RESNET50_PARAMS
+    streamed = streamed_parameter_bytes(arrays, tpu)  # one byte per int8 parameter, less the SRAM
+    assert streamed == RESNET50_PARAMS - 8 * 2**20
+    # The link alone, at the default 85% of its rate, bounds the step from below.
+    assert est["google-edge-tpu"].step_time_s > streamed / (500e6 * 0.85)
+    assert any("cross its host link" in a for a in est["google-edge-tpu"].assumptions)
+
+
+def test_a_model_that_fits_the_sram_streams_nothing(catalog):
+    cmp = compare("mobilenet_v2", mode="infer", batch=1, precision="int8", hardware=["google-edge-tpu"],
+                  local=False)
+    assert cmp.profile.params * 1 < 8 * 2**20  # 3.5 M int8 parameters fit
+    assert streamed_parameter_bytes(OpArrays.from_profile(cmp.profile, "int8"), catalog.get("google-edge-tpu")) == 0
+
+
+class _ResNet50At299(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = resnet50()
+
+    def forward(self, x):
+        return self.net(x)
+
+    def example_inputs(self, batch, seq_len):
+        return torch.randn(batch, 3, 299, 299)
+
+
+def test_the_edge_tpu_within_30_percent_of_corals_resnet50():
+    # Coral, Edge TPU performance benchmarks: ResNet-50 V1, 299x299, 49 ms per inference over USB 3.0.
+    est = compare(_ResNet50At299(), mode="infer", batch=1, precision="int8", framework="tflite",
+                  hardware=["google-edge-tpu"], local=False).estimates[0]
+    assert est.latency_s == pytest.approx(0.049, rel=0.30)
+
+
+def test_the_u280_within_30_percent_of_the_vitis_ai_model_zoo():
+    # Vitis AI 1.4 model zoo, Performance on U280: cf_resnet50, 800.1 fps multi-thread, 14 engines in flight.
+    est = compare("resnet50", mode="infer", batch=14, precision="int8", framework="vendor-sdk",
+                  hardware=["amd-alveo-u280"], local=False).estimates[0]
+    assert est.throughput_per_s == pytest.approx(800.1, rel=0.30)
