@@ -23,6 +23,8 @@ from chipfit.workload.zoo_vision import resnet50
 
 WITHIN = 0.30  # the target: a prediction within 30% of the vendor's figure
 
+VAI13 = ("Vitis AI 1.3 model zoo README (git tag v1.3), "
+         "https://github.com/Xilinx/Vitis-AI/blob/v1.3/models/AI-Model-Zoo/README.md")
 VAI14 = ("Vitis AI 1.4 model zoo README (git tag v1.4, 2021-07-26), "
          "https://github.com/Xilinx/Vitis-AI/blob/v1.4/models/AI-Model-Zoo/README.md")
 
@@ -42,6 +44,8 @@ class Published:
 PUBLISHED = {
     "amd-alveo-u280": Published(800.1, 14, "vendor-sdk", "cf_resnet50 (7.7 GOP), multi-thread, 14 DPUCAHX8H engines at 300 MHz",
                                 f"{VAI14}, Performance on U280"),
+    "amd-alveo-u50": Published(647.1, 6, "vendor-sdk", "cf_resnet50 (7.7 GOP), multi-thread, 6 DPUCAHX8H (DPUv3E) "
+                               "engines at 300 MHz", f"{VAI13}, Performance on U50"),
     "amd-alveo-u250": Published(2134.8, 16, "vendor-sdk", "cf_resnet50, multi-thread, 4 DPUCADF8H kernels of batch 4",
                                 f"{VAI14}, Performance on U250"),
     "amd-versal-vc1902": Published(1381.7, 3, "vendor-sdk", "cf_resnet50, multi-thread, DPUCVDX8G with 3 batch handlers",

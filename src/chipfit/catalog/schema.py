@@ -49,6 +49,7 @@ class Hardware:
     host_link_bw_bytes_per_s: Figure | None = None  # link to the host, streaming what the SRAM cannot hold
     tensorcores_per_chip: Figure | None = None  # TPUs: a slice name ("v4-1024") counts TensorCores
     matmul_max_flops: Figure | None = None  # best bf16 matmul rate measured (maximum achievable matmul FLOPS)
+    overlay_efficiency: Figure | None = None  # share of its int8 peak an FPGA overlay sustains, from a vendor's fps
     price_usd: Figure | None = None  # purchase price; its source carries the date
     frameworks: tuple[str, ...] = ()
     aliases: tuple[str, ...] = ()  # other names users write ("H100", "Gaudi2"); see catalog.resolve
