@@ -23,7 +23,8 @@ def catalog():
 def resnet50_int8():
     cmp = compare("resnet50", mode="infer", batch=1, precision="int8", hw_class=None,
                   hardware=["amd-alveo-u280", "nvidia-jetson-agx-orin-64gb", "apple-neural-engine-m4",
-                            "google-edge-tpu", "apple-neural-engine-m1", "qualcomm-hexagon-8gen3"], local=False)
+                            "google-edge-tpu", "apple-neural-engine-m1", "qualcomm-hexagon-8gen3", "amd-versal-vc1902"],
+                  local=False)
     return cmp, {e.hardware: e for e in cmp.estimates}
 
 
@@ -55,19 +56,22 @@ def test_the_vck190_overlay_peak_is_its_dpu_configuration(catalog):
 
 def test_edge_npus_predict_from_dense_int8(resnet50_int8):
     _, est = resnet50_int8
-    for hw_id in ("nvidia-jetson-agx-orin-64gb", "apple-neural-engine-m4", "qualcomm-hexagon-8gen3"):
+    for hw_id in ("nvidia-jetson-agx-orin-64gb", "apple-neural-engine-m4", "qualcomm-hexagon-8gen3",
+                  "apple-neural-engine-m1"):
         assert est[hw_id].throughput_per_s > 0 and not est[hw_id].excluded_reason
 
 
-def test_hexagon_bandwidth_is_its_lpddr5x_bus(catalog):
-    # LPDDR5X at 4800 MHz = 9600 MT/s over a 64-bit bus
+def test_phone_and_laptop_bandwidths_are_their_buses(catalog):
+    # Snapdragon 8 Gen 3: LPDDR5X at 4800 MHz = 9600 MT/s over a 64-bit bus
     assert catalog.get("qualcomm-hexagon-8gen3").mem_bw_bytes_per_s.value == 4800e6 * 2 * 64 / 8
+    # M1: 8 x 16-bit LPDDR4X at 4266 MT/s, quoted as 68.25 GB/s
+    assert catalog.get("apple-neural-engine-m1").mem_bw_bytes_per_s.value == pytest.approx(128 / 8 * 4266e6, rel=1e-3)
 
 
 def test_an_entry_without_a_figure_says_which(resnet50_int8):
     _, est = resnet50_int8
-    assert est["apple-neural-engine-m1"].excluded_reason == (
-        "The catalog has no sourced memory bandwidth figure for Apple Neural Engine (M1, 16-core), "
+    assert est["amd-versal-vc1902"].excluded_reason == (
+        "The catalog has no sourced memory bandwidth figure for AMD Versal AI Core VC1902 (VCK190 kit), "
         "so its step time cannot be predicted.")
 
 
