@@ -23,7 +23,7 @@ def catalog():
 def resnet50_int8():
     cmp = compare("resnet50", mode="infer", batch=1, precision="int8", hw_class=None,
                   hardware=["amd-alveo-u280", "nvidia-jetson-agx-orin-64gb", "apple-neural-engine-m4",
-                            "google-edge-tpu", "apple-neural-engine-m1", "qualcomm-hexagon-8gen3", "amd-versal-vc1902"],
+                            "google-edge-tpu", "apple-neural-engine-m1", "qualcomm-hexagon-8gen3", "amd-alveo-u250"],
                   local=False)
     return cmp, {e.hardware: e for e in cmp.estimates}
 
@@ -49,9 +49,12 @@ def test_an_fpga_without_its_own_figure_takes_the_class_default(catalog):
     assert default_efficiency(catalog.get("amd-alveo-u250")).matmul == CLASS_MATMUL_EFFICIENCY["fpga"] == 0.34
 
 
-def test_the_vck190_overlay_peak_is_its_dpu_configuration(catalog):
+def test_the_vck190_overlay_peak_and_board_bandwidth(catalog):
+    vck190 = catalog.get("amd-versal-vc1902")
     # PG389: 256 ops per AI Engine per clock x 32 AI Engines per batch handler x 3 handlers x 1.333 GHz
-    assert catalog.get("amd-versal-vc1902").peak("int8") == pytest.approx(256 * 32 * 3 * 1.333e9, rel=1e-3)
+    assert vck190.peak("int8") == pytest.approx(256 * 32 * 3 * 1.333e9, rel=1e-3)
+    # Board files: a 64-bit DDR4-3200 DIMM and four 32-bit LPDDR4-4267 channels
+    assert vck190.mem_bw_bytes_per_s.value == pytest.approx(8 * 3200e6 + 4 * 4 * 4267e6, rel=1e-4)
 
 
 def test_edge_npus_predict_from_dense_int8(resnet50_int8):
@@ -70,9 +73,8 @@ def test_phone_and_laptop_bandwidths_are_their_buses(catalog):
 
 def test_an_entry_without_a_figure_says_which(resnet50_int8):
     _, est = resnet50_int8
-    assert est["amd-versal-vc1902"].excluded_reason == (
-        "The catalog has no sourced memory bandwidth figure for AMD Versal AI Core VC1902 (VCK190 kit), "
-        "so its step time cannot be predicted.")
+    assert est["amd-alveo-u250"].excluded_reason == (
+        "The catalog has no sourced int8 throughput figure for AMD Alveo U250, so its step time cannot be predicted.")
 
 
 def test_the_edge_tpu_streams_what_its_sram_cannot_hold(resnet50_int8, catalog):
@@ -118,6 +120,7 @@ def test_the_edge_tpu_within_30_percent_of_corals_resnet50():
 @pytest.mark.parametrize(("hw_id", "engines", "fps"), [
     ("amd-alveo-u280", 14, 800.1),  # Vitis AI 1.4 model zoo, Performance on U280: cf_resnet50, multi-thread
     ("amd-alveo-u50", 6, 647.1),  # Vitis AI 1.3 model zoo, Performance on U50: cf_resnet50, multi-thread
+    ("amd-versal-vc1902", 3, 1381.7),  # Vitis AI 1.4 model zoo, Performance on VCK190: 3 batch handlers
 ])
 def test_dpu_boards_within_30_percent_of_the_vitis_ai_model_zoo(hw_id, engines, fps):
     # The overlay efficiency comes from ResNet-18 on the same board; ResNet-50 checks it.
