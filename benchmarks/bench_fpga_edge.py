@@ -42,15 +42,16 @@ class Published:
 
 
 PUBLISHED = {
-    "amd-alveo-u280": Published(800.1, 14, "vendor-sdk", "cf_resnet50 (7.7 GOP), multi-thread, 14 DPUCAHX8H engines at 300 MHz",
-                                f"{VAI14}, Performance on U280"),
+    "amd-alveo-u280": Published(800.1, 14, "vendor-sdk", "cf_resnet50 (7.7 GOP), multi-thread, 14 DPUCAHX8H "
+                                "engines at 300 MHz", f"{VAI14}, Performance on U280"),
     "amd-alveo-u50": Published(647.1, 6, "vendor-sdk", "cf_resnet50 (7.7 GOP), multi-thread, 6 DPUCAHX8H (DPUv3E) "
                                "engines at 300 MHz", f"{VAI13}, Performance on U50"),
     "amd-alveo-u250": Published(2134.8, 16, "vendor-sdk", "cf_resnet50, multi-thread, 4 DPUCADF8H kernels of batch 4",
                                 f"{VAI14}, Performance on U250"),
-    "amd-versal-vc1902": Published(1381.7, 3, "vendor-sdk", "cf_resnet50, multi-thread, DPUCVDX8G with 3 batch handlers",
-                                   f"{VAI14}, Performance on VCK190"),
-    "google-edge-tpu": Published(1 / 0.049, 1, "tflite", "ResNet-50 V1 at 299x299 (chipfit traces it at 299x299), 49 ms per inference over USB 3.0",
+    "amd-versal-vc1902": Published(1381.7, 3, "vendor-sdk", "cf_resnet50, multi-thread, DPUCVDX8G with 3 batch "
+                                   "handlers", f"{VAI14}, Performance on VCK190"),
+    "google-edge-tpu": Published(1 / 0.049, 1, "tflite", "ResNet-50 V1 at 299x299 (chipfit traces it at 299x299), "
+                                 "49 ms per inference over USB 3.0",
                                  "Coral, Edge TPU performance benchmarks, Table 1, "
                                  "https://coral.ai/docs/edgetpu/benchmarks/ (read 2026-12)", resolution=299),
     "nvidia-jetson-agx-orin-64gb": Published(

@@ -162,10 +162,10 @@ def _op_terms(arrays: OpArrays, hw: Hardware, eff: Efficiency) -> _OpTerms:
     peak = np.zeros(arrays.n_ops)  # the rate each op's FLOPs run at, before efficiency
     rate = np.zeros(arrays.n_ops)
     notes: list[str] = []
-    for prec in set(arrays.precision.tolist()):
-        sel = arrays.precision == prec
-        for is_matrix in (True, False):
-            group = sel & (arrays.matrix == is_matrix)
+    # Matrix groups first, precisions in order: a device missing figures is told the same one every run.
+    for is_matrix in (True, False):
+        for prec in sorted(set(arrays.precision.tolist())):
+            group = (arrays.precision == prec) & (arrays.matrix == is_matrix)
             if not group.any():
                 continue
             if not is_matrix:
