@@ -202,7 +202,7 @@ def _op_terms(arrays: OpArrays, hw: Hardware, eff: Efficiency) -> _OpTerms:
     t_compute = np.divide(arrays.flops, rate, out=np.zeros(arrays.n_ops), where=rate > 0)
     if on_chip:
         # Operands live in on-chip SRAM, whose bandwidth no vendor publishes: the ops are priced by their compute,
-        # and the parameters the SRAM cannot hold cross the host link once per step (parameter_stream_s).
+        # and the parameters the SRAM cannot hold cross the host link once per step (streamed_parameter_bytes).
         notes.append(f"{hw.id} holds operands in on-chip SRAM: operators priced at compute only")
         return _OpTerms(t_compute, np.zeros(arrays.n_ops), _overheads(arrays, hw, eff), np.zeros(arrays.n_ops, bool),
                         tuple(notes))
@@ -273,22 +273,17 @@ def step_time(arrays: OpArrays, hw: Hardware, eff: Efficiency) -> StepTime:
     t_compute, t_memory, t_overhead, fitted = terms.compute, terms.memory, terms.overhead, terms.fitted
     compute_bound = fitted | (t_compute >= t_memory)
     t_op = terms.seconds
-    notes = terms.notes
+    notes, link_s = terms.notes, 0.0
     streamed = streamed_parameter_bytes(arrays, hw)
     if streamed:
         # Assumed not overlapped: a layer's parameters arrive before it runs, so the link's time adds to the
-        # compute; it is booked on the heaviest matrix operator, as memory time.
+        # compute; it is booked on the heaviest matrix operator's phase, as memory time.
         link_s = streamed / (hw.host_link_bw_bytes_per_s.value * eff.memory)
-        heaviest = int(np.argmax(np.where(arrays.matrix, arrays.flops, -1.0)))
         t_op = t_op.copy()
-        t_op[heaviest] += link_s
-        t_memory = t_memory.copy()
-        t_memory[heaviest] += link_s
-        compute_bound = compute_bound.copy()
-        compute_bound[heaviest] = False
+        t_op[int(np.argmax(np.where(arrays.matrix, arrays.flops, -1.0)))] += link_s
         notes += (f"{streamed / 1e6:.1f} MB of parameters beyond {hw.id}'s on-chip SRAM cross its host link "
                   f"every step at {hw.host_link_bw_bytes_per_s.value * eff.memory / 1e6:.0f} MB/s, not overlapped",)
-    memory_s = float(t_memory[~compute_bound].sum() + t_memory[fitted].sum())
+    memory_s = float(t_memory[~compute_bound].sum() + t_memory[fitted].sum()) + link_s
     device_s = float(t_op.sum())
     # Host and device streams overlap (asynchronous launches, host.stream_end); the device's idle wait for the
     # host shows as overhead, spread over the phases in proportion to their device time.
