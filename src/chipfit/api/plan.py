@@ -14,7 +14,7 @@ from ..predict.plans import PlanSearch
 from ..predictors import PlanPredictor, plan_shape
 from ..workload.workload import Workload
 from .job import Job
-from .profiling import llm_spec, prepared
+from .profiling import llm_spec, lora_spec, prepared
 
 
 @dataclass
@@ -41,6 +41,9 @@ def plan(job: Job, catalog: Catalog | None = None, store=None, *, top: int = 5) 
     except ChipfitError as exc:
         raise ChipfitError(f"chipfit plan searches transformer plans; {exc} For other models use "
                            "`chipfit compare MODEL --devices N`.") from exc
+    lora = job.lora_config()
+    if lora is not None:
+        lora_spec(job)
     job = prepared(job, "plan")
     catalog = catalog if catalog is not None else load_catalog()
     hw = hardware_named(job.hardware[0], catalog)
@@ -52,11 +55,12 @@ def plan(job: Job, catalog: Catalog | None = None, store=None, *, top: int = 5) 
         from ..workload import llm
 
         return llm.profile_spec(spec, mode="train", batch=micro_batch, seq_len=job.seq, precision=job.precision,
-                                optimizer=job.optimizer)
+                                optimizer=job.optimizer, lora=lora)
 
     c = job.constraints
     predictor = PlanPredictor(profile_at, plan_shape(spec, job.seq), workload, catalog, max_devices=job.max_devices,
                               devices=job.devices,
                               objective=c.objective, deadline_s=c.deadline_s, budget_usd=c.budget_usd,
                               conditions=job.conditions, network=job.network, top=top)
-    return PlanResult(workload=workload, search=predictor.search(hw), notes=list(job.defaults))
+    notes = list(job.defaults) + ([f"{lora.describe()}: frozen base, adapters trained"] if lora else [])
+    return PlanResult(workload=workload, search=predictor.search(hw), notes=notes)
