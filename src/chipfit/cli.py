@@ -337,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     prof = _sub(sub, "profile", "FLOPs, bytes, parameters and memory of one step, per operator and layer")
     prof.add_argument("model", help="a zoo name, model file or package.module:factory")
     _job_args(prof, job=False)
+    _lora_args(prof)
     prof.add_argument("--depth", type=_at_least(1), default=2, help="module-path depth of the per-layer table")
     prof.add_argument("--ops", action="store_true", help="every traced operator (a table, or in --json)")
     _out_args(prof)
