@@ -130,7 +130,8 @@ def test_plan_with_lora_fits_what_full_fine_tuning_cannot(capsys):
     assert code == 0 and json.loads(out)["search"]["ranked"] == []
     code, out, _ = run(capsys, *args, "--lora", "16")
     d = json.loads(out)
-    assert code == 0 and d["search"]["ranked"] and "LoRA rank 16 on q_proj, k_proj, v_proj, o_proj" in d["notes"][-1]
+    assert code == 0 and d["search"]["ranked"]
+    assert d["finetune"] == "LoRA rank 16 on q_proj, k_proj, v_proj, o_proj, the rest frozen"
 
 
 LORA_ROWS = {"mlpt40-lora-h100x8", "mlpt40-lora-h200x8", "mlpt40-lora-gaudi2x8"}

@@ -19,14 +19,17 @@ from .profiling import llm_spec, lora_spec, prepared
 
 @dataclass
 class PlanResult:
-    """The job as planned and the ranked plans; `to_dict()` is `chipfit plan --json`."""
+    """The job as planned and the ranked plans; `to_dict()` is `chipfit plan --json`. `finetune` describes the
+    LoRA adapters trained on a frozen base ("" for full training)."""
 
     workload: Workload
     search: PlanSearch
     notes: list[str]
+    finetune: str = ""
 
     def to_dict(self) -> dict:
-        return {"workload": self.workload.to_dict(), "search": self.search.to_dict(), "notes": list(self.notes)}
+        return {"workload": self.workload.to_dict(), "search": self.search.to_dict(), "notes": list(self.notes),
+                "finetune": self.finetune}
 
 
 def plan(job: Job, catalog: Catalog | None = None, store=None, *, top: int = 5) -> PlanResult:
@@ -62,5 +65,5 @@ def plan(job: Job, catalog: Catalog | None = None, store=None, *, top: int = 5) 
                               devices=job.devices,
                               objective=c.objective, deadline_s=c.deadline_s, budget_usd=c.budget_usd,
                               conditions=job.conditions, network=job.network, top=top)
-    notes = list(job.defaults) + ([f"{lora.describe()}: frozen base, adapters trained"] if lora else [])
-    return PlanResult(workload=workload, search=predictor.search(hw), notes=notes)
+    return PlanResult(workload=workload, search=predictor.search(hw), notes=list(job.defaults),
+                      finetune=f"{lora.describe()}, the rest frozen" if lora else "")
