@@ -2,7 +2,10 @@
 
 Pure: a TransformerSpec (or a library entry) and a Hardware entry in, an InferenceEstimate out.
 
-    prefill      = max(FLOPs / (peak * eff_matmul), bytes / (bandwidth * eff_memory)) + all-reduces
+    prefill      = matmuls + attention + all-reduces   (kernels one after another)
+    matmuls      = FLOPs / (peak * eff_matmul) + bytes / (bandwidth * eff_memory) on a GPU (tiles pay their loads
+                   and their math: NeuSight), the larger of the two elsewhere
+    attention    = max(FLOPs / (16-bit peak * attention eff), bytes / (bandwidth * eff_memory))
     decode step  = the same at one new token per sequence, with context c, for c = P .. P+G-1
 
 Prefill FLOPs: 2 * tokens * (layer matmul weights a token uses) + causal attention
@@ -16,7 +19,9 @@ every weight a step touches (all matrices and norms, the embedding rows looked u
 at least one token reaches and the shared ones) plus the whole KV cache read (MLA: the latent and
 rotary key; local layers: the window; encoder-decoders: the cross-attention cache too). Weights are
 stored at the weight precision; fp8/int8 weights compute at their own peak (W8A8), int4 at 16 bits
-(W4A16, dequantised in the kernel). Memory holds every weight, every expert included.
+(W4A16, dequantised in the kernel). Memory holds every weight, every expert included. An engine release
+whose decode kernel reads a GQA/MQA cache once per query head (host.kv_reads_per_query_head) reads it
+heads / kv_heads times per step.
 """
 
 from __future__ import annotations
