@@ -210,7 +210,7 @@ def test_decode_at_batch_one_is_bandwidth_over_weight_bytes():
     # norms, no embedding); the attention kernel then reads the cache (its 2 x 32 x 256 x 2 keys x 32 FLOPs are
     # nothing beside it).
     matmul = 32 * (2 * 4096 * 4096 + 2 * 4096 * 1024 + 3 * 4096 * 14336) + 4096 * 128256
-    step = 2 * matmul / (1e15 * MATMUL_EFFICIENCY) + weights / (1e12 * MEMORY_EFFICIENCY) + kv / (1e12 * MEMORY_EFFICIENCY)
+    step = 2 * matmul / (1e15 * MATMUL_EFFICIENCY) + (weights + kv) / (1e12 * MEMORY_EFFICIENCY)
     assert est.decode_bound == "memory"
     assert est.decode_step_s == pytest.approx(step, rel=1e-12)
     assert weights == 2 * 7_504_928_768

@@ -156,7 +156,8 @@ def serving_framework(framework: str | None) -> str:
 
 
 def kv_reads_per_query_head(framework: str) -> bool:
-    """Whether `framework`'s decode attention reads each KV head once per query head (GROUPED_DECODE_ATTENTION_SINCE)."""
+    """Whether `framework`'s decode attention reads each KV head once per query head
+    (an engine release before GROUPED_DECODE_ATTENTION_SINCE)."""
     name, version = engine_version(framework)
     since = GROUPED_DECODE_ATTENTION_SINCE.get(name)
     return since is not None and version is not None and version < since
