@@ -167,7 +167,8 @@ def test_dashboard_api_takes_lora_as_the_job_does(tmp_path):
     with TestClient(create_app(db_path=tmp_path / "results.sqlite")) as client:
         r = client.post("/api/compare", json=job | {"lora": 8, "lora_base": "nf4"})
         bad = client.post("/api/compare", json=job | {"lora": 0})
-    assert r.status_code == 200 and bad.status_code == 400 and bad.json()["detail"].startswith("--lora 0 is out of range")
+    assert r.status_code == 200 and bad.status_code == 400
+    assert bad.json()["detail"].startswith("--lora 0 is out of range")
     (web,) = r.json()["estimates"]
     (api,) = compare(spec=TINY, mode="train", batch=4, seq=16, hardware="nvidia-h100-sxm5-80gb", local=False,
                      lora=8, lora_base="nf4").to_dict()["estimates"]

@@ -565,7 +565,8 @@ def _layer_ops(ops: _Ops, spec: TransformerSpec, layer: Layer, p: str, batch: in
     t, h = batch * s, spec.hidden
     norm_flops = NORM_FLOPS_PER_ELEMENT[spec.norm]
     ops.add("norm", "norm", f"{p}.norm", 2 * norm_flops * t * h, 2 * t * h * act, 2 * t * h * act)
-    _matmuls(ops, spec, f"{p}.attn", "qkvo_proj", [(n, i_, o, t, 1) for n, i_, o in spec.attention_matrices()], act, act)
+    attention = [(n, i_, o, t, 1) for n, i_, o in spec.attention_matrices()]
+    _matmuls(ops, spec, f"{p}.attn", "qkvo_proj", attention, act, act)
     keys = min(s, layer.window) if layer.window else s
     causal = spec.causal and layer.stack == "layers"
     _attention(ops, spec, f"{p}.attn", "sdpa", batch, s, keys, (spec.q_dim, spec.kv_dim, spec.v_dim, spec.out_dim),
