@@ -119,14 +119,16 @@ def test_every_entry_with_a_peak_predicts_resnet50():
 
 
 def test_llm_decode_runs_at_each_entry_s_sourced_bandwidth():
-    """Decoding Llama-2-7B one token at a time streams the weights: step x bandwidth is one constant."""
+    """Decoding Llama-2-7B one token at a time streams its weights (6.7e9 x 2 bytes) and cache: step x bandwidth
+    is about one constant on every device, above the weights' bytes (kernel overheads add a few percent)."""
     gpus = [h for h in PREDICTING if load_catalog().hardware[h].hw_class != "cpu"]
     got = compare(Job(model="llama-2-7b", batch=1, mode="infer", prompt=512, generate=128, hardware=tuple(gpus)),
                   load_catalog())
     est = {e.hardware: e for e in got.estimates}
     assert all(est[h].fits is True for h in gpus)
     bytes_moved = {h: est[h].step_time_s * load_catalog().hardware[h].mem_bw_bytes_per_s.value for h in gpus}
-    assert max(bytes_moved.values()) == pytest.approx(min(bytes_moved.values()), rel=1e-9)
+    assert min(bytes_moved.values()) > 6.7e9 * 2
+    assert max(bytes_moved.values()) / min(bytes_moved.values()) < 1.05
 
 
 @pytest.mark.parametrize("hw_id, name", [("nvidia-h100-nvl-94gb", "NVIDIA H100 NVL 94GB"),
