@@ -155,6 +155,7 @@ def _device(kind: str, name: str) -> LocalDevice:
     ("cuda", "NVIDIA A100 80GB PCIe", "nvidia-a100-pcie-80gb"),
     ("cuda", "NVIDIA H100 80GB HBM3", "nvidia-h100-sxm5-80gb"),
     ("cuda", "NVIDIA H100 NVL", "nvidia-h100-nvl-94gb"),
+    ("cuda", "NVIDIA H200", "nvidia-h200-sxm-141gb"),  # as torch and nvidia-smi printed it on an H200, 2026-12
     ("cuda", "Tesla V100-PCIE-32GB", "nvidia-v100-pcie-32gb"),
     ("cuda", "Tesla V100-SXM2-16GB", "nvidia-v100-sxm2-16gb"),
     ("cuda", "Tesla P100-PCIE-16GB", "nvidia-p100-pcie-16gb"),
@@ -182,6 +183,8 @@ def test_match_catalog_never_takes_a_variant_or_another_class(monkeypatch):
     # an RTX 4080 SUPER is not an RTX 4080, an M2 Max is not an M2: built from this machine instead
     assert match_catalog(_device("cuda", "NVIDIA GeForce RTX 4080 SUPER"), load_catalog()).id == "local-cuda0"
     assert match_catalog(_device("cpu", "Apple M2 Max"), load_catalog()) == "built-cpu"
+    # a virtual machine's CPU that names no model is no entry's
+    assert match_catalog(_device("cpu", "Intel(R) Xeon(R) Processor"), load_catalog()) == "built-cpu"
     # a CPU whose name resolves to a GPU entry is no match
     assert match_catalog(_device("cpu", "NVIDIA L40"), load_catalog()) == "built-cpu"
 
