@@ -176,10 +176,8 @@ def fit_ops(measurements: list[Measurement], hw: Hardware) -> tuple[OpFit, ...]:
     benchmarks price any low-intensity window they did not measure, never a dense convolution)."""
     bw = hw.mem_bw_bytes_per_s.value if hw.mem_bw_bytes_per_s else None
     groups: dict[tuple[str, str], list[dict]] = {}
-    tf32_conv = tf32_convolutions(hw, None, "fp32")
     for r in _op_rows(measurements):
-        if tf32_conv and r["cuda"] and r["kind"] == "conv" and r["precision"] == "fp32":
-            r["precision"] = "tf32"  # cuDNN ran them at TF32 (as_run.tf32_convolutions): fitted, and priced, as such
+        r["precision"] = ran_at(r["kind"] == "conv", r["precision"], r["cuda"], hw)
         for family in family_chain(r["family"]):
             groups.setdefault((family, r["precision"]), []).append(r)
     fits = []
@@ -293,13 +291,12 @@ class Calibration:
             ) from exc
 
 
-def ran_at(m: Measurement, hw: Hardware) -> str:
-    """The precision a benchmark ran at: cuDNN runs fp32 convolutions on CUDA at TF32 (as_run.tf32_convolutions),
-    so their efficiency is measured against, and priced at, the TF32 peak."""
-    if m.kind == "conv2d" and m.precision == "fp32" and m.device.startswith("cuda") \
-            and tf32_convolutions(hw, None, "fp32"):
+def ran_at(is_conv: bool, precision: str, on_cuda: bool, hw: Hardware) -> str:
+    """The precision an operator or benchmark ran at: cuDNN runs fp32 convolutions on CUDA at TF32
+    (as_run.tf32_convolutions), so their efficiency is measured against, and priced at, the TF32 peak."""
+    if is_conv and on_cuda and precision == "fp32" and tf32_convolutions(hw, None, "fp32"):
         return "tf32"
-    return m.precision
+    return precision
 
 
 def fit(measurements: list[Measurement], hw: Hardware, fitted_from: str = "") -> Calibration:
@@ -310,7 +307,8 @@ def fit(measurements: list[Measurement], hw: Hardware, fitted_from: str = "") ->
         by_precision: dict[str, list[Measurement]] = {}
         for m in measurements:
             if m.kind == family and m.achieved_flops_per_s:
-                by_precision.setdefault(ran_at(m, hw), []).append(m)
+                by_precision.setdefault(
+                    ran_at(m.kind == "conv2d", m.precision, m.device.startswith("cuda"), hw), []).append(m)
         for precision, ms in sorted(by_precision.items()):
             peak, used = peak_for(hw, precision)
             if peak is None or used != precision:
