@@ -294,15 +294,16 @@ class TextToImageDenoiser(nn.Module):
         self.unet = UNet2DCondition(unet)
         self.text_encoders = nn.ModuleList(CLIPTextEncoder(cfg) for cfg in text_encoders).requires_grad_(False)
 
-    def forward(self, latents: torch.Tensor, timesteps: torch.Tensor, token_ids: torch.Tensor,
-                context: torch.Tensor, *conditions: torch.Tensor) -> torch.Tensor:
+    def forward(self, latents: torch.Tensor, timesteps: torch.Tensor, token_ids: torch.Tensor, context: torch.Tensor,
+                text_embeds: torch.Tensor | None = None, time_ids: torch.Tensor | None = None) -> torch.Tensor:
         if self.training:
             with torch.no_grad():
                 encoded = [encoder(token_ids) for encoder in self.text_encoders]
             context = torch.cat([states for states, _ in encoded], dim=-1).to(latents.dtype)
-            if conditions:  # the pooled embedding of the last encoder that projects, then the size/crop ids
-                conditions = (next(p for _, p in reversed(encoded) if p is not None).to(latents.dtype), conditions[1])
-        return self.unet(latents, timesteps, context, *conditions)
+            pooled = [p for _, p in encoded if p is not None]
+            if pooled:  # SDXL: the projected embedding of its second encoder
+                text_embeds = pooled[-1].to(latents.dtype)
+        return self.unet(latents, timesteps, context, text_embeds, time_ids)
 
 
 def text_to_image_batch(unet: UNetConfig, text_encoders: tuple[TextEncoderConfig, ...], steps: int, batch: int,
