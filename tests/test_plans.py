@@ -1,11 +1,13 @@
 """Plan search: feasibility, divisibility, ranking, and analytic micro-batch scaling."""
 
 import pytest
+import torch
 
 from chipfit.catalog.schema import Figure, Hardware
 from chipfit.errors import ChipfitError
 from chipfit.predictors import plan_shape as shape_of
 from chipfit.predict.plans import scale_profile, search_plans
+from chipfit.workload import profile as trace
 from chipfit.workload.llm import TransformerSpec, profile_spec
 from chipfit.workload.workload import Workload
 
@@ -81,6 +83,30 @@ def test_scale_profile_through_two_traces_keeps_the_weight_traffic_fixed():
     qkvo = next(i for i, op in enumerate(exact.ops) if op.module == "layers.0.attn" and op.kind == "matmul")
     weights = 4 * 4608**2 * 2  # q, k, v, o in bf16, read once whatever the batch
     assert scale_profile(factory(1), 8).ops[qkvo].bytes - exact.ops[qkvo].bytes == pytest.approx(7 * weights, abs=8)
+
+
+class _PositionsMajor(torch.nn.Module):
+    """A linear layer over an image's positions: the reshape after the permute is a view at batch 1 and a copy
+    from batch 2 on, so the traces at batch 1 and 2 differ by one operator."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Linear(64, 64)
+
+    def forward(self, x):
+        return self.proj(x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, 64))
+
+    def example_inputs(self, batch, seq_len):
+        return (torch.randn(batch, 64, 8, 8),)
+
+
+def test_scale_profile_pairs_operators_when_batch_one_elides_a_copy():
+    traced = {b: trace(_PositionsMajor(), mode="train", batch=b) for b in (1, 2, 8)}
+    assert len(traced[2].ops) == len(traced[1].ops) + 1
+    lined = scale_profile(traced[1], 8, reference=traced[2])
+    assert [op.name for op in lined.ops] == [op.name for op in traced[8].ops]
+    assert [op.bytes for op in lined.ops] == pytest.approx([op.bytes for op in traced[8].ops], abs=1)
+    assert lined.flops() == pytest.approx(traced[8].flops())
 
 
 def test_a_tpu_slice_takes_tensor_parallelism_beyond_eight_chips():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from difflib import SequenceMatcher
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
@@ -89,18 +90,34 @@ class PlanSearch:
                 "examples": dict(self.examples), "why": self.why}
 
 
+def _counterparts(profile: Profile, reference: Profile) -> list:
+    """For each operator of `profile`, the reference's at the same place in the step, or None for one the other
+    trace lacks: a reshape that is a view at batch 1 copies from batch 2 on (merging a permuted batch axis)."""
+    mine = [(op.name, op.module, op.phase) for op in profile.ops]
+    theirs = [(op.name, op.module, op.phase) for op in reference.ops]
+    if mine == theirs:
+        return list(reference.ops)
+    pairs: list = [None] * len(mine)
+    for block in SequenceMatcher(None, mine, theirs, autojunk=False).get_matching_blocks():
+        pairs[block.a:block.a + block.size] = reference.ops[block.b:block.b + block.size]
+    return pairs
+
+
 def scale_profile(profile: Profile, micro_batch: int, reference: Profile | None = None) -> Profile:
     """`profile` as if traced at `micro_batch`; optimizer operators do not change.
 
-    With a `reference` traced at another batch (same operators in the same order), each operator's
-    FLOPs, bytes and the saved activations follow the line through the two traces: exact for the
-    per-sample part and the fixed part (weights read, weight gradients written). Without one they
-    grow linearly with the micro-batch, which overstates weight traffic when scaling up.
+    With a `reference` traced at another batch, each operator's FLOPs, bytes and the saved activations
+    follow the line through its two traces: exact for the per-sample part and the fixed part (weights read,
+    weight gradients written). Scaling up starts from the larger trace; an operator only it has (a copy the
+    batch-1 layout elides) and every operator without a reference grow linearly with the micro-batch, which
+    overstates weight traffic when scaling up.
     """
     if micro_batch == profile.batch:
         return profile
-    aligned = (reference is not None and reference.batch != profile.batch and len(reference.ops) == len(profile.ops)
-               and all(a.name == b.name for a, b in zip(reference.ops, profile.ops)))
+    if reference is not None and reference.batch > profile.batch and micro_batch > profile.batch:
+        profile, reference = reference, profile
+    usable = reference is not None and reference.batch != profile.batch
+    pairs = _counterparts(profile, reference) if usable else [None] * len(profile.ops)
 
     def at(x0: float, x1: float | None) -> float:
         """The value at micro_batch of a quantity that is x0 at profile.batch (x1 at the reference's)."""
@@ -109,18 +126,17 @@ def scale_profile(profile: Profile, micro_batch: int, reference: Profile | None 
         return max(0.0, x0 + (x1 - x0) * (micro_batch - profile.batch) / (reference.batch - profile.batch))
 
     ops = []
-    for i, op in enumerate(profile.ops):
+    for op, ref in zip(profile.ops, pairs):
         if op.phase == "optimizer":
             ops.append(op)
             continue
-        ref = reference.ops[i] if aligned else None
         scaled = {k: at(getattr(op, k), None if ref is None else getattr(ref, k))
                   for k in ("flops", "bytes_read", "bytes_written")}
         ops.append(replace(op, flops=scaled["flops"], bytes_read=round(scaled["bytes_read"]),
                            bytes_written=round(scaled["bytes_written"])))
-    ref_act = reference.activation_bytes if aligned else None
-    ref_peak = reference.peak_activation_bytes if aligned else None
-    how = f"from traces at micro-batch {profile.batch} and {reference.batch}" if aligned else \
+    ref_act = reference.activation_bytes if usable else None
+    ref_peak = reference.peak_activation_bytes if usable else None
+    how = f"from traces at micro-batch {profile.batch} and {reference.batch}" if usable else \
         f"linearly from micro-batch {profile.batch}"
     return replace(profile, batch=micro_batch, ops=ops, activation_bytes=round(at(profile.activation_bytes, ref_act)),
                    peak_activation_bytes=round(at(profile.peak_activation_bytes, ref_peak)),

@@ -22,7 +22,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-KINDS = ("decoder", "encoder", "encoder-decoder", "moe", "vision")
+KINDS = ("decoder", "encoder", "encoder-decoder", "moe", "vision", "diffusion")
 LIBRARY_DIR = Path(__file__).parent
 # Sequence length an analytic profile takes when none is given: the model's context, at most this
 # (Llama 2's pre-training context, Touvron et al. 2023); a 128k-context model is rarely run at 128k.
