@@ -47,6 +47,7 @@ GB = 1e9
     ("bigcode/starcoder2-3b", "starcoder2-3b"),
     ("codellama/CodeLlama-34b-hf", "codellama-34b"),
     ("codellama/CodeLlama-7b-Python-hf", "codellama-7b"),
+    ("moonshotai/Kimi-K2-Instruct", "kimi-k2"),
     ("openai/gpt-oss-120b", "gpt-oss-120b"),
     ("openai/gpt-oss-20b", "gpt-oss-20b"),
     ("HuggingFaceTB/SmolLM2-1.7B-Instruct", "smollm2-1.7b"),
@@ -68,6 +69,12 @@ GB = 1e9
     ("THUDM/glm-4-9b", "glm-4-9b"),
     ("CohereForAI/c4ai-command-r-v01", "command-r"),
     ("meta-llama/Llama-2-70b-chat-hf", "llama-2-70b"),
+    ("google/flan-t5-xl", "flan-t5-xl"),
+    ("Qwen/Qwen1.5-7B-Chat", "qwen1.5-7b"),
+    ("Qwen/Qwen3-14B", "qwen3-14b"),
+    ("mistralai/Mistral-Large-Instruct-2407", "mistral-large-2"),
+    ("deepseek-ai/DeepSeek-R1-Distill-Qwen-32B", "qwen2.5-32b"),
+    ("HuggingFaceH4/zephyr-7b-beta", "mistral-7b"),
 ])
 def test_the_hub_ids_people_name_resolve(name, entry):
     assert resolve_model(name).name == entry
@@ -80,6 +87,7 @@ def test_the_hub_ids_people_name_resolve(name, entry):
     ("Llama 2 13B Chat", "llama-2-13b"),                 # free text
     ("someorg/qwen2.5-7b-instruct", "qwen2.5-7b"),       # another organisation's copy
     ("Qwen/Qwen2-57B-A14B-Chat", "qwen2-57b-a14b"),     # an active-size word is a size
+    ("meta-llama/Llama-3.1-405B-Instruct-FP8", "llama-3.1-405b"),  # the weights' number format
 ])
 def test_a_variant_suffix_resolves_to_the_entry_of_that_name(name, entry):
     assert resolve_model(name).name == entry
@@ -94,6 +102,8 @@ def test_the_variant_rule_never_drops_a_size():
         resolve_model("FacebookAI/roberta")  # base and large are sizes: not guessed
     with pytest.raises(ChipfitError, match="Unknown model 'meta-llama/Llama-2-34b-chat-hf'"):
         resolve_model("meta-llama/Llama-2-34b-chat-hf")
+    with pytest.raises(ChipfitError, match="Unknown model 'ViT-L/16'"):
+        resolve_model("ViT-L/16")  # not a hub id: '16' is no repository of vit_b_16's alias 'vit-b/16'
 
 
 def test_a_base_name_two_entries_share_stands_for_neither():

@@ -244,7 +244,8 @@ class TransformerSpec:
         h, q = self.hidden, self.q_dim
         if not self.mla:
             position = (("pos_proj", h, q),) if self.xl_relative else ()
-            return (("q_proj", h, q), ("k_proj", h, self.kv_dim), ("v_proj", h, self.kv_dim), ("o_proj", q, h)) + position
+            kv = self.kv_dim
+            return (("q_proj", h, q), ("k_proj", h, kv), ("v_proj", h, kv), ("o_proj", q, h)) + position
         queries = ((("q_a_proj", h, self.q_lora_rank), ("q_b_proj", self.q_lora_rank, q)) if self.q_lora_rank
                    else (("q_proj", h, q),))
         nope = self.head_dim - self.rope_head_dim

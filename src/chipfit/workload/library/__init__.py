@@ -155,24 +155,34 @@ def key(name: str) -> str:
 
 
 # Words a hub repository adds to a model's name for a variant of the same architecture and size: tuning
-# (Instruct, Chat, it, SFT), the checkpoint (pt, hf, Base) and the release (v0.1, 2407).
-_VARIANT = re.compile(r"-(?:instruct|chat|it|pt|hf|base|sft|dpo|v\d+(?:\.\d+)*|\d{4})$")
+# (Instruct, Chat, it, SFT), the checkpoint (pt, hf, Base, and the number format of its weights: FP8,
+# AWQ, GPTQ) and the release (v0.1, 2407).
+_VARIANT = re.compile(r"-(?:instruct|chat|it|pt|hf|base|sft|dpo|fp8|bf16|fp16|awq|gptq|int4|int8|v\d+(?:\.\d+)*|\d{4})$")
+# A hub id: organisation/repository, the repository's name starting with a letter (`vit-b/16` is not one).
+_HUB_ID = re.compile(r"[^/]+/([a-z][^/]*)")
 # A parameter count in a name (7b, 135m, 8x7b, a14b): stripping variant words must leave one.
 _SIZE = re.compile(r"(?:^|[-/.x])a?\d+(?:\.\d+)?[kmbt](?:$|-)")
 # Architectures that are not transformers given by their sizes, by a word in the model's name.
 _NOT_MODELLED = {
     "mamba": "state-space (Mamba) layers", "jamba": "state-space (Mamba) layers", "zamba": "state-space (Mamba) layers",
     "hymba": "state-space (Mamba) heads", "falcon-h1": "state-space (Mamba) layers",
-    "rwkv": "RWKV recurrent layers", "recurrentgemma": "Griffin recurrent layers", "griffin": "Griffin recurrent layers",
+    "rwkv": "RWKV recurrent layers", "recurrentgemma": "Griffin recurrent layers",
+    "griffin": "Griffin recurrent layers",
     "xlstm": "xLSTM recurrent layers", "retnet": "retention layers", "hyena": "Hyena long convolutions",
 }
+
+
+def repository(text: str) -> str | None:
+    """The repository part of a hub id's `key` (`gemma-7b` of `google/gemma-7b`); None for other names."""
+    m = _HUB_ID.fullmatch(text)
+    return m.group(1) if m else None
 
 
 def base_name(name: str) -> str:
     """`key(name)` less the variant words at its end (-Instruct, -Chat, -it, -pt, -hf, -Base, -v0.1, -2407), as
     long as what is left still names a size: `Qwen2-7B-Instruct` is `qwen2-7b`, `bert-base` stays itself."""
     text = key(name)
-    while (m := _VARIANT.search(text)) and _SIZE.search(text[:m.start()].rsplit("/", 1)[-1]):
+    while (m := _VARIANT.search(text)) and _SIZE.search(repository(text[:m.start()]) or text[:m.start()]):
         text = text[:m.start()]
     return text
 
@@ -197,7 +207,7 @@ def _base_index(index: dict[str, ModelEntry]) -> dict[str, ModelEntry]:
     stands for; a base name two entries share stands for neither."""
     found: dict[str, set[ModelEntry]] = {}
     for name, entry in index.items():
-        for base in {base_name(name), base_name(name.rsplit("/", 1)[-1])}:
+        for base in {base_name(name), base_name(repository(name) or name)}:
             found.setdefault(base, set()).add(entry)
     return {base: next(iter(es)) for base, es in found.items() if len(es) == 1}
 
@@ -208,7 +218,7 @@ def find_model(name: str) -> ModelEntry | None:
     `Qwen/Qwen2-7B-Instruct` is `Qwen/Qwen2-7B` and `google/gemma-3-27b-pt` is `gemma-3-27b`."""
     _, index, bases = _library()
     text = key(name)
-    repo = text.rsplit("/", 1)[-1]
+    repo = repository(text) or text
     for candidate in (index.get(text), index.get(repo), bases.get(base_name(text)), bases.get(base_name(repo))):
         if candidate is not None:
             return candidate
