@@ -10,7 +10,8 @@ what it could not read:
 - seq_len: '2048', an image size '224x224', or serving lengths 'prompt 128, output 2048';
 - global_batch: '3264', '2048 seqs (4.2M tokens)', '4M tokens';
 - device_count: the first number ('512 chips (128 hosts x 4)', '2 (TP2)'); 'GCDs' count half packages;
-- hardware: free text for the hardware resolver, optionally with the network '(400 Gbps RoCE per GPU)'.
+- hardware: free text for the hardware resolver, optionally with the network '(400 Gbps RoCE per GPU)';
+- model and notes: a LoRA fine-tune ('LoRA', with its rank: 'lora_rank 16', 'LoRA rank 16').
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .predict.host import SERVING_ENGINES
 from .predict.parallel import GBIT, NETWORKS, Network
 
 COLUMNS = ("id", "kind", "model", "params", "tokens_or_samples", "seq_len", "global_batch", "hardware",
@@ -56,6 +58,8 @@ class PublishedRun:
     hardware: str
     devices: int | None  # in catalog units (packages, chips)
     precision_text: str
+    engine: str | None = None  # the serving engine the row's source names (serving_engine)
+    lora_rank: int | None = None  # a LoRA fine-tune's adapter rank; None: every weight trains
 
     @property
     def serving(self) -> bool:
@@ -146,6 +150,17 @@ def parse_lengths(text: str) -> tuple[int | None, int | None, int | None, int | 
     return (int(n) if n else None), None, None, None
 
 
+def parse_lora(model: str, notes: str) -> int | None:
+    """The adapter rank of a row whose model or notes says LoRA ('lora_rank 16', 'LoRA rank 16'); None otherwise."""
+    said = f"{model} {notes}".lower()
+    if not re.search(r"\blora\b", said):
+        return None
+    m = re.search(r"lora[_ ]?(?:rank|r|dim)\s*[=:]?\s*(\d+)|\brank\s*[=:]?\s*(\d+)", said)
+    if m is None:
+        raise RowUnreadable("the row is a LoRA fine-tune but gives no adapter rank; write 'LoRA rank N' in its notes")
+    return int(m.group(1) or m.group(2))
+
+
 def parse_devices(text: str) -> int | None:
     """Devices in catalog units: the first number, halved for counts of GCDs."""
     if not (text or "").strip():
@@ -198,6 +213,16 @@ def row_network(hardware: str, node_size: int = 8) -> Network | None:
     return None
 
 
+def serving_engine(text: str) -> str | None:
+    """The LLM serving engine a row names, with the release it gives ("NVIDIA/TensorRT-LLM ... (v0.6.1 ...)" ->
+    "tensorrt-llm==0.6.1"); None where it names none."""
+    for name in SERVING_ENGINES:
+        if re.search(name.replace("-", r"[- ]?"), text, re.I):
+            release = re.search(r"\bv(\d+\.\d+(?:\.\d+)?)\b", text)
+            return f"{name}=={release.group(1)}" if release else name
+    return None
+
+
 def read_run(row: dict) -> PublishedRun:
     """The row's inputs, parsed; RowUnreadable names the first cell that cannot be read."""
     if None in row:
@@ -218,5 +243,7 @@ def read_run(row: dict) -> PublishedRun:
         amount=parse_amount(row["tokens_or_samples"]), seq_len=seq, image_size=image, prompt_tokens=prompt,
         output_tokens=output, batch_text=row["global_batch"], hardware=row["hardware"],
         devices=parse_devices(row["device_count"]), precision_text=row["precision"],
+        engine=serving_engine(f"{row['source']} {row['precision']}"),
+        lora_rank=parse_lora(row["model"], row.get("notes") or ""),
     )
 
