@@ -257,6 +257,7 @@ def search_plans(
 
     results: list[PlanResult] = []
     considered = 0
+    shape_at_seq = replace(shape, seq_len=seq)
 
     def enumerate_plans(contexts: list[int]) -> None:
         """Append the feasible plans with these context-parallel degrees to `results`."""
@@ -280,6 +281,7 @@ def search_plans(
                     for b in micro_batch_sizes or _micro_batches(workload.batch, dp):
                         m = math.ceil(workload.batch / (dp * b))
                         global_batch = dp * b * m
+                        job = replace(workload, batch=global_batch, seq_len=seq)
                         for z, ep, rc, v in itertools.product(zero_stages, _expert_degrees(shape, dp), recompute,
                                                               _virtual_stages(shape.layers, p)):
                             if z and dp * c == 1:
@@ -289,7 +291,7 @@ def search_plans(
                                         micro_batches=m, activation_checkpointing=rc, sequence_parallel=t > 1,
                                         expert_parallel=ep, context_parallel=c, virtual_stages=v)
                             try:
-                                plan.check(replace(shape, seq_len=seq))
+                                plan.check(shape_at_seq)
                             except ChipfitError as err:
                                 reason = str(err).split(";")[0]
                                 reject("tensor parallelism does not divide the heads" if "heads" in reason
@@ -304,7 +306,6 @@ def search_plans(
                                 raise ChipfitError(f"The catalog has no sourced throughput or bandwidth for {hw.name}; "
                                                    "its plans cannot be predicted.")
                             prof, phase_s = got
-                            job = replace(workload, batch=global_batch, seq_len=seq)
                             mem = memory_per_device(prof, job, plan, hw.hw_class, shape)["total"]
                             if capacity is not None and mem > capacity:
                                 reject("does not fit in memory",
