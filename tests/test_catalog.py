@@ -298,6 +298,10 @@ def test_unknown_class(tmp_path):
         ('count = 2', 'count = 2\npricing = "capacity-blok"',
          "line 25: instance 'lab-t4' field 'pricing' is 'capacity-blok', not a known kind of price. "
          "Did you mean capacity-block"),
+        ('mem_bw_gb_per_s = { value = 100, source = "mine" }',
+         'overlay_efficiency = { value = 1.35, source = "mine" }',
+         "line 17: hardware 'lab-chip-1' field 'overlay_efficiency' is a share of the overlay's peak, so at most 1; "
+         "got 1.35."),
     ],
 )
 def test_field_errors(tmp_path, old, new, expected):

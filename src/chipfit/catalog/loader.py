@@ -40,6 +40,9 @@ _FIGURES = {
     "interconnect_gb_per_s": ("interconnect_bw_bytes_per_s", 1e9, "bytes/s"),
     "tdp_watts": ("tdp_watts", 1.0, "W"),
     "l2_cache_mib": ("l2_cache_bytes", 2**20, "bytes"),
+    "onchip_memory_mib": ("onchip_memory_bytes", 2**20, "bytes"),
+    "host_link_gb_per_s": ("host_link_bw_bytes_per_s", 1e9, "bytes/s"),
+    "overlay_efficiency": ("overlay_efficiency", 1.0, "fraction of the int8 peak"),
     "tensorcores_per_chip": ("tensorcores_per_chip", 1.0, "TensorCores"),
     "matmul_max_tflops": ("matmul_max_flops", 1e12, "FLOP/s"),
     "price_usd": ("price_usd", 1.0, "USD"),
@@ -388,6 +391,9 @@ def _hardware(raw: dict, loc: _Located, sources: dict) -> Hardware:
                                      "of HBM) or memory_gb (decimal bytes), not both.")
     figures = {attr: _figure(raw[key], key, loc, sources, factor)
                for key, (attr, factor, _) in _FIGURES.items() if key in raw}
+    if figures.get("overlay_efficiency") and figures["overlay_efficiency"].value > 1:
+        raise loc.error("overlay_efficiency", "is a share of the overlay's peak, so at most 1; got "
+                                              f"{figures['overlay_efficiency'].value:g}.")
     return Hardware(
         id=raw["id"], name=_text(raw, "name", loc), vendor=_text(raw, "vendor", loc),
         hw_class=hw_class, launch_year=year, peak_flops=peak_flops,

@@ -45,8 +45,11 @@ class Hardware:
     interconnect_bw_bytes_per_s: Figure | None = None  # per device, both directions, as vendors quote
     tdp_watts: Figure | None = None
     l2_cache_bytes: Figure | None = None  # last on-chip cache before device memory
+    onchip_memory_bytes: Figure | None = None  # SRAM holding a model on a device without memory of its own
+    host_link_bw_bytes_per_s: Figure | None = None  # link to the host, streaming what the SRAM cannot hold
     tensorcores_per_chip: Figure | None = None  # TPUs: a slice name ("v4-1024") counts TensorCores
     matmul_max_flops: Figure | None = None  # best bf16 matmul rate measured (maximum achievable matmul FLOPS)
+    overlay_efficiency: Figure | None = None  # share of its int8 peak an FPGA overlay sustains, from a vendor's fps
     price_usd: Figure | None = None  # purchase price; its source carries the date
     frameworks: tuple[str, ...] = ()
     aliases: tuple[str, ...] = ()  # other names users write ("H100", "Gaudi2"); see catalog.resolve
@@ -60,6 +63,11 @@ class Hardware:
         if self.hw_class in NO_DNN_CLASSES or (training and not self.trainable):
             return self.excluded_reason or f"{self.name} is not built to run a training step."
         return ""
+
+    def streams_parameters(self) -> bool:
+        """True for a device with no memory of its own (no bandwidth figure) that holds parameters in on-chip
+        SRAM and streams the rest over its host link at every inference (the Coral Edge TPU)."""
+        return not self.mem_bw_bytes_per_s and bool(self.onchip_memory_bytes and self.host_link_bw_bytes_per_s)
 
     def matmul_ceiling(self) -> float | None:
         """The share of its bf16 peak this device's best measured matmul reaches, if measured."""

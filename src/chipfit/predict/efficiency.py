@@ -29,10 +29,13 @@ MEMORY_EFFICIENCY = 0.85
 MEMORY_EFFICIENCY_RANGE = (0.70, 0.92)
 
 # An FPGA runs deep learning through an overlay (AMD Vitis AI DPU, Intel FPGA AI Suite) whose catalog
-# peak is the overlay's, and overlays sustain about a third of it on CNNs. The vendor's figures for
-# ResNet-18, not the ResNet-50 chipfit is checked on (Vitis AI 1.4 model zoo, multi-thread fps x
-# 3.65 GOP per image): U280 DPUCAHX8H 1,658.3 fps = 6.05 TOPS of 17.2 (35%); VCK190 DPUCVDX8G 2,955.8
-# fps = 10.8 TOPS of 32.8 (33%). benchmarks/bench_fpga_edge.py checks the rule on ResNet-50.
+# peak is the overlay's. An entry's `overlay_efficiency` is the share of that peak the vendor's published
+# throughput of one model reaches on that board (ResNet-18 in the Vitis AI model zoo, the derivation in its
+# note); other models are checked against it (benchmarks/bench_fpga_edge.py: ResNet-50). An FPGA without
+# one takes the class default: about a third, what ResNet-18 reaches on U280 DPUCAHX8H (1,658.3 fps x 3.65
+# GOP = 6.05 TOPS of 17.2, 35%) and VCK190 DPUCVDX8G (2,955.8 fps = 10.8 TOPS of 32.8, 33%) in the Vitis AI
+# 1.4 model zoo. It is a weak prior: the U50's six engines reach 73% (Vitis AI 1.3 model zoo, 1,484.2 fps
+# x 3.65 GOP of 7.37 TOPS), so an overlay's share depends on its configuration and board.
 CLASS_MATMUL_EFFICIENCY = {"fpga": 0.34}
 
 # Vector (non-matrix) arithmetic: elementwise kernels are almost always memory bound, so this
@@ -309,7 +312,10 @@ def default_efficiency(hw: Hardware) -> Efficiency:
     device's best measured matmul reaches (its maximum achievable matmul FLOPS), where measured."""
     eff = Efficiency(matmul=CLASS_MATMUL_EFFICIENCY.get(hw.hw_class, MATMUL_EFFICIENCY),
                      kernel_overhead_s=KERNEL_OVERHEAD_S["cpu" if hw.hw_class == "cpu" else "accelerator"])
-    if hw.hw_class in CLASS_MATMUL_EFFICIENCY:
+    if hw.overlay_efficiency:
+        eff = replace(eff, matmul=hw.overlay_efficiency.value,
+                      source=f"{hw.name}'s overlay efficiency from the vendor's throughput of one model (catalog)")
+    elif hw.hw_class in CLASS_MATMUL_EFFICIENCY:
         eff = replace(eff, source=f"published defaults, {hw.hw_class} overlay rule (chipfit.predict.efficiency)")
     ceiling = hw.matmul_ceiling()
     if ceiling is not None and ceiling < eff.matmul:

@@ -253,7 +253,8 @@ def shard_arrays(arrays: OpArrays, tensor_parallel: int, sequence_parallel: bool
         split = np.ones_like(split)
     factor = np.where(split, 1.0 / t, 1.0) * np.where(optimizer, 1.0, 1.0 / c)
     reread = arrays.reread * factor if arrays.reread is not None else None
-    return replace(arrays, flops=arrays.flops * factor, bytes=arrays.bytes * factor, reread=reread)
+    return replace(arrays, flops=arrays.flops * factor, bytes=arrays.bytes * factor, reread=reread,
+                   params=arrays.params / t)
 
 
 @dataclass(frozen=True)

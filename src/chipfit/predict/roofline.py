@@ -64,6 +64,7 @@ class OpArrays:
     host: np.ndarray | None = None  # host seconds issuing each op (host.host_seconds); None where it never decides
     torch_gpu: bool = False  # eager PyTorch's CUDA/ROCm kernels: priced by gpu_efficiency's families
     channels_last: bool = False  # convolutions and batch norms in NHWC memory format (torch.channels_last)
+    params: float = 0.0  # the model's parameters (one tensor-parallel rank's share): what a device holds or streams
 
     @classmethod
     def from_profile(cls, profile: Profile, matmul_precision: str | None = None, eager: bool = True) -> "OpArrays":
@@ -92,6 +93,7 @@ class OpArrays:
             names=np.array([op.name for op in ops], dtype=object),
             reread=np.array([second_pass_bytes(f, op.bytes_written) if eager else 0.0 for f, op in zip(family, ops)],
                             dtype=float),
+            params=float(profile.params),
         )
 
 
@@ -153,16 +155,17 @@ def _op_terms(arrays: OpArrays, hw: Hardware, eff: Efficiency) -> _OpTerms:
     Raises MissingFigure when the catalog has no bandwidth, or no throughput at a precision used.
     """
     bw = hw.mem_bw_bytes_per_s.value if hw.mem_bw_bytes_per_s else None
-    if not bw:
+    on_chip = hw.streams_parameters()
+    if not bw and not on_chip:
         raise MissingFigure(f"The catalog has no sourced memory bandwidth figure for {hw.name}, so its step time "
                             "cannot be predicted.")
     peak = np.zeros(arrays.n_ops)  # the rate each op's FLOPs run at, before efficiency
     rate = np.zeros(arrays.n_ops)
     notes: list[str] = []
-    for prec in set(arrays.precision.tolist()):
-        sel = arrays.precision == prec
-        for is_matrix in (True, False):
-            group = sel & (arrays.matrix == is_matrix)
+    # Matrix groups first, precisions in order: a device missing figures is told the same one every run.
+    for is_matrix in (True, False):
+        for prec in sorted(set(arrays.precision.tolist())):
+            group = (arrays.precision == prec) & (arrays.matrix == is_matrix)
             if not group.any():
                 continue
             if not is_matrix:
@@ -197,18 +200,18 @@ def _op_terms(arrays: OpArrays, hw: Hardware, eff: Efficiency) -> _OpTerms:
         second_eff = np.where(np.isnan(second), mem_eff, second)
         nbytes = nbytes + extra
     t_compute = np.divide(arrays.flops, rate, out=np.zeros(arrays.n_ops), where=rate > 0)
+    if on_chip:
+        # Operands live in on-chip SRAM, whose bandwidth no vendor publishes: the ops are priced by their compute,
+        # and the parameters the SRAM cannot hold cross the host link once per step (streamed_parameter_bytes).
+        notes.append(f"{hw.id} holds operands in on-chip SRAM: operators priced at compute only")
+        return _OpTerms(t_compute, np.zeros(arrays.n_ops), _overheads(arrays, hw, eff), np.zeros(arrays.n_ops, bool),
+                        tuple(notes))
     t_memory = nbytes / (bw * mem_eff)
     if arrays.reread is not None:
         # A second pass finds in the last on-chip cache what fits there; the rest comes from memory again.
         cache = hw.l2_cache_bytes.value if hw.l2_cache_bytes else 0.0
         t_memory += np.maximum(arrays.reread - cache, 0.0) / (bw * second_eff)
-    t_overhead = np.full(arrays.n_ops, eff.kernel_overhead_s)
-    if arrays.launches is not None:
-        t_overhead *= arrays.launches
-    if hw.hw_class != "cpu":
-        # Views and allocations (no bytes, no FLOPs) launch no kernel on an accelerator; on a CPU
-        # eager dispatch still costs each of them its few microseconds.
-        t_overhead[(arrays.bytes == 0) & (arrays.flops == 0)] = 0.0
+    t_overhead = _overheads(arrays, hw, eff)
     fitted = np.zeros(arrays.n_ops, dtype=bool)  # priced by a calibrated operator fit: terms add up
     if eff.op_fits and arrays.family is not None:
         for family, prec in {(f, p) for f, p in zip(arrays.family.tolist(), arrays.precision.tolist())}:
@@ -230,6 +233,32 @@ def _op_terms(arrays: OpArrays, hw: Hardware, eff: Efficiency) -> _OpTerms:
     return _OpTerms(t_compute, t_memory, t_overhead, fitted, tuple(notes))
 
 
+def _overheads(arrays: OpArrays, hw: Hardware, eff: Efficiency) -> np.ndarray:
+    """Each operator's fixed launch cost."""
+    t_overhead = np.full(arrays.n_ops, eff.kernel_overhead_s)
+    if arrays.launches is not None:
+        t_overhead *= arrays.launches
+    if hw.hw_class != "cpu":
+        # Views and allocations (no bytes, no FLOPs) launch no kernel on an accelerator; on a CPU
+        # eager dispatch still costs each of them its few microseconds.
+        t_overhead[(arrays.bytes == 0) & (arrays.flops == 0)] = 0.0
+    return t_overhead
+
+
+# Bytes per stored parameter at the precision a model's matrix operators run at.
+WEIGHT_BYTES = {"fp32": 4.0, "tf32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}
+
+
+def streamed_parameter_bytes(arrays: OpArrays, hw: Hardware) -> float:
+    """Parameter bytes a device without memory of its own streams over its host link every step: those its on-chip
+    SRAM cannot hold, the SRAM caching what fits (Coral, Edge TPU Compiler, "Parameter data caching").
+    Parameters are stored at the precision of the matrix operators doing the most FLOPs."""
+    if not hw.streams_parameters() or not arrays.matrix.any():
+        return 0.0
+    heaviest = arrays.precision[arrays.matrix][np.argmax(arrays.flops[arrays.matrix])]
+    return max(0.0, arrays.params * WEIGHT_BYTES.get(heaviest, 2.0) - hw.onchip_memory_bytes.value)
+
+
 def op_times(arrays: OpArrays, hw: Hardware, eff: Efficiency) -> np.ndarray:
     """Each operator's predicted seconds on one `hw` device (what step_time sums)."""
     return _op_terms(arrays, hw, eff).seconds
@@ -244,7 +273,17 @@ def step_time(arrays: OpArrays, hw: Hardware, eff: Efficiency) -> StepTime:
     t_compute, t_memory, t_overhead, fitted = terms.compute, terms.memory, terms.overhead, terms.fitted
     compute_bound = fitted | (t_compute >= t_memory)
     t_op = terms.seconds
-    memory_s = float(t_memory[~compute_bound].sum() + t_memory[fitted].sum())
+    notes, link_s = terms.notes, 0.0
+    streamed = streamed_parameter_bytes(arrays, hw)
+    if streamed:
+        # Assumed not overlapped: a layer's parameters arrive before it runs, so the link's time adds to the
+        # compute; it is booked on the heaviest matrix operator's phase, as memory time.
+        link_s = streamed / (hw.host_link_bw_bytes_per_s.value * eff.memory)
+        t_op = t_op.copy()
+        t_op[int(np.argmax(np.where(arrays.matrix, arrays.flops, -1.0)))] += link_s
+        notes += (f"{streamed / 1e6:.1f} MB of parameters beyond {hw.id}'s on-chip SRAM cross its host link "
+                  f"every step at {hw.host_link_bw_bytes_per_s.value * eff.memory / 1e6:.0f} MB/s, not overlapped",)
+    memory_s = float(t_memory[~compute_bound].sum() + t_memory[fitted].sum()) + link_s
     device_s = float(t_op.sum())
     # Host and device streams overlap (asynchronous launches, host.stream_end); the device's idle wait for the
     # host shows as overhead, spread over the phases in proportion to their device time.
@@ -258,7 +297,7 @@ def step_time(arrays: OpArrays, hw: Hardware, eff: Efficiency) -> StepTime:
         memory_s=memory_s,
         overhead_s=float(t_overhead.sum()) + total_s - device_s,
         phase_s=phase_s,
-        notes=terms.notes,
+        notes=notes,
         device_s=device_s,
         host_s=host_s,
     )
