@@ -2,9 +2,10 @@
 
 Under a plan: weights, gradients and optimizer state are split over tensor x pipeline ranks
 (MoE experts over expert-parallel x pipeline ranks) and ZeRO shards them over data-parallel
-ranks (data x context-parallel ranks, Plan.shard_group). Activations follow Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large
-Transformer Models"): a pipeline stage holds 1/p of the layers and, under 1F1B, min(p, m)
-micro-batches in flight on the first stage; tensor parallelism splits all activations with
+ranks (data x context-parallel ranks, Plan.shard_group). Activations follow Korthikanti et al. 2022
+("Reducing Activation Recomputation in Large Transformer Models"): a pipeline stage holds ceil(L/p)
+of the layers and, under 1F1B, min(p, m) micro-batches in flight on the first stage (more when
+interleaved); tensor parallelism splits all activations with
 sequence parallelism and 24 of every 34 bytes without it; full recomputation keeps only each
 layer's input plus one layer's activations being recomputed.
 """

@@ -313,9 +313,8 @@ def search_plans(
                                        f"{capacity / 2**30:.0f} GiB")
                                 continue
                             experts = shape.expert_params  # split over ep x pp ranks, the rest over tp x pp
-                            share = stage_share(plan, shape)
-                            parts = plan_step(phase_s, plan, training=True, micro_batch=b,
-                                              grad_params=((prof.trainable_params - experts) / t + experts / ep) * share,
+                            own = ((prof.trainable_params - experts) / t + experts / ep) * stage_share(plan, shape)
+                            parts = plan_step(phase_s, plan, training=True, micro_batch=b, grad_params=own,
                                               grad_bytes=4 if workload.precision in ("fp32", "tf32") else 2,
                                               act_bytes=activation_element_bytes(workload.precision),
                                               topo=topo, shape=shape,
