@@ -158,3 +158,18 @@ def test_micro_batches_include_every_divisor_of_an_even_per_device_batch():
     # The whole per-device batch in one micro-batch is a plan, and no plan changes the global batch.
     assert any(r.micro_batch == 6 and r.plan.micro_batches == 1 for r in result.ranked)
     assert {r.global_batch for r in result.ranked} == {48}
+
+
+def test_plan_takes_the_device_count_a_hardware_name_gives(capsys):
+    """"4x H100 SXM" and an 8-GPU instance name a count: plan searches that many devices, --devices wins."""
+    import json
+
+    from chipfit.cli import main
+
+    args = ["plan", "--spec", "layers=2,hidden=256,heads=4,ffn=1024,vocab=1000", "--train", "--tokens", "1e6",
+            "--seq", "128", "--batch", "8", "--json"]
+    cases = (("4x H100 SXM", [], 4), ("p5.48xlarge", [], 8), ("4x H100 SXM", ["--devices", "2"], 2))
+    for hardware, extra, devices in cases:
+        assert main(args + ["--hardware", hardware] + extra) == 0
+        ranked = json.loads(capsys.readouterr().out)["search"]["ranked"]
+        assert {r["plan"]["devices"] for r in ranked} == {devices}
