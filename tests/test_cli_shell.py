@@ -37,7 +37,8 @@ def test_help_shows_defaults(capsys):
     _, out, _ = run(capsys, "compare", "--help")
     flat = " ".join(out.split())
     assert "--top TOP rows to show (0: all) (default: 20)" in flat
-    assert "--devices DEVICES devices per entry, data parallel (default: 1)" in flat
+    assert ('--devices DEVICES devices per entry, data parallel (default: the count a --hardware name gives, '
+            '"8x H100", else 1)') in flat
     assert "(default: None)" not in flat
 
 

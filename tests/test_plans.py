@@ -173,3 +173,18 @@ def test_plan_takes_the_device_count_a_hardware_name_gives(capsys):
         assert main(args + ["--hardware", hardware] + extra) == 0
         ranked = json.loads(capsys.readouterr().out)["search"]["ranked"]
         assert {r["plan"]["devices"] for r in ranked} == {devices}
+
+
+def test_compare_takes_the_device_count_a_hardware_name_gives(capsys):
+    """compare prices "8x H100 SXM" on 8 devices; names that give different counts need --devices."""
+    import json
+
+    from chipfit.cli import main
+
+    args = ["compare", "resnet18", "--infer", "--batch", "8", "--no-local", "--json"]
+    assert main(args + ["--hardware", "8x H100 SXM"]) == 0
+    assert json.loads(capsys.readouterr().out)["workload"]["plan"]["devices"] == 8
+    assert main(args + ["--hardware", "8x H100 SXM", "--hardware", "4x A100 80GB"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "chipfit: The hardware names '8x H100 SXM', '4x A100 80GB' give different device counts; "
+        "give --devices N for all of them.")

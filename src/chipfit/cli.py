@@ -194,7 +194,8 @@ def _compare_parser(sub) -> None:
     cmp.add_argument("--prompt", type=_whole, help="LLM serving: prompt tokens per request (with --infer)")
     cmp.add_argument("--generate", type=_whole, help="LLM serving: generated tokens per request (with --infer)")
     _job_args(cmp, job=True)
-    cmp.add_argument("--devices", type=_whole, default=1, help="devices per entry, data parallel")
+    cmp.add_argument("--devices", type=_whole, help="devices per entry, data parallel (default: the count a "
+                     "--hardware name gives, \"8x H100\", else 1)")
     cmp.add_argument("--class", dest="hw_class", help="only this hardware class")
     cmp.add_argument("--hardware", action="append", help="only these entries, by id or name (repeatable)")
     cmp.add_argument("--framework", help="only hardware that runs this framework")

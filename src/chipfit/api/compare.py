@@ -12,7 +12,7 @@ from ..predict import Plan
 from ..predictors import ServingPredictor, StepPredictor, rank_key, ranked
 from ..units import seconds
 from .job import Job
-from .profiling import Profiler, llm_spec, prepared, profile_job
+from .profiling import Profiler, counted, llm_spec, prepared, profile_job
 
 YEAR_S = 365.25 * 86400
 
@@ -25,9 +25,9 @@ def check_split(batch: int, devices: int) -> None:
 
 
 def _setup(job: Job, catalog: Catalog | None, question: str = "compare"):
-    job = prepared(job, question)
-    check_split(job.batch, job.devices)
     catalog = catalog if catalog is not None else load_catalog()
+    job = prepared(counted(job, catalog), question)
+    check_split(job.batch, job.devices)
     return job, catalog, select_hardware(catalog, job.hw_class, list(job.hardware))
 
 

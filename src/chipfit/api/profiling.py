@@ -25,6 +25,23 @@ def model_facts(job: Job) -> tuple[bool, int | None]:
     return generative(job.model), getattr(source, "default_seq_len", None)
 
 
+def counted(job: Job, catalog) -> Job:
+    """`job` with the device count its hardware names give ("8x H100", "p5.48xlarge") where it gives none itself
+    (--devices, --max-devices); names that give different counts need --devices."""
+    from dataclasses import replace
+
+    from ..catalog import resolve_hardware
+
+    if job.devices is not None or job.max_devices is not None or not job.hardware:
+        return job
+    counts = {resolve_hardware(h, catalog).devices for h in job.hardware}
+    if len(counts) > 1:
+        raise ArgumentError(f"The hardware names {', '.join(map(repr, job.hardware))} give different device counts; "
+                            "give --devices N for all of them.")
+    count = counts.pop()
+    return replace(job, devices=count) if count else job
+
+
 def prepared(job: Job, question: str) -> Job:
     """`job` with its defaults for `question` (compare, advise, plan, profile, measure) filled in."""
     if job.model is None and job.spec is None:
