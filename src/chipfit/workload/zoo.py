@@ -18,6 +18,7 @@ from ..errors import ChipfitError, closest
 from . import library
 from . import zoo_transformers as tx
 from . import zoo_vision as vision
+from . import zoo_vision_more as vision_more
 
 TASKS = ("image-classification", "image-denoising", "masked-lm", "causal-lm")
 
@@ -159,6 +160,7 @@ _ENTRIES = (
              "DDPM U-Net (Ho et al. 2020), CIFAR-10 model: 32x32 RGB, channels 128 x (1, 2, 2, 2), two residual"
              " blocks per level, self-attention at 16x16, sinusoidal timestep embedding; trained to predict the"
              " noise (mean squared error) at timesteps drawn from 1000."),
+    *(_vision(name, build, description) for name, (build, description) in vision_more.BUILDERS.items()),
     _text(
         "bert-base-uncased", "masked-lm",
         partial(tx.BertMaskedLM, vocab=_BERT.vocab, dim=_BERT.hidden, layers=_BERT.layers, heads=_BERT.heads,
@@ -198,7 +200,7 @@ def get(name: str) -> ZooEntry:
     entry = ZOO.get(name.lower())
     if entry is None:
         raise ChipfitError(
-            f"Unknown model {name!r}.{closest(name, ZOO)} Known models: {', '.join(ZOO)};"
+            f"Unknown model {name!r}.{closest(name, ZOO)} `chipfit models` lists the known names;"
             " or give a module as 'package.module:factory'."
         )
     return entry

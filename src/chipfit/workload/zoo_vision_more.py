@@ -1,0 +1,236 @@
+"""More vision models of the zoo, layer for layer as torchvision builds them (1000 classes, 224x224).
+
+Sizes of the families zoo_vision already builds (ResNet, EfficientNet, ConvNeXt, ViT, MobileNetV3)
+and the classic networks it does not (VGG, AlexNet, SqueezeNet, EfficientNetV2). Only the architecture
+is reproduced, as in zoo_vision: random init, no weights, parameter shapes and computation as torchvision's.
+`BUILDERS` maps each torchvision name to its factory and a one-line description.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .zoo_vision import (NUM_CLASSES, _HS, _RE, _MBConv, ConvNeXt, EfficientNet, MobileNetV3, ResNet,
+                         VisionTransformer, _conv_bn_act)
+
+_BN = nn.BatchNorm2d
+
+
+def _head(features: int, dropout: float = 0.2) -> nn.Sequential:
+    return nn.Sequential(nn.Dropout(dropout), nn.Linear(features, NUM_CLASSES))
+
+
+class _PooledClassifier(nn.Module):
+    """features -> global average pool -> classifier, the shape of most torchvision classifiers."""
+
+    def __init__(self, features: nn.Module, classifier: nn.Module):
+        super().__init__()
+        self.features, self.classifier = features, classifier
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(self.features(images), 1), 1))
+
+
+# --- VGG (Simonyan and Zisserman 2015, table 1, configurations A, B, D, E; "M" is a 2x2 max-pool) -------
+_VGG = {
+    11: (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
+    13: (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
+    16: (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"),
+    19: (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"),
+}
+
+
+def _classifier_4096(in_features: int, final_dropout: bool) -> nn.Sequential:
+    """VGG's and AlexNet's two 4096-wide hidden layers and the class layer."""
+    hidden = [nn.Linear(in_features, 4096), nn.ReLU(inplace=True), nn.Dropout(0.5),
+              nn.Linear(4096, 4096), nn.ReLU(inplace=True)]
+    if final_dropout:
+        return nn.Sequential(*hidden, nn.Dropout(0.5), nn.Linear(4096, NUM_CLASSES))
+    return nn.Sequential(nn.Dropout(0.5), *hidden, nn.Linear(4096, NUM_CLASSES))
+
+
+class _PoolTo(nn.Module):
+    """features -> adaptive average pool to size x size -> flatten -> classifier (VGG, AlexNet)."""
+
+    def __init__(self, features: nn.Module, size: int, classifier: nn.Module):
+        super().__init__()
+        self.features, self.size, self.classifier = features, size, classifier
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(self.features(images), self.size), 1))
+
+
+def vgg(depth: int, batch_norm: bool) -> nn.Module:
+    layers: list[nn.Module] = []
+    in_ch = 3
+    for item in _VGG[depth]:
+        if item == "M":
+            layers.append(nn.MaxPool2d(2, 2))
+            continue
+        layers += [nn.Conv2d(in_ch, item, 3, padding=1), *([_BN(item)] if batch_norm else []), nn.ReLU(inplace=True)]
+        in_ch = item
+    return _PoolTo(nn.Sequential(*layers), 7, _classifier_4096(512 * 7 * 7, final_dropout=True))
+
+
+# --- AlexNet (Krizhevsky et al. 2012; torchvision's one-GPU variant, "one weird trick" widths 64-192-384-256-256) --
+def alexnet() -> nn.Module:
+    features = nn.Sequential(
+        nn.Conv2d(3, 64, 11, 4, 2), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2),
+        nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2),
+        nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(inplace=True),
+        nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(inplace=True),
+        nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2),
+    )
+    return _PoolTo(features, 6, _classifier_4096(256 * 6 * 6, final_dropout=False))
+
+
+# --- SqueezeNet 1.0 and 1.1 (Iandola et al. 2016): Fire modules, a 1x1 conv as classifier ----------------
+class _Fire(nn.Module):
+    def __init__(self, in_ch: int, squeeze: int, expand: int):
+        super().__init__()
+        self.squeeze = nn.Conv2d(in_ch, squeeze, 1)
+        self.expand1x1, self.expand3x3 = nn.Conv2d(squeeze, expand, 1), nn.Conv2d(squeeze, expand, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.squeeze(x))
+        return torch.cat([F.relu(self.expand1x1(x)), F.relu(self.expand3x3(x))], 1)
+
+
+# (stem channels, stem kernel, then per stage the Fire modules as (squeeze, expand) before a max-pool)
+_SQUEEZENET = {
+    "1_0": (96, 7, (((16, 64), (16, 64), (32, 128)), ((32, 128), (48, 192), (48, 192), (64, 256)), ((64, 256),))),
+    "1_1": (64, 3, (((16, 64), (16, 64)), ((32, 128), (32, 128)), ((48, 192), (48, 192), (64, 256), (64, 256)))),
+}
+
+
+def squeezenet(version: str) -> nn.Module:
+    stem, kernel, stages = _SQUEEZENET[version]
+    layers: list[nn.Module] = [nn.Conv2d(3, stem, kernel, 2), nn.ReLU(inplace=True)]
+    in_ch = stem
+    for stage in stages:
+        layers.append(nn.MaxPool2d(3, 2, ceil_mode=True))
+        for squeeze, expand in stage:
+            layers.append(_Fire(in_ch, squeeze, expand))
+            in_ch = 2 * expand
+    classifier = nn.Sequential(nn.Dropout(0.5), nn.Conv2d(in_ch, NUM_CLASSES, 1), nn.ReLU(inplace=True))
+    return nn.Sequential(*layers, classifier, nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
+
+
+# --- EfficientNetV2 (Tan and Le 2021, table 4 and torchvision's M and L tables) ---------------------------
+class _FusedMBConv(nn.Module):
+    """A k x k conv expanding (or, at expansion 1, mapping) the channels, then a 1x1 projection; no squeeze-excite."""
+
+    def __init__(self, expansion: int, kernel: int, stride: int, in_ch: int, out_ch: int):
+        super().__init__()
+        if expansion == 1:
+            layers = _conv_bn_act(in_ch, out_ch, kernel, stride, 1, nn.SiLU, _BN)
+        else:
+            layers = (_conv_bn_act(in_ch, in_ch * expansion, kernel, stride, 1, nn.SiLU, _BN)
+                      + _conv_bn_act(in_ch * expansion, out_ch, 1, 1, 1, None, _BN))
+        self.block = nn.Sequential(*layers)
+        self.residual = stride == 1 and in_ch == out_ch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.block(x) if self.residual else self.block(x)
+
+
+# (fused, expansion, kernel, stride, input channels, output channels, layers)
+_EFFICIENTNET_V2 = {
+    "s": ((1, 1, 3, 1, 24, 24, 2), (1, 4, 3, 2, 24, 48, 4), (1, 4, 3, 2, 48, 64, 4), (0, 4, 3, 2, 64, 128, 6),
+          (0, 6, 3, 1, 128, 160, 9), (0, 6, 3, 2, 160, 256, 15)),
+    "m": ((1, 1, 3, 1, 24, 24, 3), (1, 4, 3, 2, 24, 48, 5), (1, 4, 3, 2, 48, 80, 5), (0, 4, 3, 2, 80, 160, 7),
+          (0, 6, 3, 1, 160, 176, 14), (0, 6, 3, 2, 176, 304, 18), (0, 6, 3, 1, 304, 512, 5)),
+    "l": ((1, 1, 3, 1, 32, 32, 4), (1, 4, 3, 2, 32, 64, 7), (1, 4, 3, 2, 64, 96, 7), (0, 4, 3, 2, 96, 192, 10),
+          (0, 6, 3, 1, 192, 224, 19), (0, 6, 3, 2, 224, 384, 25), (0, 6, 3, 1, 384, 640, 7)),
+}
+
+
+def efficientnet_v2(size: str) -> nn.Module:
+    table = _EFFICIENTNET_V2[size]
+    blocks = [(_FusedMBConv if fused else _MBConv)(e, k, s if i == 0 else 1, cin if i == 0 else cout, cout)
+              for fused, e, k, s, cin, cout, n in table for i in range(n)]
+    features = nn.Sequential(*_conv_bn_act(3, table[0][4], 3, 2, 1, nn.SiLU, _BN), *blocks,
+                             *_conv_bn_act(table[-1][5], 1280, 1, 1, 1, nn.SiLU, _BN))
+    return _PooledClassifier(features, _head(1280))
+
+
+# --- MobileNetV3-Small (Howard et al. 2019, table 2), same row layout as zoo_vision's Large table ------------
+_MOBILENET_V3_SMALL = (
+    (16, 3, 16, 16, True, _RE, 2), (16, 3, 72, 24, False, _RE, 2), (24, 3, 88, 24, False, _RE, 1),
+    (24, 5, 96, 40, True, _HS, 2), (40, 5, 240, 40, True, _HS, 1), (40, 5, 240, 40, True, _HS, 1),
+    (40, 5, 120, 48, True, _HS, 1), (48, 5, 144, 48, True, _HS, 1), (48, 5, 288, 96, True, _HS, 2),
+    (96, 5, 576, 96, True, _HS, 1), (96, 5, 576, 96, True, _HS, 1),
+)
+
+
+_VIT = {  # patch, hidden, layers, heads, MLP width (Dosovitskiy et al. 2021, table 1)
+    "b_32": (32, 768, 12, 12, 3072), "l_16": (16, 1024, 24, 16, 4096), "l_32": (32, 1024, 24, 16, 4096),
+    "h_14": (14, 1280, 32, 16, 5120),
+}
+_CONVNEXT_DEPTHS = (3, 3, 27, 3)  # Liu et al. 2022, Sec. 3: S, B and L share the depths
+_CONVNEXT = {"small": (96, 192, 384, 768), "base": (128, 256, 512, 1024), "large": (192, 384, 768, 1536)}
+# EfficientNet B1-B7 (width, depth) multipliers, as torchvision's efficientnet_bN give them
+_EFFICIENTNET = {1: (1.0, 1.1), 2: (1.1, 1.2), 3: (1.2, 1.4), 4: (1.4, 1.8), 5: (1.6, 2.2), 6: (1.8, 2.6),
+                 7: (2.0, 3.1)}
+
+
+def _resnets() -> dict[str, tuple[Callable[[], nn.Module], str]]:
+    he = "(He et al. 2016), torchvision v1.5 layout (stride on the 3x3 conv)."
+    return {
+        "resnet34": (partial(ResNet, (3, 4, 6, 3), False), "ResNet-34 " + he),
+        "resnet101": (partial(ResNet, (3, 4, 23, 3), True), "ResNet-101 " + he),
+        "resnet152": (partial(ResNet, (3, 8, 36, 3), True), "ResNet-152 " + he),
+        "resnext50_32x4d": (partial(ResNet, (3, 4, 6, 3), True, 32, 4),
+                            "ResNeXt-50 32x4d (Xie et al. 2017): ResNet-50 with 32-group 3x3 convs, 4 channels a group."),
+        "resnext101_32x8d": (partial(ResNet, (3, 4, 23, 3), True, 32, 8),
+                             "ResNeXt-101 32x8d (Xie et al. 2017): 32-group 3x3 convs, 8 channels a group."),
+        "resnext101_64x4d": (partial(ResNet, (3, 4, 23, 3), True, 64, 4),
+                             "ResNeXt-101 64x4d (Xie et al. 2017): 64-group 3x3 convs, 4 channels a group."),
+        "wide_resnet50_2": (partial(ResNet, (3, 4, 6, 3), True, 1, 128),
+                            "Wide ResNet-50-2 (Zagoruyko and Komodakis 2016): ResNet-50 with bottlenecks twice as wide."),
+        "wide_resnet101_2": (partial(ResNet, (3, 4, 23, 3), True, 1, 128),
+                             "Wide ResNet-101-2 (Zagoruyko and Komodakis 2016): ResNet-101, bottlenecks twice as wide."),
+    }
+
+
+def _builders() -> dict[str, tuple[Callable[[], nn.Module], str]]:
+    builders = _resnets()
+    for depth in _VGG:
+        for bn in (False, True):
+            builders[f"vgg{depth}{'_bn' if bn else ''}"] = (
+                partial(vgg, depth, bn), f"VGG-{depth} (Simonyan and Zisserman 2015){' with batch norm' if bn else ''},"
+                " torchvision layout: 3x3 convs, 7x7 adaptive pool, two 4096-wide layers.")
+    builders["alexnet"] = (alexnet, "AlexNet (Krizhevsky et al. 2012), torchvision's single-tower variant.")
+    for version in _SQUEEZENET:
+        builders[f"squeezenet{version}"] = (partial(squeezenet, version),
+                                            f"SqueezeNet {version.replace('_', '.')} (Iandola et al. 2016): Fire"
+                                            " modules, 1x1-conv classifier, torchvision layout.")
+    for b, (width, depth) in _EFFICIENTNET.items():
+        builders[f"efficientnet_b{b}"] = (partial(EfficientNet, width, depth),
+                                          f"EfficientNet-B{b} (Tan and Le 2019): B0 scaled by width {width}, depth"
+                                          f" {depth}, torchvision layout; traced at 224x224.")
+    for size in _EFFICIENTNET_V2:
+        builders[f"efficientnet_v2_{size}"] = (partial(efficientnet_v2, size),
+                                               f"EfficientNetV2-{size.upper()} (Tan and Le 2021): fused MBConv early"
+                                               " stages, MBConv with squeeze-excite later, torchvision layout;"
+                                               " traced at 224x224.")
+    for size, dims in _CONVNEXT.items():
+        builders[f"convnext_{size}"] = (partial(ConvNeXt, dims, _CONVNEXT_DEPTHS),
+                                        f"ConvNeXt-{size[0].upper()} (Liu et al. 2022): channels {dims[0]}-{dims[-1]},"
+                                        " blocks 3, 3, 27, 3, torchvision layout.")
+    for name, (patch, dim, layers, heads, mlp) in _VIT.items():
+        builders[f"vit_{name}"] = (partial(VisionTransformer, patch, dim, layers, heads, mlp),
+                                   f"ViT-{name[0].upper()}/{patch} (Dosovitskiy et al. 2021): {layers} layers, hidden"
+                                   f" {dim}, {heads} heads, {patch}x{patch} patches, torchvision layout.")
+    builders["mobilenet_v3_small"] = (partial(MobileNetV3, _MOBILENET_V3_SMALL, 1024),
+                                      "MobileNetV3-Small (Howard et al. 2019), torchvision layout with"
+                                      " squeeze-excite and hardswish.")
+    return builders
+
+
+BUILDERS = _builders()

@@ -1,0 +1,97 @@
+"""The further torchvision models of the zoo: exact parameter counts, published multiply-adds, aliases."""
+
+import pytest
+import torch
+from torch import nn
+
+from chipfit.workload import library, profile, zoo
+from chipfit.workload.source import surrogate_loss
+from chipfit.workload.trace import trace_module
+from chipfit.workload.zoo_vision import _ResidualBlock
+from chipfit.workload.zoo_vision_more import BUILDERS, _Fire
+
+# num_params of torchvision's IMAGENET1K_V1 weights (pytorch.org/vision/stable/models), written out by hand;
+# vit_h_14: its 224x224 IMAGENET1K_SWAG_LINEAR_V1 weights.
+TORCHVISION_PARAMS = {
+    "resnet34": 21_797_672, "resnet101": 44_549_160, "resnet152": 60_192_808,
+    "resnext50_32x4d": 25_028_904, "resnext101_32x8d": 88_791_336, "resnext101_64x4d": 83_455_272,
+    "wide_resnet50_2": 68_883_240, "wide_resnet101_2": 126_886_696,
+    "vgg11": 132_863_336, "vgg11_bn": 132_868_840, "vgg13": 133_047_848, "vgg13_bn": 133_053_736,
+    "vgg16": 138_357_544, "vgg16_bn": 138_365_992, "vgg19": 143_667_240, "vgg19_bn": 143_678_248,
+    "alexnet": 61_100_840, "squeezenet1_0": 1_248_424, "squeezenet1_1": 1_235_496,
+    "efficientnet_b1": 7_794_184, "efficientnet_b2": 9_109_994, "efficientnet_b3": 12_233_232,
+    "efficientnet_b4": 19_341_616, "efficientnet_b5": 30_389_784, "efficientnet_b6": 43_040_704,
+    "efficientnet_b7": 66_347_960, "efficientnet_v2_s": 21_458_488, "efficientnet_v2_m": 54_139_356,
+    "efficientnet_v2_l": 118_515_272, "convnext_small": 50_223_688, "convnext_base": 88_591_464,
+    "convnext_large": 197_767_336, "vit_b_32": 88_224_232, "vit_l_16": 304_326_632, "vit_l_32": 306_535_400,
+    "vit_h_14": 632_045_800, "mobilenet_v3_small": 2_542_856,
+}
+
+
+def test_every_new_model_is_listed_here():
+    assert sorted(BUILDERS) == sorted(TORCHVISION_PARAMS)
+
+
+@pytest.mark.parametrize("name", sorted(TORCHVISION_PARAMS))
+def test_parameter_count_is_torchvisions_exactly(name):
+    with torch.device("meta"):
+        model = zoo.get(name).build()
+    assert sum(p.numel() for p in model.parameters()) == TORCHVISION_PARAMS[name]
+    entry = library.resolve_model(name)
+    assert entry.zoo == name and entry.kind == "vision" and entry.published_params == TORCHVISION_PARAMS[name]
+
+
+@pytest.mark.parametrize("alias, name", [
+    ("torchvision/resnet101", "resnet101"), ("ResNet-101", "resnet101"), ("microsoft/resnet-152", "resnet152"),
+    ("timm/resnet34.tv_in1k", "resnet34"), ("ResNeXt-50 32x4d", "resnext50_32x4d"),
+    ("Wide ResNet-50-2", "wide_resnet50_2"), ("VGG-16", "vgg16"), ("vgg16_bn", "vgg16_bn"), ("VGG-19 BN", "vgg19_bn"),
+    ("AlexNet", "alexnet"), ("SqueezeNet 1.1", "squeezenet1_1"), ("EfficientNet-B7", "efficientnet_b7"),
+    ("google/efficientnet-b3", "efficientnet_b3"), ("EfficientNetV2-S", "efficientnet_v2_s"),
+    ("ConvNeXt-B", "convnext_base"), ("facebook/convnext-large-224", "convnext_large"), ("ViT-L/16", "vit_l_16"),
+    ("google/vit-large-patch16-224", "vit_l_16"), ("ViT-H/14", "vit_h_14"), ("torchvision/vit_b_32", "vit_b_32"),
+    ("MobileNetV3-Small", "mobilenet_v3_small"),
+])
+def test_aliases_resolve(alias, name):
+    assert library.resolve_model(alias).name == name
+
+
+def _macs(p) -> float:
+    kinds = p.by_kind()
+    return sum(kinds.get(k, {}).get("flops", 0) for k in ("conv", "matmul", "attention")) / 2
+
+
+# torchvision's _ops (GFLOPS, counted as multiply-adds of convs, linears and attention) at 224x224.
+@pytest.mark.parametrize("name, gmacs", [
+    ("alexnet", 0.714), ("vgg16", 15.47), ("vgg11_bn", 7.609), ("resnet34", 3.664), ("resnet101", 7.801),
+    ("resnext50_32x4d", 4.23), ("wide_resnet50_2", 11.398), ("convnext_small", 8.684), ("vit_b_32", 4.409),
+    ("squeezenet1_0", 0.819), ("squeezenet1_1", 0.349),
+])
+def test_traced_multiply_adds_match_torchvision(name, gmacs):
+    assert _macs(profile(name, mode="infer")) == pytest.approx(gmacs * 1e9, rel=0.005)
+
+
+def _trace(module: nn.Module, shape: tuple[int, ...]):
+    return trace_module(lambda: module, lambda b, s: ((torch.randn(b, *shape),), None), surrogate_loss,
+                        name="m", mode="infer")
+
+
+def test_resnext_grouped_conv_flops_by_hand():
+    """A ResNeXt-50 32x4d bottleneck of stage 1 at 56x56: 1x1 256->128, grouped 3x3 128->128 in 32 groups of 4,
+    1x1 128->256; each conv costs 2 * H * W * out * (in / groups) * k * k."""
+    hw = 56 * 56
+    p = _trace(_ResidualBlock(256, 64, 1, True, groups=32, width_per_group=4), (256, 56, 56))
+    convs = sorted(op.flops for op in p.ops if op.kind == "conv")
+    grouped = 2 * hw * 128 * (128 // 32) * 9
+    assert grouped == 2 * hw * 128 * 128 * 9 / 32  # a 32-group conv costs 1/32 of the dense one
+    assert convs == sorted([2 * hw * 128 * 256, grouped, 2 * hw * 256 * 128])
+
+
+def test_squeezenet_fire_module_flops_by_hand():
+    """A Fire module (squeeze 1x1, then 1x1 and 3x3 expands concatenated): each conv costs
+    2 * H * W * out * in * k * k plus one bias add per output; the concat moves both halves and computes nothing."""
+    hw = 27 * 27
+    p = _trace(_Fire(128, 32, 128), (128, 27, 27))
+    convs = sorted(op.flops for op in p.ops if op.kind == "conv")
+    assert convs == sorted([hw * 32 * (2 * 128 + 1), hw * 128 * (2 * 32 + 1), hw * 128 * (2 * 32 * 9 + 1)])
+    (cat,) = [op for op in p.ops if op.name.startswith("aten.cat")]
+    assert cat.flops == 0 and cat.bytes_written == 4 * 256 * hw
