@@ -8,7 +8,7 @@ from chipfit.workload import library, profile, zoo
 from chipfit.workload.source import surrogate_loss
 from chipfit.workload.trace import trace_module
 from chipfit.workload.zoo_vision import _ResidualBlock
-from chipfit.workload.zoo_vision_more import BUILDERS, _Fire
+from chipfit.workload.zoo_vision_more import BUILDERS, _DenseLayer, _Fire
 
 # num_params of torchvision's IMAGENET1K_V1 weights (pytorch.org/vision/stable/models), written out by hand;
 # vit_h_14: its 224x224 IMAGENET1K_SWAG_LINEAR_V1 weights.
@@ -25,6 +25,10 @@ TORCHVISION_PARAMS = {
     "efficientnet_v2_l": 118_515_272, "convnext_small": 50_223_688, "convnext_base": 88_591_464,
     "convnext_large": 197_767_336, "vit_b_32": 88_224_232, "vit_l_16": 304_326_632, "vit_l_32": 306_535_400,
     "vit_h_14": 632_045_800, "mobilenet_v3_small": 2_542_856,
+    "densenet121": 7_978_856, "densenet161": 28_681_000, "densenet169": 14_149_480, "densenet201": 20_013_928,
+    "shufflenet_v2_x0_5": 1_366_792, "shufflenet_v2_x1_0": 2_278_604, "shufflenet_v2_x1_5": 3_503_624,
+    "shufflenet_v2_x2_0": 7_393_996, "mnasnet0_5": 2_218_512, "mnasnet0_75": 3_170_208, "mnasnet1_0": 4_383_312,
+    "mnasnet1_3": 6_282_256,
 }
 
 
@@ -49,7 +53,9 @@ def test_parameter_count_is_torchvisions_exactly(name):
     ("google/efficientnet-b3", "efficientnet_b3"), ("EfficientNetV2-S", "efficientnet_v2_s"),
     ("ConvNeXt-B", "convnext_base"), ("facebook/convnext-large-224", "convnext_large"), ("ViT-L/16", "vit_l_16"),
     ("google/vit-large-patch16-224", "vit_l_16"), ("ViT-H/14", "vit_h_14"), ("torchvision/vit_b_32", "vit_b_32"),
-    ("MobileNetV3-Small", "mobilenet_v3_small"),
+    ("MobileNetV3-Small", "mobilenet_v3_small"), ("DenseNet-121", "densenet121"),
+    ("timm/densenet201.tv_in1k", "densenet201"), ("ShuffleNetV2", "shufflenet_v2_x1_0"),
+    ("ShuffleNetV2 0.5x", "shufflenet_v2_x0_5"), ("MnasNet", "mnasnet1_0"), ("mnasnet-0.75", "mnasnet0_75"),
 ])
 def test_aliases_resolve(alias, name):
     assert library.resolve_model(alias).name == name
@@ -64,7 +70,8 @@ def _macs(p) -> float:
 @pytest.mark.parametrize("name, gmacs", [
     ("alexnet", 0.714), ("vgg16", 15.47), ("vgg11_bn", 7.609), ("resnet34", 3.664), ("resnet101", 7.801),
     ("resnext50_32x4d", 4.23), ("wide_resnet50_2", 11.398), ("convnext_small", 8.684), ("vit_b_32", 4.409),
-    ("squeezenet1_0", 0.819), ("squeezenet1_1", 0.349),
+    ("squeezenet1_0", 0.819), ("squeezenet1_1", 0.349), ("densenet121", 2.834), ("densenet161", 7.728),
+    ("shufflenet_v2_x1_0", 0.145), ("mnasnet1_0", 0.314),
 ])
 def test_traced_multiply_adds_match_torchvision(name, gmacs):
     assert _macs(profile(name, mode="infer")) == pytest.approx(gmacs * 1e9, rel=0.005)
@@ -95,3 +102,16 @@ def test_squeezenet_fire_module_flops_by_hand():
     assert convs == sorted([hw * 32 * (2 * 128 + 1), hw * 128 * (2 * 32 + 1), hw * 128 * (2 * 32 * 9 + 1)])
     (cat,) = [op for op in p.ops if op.name.startswith("aten.cat")]
     assert cat.flops == 0 and cat.bytes_written == 4 * 256 * hw
+
+
+def test_densenet_layer_concatenates_then_convolves_by_hand():
+    """A DenseNet layer with growth 32 on a 64-channel input and one earlier 32-channel output, at 56x56:
+    the concat writes 96 channels, the 1x1 conv maps 96 -> 128 (4 x growth), the 3x3 conv 128 -> 32."""
+    hw = 56 * 56
+    layer = _DenseLayer(96, 32)
+    p = trace_module(lambda: layer, lambda b, s: (([torch.randn(b, 64, 56, 56), torch.randn(b, 32, 56, 56)],), None),
+                     surrogate_loss, name="m", mode="infer")
+    convs = sorted(op.flops for op in p.ops if op.kind == "conv")
+    assert convs == sorted([2 * hw * 128 * 96, 2 * hw * 32 * 128 * 9])
+    (cat,) = [op for op in p.ops if op.name.startswith("aten.cat")]
+    assert cat.flops == 0 and cat.bytes_written == 4 * 96 * hw

@@ -15,25 +15,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .zoo_vision import (NUM_CLASSES, _HS, _RE, _MBConv, ConvNeXt, EfficientNet, MobileNetV3, ResNet,
-                         VisionTransformer, _conv_bn_act)
+from .zoo_vision import (NUM_CLASSES, _HS, _RE, ConvNeXt, EfficientNet, MobileNetV3, ResNet, VisionTransformer,
+                         _conv_bn_act, _divisible_by_8, _InvertedResidual, _MBConv)
 
 _BN = nn.BatchNorm2d
 
 
 def _head(features: int, dropout: float = 0.2) -> nn.Sequential:
     return nn.Sequential(nn.Dropout(dropout), nn.Linear(features, NUM_CLASSES))
-
-
-class _PooledClassifier(nn.Module):
-    """features -> global average pool -> classifier, the shape of most torchvision classifiers."""
-
-    def __init__(self, features: nn.Module, classifier: nn.Module):
-        super().__init__()
-        self.features, self.classifier = features, classifier
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(self.features(images), 1), 1))
 
 
 # --- VGG (Simonyan and Zisserman 2015, table 1, configurations A, B, D, E; "M" is a 2x2 max-pool) -------
@@ -55,7 +44,7 @@ def _classifier_4096(in_features: int, final_dropout: bool) -> nn.Sequential:
 
 
 class _PoolTo(nn.Module):
-    """features -> adaptive average pool to size x size -> flatten -> classifier (VGG, AlexNet)."""
+    """features -> adaptive average pool to size x size -> flatten -> classifier (size 1: global pooling)."""
 
     def __init__(self, features: nn.Module, size: int, classifier: nn.Module):
         super().__init__()
@@ -156,7 +145,7 @@ def efficientnet_v2(size: str) -> nn.Module:
               for fused, e, k, s, cin, cout, n in table for i in range(n)]
     features = nn.Sequential(*_conv_bn_act(3, table[0][4], 3, 2, 1, nn.SiLU, _BN), *blocks,
                              *_conv_bn_act(table[-1][5], 1280, 1, 1, 1, nn.SiLU, _BN))
-    return _PooledClassifier(features, _head(1280))
+    return _PoolTo(features, 1, _head(1280))
 
 
 # --- MobileNetV3-Small (Howard et al. 2019, table 2), same row layout as zoo_vision's Large table ------------
@@ -166,6 +155,108 @@ _MOBILENET_V3_SMALL = (
     (40, 5, 120, 48, True, _HS, 1), (48, 5, 144, 48, True, _HS, 1), (48, 5, 288, 96, True, _HS, 2),
     (96, 5, 576, 96, True, _HS, 1), (96, 5, 576, 96, True, _HS, 1),
 )
+
+
+# --- DenseNet-BC (Huang et al. 2017, table 1): every layer sees the concatenation of all before it ----------
+class _DenseLayer(nn.Module):
+    """BN-ReLU-1x1 conv to 4k channels, BN-ReLU-3x3 conv to k (the growth rate); takes the list of earlier
+    feature maps and concatenates them first, as torchvision does."""
+
+    def __init__(self, in_ch: int, growth: int):
+        super().__init__()
+        self.body = nn.Sequential(_BN(in_ch), nn.ReLU(inplace=True), nn.Conv2d(in_ch, 4 * growth, 1, bias=False),
+                                  _BN(4 * growth), nn.ReLU(inplace=True),
+                                  nn.Conv2d(4 * growth, growth, 3, padding=1, bias=False))
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        return self.body(torch.cat(features, 1))
+
+
+class _DenseBlock(nn.ModuleList):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = [x]
+        for layer in self:
+            features.append(layer(features))
+        return torch.cat(features, 1)
+
+
+def densenet(growth: int, blocks: tuple[int, ...], stem: int) -> nn.Module:
+    layers: list[nn.Module] = [nn.Conv2d(3, stem, 7, 2, 3, bias=False), _BN(stem), nn.ReLU(inplace=True),
+                               nn.MaxPool2d(3, 2, 1)]
+    channels = stem
+    for i, depth in enumerate(blocks):
+        layers.append(_DenseBlock(_DenseLayer(channels + j * growth, growth) for j in range(depth)))
+        channels += depth * growth
+        if i != len(blocks) - 1:  # transition: BN-ReLU-1x1 conv halving the channels, 2x2 average pool
+            layers += [_BN(channels), nn.ReLU(inplace=True), nn.Conv2d(channels, channels // 2, 1, bias=False),
+                       nn.AvgPool2d(2, 2)]
+            channels //= 2
+    layers += [_BN(channels), nn.ReLU(inplace=True)]
+    return _PoolTo(nn.Sequential(*layers), 1, nn.Linear(channels, NUM_CLASSES))
+
+
+_DENSENET = {121: (32, (6, 12, 24, 16), 64), 161: (48, (6, 12, 36, 24), 96), 169: (32, (6, 12, 32, 32), 64),
+             201: (32, (6, 12, 48, 32), 64)}
+
+
+# --- ShuffleNetV2 (Ma et al. 2018, table 5): channel split, two branches, channel shuffle -----------------
+class _ShuffleUnit(nn.Module):
+    def __init__(self, in_ch: int, out_ch: int, stride: int):
+        super().__init__()
+        half = out_ch // 2
+        self.stride = stride
+        if stride > 1:
+            self.branch1 = nn.Sequential(nn.Conv2d(in_ch, in_ch, 3, stride, 1, groups=in_ch, bias=False), _BN(in_ch),
+                                         *_conv_bn_act(in_ch, half, 1, 1, 1, nn.ReLU, _BN))
+        self.branch2 = nn.Sequential(
+            *_conv_bn_act(in_ch if stride > 1 else half, half, 1, 1, 1, nn.ReLU, _BN),
+            *_conv_bn_act(half, half, 3, stride, half, None, _BN),
+            *_conv_bn_act(half, half, 1, 1, 1, nn.ReLU, _BN),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride == 1:
+            x1, x2 = x.chunk(2, dim=1)
+            out = torch.cat((x1, self.branch2(x2)), dim=1)
+        else:
+            out = torch.cat((self.branch1(x), self.branch2(x)), dim=1)
+        b, c, h, w = out.shape
+        return out.view(b, 2, c // 2, h, w).transpose(1, 2).reshape(b, c, h, w)  # shuffle two groups
+
+
+_SHUFFLENET = {"x0_5": (48, 96, 192, 1024), "x1_0": (116, 232, 464, 1024), "x1_5": (176, 352, 704, 1024),
+               "x2_0": (244, 488, 976, 2048)}
+
+
+def shufflenet_v2(width: str) -> nn.Module:
+    *stages, last = _SHUFFLENET[width]
+    layers: list[nn.Module] = [*_conv_bn_act(3, 24, 3, 2, 1, nn.ReLU, _BN), nn.MaxPool2d(3, 2, 1)]
+    in_ch = 24
+    for repeats, out_ch in zip((4, 8, 4), stages):
+        layers += [_ShuffleUnit(in_ch, out_ch, 2), *(_ShuffleUnit(out_ch, out_ch, 1) for _ in range(repeats - 1))]
+        in_ch = out_ch
+    layers += _conv_bn_act(in_ch, last, 1, 1, 1, nn.ReLU, _BN)
+    return _PoolTo(nn.Sequential(*layers), 1, nn.Linear(last, NUM_CLASSES))
+
+
+# --- MNASNet-B1 (Tan et al. 2019, figure 7), torchvision layout; widths scaled by alpha ---------------------
+# (kernel, stride, expansion, repeats) of the six stacks after the stem
+_MNASNET = ((3, 2, 3, 3), (5, 2, 3, 3), (5, 2, 6, 3), (3, 1, 6, 2), (5, 2, 6, 4), (3, 1, 6, 1))
+_MNASNET_ALPHA = {"0_5": 0.5, "0_75": 0.75, "1_0": 1.0, "1_3": 1.3}
+
+
+def mnasnet(alpha: float) -> nn.Module:
+    depths = [_divisible_by_8(d * alpha) for d in (32, 16, 24, 40, 80, 96, 192, 320)]
+    layers: list[nn.Module] = [*_conv_bn_act(3, depths[0], 3, 2, 1, nn.ReLU, _BN),
+                               *_conv_bn_act(depths[0], depths[0], 3, 1, depths[0], nn.ReLU, _BN),
+                               *_conv_bn_act(depths[0], depths[1], 1, 1, 1, None, _BN)]
+    for (kernel, stride, expansion, repeats), in_ch, out_ch in zip(_MNASNET, depths[1:], depths[2:]):
+        for i in range(repeats):
+            cin = in_ch if i == 0 else out_ch
+            layers.append(_InvertedResidual(cin, kernel, cin * expansion, out_ch, False, nn.ReLU,
+                                            stride if i == 0 else 1, _BN))
+    layers += _conv_bn_act(depths[-1], 1280, 1, 1, 1, nn.ReLU, _BN)
+    return _PoolTo(nn.Sequential(*layers), 1, _head(1280))
 
 
 _VIT = {  # patch, hidden, layers, heads, MLP width (Dosovitskiy et al. 2021, table 1)
@@ -186,15 +277,15 @@ def _resnets() -> dict[str, tuple[Callable[[], nn.Module], str]]:
         "resnet101": (partial(ResNet, (3, 4, 23, 3), True), "ResNet-101 " + he),
         "resnet152": (partial(ResNet, (3, 8, 36, 3), True), "ResNet-152 " + he),
         "resnext50_32x4d": (partial(ResNet, (3, 4, 6, 3), True, 32, 4),
-                            "ResNeXt-50 32x4d (Xie et al. 2017): ResNet-50 with 32-group 3x3 convs, 4 channels a group."),
+                            "ResNeXt-50 32x4d (Xie et al. 2017): 32-group 3x3 convs, 4 channels a group."),
         "resnext101_32x8d": (partial(ResNet, (3, 4, 23, 3), True, 32, 8),
                              "ResNeXt-101 32x8d (Xie et al. 2017): 32-group 3x3 convs, 8 channels a group."),
         "resnext101_64x4d": (partial(ResNet, (3, 4, 23, 3), True, 64, 4),
                              "ResNeXt-101 64x4d (Xie et al. 2017): 64-group 3x3 convs, 4 channels a group."),
         "wide_resnet50_2": (partial(ResNet, (3, 4, 6, 3), True, 1, 128),
-                            "Wide ResNet-50-2 (Zagoruyko and Komodakis 2016): ResNet-50 with bottlenecks twice as wide."),
+                            "Wide ResNet-50-2 (Zagoruyko and Komodakis 2016): bottlenecks twice as wide."),
         "wide_resnet101_2": (partial(ResNet, (3, 4, 23, 3), True, 1, 128),
-                             "Wide ResNet-101-2 (Zagoruyko and Komodakis 2016): ResNet-101, bottlenecks twice as wide."),
+                             "Wide ResNet-101-2 (Zagoruyko and Komodakis 2016): bottlenecks twice as wide."),
     }
 
 
@@ -227,6 +318,17 @@ def _builders() -> dict[str, tuple[Callable[[], nn.Module], str]]:
         builders[f"vit_{name}"] = (partial(VisionTransformer, patch, dim, layers, heads, mlp),
                                    f"ViT-{name[0].upper()}/{patch} (Dosovitskiy et al. 2021): {layers} layers, hidden"
                                    f" {dim}, {heads} heads, {patch}x{patch} patches, torchvision layout.")
+    for depth, (growth, blocks, stem) in _DENSENET.items():
+        builders[f"densenet{depth}"] = (partial(densenet, growth, blocks, stem),
+                                        f"DenseNet-{depth} (Huang et al. 2017), BC variant: growth rate {growth},"
+                                        f" dense blocks of {', '.join(map(str, blocks))} layers, torchvision layout.")
+    for width in _SHUFFLENET:
+        builders[f"shufflenet_v2_{width}"] = (partial(shufflenet_v2, width),
+                                              f"ShuffleNetV2 {width.replace('_', '.')[1:]}x (Ma et al. 2018):"
+                                              " channel split and shuffle, torchvision layout.")
+    for name, alpha in _MNASNET_ALPHA.items():
+        builders[f"mnasnet{name}"] = (partial(mnasnet, alpha),
+                                      f"MNASNet-B1 (Tan et al. 2019) at width {alpha}, torchvision layout.")
     builders["mobilenet_v3_small"] = (partial(MobileNetV3, _MOBILENET_V3_SMALL, 1024),
                                       "MobileNetV3-Small (Howard et al. 2019), torchvision layout with"
                                       " squeeze-excite and hardswish.")
