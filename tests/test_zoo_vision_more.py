@@ -8,7 +8,7 @@ from chipfit.workload import library, profile, zoo
 from chipfit.workload.source import surrogate_loss
 from chipfit.workload.trace import trace_module
 from chipfit.workload.zoo_vision import _ResidualBlock
-from chipfit.workload.zoo_vision_more import BUILDERS, _DenseLayer, _Fire
+from chipfit.workload.zoo_vision_more import BUILDERS, _DenseLayer, _Fire, _WindowAttention
 
 # num_params of torchvision's IMAGENET1K_V1 weights (pytorch.org/vision/stable/models), written out by hand;
 # vit_h_14: its 224x224 IMAGENET1K_SWAG_LINEAR_V1 weights.
@@ -28,7 +28,7 @@ TORCHVISION_PARAMS = {
     "densenet121": 7_978_856, "densenet161": 28_681_000, "densenet169": 14_149_480, "densenet201": 20_013_928,
     "shufflenet_v2_x0_5": 1_366_792, "shufflenet_v2_x1_0": 2_278_604, "shufflenet_v2_x1_5": 3_503_624,
     "shufflenet_v2_x2_0": 7_393_996, "mnasnet0_5": 2_218_512, "mnasnet0_75": 3_170_208, "mnasnet1_0": 4_383_312,
-    "mnasnet1_3": 6_282_256,
+    "mnasnet1_3": 6_282_256, "swin_t": 28_288_354, "swin_s": 49_606_258, "swin_b": 87_768_224,
 }
 
 
@@ -56,6 +56,7 @@ def test_parameter_count_is_torchvisions_exactly(name):
     ("MobileNetV3-Small", "mobilenet_v3_small"), ("DenseNet-121", "densenet121"),
     ("timm/densenet201.tv_in1k", "densenet201"), ("ShuffleNetV2", "shufflenet_v2_x1_0"),
     ("ShuffleNetV2 0.5x", "shufflenet_v2_x0_5"), ("MnasNet", "mnasnet1_0"), ("mnasnet-0.75", "mnasnet0_75"),
+    ("Swin-T", "swin_t"), ("microsoft/swin-base-patch4-window7-224", "swin_b"), ("swin-small", "swin_s"),
 ])
 def test_aliases_resolve(alias, name):
     assert library.resolve_model(alias).name == name
@@ -71,7 +72,7 @@ def _macs(p) -> float:
     ("alexnet", 0.714), ("vgg16", 15.47), ("vgg11_bn", 7.609), ("resnet34", 3.664), ("resnet101", 7.801),
     ("resnext50_32x4d", 4.23), ("wide_resnet50_2", 11.398), ("convnext_small", 8.684), ("vit_b_32", 4.409),
     ("squeezenet1_0", 0.819), ("squeezenet1_1", 0.349), ("densenet121", 2.834), ("densenet161", 7.728),
-    ("shufflenet_v2_x1_0", 0.145), ("mnasnet1_0", 0.314),
+    ("shufflenet_v2_x1_0", 0.145), ("mnasnet1_0", 0.314), ("swin_t", 4.491), ("swin_b", 15.431),
 ])
 def test_traced_multiply_adds_match_torchvision(name, gmacs):
     assert _macs(profile(name, mode="infer")) == pytest.approx(gmacs * 1e9, rel=0.005)
@@ -115,3 +116,15 @@ def test_densenet_layer_concatenates_then_convolves_by_hand():
     assert convs == sorted([2 * hw * 128 * 96, 2 * hw * 32 * 128 * 9])
     (cat,) = [op for op in p.ops if op.name.startswith("aten.cat")]
     assert cat.flops == 0 and cat.bytes_written == 4 * 96 * hw
+
+
+@pytest.mark.parametrize("shift", [0, 3])
+def test_swin_window_attention_flops_by_hand(shift):
+    """Swin-T's first stage: a 56x56 map of 96 channels in 64 windows of 7x7 (n = 49 tokens), 3 heads of 32.
+    Scores and weighted values each cost 2 * windows * heads * n * n * 32; qkv and the projection are linears
+    with a bias add per output. The shifted block costs the same matmuls (the mask is elementwise)."""
+    hw, windows, n = 56 * 56, 64, 49
+    p = _trace(_WindowAttention(96, 3, 7, shift), (56, 56, 96))
+    matmuls = sorted(op.flops for op in p.ops if op.kind == "matmul")
+    scores = 2 * windows * 3 * n * n * 32
+    assert matmuls == sorted([hw * 288 * (2 * 96 + 1), scores, scores, hw * 96 * (2 * 96 + 1)])

@@ -259,6 +259,102 @@ def mnasnet(alpha: float) -> nn.Module:
     return _PoolTo(nn.Sequential(*layers), 1, _head(1280))
 
 
+# --- Swin Transformer (Liu et al. 2021), torchvision's V1 layout: (shifted) 7x7 window attention -----------
+def _window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
+    """[B, H, W, C] -> [B * windows, window * window, C]."""
+    b, h, w, c = x.shape
+    x = x.view(b, h // window, window, w // window, window, c).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(-1, window * window, c)
+
+
+class _WindowAttention(nn.Module):
+    """Multi-head self-attention inside each window, with a learned relative position bias; a shifted block
+    rolls the map by half a window first and masks pairs that were not neighbours before the roll."""
+
+    def __init__(self, dim: int, heads: int, window: int, shift: int):
+        super().__init__()
+        self.heads, self.window, self.shift = heads, window, shift
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.bias_table = nn.Parameter(torch.zeros((2 * window - 1) ** 2, heads))
+        coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")).flatten(1)
+        rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window - 1)
+        self.register_buffer("bias_index", rel[..., 0] * (2 * window - 1) + rel[..., 1], persistent=False)
+
+    def _shift_mask(self, h: int, w: int, device: torch.device) -> torch.Tensor:
+        """[windows, n, n]: 0 for pairs from the same region before the roll, -100 otherwise (torchvision)."""
+        regions = torch.zeros(h, w, device=device)
+        cuts = ((0, -self.window), (-self.window, -self.shift), (-self.shift, None))
+        for i, (h0, h1) in enumerate(cuts):
+            for j, (w0, w1) in enumerate(cuts):
+                regions[h0:h1, w0:w1] = 3 * i + j
+        regions = _window_partition(regions[None, :, :, None], self.window)[..., 0]
+        return (regions[:, None, :] - regions[:, :, None]).ne(0) * -100.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, h, w, c = x.shape
+        shift = self.shift if self.window < h else 0  # a window covering the whole map is not shifted
+        if shift:
+            x = torch.roll(x, (-shift, -shift), (1, 2))
+        windows = _window_partition(x, self.window)
+        n = windows.shape[1]
+        q, k, v = self.qkv(windows).reshape(-1, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        bias = self.bias_table[self.bias_index].permute(2, 0, 1)  # [heads, n, n]
+        attn = (q * (c // self.heads) ** -0.5) @ k.transpose(-2, -1) + bias
+        if shift:
+            attn = (attn.view(b, -1, self.heads, n, n) + self._shift_mask(h, w, x.device)[None, :, None]).flatten(0, 1)
+        out = self.proj((attn.softmax(-1) @ v).transpose(1, 2).reshape(-1, n, c))
+        out = out.view(b, h // self.window, w // self.window, self.window, self.window, c).permute(0, 1, 3, 2, 4, 5)
+        out = out.reshape(b, h, w, c)
+        return torch.roll(out, (shift, shift), (1, 2)) if shift else out
+
+
+class _SwinBlock(nn.Module):
+    def __init__(self, dim: int, heads: int, window: int, shift: int):
+        super().__init__()
+        self.norm1, self.attn = nn.LayerNorm(dim), _WindowAttention(dim, heads, window, shift)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class _PatchMerging(nn.Module):
+    """2x2 neighbouring patches concatenated (4C), LayerNorm, linear to 2C."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.norm, self.reduction = nn.LayerNorm(4 * dim), nn.Linear(4 * dim, 2 * dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], -1)
+        return self.reduction(self.norm(x))
+
+
+class SwinTransformer(nn.Module):
+    def __init__(self, dim: int, depths: tuple[int, ...], heads: tuple[int, ...], window: int = 7):
+        super().__init__()
+        layers: list[nn.Module] = []
+        for i, (depth, n_heads) in enumerate(zip(depths, heads)):
+            width = dim * 2**i
+            layers += [_SwinBlock(width, n_heads, window, 0 if j % 2 == 0 else window // 2) for j in range(depth)]
+            if i < len(depths) - 1:
+                layers.append(_PatchMerging(width))
+        self.patch_embed, self.patch_norm = nn.Conv2d(3, dim, 4, 4), nn.LayerNorm(dim)
+        self.features = nn.Sequential(*layers)
+        self.norm = nn.LayerNorm(dim * 2 ** (len(depths) - 1))
+        self.head = nn.Linear(dim * 2 ** (len(depths) - 1), NUM_CLASSES)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.patch_norm(self.patch_embed(images).permute(0, 2, 3, 1))
+        return self.head(self.norm(self.features(x)).mean((1, 2)))
+
+
+_SWIN = {"t": (96, (2, 2, 6, 2), (3, 6, 12, 24)), "s": (96, (2, 2, 18, 2), (3, 6, 12, 24)),
+         "b": (128, (2, 2, 18, 2), (4, 8, 16, 32))}
+
+
 _VIT = {  # patch, hidden, layers, heads, MLP width (Dosovitskiy et al. 2021, table 1)
     "b_32": (32, 768, 12, 12, 3072), "l_16": (16, 1024, 24, 16, 4096), "l_32": (32, 1024, 24, 16, 4096),
     "h_14": (14, 1280, 32, 16, 5120),
@@ -329,6 +425,10 @@ def _builders() -> dict[str, tuple[Callable[[], nn.Module], str]]:
     for name, alpha in _MNASNET_ALPHA.items():
         builders[f"mnasnet{name}"] = (partial(mnasnet, alpha),
                                       f"MNASNet-B1 (Tan et al. 2019) at width {alpha}, torchvision layout.")
+    for size, (dim, depths, heads) in _SWIN.items():
+        builders[f"swin_{size}"] = (partial(SwinTransformer, dim, depths, heads),
+                                    f"Swin-{size.upper()} (Liu et al. 2021): channels {dim}, blocks"
+                                    f" {', '.join(map(str, depths))}, shifted 7x7 windows, torchvision layout.")
     builders["mobilenet_v3_small"] = (partial(MobileNetV3, _MOBILENET_V3_SMALL, 1024),
                                       "MobileNetV3-Small (Howard et al. 2019), torchvision layout with"
                                       " squeeze-excite and hardswish.")
