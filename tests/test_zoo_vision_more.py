@@ -128,3 +128,9 @@ def test_swin_window_attention_flops_by_hand(shift):
     matmuls = sorted(op.flops for op in p.ops if op.kind == "matmul")
     scores = 2 * windows * 3 * n * n * 32
     assert matmuls == sorted([hw * 288 * (2 * 96 + 1), scores, scores, hw * 96 * (2 * 96 + 1)])
+
+
+def test_swin_traces_in_bf16_inference():
+    """The shift mask follows the scores' dtype, so a bf16 model's scores stay bf16."""
+    p = profile("swin_t", mode="infer", precision="bf16")
+    assert p.dtype == "bf16" and _macs(p) == pytest.approx(4.491e9, rel=0.005)

@@ -280,15 +280,15 @@ class _WindowAttention(nn.Module):
         rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window - 1)
         self.register_buffer("bias_index", rel[..., 0] * (2 * window - 1) + rel[..., 1], persistent=False)
 
-    def _shift_mask(self, h: int, w: int, device: torch.device) -> torch.Tensor:
+    def _shift_mask(self, h: int, w: int, like: torch.Tensor) -> torch.Tensor:
         """[windows, n, n]: 0 for pairs from the same region before the roll, -100 otherwise (torchvision)."""
-        regions = torch.zeros(h, w, device=device)
+        regions = like.new_zeros(h, w)
         cuts = ((0, -self.window), (-self.window, -self.shift), (-self.shift, None))
         for i, (h0, h1) in enumerate(cuts):
             for j, (w0, w1) in enumerate(cuts):
                 regions[h0:h1, w0:w1] = 3 * i + j
         regions = _window_partition(regions[None, :, :, None], self.window)[..., 0]
-        return (regions[:, None, :] - regions[:, :, None]).ne(0) * -100.0
+        return (regions[:, None, :] - regions[:, :, None]).ne(0).to(like.dtype) * -100.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, h, w, c = x.shape
@@ -301,7 +301,7 @@ class _WindowAttention(nn.Module):
         bias = self.bias_table[self.bias_index].permute(2, 0, 1)  # [heads, n, n]
         attn = (q * (c // self.heads) ** -0.5) @ k.transpose(-2, -1) + bias
         if shift:
-            attn = (attn.view(b, -1, self.heads, n, n) + self._shift_mask(h, w, x.device)[None, :, None]).flatten(0, 1)
+            attn = (attn.view(b, -1, self.heads, n, n) + self._shift_mask(h, w, attn)[None, :, None]).flatten(0, 1)
         out = self.proj((attn.softmax(-1) @ v).transpose(1, 2).reshape(-1, n, c))
         out = out.view(b, h // self.window, w // self.window, self.window, self.window, c).permute(0, 1, 3, 2, 4, 5)
         out = out.reshape(b, h, w, c)
