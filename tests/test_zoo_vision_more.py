@@ -29,6 +29,7 @@ TORCHVISION_PARAMS = {
     "shufflenet_v2_x0_5": 1_366_792, "shufflenet_v2_x1_0": 2_278_604, "shufflenet_v2_x1_5": 3_503_624,
     "shufflenet_v2_x2_0": 7_393_996, "mnasnet0_5": 2_218_512, "mnasnet0_75": 3_170_208, "mnasnet1_0": 4_383_312,
     "mnasnet1_3": 6_282_256, "swin_t": 28_288_354, "swin_s": 49_606_258, "swin_b": 87_768_224,
+    "googlenet": 6_624_904,
 }
 
 
@@ -56,7 +57,7 @@ def test_parameter_count_is_torchvisions_exactly(name):
     ("MobileNetV3-Small", "mobilenet_v3_small"), ("DenseNet-121", "densenet121"),
     ("timm/densenet201.tv_in1k", "densenet201"), ("ShuffleNetV2", "shufflenet_v2_x1_0"),
     ("ShuffleNetV2 0.5x", "shufflenet_v2_x0_5"), ("MnasNet", "mnasnet1_0"), ("mnasnet-0.75", "mnasnet0_75"),
-    ("Swin-T", "swin_t"), ("microsoft/swin-base-patch4-window7-224", "swin_b"), ("swin-small", "swin_s"),
+    ("Inception-v1", "googlenet"), ("Swin-T", "swin_t"), ("microsoft/swin-base-patch4-window7-224", "swin_b"), ("swin-small", "swin_s"),
 ])
 def test_aliases_resolve(alias, name):
     assert library.resolve_model(alias).name == name
@@ -73,6 +74,7 @@ def _macs(p) -> float:
     ("resnext50_32x4d", 4.23), ("wide_resnet50_2", 11.398), ("convnext_small", 8.684), ("vit_b_32", 4.409),
     ("squeezenet1_0", 0.819), ("squeezenet1_1", 0.349), ("densenet121", 2.834), ("densenet161", 7.728),
     ("shufflenet_v2_x1_0", 0.145), ("mnasnet1_0", 0.314), ("swin_t", 4.491), ("swin_b", 15.431),
+    ("googlenet", 1.498),
 ])
 def test_traced_multiply_adds_match_torchvision(name, gmacs):
     assert _macs(profile(name, mode="infer")) == pytest.approx(gmacs * 1e9, rel=0.005)

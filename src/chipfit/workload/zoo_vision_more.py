@@ -355,6 +355,50 @@ _SWIN = {"t": (96, (2, 2, 6, 2), (3, 6, 12, 24)), "s": (96, (2, 2, 18, 2), (3, 6
          "b": (128, (2, 2, 18, 2), (4, 8, 16, 32))}
 
 
+# --- GoogLeNet (Szegedy et al. 2015, table 1), torchvision layout: BN after each conv, the 5x5 branch as 3x3 ---
+_CONV_BN_RELU = partial(_conv_bn_act, groups=1, act=nn.ReLU, norm=partial(_BN, eps=0.001))
+
+
+class _InceptionModule(nn.Module):
+    """1x1 | 1x1 then 3x3 | 1x1 then 3x3 | 3x3 max-pool then 1x1, concatenated along the channels."""
+
+    def __init__(self, in_ch: int, c1: int, c3_reduce: int, c3: int, c5_reduce: int, c5: int, pool_proj: int):
+        super().__init__()
+        self.branches = nn.ModuleList([
+            nn.Sequential(*_CONV_BN_RELU(in_ch, c1, 1, 1)),
+            nn.Sequential(*_CONV_BN_RELU(in_ch, c3_reduce, 1, 1), *_CONV_BN_RELU(c3_reduce, c3, 3, 1)),
+            nn.Sequential(*_CONV_BN_RELU(in_ch, c5_reduce, 1, 1), *_CONV_BN_RELU(c5_reduce, c5, 3, 1)),
+            nn.Sequential(nn.MaxPool2d(3, 1, 1, ceil_mode=True), *_CONV_BN_RELU(in_ch, pool_proj, 1, 1)),
+        ])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([branch(x) for branch in self.branches], 1)
+
+
+# Inception modules 3a-5b (Szegedy et al. 2015, table 1: #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj);
+# "M" is a 3x3 stride-2 max-pool (2x2 before 5a, as torchvision).
+_GOOGLENET = ((64, 96, 128, 16, 32, 32), (128, 128, 192, 32, 96, 64), "M", (192, 96, 208, 16, 48, 64),
+              (160, 112, 224, 24, 64, 64), (128, 128, 256, 24, 64, 64), (112, 144, 288, 32, 64, 64),
+              (256, 160, 320, 32, 128, 128), "M2", (256, 160, 320, 32, 128, 128), (384, 192, 384, 48, 128, 128))
+
+
+def googlenet() -> nn.Module:
+    """Without the auxiliary classifiers, as torchvision's published weights are (and their count)."""
+    layers: list[nn.Module] = [*_CONV_BN_RELU(3, 64, 7, 2), nn.MaxPool2d(3, 2, ceil_mode=True),
+                               *_CONV_BN_RELU(64, 64, 1, 1), *_CONV_BN_RELU(64, 192, 3, 1),
+                               nn.MaxPool2d(3, 2, ceil_mode=True)]
+    in_ch = 192
+    for row in _GOOGLENET:
+        if row == "M":
+            layers.append(nn.MaxPool2d(3, 2, ceil_mode=True))
+        elif row == "M2":
+            layers.append(nn.MaxPool2d(2, 2, ceil_mode=True))
+        else:
+            layers.append(_InceptionModule(in_ch, *row))
+            in_ch = row[0] + row[2] + row[4] + row[5]
+    return _PoolTo(nn.Sequential(*layers), 1, _head(in_ch))
+
+
 _VIT = {  # patch, hidden, layers, heads, MLP width (Dosovitskiy et al. 2021, table 1)
     "b_32": (32, 768, 12, 12, 3072), "l_16": (16, 1024, 24, 16, 4096), "l_32": (32, 1024, 24, 16, 4096),
     "h_14": (14, 1280, 32, 16, 5120),
@@ -429,6 +473,8 @@ def _builders() -> dict[str, tuple[Callable[[], nn.Module], str]]:
         builders[f"swin_{size}"] = (partial(SwinTransformer, dim, depths, heads),
                                     f"Swin-{size.upper()} (Liu et al. 2021): channels {dim}, blocks"
                                     f" {', '.join(map(str, depths))}, shifted 7x7 windows, torchvision layout.")
+    builders["googlenet"] = (googlenet, "GoogLeNet (Szegedy et al. 2015), torchvision layout: batch norm after each"
+                                        " conv, 3x3 convs in the 5x5 branch, no auxiliary classifiers.")
     builders["mobilenet_v3_small"] = (partial(MobileNetV3, _MOBILENET_V3_SMALL, 1024),
                                       "MobileNetV3-Small (Howard et al. 2019), torchvision layout with"
                                       " squeeze-excite and hardswish.")
