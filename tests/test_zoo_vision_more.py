@@ -57,7 +57,8 @@ def test_parameter_count_is_torchvisions_exactly(name):
     ("MobileNetV3-Small", "mobilenet_v3_small"), ("DenseNet-121", "densenet121"),
     ("timm/densenet201.tv_in1k", "densenet201"), ("ShuffleNetV2", "shufflenet_v2_x1_0"),
     ("ShuffleNetV2 0.5x", "shufflenet_v2_x0_5"), ("MnasNet", "mnasnet1_0"), ("mnasnet-0.75", "mnasnet0_75"),
-    ("Inception-v1", "googlenet"), ("Swin-T", "swin_t"), ("microsoft/swin-base-patch4-window7-224", "swin_b"), ("swin-small", "swin_s"),
+    ("Inception-v1", "googlenet"), ("Swin-T", "swin_t"), ("microsoft/swin-base-patch4-window7-224", "swin_b"),
+    ("swin-small", "swin_s"),
 ])
 def test_aliases_resolve(alias, name):
     assert library.resolve_model(alias).name == name
