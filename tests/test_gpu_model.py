@@ -176,8 +176,13 @@ def test_serving_engine_or_eager_decode_loop():
     assert serving_framework(None) == "vllm"
     with pytest.raises(ChipfitError, match=r"^LLM serving under 'deepspeed' is not modelled; give --framework "
                                            r"pytorch \(an eager Hugging Face decode loop\) or a serving engine: "
-                                           r"vllm, sglang, tensorrt-llm\.$"):
+                                           r"vllm, sglang, tensorrt-llm \(optionally with its release, as "
+                                           r"tensorrt-llm==0\.6\.1\)\.$"):
         serving_framework("deepspeed")
+    assert serving_framework("tensorrt-llm==0.6.1") == "tensorrt-llm==0.6.1"
+    with pytest.raises(ChipfitError, match=r"^Framework version 'latest' in 'tensorrt-llm==latest' is not a release "
+                                           r"number; give it as NAME==MAJOR\.MINOR, e\.g\. tensorrt-llm==0\.6\.1\.$"):
+        serving_framework("tensorrt-llm==latest")
 
 
 def test_trace_marks_each_attention_call_forward_and_backward():

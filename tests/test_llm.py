@@ -3,6 +3,8 @@ activation memory against Korthikanti et al., and inference prefill/decode by ha
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from chipfit.catalog.schema import Figure, Hardware
@@ -204,9 +206,45 @@ def test_decode_at_batch_one_is_bandwidth_over_weight_bytes():
     # A step reads every weight but the embedding table (one row of it) and 2 positions of KV cache.
     weights = (8_030_261_248 - 128256 * 4096 + 4096) * 2
     kv = 2 * 32 * 8 * 128 * 2 * 2
+    # On a GPU the matrix products pay their loads and their 2 FLOPs per matmul weight (layers and LM head, no
+    # norms, no embedding); the attention kernel then reads the cache (its 2 x 32 x 256 x 2 keys x 32 FLOPs are
+    # nothing beside it).
+    matmul = 32 * (2 * 4096 * 4096 + 2 * 4096 * 1024 + 3 * 4096 * 14336) + 4096 * 128256
+    step = 2 * matmul / (1e15 * MATMUL_EFFICIENCY) + (weights + kv) / (1e12 * MEMORY_EFFICIENCY)
     assert est.decode_bound == "memory"
-    assert est.tokens_per_s_per_request == pytest.approx(1e12 * MEMORY_EFFICIENCY / (weights + kv), rel=1e-12)
+    assert est.decode_step_s == pytest.approx(step, rel=1e-12)
     assert weights == 2 * 7_504_928_768
+
+
+def test_decode_matmuls_add_loads_and_math_on_gpus_only():
+    """A GPU's matrix products take FLOPs / rate + bytes / bandwidth (tiles: NeuSight); other classes the larger."""
+    spec = spec_for_zoo("llama-3-8b")
+    gpu = predict_inference(spec, _gpu(), batch=256, prompt_tokens=1, generated_tokens=1)
+    tpu = predict_inference(spec, replace(_gpu(), hw_class="tpu"), batch=256, prompt_tokens=1, generated_tokens=1)
+    matmul = 32 * (2 * 4096 * 4096 + 2 * 4096 * 1024 + 3 * 4096 * 14336) + 4096 * 128256
+    weights = (matmul + 32 * 2 * 4096 + 4096 + 256 * 4096) * 2  # norms and 256 embedding rows
+    kv = 256 * 2 * 32 * 8 * 128 * 2 * 2
+    compute, memory = 2 * 256 * matmul / (1e15 * MATMUL_EFFICIENCY), weights / (1e12 * MEMORY_EFFICIENCY)
+    attention = kv / (1e12 * MEMORY_EFFICIENCY)
+    assert gpu.decode_step_s == pytest.approx(compute + memory + attention, rel=1e-12)
+    assert tpu.decode_step_s == pytest.approx(max(compute, memory) + attention, rel=1e-12)
+
+
+def test_old_tensorrt_llm_reads_the_kv_cache_once_per_query_head():
+    """Before XQA (TensorRT-LLM 0.8) the decode kernel runs one block per query head: GQA's cache is read
+    heads / kv_heads times per step; a current release (or none named) reads it once."""
+    spec = spec_for_zoo("llama-3-8b")  # 32 query heads, 8 KV heads
+
+    def step(framework):
+        return predict_inference(spec, _gpu(), batch=8, prompt_tokens=4095, generated_tokens=1,
+                                 framework=framework).decode_step_s
+
+    kv = 8 * 2 * 32 * 8 * 128 * 4096 * 2
+    assert step("tensorrt-llm==0.6.1") - step("tensorrt-llm") == pytest.approx(3 * kv / (1e12 * MEMORY_EFFICIENCY))
+    assert step("tensorrt-llm==0.8") == step("tensorrt-llm") == step("vllm")
+    old = predict_inference(spec, _gpu(), batch=8, prompt_tokens=4095, generated_tokens=1,
+                            framework="tensorrt-llm==0.7.1")
+    assert any("once per query head (4 times per step" in a for a in old.assumptions)
 
 
 def test_kv_cache_bytes_and_int8_halves_the_weights():
@@ -239,8 +277,16 @@ def test_long_prefill_is_compute_bound_by_hand():
     est = predict_inference(spec, _gpu(), batch=1, prompt_tokens=8192, generated_tokens=16)
     assert est.prefill_bound == "compute"
     layer_matmul = 2 * 4096 * 4096 + 2 * 4096 * 1024 + 3 * 4096 * 14336
-    flops = 2 * 8192 * 32 * layer_matmul + 32 * 2 * 8192**2 * 4096 + 2 * 4096 * 128256
-    assert est.prefill_s == pytest.approx(flops / (1e15 * MATMUL_EFFICIENCY), rel=1e-12)
+    flops = 2 * 8192 * 32 * layer_matmul + 2 * 4096 * 128256
+    # Bytes: every weight (norms, 8192 embedding rows) and each matrix's input and output activations.
+    weights = (32 * (layer_matmul + 2 * 4096) + 4096 + 128256 * 4096 + 8192 * 4096) * 2
+    activations = 32 * 8192 * (2 * (4096 + 4096) + 2 * (4096 + 1024) + 3 * (4096 + 14336)) * 2
+    # Causal attention (half of 8192 x 8192 per head) at 35% of the 16-bit peak; it writes the KV cache.
+    attention = 32 * 2 * 32 * 256 * 8192**2 / 2
+    kv = 2 * 32 * 8 * 128 * 8192 * 2
+    expected = (flops / (1e15 * MATMUL_EFFICIENCY) + (weights + activations) / (1e12 * MEMORY_EFFICIENCY)
+                + max(attention / (1e15 * 0.35), kv / (1e12 * MEMORY_EFFICIENCY)))
+    assert est.prefill_s == pytest.approx(expected, rel=1e-12)
     assert est.time_to_first_token_s == est.prefill_s
     assert est.total_s == pytest.approx(est.prefill_s + 16 * est.decode_step_s)
     assert est.low["total_s"] < est.total_s < est.high["total_s"]
@@ -262,8 +308,10 @@ def test_moe_decode_reads_only_the_experts_reached():
     assert experts_reached(spec, 1000) == pytest.approx(8)
     est = predict_inference(spec, _gpu(bw=1e12, memory=200 * GIB), batch=1, prompt_tokens=1, generated_tokens=1)
     active = 12_879_925_248 - 32000 * 4096 + 4096  # active weights less the embedding table, plus one row
+    matmul = active - 4096 - (32 * 2 * 4096 + 4096)  # less that row and the norms: 2 FLOPs per matmul weight
     kv = 2 * 32 * 8 * 128 * 2 * 2
-    assert est.tokens_per_s_per_request == pytest.approx(1e12 * MEMORY_EFFICIENCY / (2 * active + kv), rel=1e-12)
+    step = 2 * matmul / (1e15 * MATMUL_EFFICIENCY) + (2 * active + kv) / (1e12 * MEMORY_EFFICIENCY)
+    assert est.decode_step_s == pytest.approx(step, rel=1e-12)
 
 
 def test_tensor_parallel_on_the_catalog_h100():

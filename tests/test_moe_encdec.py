@@ -15,7 +15,7 @@ from chipfit.errors import ChipfitError
 from chipfit.predictors import plan_shape as shape_of
 from chipfit.predict import Plan
 from chipfit.predict.decode import causal_pairs, predict_inference
-from chipfit.predict.efficiency import MEMORY_EFFICIENCY
+from chipfit.predict.efficiency import MATMUL_EFFICIENCY, MEMORY_EFFICIENCY
 from chipfit.predict.memory import memory_per_device
 from chipfit.predict.plans import search_plans
 from chipfit.workload import profile
@@ -171,7 +171,9 @@ def test_encoder_decoder_decodes_with_the_decoder_only():
     h, f, layers = 1024, 4096, 24
     decoder = layers * (8 * h * h + 2 * h * f + 3 * h) + h + 32128 * h + h  # layers, final norm, tied head, one row
     kv = 24 * 2 * 1024 * 1 * 2 + 2 * 24 * 1024 * 512 * 2  # its own cache (1 token) and the cross-attention cache
-    assert est.tokens_per_s_per_request == pytest.approx(1e12 * MEMORY_EFFICIENCY / (2 * decoder + kv), rel=1e-9)
+    matmul = layers * (8 * h * h + 2 * h * f) + 32128 * h  # 2 FLOPs per matmul weight, no norms or embedding row
+    step = 2 * matmul / (1e15 * MATMUL_EFFICIENCY) + (2 * decoder + kv) / (1e12 * MEMORY_EFFICIENCY)
+    assert est.decode_step_s == pytest.approx(step, rel=1e-9)
 
 
 def test_mla_decode_reads_the_latent_cache():

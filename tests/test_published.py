@@ -7,7 +7,7 @@ import pytest
 from chipfit.errors import ChipfitError
 from chipfit.predict.parallel import GBIT, NETWORKS
 from chipfit.published_run import (RowUnreadable, parse_amount, parse_batch, parse_devices, parse_lengths,
-                                   parse_params, plan_hints, read_run, row_network)
+                                   parse_params, plan_hints, read_run, row_network, serving_engine)
 from chipfit.row_lookup import name_candidates
 from chipfit.validate_published import (METRICS, WHOLE_RUN_GOODPUT, Predicted, RowResult, format_table, summarize,
                                         validate_published)
@@ -175,6 +175,30 @@ def test_a_serving_row_is_the_serving_predictor_at_its_lengths_and_batch(tmp_pat
     largest = predict_inference(spec, hw, batch=1, **kw).max_batch  # Offline: the batch that fills memory
     assert v.rows[1].predicted == pytest.approx(predict_inference(spec, hw, batch=largest, **kw).tokens_per_s / 2)
     assert "batch 64" in v.rows[0].how and f"batch {largest}" in v.rows[1].how
+
+
+def test_a_serving_row_runs_the_engine_and_release_its_source_names(tmp_path):
+    from chipfit.catalog import load_catalog
+    from chipfit.predict.decode import predict_inference
+    from chipfit.workload.library import transformer_spec
+
+    assert serving_engine("NVIDIA/TensorRT-LLM docs/source/performance.md (v0.6.1 'Peak Throughput' tables; "
+                          "L40S tables from v0.5)") == "tensorrt-llm==0.6.1"
+    assert serving_engine("TensorRT LLM perf overview") == "tensorrt-llm"
+    assert serving_engine("vLLM v0.8.4 benchmark_throughput") == "vllm==0.8.4"
+    assert serving_engine("MLPerf Inference v4.1 closed: NVIDIA/results/H200_TRT") is None
+    row = dict(id="old", kind="infer_throughput", model="Llama 2 70B", params="68976653312",
+               seq_len="prompt 128, output 128", global_batch="64", hardware="NVIDIA H100 SXM 80GB",
+               device_count="2 (TP2)", precision="fp8 (weights and KV cache)", metric="output_tokens_per_s",
+               value="1000", unit="tokens/s", source="NVIDIA/TensorRT-LLM docs/source/performance.md (v0.6.1)")
+    v = validate_published(_write(tmp_path, [row]))
+    kw = dict(batch=64, prompt_tokens=128, generated_tokens=128, weight_precision="fp8", kv_precision="fp8",
+              devices=2)
+    hw, spec = load_catalog().get(H100), transformer_spec("llama-2-70b")
+    old = predict_inference(spec, hw, framework="tensorrt-llm==0.6.1", **kw).tokens_per_s
+    assert v.rows[0].predicted == pytest.approx(old)
+    assert old < predict_inference(spec, hw, framework="tensorrt-llm", **kw).tokens_per_s
+    assert "tensorrt-llm==0.6.1" in v.rows[0].how
 
 
 def test_cli_reads_several_files_and_a_missing_one_is_one_sentence(tmp_path, capsys):

@@ -156,21 +156,29 @@ def test_llm_serving_gives_first_token_tokens_per_s_and_max_batch(client):
     h100 = next(e for e in got["estimates"] if e["hardware"] == "nvidia-h100-sxm5-80gb")
     serving = h100["serving"]
     assert serving["time_to_first_token_s"] == h100["latency_s"] and h100["throughput_unit"] == "tokens/s"
-    # By hand, H100 SXM5 (int8 1978.9 TFLOP/s dense, 3350 GB/s) at the published efficiencies of the
-    # assumptions (matmul 72%, memory 85%). Prefill of 32 x 2048 tokens is compute bound:
+    # By hand, H100 SXM5 (int8 1978.9 TFLOP/s dense, bf16 989.4, 3350 GB/s) at the published efficiencies of the
+    # assumptions (matmul 72%, memory 85%, attention 35% of the 16-bit peak). A phase is its matrix products (a GPU
+    # matmul pays its FLOPs and its bytes), then its attention kernels:
     assert any("matmul 72% of the int8 peak, memory 85%" in a for a in h100["assumptions"])
-    rate, bandwidth = 1978.9e12 * 0.72, 3350e9 * 0.85
+    rate, bandwidth, attention_rate = 1978.9e12 * 0.72, 3350e9 * 0.85, 989.4e12 * 0.35
     layer_matmul = 2 * 8192**2 + 2 * 8192 * 1024 + 3 * 8192 * 28672  # 855,638,016 weights a token runs through
-    prefill_flops = (2 * 32 * 2048 * 80 * layer_matmul + 80 * 2 * 32 * 2048**2 * 8192  # layers, causal attention
-                     + 2 * 32 * 8192 * 128256)  # LM head at the last position
-    assert serving["time_to_first_token_s"] == pytest.approx(prefill_flops / rate, rel=1e-9)  # 6.42 s
-    # Decode is memory bound: each of 256 steps reads the int8 weights it touches (all layers with their norms,
-    # final norm and LM head, 32 embedding rows) and the bf16 KV cache, 80 x 2 x 1024 x 2 B per token, at
-    # contexts 2049..2304.
+    tokens = 32 * 2048
+    # Prefill: the int8 weights (every embedding row a prompt token looks up: 32 x 2048 of them), each matrix's
+    # bf16 input and output, the causal attention, the bf16 KV cache written.
+    prefill_flops = 2 * tokens * 80 * layer_matmul + 2 * 32 * 8192 * 128256  # LM head at the last position
+    prefill_bytes = (80 * (layer_matmul + 2 * 8192) + 8192 + 128256 * 8192 + tokens * 8192
+                     + 80 * tokens * (2 * (8192 + 8192) + 2 * (8192 + 1024) + 3 * (8192 + 28672)) * 2)
+    attention = max(80 * 2 * 32 * 2048**2 * 8192 / attention_rate, 32 * 2048 * 80 * 2 * 1024 * 2 / bandwidth)
+    prefill = prefill_flops / rate + prefill_bytes / bandwidth + attention
+    assert serving["time_to_first_token_s"] == pytest.approx(prefill, rel=1e-9)  # 7.43 s
+    # Decode: each of 256 steps reads the int8 weights it touches (all layers with their norms, final norm and LM
+    # head, 32 embedding rows) and does 2 FLOPs per matmul weight for each of the 32 requests; then attention reads
+    # the bf16 KV cache, 80 x 2 x 1024 x 2 B per token, at contexts 2049..2304.
     weights = 80 * (layer_matmul + 2 * 8192) + 8192 + 128256 * 8192 + 32 * 8192
+    matmul_s = 2 * 32 * (80 * layer_matmul + 8192 * 128256) / rate + weights / bandwidth
     kv_bytes = 32 * sum(range(2049, 2305)) * 80 * 2 * 1024 * 2
-    decode_s = (256 * weights + kv_bytes) / bandwidth  # 8.30 s
-    assert serving["tokens_per_s"] == pytest.approx(32 * 256 / (prefill_flops / rate + decode_s), rel=1e-6)  # 556
+    decode_s = 256 * matmul_s + kv_bytes / bandwidth  # 9.10 s
+    assert serving["tokens_per_s"] == pytest.approx(32 * 256 / (prefill + decode_s), rel=1e-6)  # 496
     # 32 requests need 70.55 GB of weights + 32 x 755 MB of KV cache: more than 90% of 80 GiB. The most that
     # fit: (0.9 x 80 GiB - 70,553,706,496 - 2048 x (2 x 8192 + 3 x 28672) x 2 B of prefill activations)
     # / (2304 tokens x 327,680 B) = 8.39, so 8.

@@ -146,10 +146,10 @@ class ServingPredictor:
 
     def estimate(self, hw: Hardware) -> Estimate:
         from .predict.decode import predict_inference
-        from .predict.host import SERVING_ENGINES, serving_framework
+        from .predict.host import SERVING_ENGINES, engine_version, serving_framework
 
         serving = serving_framework(self.framework)
-        base = SERVING_ENGINES.get(serving, serving)
+        base = SERVING_ENGINES.get(engine_version(serving)[0], serving)
         if self.framework is not None and base not in hw.frameworks:
             runs = ", ".join(hw.frameworks) or "no listed framework"
             return _excluded(hw, self.devices, f"{hw.name} does not run {serving} (it needs {base}; runs: {runs}).")

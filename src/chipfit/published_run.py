@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .predict.host import SERVING_ENGINES
 from .predict.parallel import GBIT, NETWORKS, Network
 
 COLUMNS = ("id", "kind", "model", "params", "tokens_or_samples", "seq_len", "global_batch", "hardware",
@@ -56,6 +57,7 @@ class PublishedRun:
     hardware: str
     devices: int | None  # in catalog units (packages, chips)
     precision_text: str
+    engine: str | None = None  # the serving engine the row's source names (serving_engine)
 
     @property
     def serving(self) -> bool:
@@ -198,6 +200,16 @@ def row_network(hardware: str, node_size: int = 8) -> Network | None:
     return None
 
 
+def serving_engine(text: str) -> str | None:
+    """The LLM serving engine a row names, with the release it gives ("NVIDIA/TensorRT-LLM ... (v0.6.1 ...)" ->
+    "tensorrt-llm==0.6.1"); None where it names none."""
+    for name in SERVING_ENGINES:
+        if re.search(name.replace("-", r"[- ]?"), text, re.I):
+            release = re.search(r"\bv(\d+\.\d+(?:\.\d+)?)\b", text)
+            return f"{name}=={release.group(1)}" if release else name
+    return None
+
+
 def read_run(row: dict) -> PublishedRun:
     """The row's inputs, parsed; RowUnreadable names the first cell that cannot be read."""
     if None in row:
@@ -218,5 +230,6 @@ def read_run(row: dict) -> PublishedRun:
         amount=parse_amount(row["tokens_or_samples"]), seq_len=seq, image_size=image, prompt_tokens=prompt,
         output_tokens=output, batch_text=row["global_batch"], hardware=row["hardware"],
         devices=parse_devices(row["device_count"]), precision_text=row["precision"],
+        engine=serving_engine(f"{row['source']} {row['precision']}"),
     )
 

@@ -260,7 +260,7 @@ def _llm_serve(run: PublishedRun, model: RowModel, catalog: Catalog, hw_id: str,
     def serve(batch: int):
         return predict_inference(model.spec, hw, batch=batch, prompt_tokens=run.prompt_tokens,
                                  generated_tokens=run.output_tokens, weight_precision=weights, kv_precision=kv,
-                                 devices=devices)
+                                 devices=devices, framework=run.engine)
 
     batch = run.batch(None)
     if batch is None and run.kind == "infer_latency":
@@ -275,7 +275,7 @@ def _llm_serve(run: PublishedRun, model: RowModel, catalog: Catalog, hw_id: str,
     if est.fits is False:
         raise RowUnreadable(f"batch {batch} of {model.name} does not fit on {devices} x {hw.name}")
     return Predicted(how=f"{devices} x {hw_id} tensor parallel, batch {batch}, {weights} weights, "
-                         f"{est.kv_precision} KV ({model.source})",
+                         f"{est.kv_precision} KV, {run.engine or 'default engine'} ({model.source})",
                      devices=devices, tdp_watts=hw.tdp_watts.value if hw.tdp_watts else None,
                      output_tokens_per_s=est.tokens_per_s, time_to_first_token_s=est.time_to_first_token_s,
                      latency_s=est.total_s, samples_per_s=batch / est.total_s)

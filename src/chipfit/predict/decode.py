@@ -2,7 +2,10 @@
 
 Pure: a TransformerSpec (or a library entry) and a Hardware entry in, an InferenceEstimate out.
 
-    prefill      = max(FLOPs / (peak * eff_matmul), bytes / (bandwidth * eff_memory)) + all-reduces
+    prefill      = matmuls + attention + all-reduces   (kernels one after another)
+    matmuls      = FLOPs / (peak * eff_matmul) + bytes / (bandwidth * eff_memory) on a GPU (tiles pay their loads
+                   and their math: NeuSight), the larger of the two elsewhere
+    attention    = max(FLOPs / (16-bit peak * attention eff), bytes / (bandwidth * eff_memory))
     decode step  = the same at one new token per sequence, with context c, for c = P .. P+G-1
 
 Prefill FLOPs: 2 * tokens * (layer matmul weights a token uses) + causal attention
@@ -16,7 +19,9 @@ every weight a step touches (all matrices and norms, the embedding rows looked u
 at least one token reaches and the shared ones) plus the whole KV cache read (MLA: the latent and
 rotary key; local layers: the window; encoder-decoders: the cross-attention cache too). Weights are
 stored at the weight precision; fp8/int8 weights compute at their own peak (W8A8), int4 at 16 bits
-(W4A16, dequantised in the kernel). Memory holds every weight, every expert included.
+(W4A16, dequantised in the kernel). Memory holds every weight, every expert included. An engine release
+whose decode kernel reads a GQA/MQA cache once per query head (host.kv_reads_per_query_head) reads it
+heads / kv_heads times per step.
 """
 
 from __future__ import annotations
@@ -30,8 +35,9 @@ from ..catalog.schema import Hardware
 from ..errors import ChipfitError
 from ..workload.llm import Layer, TransformerSpec, as_spec
 from ..workload.workload import BYTES_PER_ELEMENT
-from .efficiency import Efficiency, default_efficiency
-from .host import decode_host_s, describe_serving, serving_framework
+from .efficiency import MATMUL_EFFICIENCY, Efficiency, default_efficiency
+from .gpu_efficiency import ATTENTION_GPU_EFFICIENCY
+from .host import decode_host_s, describe_serving, kv_reads_per_query_head, serving_framework
 from .parallel import group_collective_s, topology
 from .roofline import peak_for
 
@@ -167,10 +173,39 @@ def _decode_attention_flops(spec: TransformerSpec, layers: list[Layer], batch: i
     return 2 * batch * spec.heads * width * keys
 
 
+@dataclass(frozen=True)
+class _Rates:
+    """What a phase's kernels run at: matmuls at the weight precision's peak, attention at the activations'."""
+
+    matmul: float  # FLOP/s, efficiency applied
+    attention: float  # FLOP/s, efficiency applied
+    bandwidth: float  # bytes/s, efficiency applied
+    pipelined: bool  # GPU tiles: a matmul's loads and math add up (NeuSight), not the larger of the two
+
+    def matmuls(self, flops, nbytes):
+        """Seconds of a phase's matrix products: flops / rate + bytes / bandwidth on a GPU, which is
+        gpu_efficiency.matrix_efficiency's e * I / (I + balance) at the attained balance (peak x e over bandwidth
+        x e); the larger of the two elsewhere."""
+        compute, memory = flops / self.matmul, nbytes / self.bandwidth
+        return compute + memory if self.pipelined else np.maximum(compute, memory)
+
+    def attention_s(self, flops, nbytes):
+        return np.maximum(flops / self.attention, nbytes / self.bandwidth)
+
+
+def _rates(hw: Hardware, eff: Efficiency, peak: float, attention_peak: float) -> _Rates:
+    gpu = hw.hw_class == "gpu"
+    attention = min(1.0, ATTENTION_GPU_EFFICIENCY * eff.matmul / MATMUL_EFFICIENCY) if gpu else eff.matmul
+    return _Rates(matmul=peak * eff.matmul, attention=attention_peak * attention,
+                  bandwidth=hw.mem_bw_bytes_per_s.value * eff.memory, pipelined=gpu)
+
+
 def _times(spec: TransformerSpec, hw: Hardware, eff: Efficiency, batch: int, prompt: int, generate: int,
-           wb: float, kvb: float, act: float, peak: float, devices: int, allreduce) -> _Times:
-    bw = hw.mem_bw_bytes_per_s.value * eff.memory
-    rate = peak * eff.matmul
+           wb: float, kvb: float, act: float, peaks: tuple[float, float], devices: int, allreduce,
+           kv_reads: float) -> _Times:
+    """Prefill and each decode step as the sum of their kernel families (one after another on the device):
+    the matrix products, the attention kernels, the tensor-parallel all-reduces."""
+    rates = _rates(hw, eff, *peaks)
     h, decoder = spec.hidden, _decoder_layers(spec)
     # An encoder-decoder's encoder reads the prompt (Whisper: its fixed audio frames) and the decoder starts
     # from nothing; a decoder-only model's prompt fills its own cache.
@@ -178,37 +213,43 @@ def _times(spec: TransformerSpec, hw: Hardware, eff: Efficiency, batch: int, pro
     cached = 0 if spec.encoder_decoder else prompt
 
     tokens = batch * cached
-    flops = 2 * tokens * _layer_matmul(spec, decoder) + 2 * batch * h * spec.vocab
-    flops += 2 * batch * spec.heads * _head_width(spec) * sum(causal_pairs(cached, k.window) for k in decoder)
-    moved = (_weights_touched(spec, decoder, tokens, wb) + batch * spec.kv_cache_bytes(cached, kvb)
-             + _activation_traffic(spec, decoder, tokens, act))
+    mm_flops = 2 * tokens * _layer_matmul(spec, decoder) + 2 * batch * h * spec.vocab
+    mm_bytes = _weights_touched(spec, decoder, tokens, wb) + _activation_traffic(spec, decoder, tokens, act)
+    attn_flops = 2 * batch * spec.heads * _head_width(spec) * sum(causal_pairs(cached, k.window) for k in decoder)
+    attn_bytes = batch * spec.kv_cache_bytes(cached, kvb)
     comm_prefill = 2 * len(decoder) * allreduce(tokens * h * act)
     if enc:
         encoder, enc_tokens = _encoder_layers(spec), batch * enc
         cross_kv = 2 * spec.kv_heads * spec.head_dim * h * len(decoder)  # K and V projections of the encoder output
-        flops += 2 * enc_tokens * (_layer_matmul(spec, encoder) + cross_kv)
-        flops += 2 * batch * spec.heads * _head_width(spec) * enc * enc * len(encoder)
-        moved += (_weights_touched(spec, encoder, enc_tokens, wb, head=False) + batch * spec.cross_kv_bytes(enc, kvb)
-                  + _activation_traffic(spec, encoder, enc_tokens, act))
+        mm_flops += 2 * enc_tokens * (_layer_matmul(spec, encoder) + cross_kv)
+        mm_bytes += (_weights_touched(spec, encoder, enc_tokens, wb, head=False)
+                     + _activation_traffic(spec, encoder, enc_tokens, act))
+        attn_flops += 2 * batch * spec.heads * _head_width(spec) * enc * enc * len(encoder)
+        attn_bytes += batch * spec.cross_kv_bytes(enc, kvb)
         comm_prefill += 2 * len(encoder) * allreduce(enc_tokens * h * act)
-    compute, memory = flops / devices / rate, moved / devices / bw
-    prefill = max(compute, memory) + comm_prefill
+    compute = mm_flops / devices / rates.matmul + attn_flops / devices / rates.attention
+    memory = (mm_bytes + attn_bytes) / devices / rates.bandwidth
+    prefill = (float(rates.matmuls(mm_flops / devices, mm_bytes / devices))
+               + float(rates.attention_s(attn_flops / devices, attn_bytes / devices)) + comm_prefill)
 
     context = cached + 1 + np.arange(generate, dtype=float)  # positions attended, the new token included
-    step_flops = 2 * batch * (_layer_matmul(spec, decoder) + h * spec.vocab)
-    step_flops = step_flops + _decode_attention_flops(spec, decoder, batch, context)
-    step_bytes = (_weights_touched(spec, decoder, batch, wb) + batch * spec.kv_cache_bytes(context, kvb)
-                  + batch * spec.cross_kv_bytes(enc, kvb))
+    step_mm_flops = 2 * batch * (_layer_matmul(spec, decoder) + h * spec.vocab)
+    step_mm_bytes = _weights_touched(spec, decoder, batch, wb)
+    step_attn_flops = _decode_attention_flops(spec, decoder, batch, context)
+    step_attn_bytes = batch * (spec.kv_cache_bytes(context, kvb) + spec.cross_kv_bytes(enc, kvb)) * kv_reads
     if enc:
-        step_flops = step_flops + 2 * batch * spec.heads * _head_width(spec) * enc * len(decoder)
-    step_compute, step_memory = step_flops / devices / rate, step_bytes / devices / bw
+        step_attn_flops = step_attn_flops + 2 * batch * spec.heads * _head_width(spec) * enc * len(decoder)
+    step_compute = step_mm_flops / devices / rates.matmul + step_attn_flops / devices / rates.attention
+    step_memory = (step_mm_bytes + step_attn_bytes) / devices / rates.bandwidth
     comm_step = 2 * len(decoder) * allreduce(batch * h * act)
-    steps = np.maximum(step_compute, step_memory) + comm_step
+    steps = (rates.matmuls(step_mm_flops / devices, step_mm_bytes / devices)
+             + rates.attention_s(step_attn_flops / devices, step_attn_bytes / devices) + comm_step)
+    steps = np.broadcast_to(steps, context.shape).astype(float)
     return _Times(
         prefill_s=prefill,
         prefill_bound="compute" if compute >= memory else "memory",
         step_s=steps,
-        decode_bound="compute" if step_compute.sum() >= step_memory.sum() else "memory",
+        decode_bound="compute" if np.sum(step_compute) >= np.sum(step_memory) else "memory",
         comm_s=comm_prefill + comm_step * generate,
     )
 
@@ -284,7 +325,9 @@ def predict_inference(
         est.excluded_reason = f"The catalog has no sourced {missing} figure for {hw.name}, so its inference cannot be predicted."
         return est
     est.compute_precision = used
+    attention_peak = peak_for(hw, "fp32" if act == 4 else "bf16")[0] or peak
     eff = efficiency or default_efficiency(hw)
+    kv_reads = spec.heads / spec.kv_heads if kv_reads_per_query_head(serving) and not spec.mla else 1.0
     assumptions = [
         f"efficiency: matmul {eff.matmul:.0%} of the {used} peak, memory {eff.memory:.0%} of bandwidth ({eff.source})",
         f"weights stored at {weight_precision} ({wb:g} B/parameter, quantisation scales not counted); "
@@ -292,7 +335,14 @@ def predict_inference(
         "prefill: all requests arrive together; attention causal (half of S x S), logits at the last position only; "
         "time to first token is the whole batch's prefill",
         "decode: each step reads every weight it touches and the whole KV cache; no speculative decoding",
+        "kernels one after another: a phase takes its matrix products, then its attention, then its all-reduces"
+        + (f"; GPU matmuls pay their loads and their math (FLOPs / (peak x {eff.matmul:.0%}) + bytes / (bandwidth x "
+           f"{eff.memory:.0%}), NeuSight-style tiles), attention at {ATTENTION_GPU_EFFICIENCY:.0%} of the 16-bit "
+           "peak (FlashAttention-2 on H100)" if hw.hw_class == "gpu" else ""),
     ]
+    if kv_reads > 1:
+        assumptions.append(f"decode attention of {serving} reads each KV head once per query head ({kv_reads:g} "
+                           "times per step: one thread block per query head, no grouped-query kernel before XQA)")
     if spec.moe:
         assumptions.append(f"MoE: uniform top-{spec.top_k} routing; a step reads the experts at least one token reaches"
                            + (f" and the {spec.shared_experts} shared" if spec.shared_experts else "")
@@ -352,7 +402,8 @@ def predict_inference(
     assumptions.append(describe_serving(serving, host_step))
 
     def run(e: Efficiency) -> _Times:
-        t = _times(spec, hw, e, batch, prompt_tokens, generated_tokens, wb, kvb, act, peak, devices, allreduce)
+        t = _times(spec, hw, e, batch, prompt_tokens, generated_tokens, wb, kvb, act, (peak, attention_peak),
+                   devices, allreduce, kv_reads)
         bound = "host" if host_step > float(t.step_s.mean()) else t.decode_bound
         return replace(t, step_s=np.maximum(t.step_s, host_step), prefill_s=max(t.prefill_s, host_step),
                        decode_bound=bound)

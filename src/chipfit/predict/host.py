@@ -121,14 +121,46 @@ DECODER_LAYER_KERNELS = 50
 DECODER_LAYER_VIEWS = 100
 
 
+# Decode attention kernels that read the KV cache once per *query* head: TensorRT-LLM's masked multi-head attention
+# kernel runs one thread block per query head (docs/source/gpt_attention.md, "Generation phase"), so under GQA or MQA
+# every query head of a group reads its group's keys and values again. Its XQA kernel, which reads each KV head once
+# for the whole group, arrived in v0.8 (docs/source/blogs/XQA-kernel.md: "will be included in the v0.8 releases";
+# Llama-70B, 128 in / 2048 out on one H200: 1,227 -> 2,941 output tokens/s/GPU with it). Engine -> first version
+# with a grouped decode kernel; a framework named without a version is taken as a current release.
+GROUPED_DECODE_ATTENTION_SINCE = {"tensorrt-llm": (0, 8)}
+
+
+def engine_version(framework: str) -> tuple[str, tuple[int, ...] | None]:
+    """"tensorrt-llm==0.6.1" -> ("tensorrt-llm", (0, 6, 1)); a name without "==version" -> (name, None)."""
+    name, _, version = framework.partition("==")
+    if not version:
+        return name, None
+    try:
+        return name, tuple(int(p) for p in version.split("."))
+    except ValueError:
+        raise ChipfitError(f"Framework version {version!r} in {framework!r} is not a release number; "
+                           "give it as NAME==MAJOR.MINOR, e.g. tensorrt-llm==0.6.1.") from None
+
+
 def serving_framework(framework: str | None) -> str:
-    """The serving stack chipfit models for `framework` ("vllm" when none is named); raises for one it does not."""
+    """The serving stack chipfit models for `framework` ("vllm" when none is named, an engine optionally with its
+    release: "tensorrt-llm==0.6.1"); raises for one it does not."""
     if framework is None:
         return "vllm"
-    if framework in EAGER_DECODE_FRAMEWORKS or framework in SERVING_ENGINES:
+    name, _ = engine_version(framework)
+    if framework in EAGER_DECODE_FRAMEWORKS or name in SERVING_ENGINES:
         return framework
     raise ChipfitError(f"LLM serving under {framework!r} is not modelled; give --framework pytorch (an eager "
-                       f"Hugging Face decode loop) or a serving engine: {', '.join(SERVING_ENGINES)}.")
+                       f"Hugging Face decode loop) or a serving engine: {', '.join(SERVING_ENGINES)} "
+                       "(optionally with its release, as tensorrt-llm==0.6.1).")
+
+
+def kv_reads_per_query_head(framework: str) -> bool:
+    """Whether `framework`'s decode attention reads each KV head once per query head
+    (an engine release before GROUPED_DECODE_ATTENTION_SINCE)."""
+    name, version = engine_version(framework)
+    since = GROUPED_DECODE_ATTENTION_SINCE.get(name)
+    return since is not None and version is not None and version < since
 
 
 def decode_host_s(layers: int, framework: str) -> float:
