@@ -8,7 +8,7 @@ from chipfit.workload import library, profile, zoo
 from chipfit.workload.source import surrogate_loss
 from chipfit.workload.trace import trace_module
 from chipfit.workload.zoo_vision import _ResidualBlock
-from chipfit.workload.zoo_vision_more import BUILDERS, _DenseLayer, _Fire, _WindowAttention
+from chipfit.workload.zoo_vision_more import BUILDERS, _DenseLayer, _Fire, _regnet_stages, _WindowAttention
 
 # num_params of torchvision's IMAGENET1K_V1 weights (pytorch.org/vision/stable/models), written out by hand;
 # vit_h_14: its 224x224 IMAGENET1K_SWAG_LINEAR_V1 weights.
@@ -30,6 +30,12 @@ TORCHVISION_PARAMS = {
     "shufflenet_v2_x2_0": 7_393_996, "mnasnet0_5": 2_218_512, "mnasnet0_75": 3_170_208, "mnasnet1_0": 4_383_312,
     "mnasnet1_3": 6_282_256, "swin_t": 28_288_354, "swin_s": 49_606_258, "swin_b": 87_768_224,
     "googlenet": 6_624_904,
+    "regnet_y_400mf": 4_344_144, "regnet_y_800mf": 6_432_512, "regnet_y_1_6gf": 11_202_430,
+    "regnet_y_3_2gf": 19_436_338, "regnet_y_8gf": 39_381_472, "regnet_y_16gf": 83_590_140,
+    "regnet_y_32gf": 145_046_770, "regnet_y_128gf": 644_812_894,  # SWAG_E2E_V1, the only weights published
+    "regnet_x_400mf": 5_495_976, "regnet_x_800mf": 7_259_656, "regnet_x_1_6gf": 9_190_136,
+    "regnet_x_3_2gf": 15_296_552, "regnet_x_8gf": 39_572_648, "regnet_x_16gf": 54_278_536,
+    "regnet_x_32gf": 107_811_560,
 }
 
 
@@ -58,7 +64,7 @@ def test_parameter_count_is_torchvisions_exactly(name):
     ("timm/densenet201.tv_in1k", "densenet201"), ("ShuffleNetV2", "shufflenet_v2_x1_0"),
     ("ShuffleNetV2 0.5x", "shufflenet_v2_x0_5"), ("MnasNet", "mnasnet1_0"), ("mnasnet-0.75", "mnasnet0_75"),
     ("Inception-v1", "googlenet"), ("Swin-T", "swin_t"), ("microsoft/swin-base-patch4-window7-224", "swin_b"),
-    ("swin-small", "swin_s"),
+    ("swin-small", "swin_s"), ("RegNetY-400MF", "regnet_y_400mf"), ("RegNetX-1.6GF", "regnet_x_1_6gf"),
 ])
 def test_aliases_resolve(alias, name):
     assert library.resolve_model(alias).name == name
@@ -75,7 +81,7 @@ def _macs(p) -> float:
     ("resnext50_32x4d", 4.23), ("wide_resnet50_2", 11.398), ("convnext_small", 8.684), ("vit_b_32", 4.409),
     ("squeezenet1_0", 0.819), ("squeezenet1_1", 0.349), ("densenet121", 2.834), ("densenet161", 7.728),
     ("shufflenet_v2_x1_0", 0.145), ("mnasnet1_0", 0.314), ("swin_t", 4.491), ("swin_b", 15.431),
-    ("googlenet", 1.498),
+    ("googlenet", 1.498), ("regnet_y_400mf", 0.402), ("regnet_x_1_6gf", 1.603), ("regnet_y_8gf", 8.473),
 ])
 def test_traced_multiply_adds_match_torchvision(name, gmacs):
     assert _macs(profile(name, mode="infer")) == pytest.approx(gmacs * 1e9, rel=0.005)
@@ -137,3 +143,10 @@ def test_swin_traces_in_bf16_inference():
     """The shift mask follows the scores' dtype, so a bf16 model's scores stay bf16."""
     p = profile("swin_t", mode="infer", precision="bf16")
     assert p.dtype == "bf16" and _macs(p) == pytest.approx(4.491e9, rel=0.005)
+
+
+def test_regnet_stage_widths_follow_the_quantized_linear_rule():
+    """RegNetY-400MF (depth 16, w0 48, wa 27.89, wm 2.09, group width 8): widths 48 + 27.89 i quantized to
+    48 * 2.09^k rounded to multiples of 8 give stages 48, 104, 208, 440 of 1, 3, 6, 6 blocks (Radosavovic
+    et al. 2020, eqs. 2-3; torchvision's regnet_y_400mf)."""
+    assert _regnet_stages(16, 48, 27.89, 2.09, 8) == [(48, 1, 8), (104, 3, 8), (208, 6, 8), (440, 6, 8)]

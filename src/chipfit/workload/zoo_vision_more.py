@@ -11,6 +11,8 @@ from __future__ import annotations
 from functools import partial
 from typing import Callable
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -399,6 +401,73 @@ def googlenet() -> nn.Module:
     return _PoolTo(nn.Sequential(*layers), 1, _head(in_ch))
 
 
+# --- RegNet X and Y (Radosavovic et al. 2020), torchvision layout: widths from (depth, w0, wa, wm, group width) ---
+def _regnet_stages(depth: int, w0: int, wa: float, wm: float, group: int) -> list[tuple[int, int, int]]:
+    """(width, blocks, group width) per stage: the linear widths w0 + wa * i quantized in log space to w0 * wm^k
+    and to multiples of 8 (paper, eqs. 2-3), then each width made divisible by its group width (torchvision)."""
+    caps = [round(math.log((i * wa + w0) / w0) / math.log(wm)) for i in range(depth)]
+    widths = [int(round(w0 * wm**cap / 8) * 8) for cap in caps]
+    stages = []
+    for width in widths:
+        if stages and stages[-1][0] == width:
+            stages[-1][1] += 1
+        else:
+            stages.append([width, 1])
+    out = []
+    for width, blocks in stages:
+        g = min(group, width)
+        rounded = max(g, int(width + g / 2) // g * g)
+        out.append((rounded + g if rounded < 0.9 * width else rounded, blocks, g))
+    return out
+
+
+class _RegNetBlock(nn.Module):
+    """1x1, grouped 3x3 (stride), optional squeeze-excite to a quarter of the block's input width, 1x1; ReLU
+    after the residual sum."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int, group: int, se: bool):
+        super().__init__()
+        layers = [*_conv_bn_act(in_ch, out_ch, 1, 1, 1, nn.ReLU, _BN),
+                  *_conv_bn_act(out_ch, out_ch, 3, stride, out_ch // group, nn.ReLU, _BN)]
+        if se:
+            squeezed = int(round(0.25 * in_ch))
+            layers.append(_SigmoidSqueezeExcite(out_ch, squeezed))
+        self.f = nn.Sequential(*layers, *_conv_bn_act(out_ch, out_ch, 1, 1, 1, None, _BN))
+        self.proj = (nn.Sequential(*_conv_bn_act(in_ch, out_ch, 1, stride, 1, None, _BN))
+                     if in_ch != out_ch or stride != 1 else nn.Identity())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.proj(x) + self.f(x))
+
+
+class _SigmoidSqueezeExcite(nn.Module):
+    def __init__(self, channels: int, squeezed: int):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Conv2d(channels, squeezed, 1), nn.Conv2d(squeezed, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(self.fc2(F.relu(self.fc1(F.adaptive_avg_pool2d(x, 1)))))
+
+
+def regnet(depth: int, w0: int, wa: float, wm: float, group: int, se: bool) -> nn.Module:
+    layers: list[nn.Module] = [*_conv_bn_act(3, 32, 3, 2, 1, nn.ReLU, _BN)]
+    in_ch = 32
+    for width, blocks, g in _regnet_stages(depth, w0, wa, wm, group):
+        layers += [_RegNetBlock(in_ch if i == 0 else width, width, 2 if i == 0 else 1, g, se) for i in range(blocks)]
+        in_ch = width
+    return _PoolTo(nn.Sequential(*layers), 1, nn.Linear(in_ch, NUM_CLASSES))
+
+
+# (depth, w0, wa, wm, group width) of torchvision's regnet_{x,y}_NAME (Radosavovic et al. 2020, appendix tables)
+_REGNET_Y = {"400mf": (16, 48, 27.89, 2.09, 8), "800mf": (14, 56, 38.84, 2.4, 16), "1_6gf": (27, 48, 20.71, 2.65, 24),
+             "3_2gf": (21, 80, 42.63, 2.66, 24), "8gf": (17, 192, 76.82, 2.19, 56),
+             "16gf": (18, 200, 106.23, 2.48, 112), "32gf": (20, 232, 115.89, 2.53, 232),
+             "128gf": (27, 456, 160.83, 2.52, 264)}
+_REGNET_X = {"400mf": (22, 24, 24.48, 2.54, 16), "800mf": (16, 56, 35.73, 2.28, 16), "1_6gf": (18, 80, 34.01, 2.25, 24),
+             "3_2gf": (25, 88, 26.31, 2.25, 48), "8gf": (23, 80, 49.56, 2.88, 120),
+             "16gf": (22, 216, 55.59, 2.1, 128), "32gf": (23, 320, 69.86, 2.0, 168)}
+
+
 _VIT = {  # patch, hidden, layers, heads, MLP width (Dosovitskiy et al. 2021, table 1)
     "b_32": (32, 768, 12, 12, 3072), "l_16": (16, 1024, 24, 16, 4096), "l_32": (32, 1024, 24, 16, 4096),
     "h_14": (14, 1280, 32, 16, 5120),
@@ -473,6 +542,11 @@ def _builders() -> dict[str, tuple[Callable[[], nn.Module], str]]:
         builders[f"swin_{size}"] = (partial(SwinTransformer, dim, depths, heads),
                                     f"Swin-{size.upper()} (Liu et al. 2021): channels {dim}, blocks"
                                     f" {', '.join(map(str, depths))}, shifted 7x7 windows, torchvision layout.")
+    for kind, table in (("y", _REGNET_Y), ("x", _REGNET_X)):
+        for size, row in table.items():
+            builders[f"regnet_{kind}_{size}"] = (partial(regnet, *row, se=kind == "y"),
+                                                 f"RegNet{kind.upper()}-{size.upper().replace('_', '.')}"
+                                                 " (Radosavovic et al. 2020), torchvision layout.")
     builders["googlenet"] = (googlenet, "GoogLeNet (Szegedy et al. 2015), torchvision layout: batch norm after each"
                                         " conv, 3x3 convs in the 5x5 branch, no auxiliary classifiers.")
     builders["mobilenet_v3_small"] = (partial(MobileNetV3, _MOBILENET_V3_SMALL, 1024),
