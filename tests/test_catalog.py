@@ -103,8 +103,9 @@ def test_builtin_prices_by_kind(catalog):
     anything = catalog.cheapest_instance("nvidia-h100-sxm5-80gb", pricing=None)
     assert anything.id == "gcp-a3-highgpu-8g-3y"
     assert anything.price_per_device_hour == pytest.approx(28370.99821392 / 730 / 8)
-    # Trainium is listed only as a capacity block: no on-demand price to show
-    assert catalog.cheapest_instance("aws-trainium") is None
+    # Trainium: the Capacity Block (15.49 / 16) is cheaper than on-demand trn1.32xlarge (21.5 / 16),
+    # but only pricing=None or "capacity-block" may show it
+    assert catalog.cheapest_instance("aws-trainium").id == "aws-trn1.32xlarge"
     assert catalog.cheapest_instance("aws-trainium", pricing=None).price_per_device_hour == pytest.approx(15.49 / 16)
     # TPU v4-8 is 4 chips at 3.22 per chip-hour
     assert catalog.cheapest_instance("google-tpu-v4").price_per_device_hour == pytest.approx(3.22)

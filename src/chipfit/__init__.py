@@ -71,11 +71,14 @@ def compare(model=None, *, spec: str | None = None, mode: str | None = None, bat
             precision: str | None = None, optimizer: str = "adamw", devices: int = 1, hw_class: str | None = None,
             hardware: Sequence[str] | str | None = None, framework: str | None = None, network: str | None = None,
             pue: float | None = None, grid: float | None = None, input: dict | None = None, local: bool = True,
-            catalog: Sequence[str] = (), db: str | None = None, seq_len: int | None = None):
+            catalog: Sequence[str] = (), db: str | None = None, seq_len: int | None = None,
+            lora: int | None = None, lora_targets: str | None = None, lora_base: str | None = None):
     """Profile `model` (or the transformer `spec`) and rank every catalog entry for the job: `chipfit compare`.
-    Returns a chipfit.comparison.Comparison. `seq_len` is the older name of `seq`."""
+    Returns a chipfit.comparison.Comparison. `seq_len` is the older name of `seq`; `lora` (a rank) fine-tunes
+    LoRA adapters on a frozen base (docs/finetune.md)."""
     fields = dict(model=model, spec=spec, mode=mode, batch=batch, seq=seq or seq_len, prompt=prompt, generate=generate,
                   samples=samples, epochs=epochs, tokens=tokens, precision=precision, optimizer=optimizer,
+                  lora=lora, lora_targets=lora_targets, lora_base=lora_base,
                   devices=devices, hw_class=hw_class, hardware=hardware, framework=framework, network=network,
                   pue=pue, grid=grid, input=input, local=local)
     return _run("compare", catalog, db, fields)
@@ -115,10 +118,12 @@ def plan(model=None, *, hardware: str, spec: str | None = None, tokens: float | 
          batch: int | None = None, seq: int | None = None, precision: str | None = None,
          max_devices: int | None = None, devices: int | None = None, deadline: str | None = None,
          budget: float | None = None, objective: str = "time", network: str | None = None, top: int = 5,
+         lora: int | None = None, lora_targets: str | None = None, lora_base: str | None = None,
          catalog: Sequence[str] = ()):
     """The best parallel plans for training a transformer on one kind of hardware: `chipfit plan`.
+    `lora` (a rank) fine-tunes LoRA adapters on a frozen base (`--lora`, docs/finetune.md).
     Returns a chipfit.api.PlanResult."""
     fields = dict(model=model, spec=spec, mode="train", tokens=tokens, batch=batch, seq=seq, precision=precision,
                   max_devices=max_devices, devices=devices, hardware=hardware, deadline=deadline, budget=budget,
-                  objective=objective, network=network)
+                  objective=objective, network=network, lora=lora, lora_targets=lora_targets, lora_base=lora_base)
     return _run("plan", catalog, None, fields, top=top)

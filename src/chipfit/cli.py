@@ -144,6 +144,7 @@ def _job_args(p: argparse.ArgumentParser, job: bool) -> None:
                        "(default: one batch)")
         p.add_argument("--epochs", type=_number, default=1.0, help="passes over --samples")
         p.add_argument("--tokens", type=_number, help="training tokens (sequence models), instead of --samples")
+        _lora_args(p)
 
 
 def _out_args(p: argparse.ArgumentParser) -> None:
@@ -256,7 +257,17 @@ def _plan_parser(sub) -> None:
     pl.add_argument("--network", help="the network between nodes, e.g. ib-hdr-200, efa-p5, opa-4x100 "
                     "(default: that of the vendor's reference node)")
     pl.add_argument("--top", type=_at_least(1), default=5, help="plans to show")
+    _lora_args(pl)
     _out_args(pl)
+
+
+def _lora_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lora", type=_whole, metavar="RANK", help="fine-tune rank-RANK LoRA adapters on a frozen base "
+                   "(a transformer from the library or --spec); see docs/finetune.md")
+    p.add_argument("--lora-targets", metavar="NAMES", help="matrices that get adapters, comma-separated, or "
+                   "all-linear (default: q_proj,k_proj,v_proj,o_proj)")
+    p.add_argument("--lora-base", metavar="STORAGE", help="store the frozen base in fp8, int8 or nf4 (QLoRA) "
+                   "(default: the compute precision)")
 
 
 def _local_parsers(sub) -> None:
@@ -326,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     prof = _sub(sub, "profile", "FLOPs, bytes, parameters and memory of one step, per operator and layer")
     prof.add_argument("model", help="a zoo name, model file or package.module:factory")
     _job_args(prof, job=False)
+    _lora_args(prof)
     prof.add_argument("--depth", type=_at_least(1), default=2, help="module-path depth of the per-layer table")
     prof.add_argument("--ops", action="store_true", help="every traced operator (a table, or in --json)")
     _out_args(prof)
@@ -363,7 +375,8 @@ def job_from(args: argparse.Namespace):
         model=a.get("model"), spec=a.get("spec"), mode=a.get("mode") or ("train" if a.get("train") else None),
         batch=a.get("batch"), seq=a.get("seq"), prompt=a.get("prompt"), generate=a.get("generate"),
         samples=a.get("samples"), epochs=a.get("epochs", 1.0), tokens=a.get("tokens"), precision=a.get("precision"),
-        optimizer=a.get("optimizer", "adamw"), devices=a.get("devices"),
+        optimizer=a.get("optimizer", "adamw"), lora=a.get("lora"), lora_targets=a.get("lora_targets"),
+        lora_base=a.get("lora_base"), devices=a.get("devices"),
         device_counts=_device_counts(a["devices_list"]) if a.get("devices_list") else (),
         max_devices=a.get("max_devices"), hw_class=a.get("hw_class"),
         hardware=(hardware,) if isinstance(hardware, str) else tuple(hardware), framework=a.get("framework"),

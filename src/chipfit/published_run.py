@@ -10,7 +10,8 @@ what it could not read:
 - seq_len: '2048', an image size '224x224', or serving lengths 'prompt 128, output 2048';
 - global_batch: '3264', '2048 seqs (4.2M tokens)', '4M tokens';
 - device_count: the first number ('512 chips (128 hosts x 4)', '2 (TP2)'); 'GCDs' count half packages;
-- hardware: free text for the hardware resolver, optionally with the network '(400 Gbps RoCE per GPU)'.
+- hardware: free text for the hardware resolver, optionally with the network '(400 Gbps RoCE per GPU)';
+- model and notes: a LoRA fine-tune ('LoRA', with its rank: 'lora_rank 16', 'LoRA rank 16').
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class PublishedRun:
     devices: int | None  # in catalog units (packages, chips)
     precision_text: str
     engine: str | None = None  # the serving engine the row's source names (serving_engine)
+    lora_rank: int | None = None  # a LoRA fine-tune's adapter rank; None: every weight trains
 
     @property
     def serving(self) -> bool:
@@ -148,6 +150,17 @@ def parse_lengths(text: str) -> tuple[int | None, int | None, int | None, int | 
     return (int(n) if n else None), None, None, None
 
 
+def parse_lora(model: str, notes: str) -> int | None:
+    """The adapter rank of a row whose model or notes says LoRA ('lora_rank 16', 'LoRA rank 16'); None otherwise."""
+    said = f"{model} {notes}".lower()
+    if not re.search(r"\blora\b", said):
+        return None
+    m = re.search(r"lora[_ ]?(?:rank|r|dim)\s*[=:]?\s*(\d+)|\brank\s*[=:]?\s*(\d+)", said)
+    if m is None:
+        raise RowUnreadable("the row is a LoRA fine-tune but gives no adapter rank; write 'LoRA rank N' in its notes")
+    return int(m.group(1) or m.group(2))
+
+
 def parse_devices(text: str) -> int | None:
     """Devices in catalog units: the first number, halved for counts of GCDs."""
     if not (text or "").strip():
@@ -231,5 +244,6 @@ def read_run(row: dict) -> PublishedRun:
         output_tokens=output, batch_text=row["global_batch"], hardware=row["hardware"],
         devices=parse_devices(row["device_count"]), precision_text=row["precision"],
         engine=serving_engine(f"{row['source']} {row['precision']}"),
+        lora_rank=parse_lora(row["model"], row.get("notes") or ""),
     )
 

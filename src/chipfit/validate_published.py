@@ -42,6 +42,7 @@ from .published_run import (DEFAULT_SEQ_LEN, PublishedRun, RowUnreadable, parse_
 from .row_lookup import RowModel, resolve_row_hardware, resolve_row_model
 from .predict.fusion import fuse_for_engine, fuse_into_norms
 from .workload.llm import profile_spec
+from .workload.lora import LoRA
 from .workload.profile import Profile
 from .workload.workload import Workload
 
@@ -214,9 +215,9 @@ def _check_params(run: PublishedRun, model: RowModel) -> None:
 def _llm_train(run: PublishedRun, model: RowModel, catalog: Catalog, hw_id: str, devices: int | None,
                network: Network | None) -> Predicted:
     spec = model.spec
-    if re.search(r"\blora\b|adapter", run.model.lower()):
-        raise RowUnreadable("LoRA fine-tuning (frozen base weights, trained adapters) is not modelled by the "
-                            "training predictors")
+    lora = LoRA(run.lora_rank) if run.lora_rank else None
+    if lora is None and re.search(r"\badapters?\b", run.model.lower()):
+        raise RowUnreadable("adapter fine-tuning other than LoRA is not modelled by the training predictors")
     seq = run.seq_len or DEFAULT_SEQ_LEN
     precision = parse_precision(run.precision_text)
     hw = catalog.get(hw_id)
@@ -228,23 +229,28 @@ def _llm_train(run: PublishedRun, model: RowModel, catalog: Catalog, hw_id: str,
     job = Workload(model=model.name, batch=batch, seq_len=seq, tokens=tokens or float(batch * seq),
                    precision=precision)
     zero_stages, recompute = plan_hints(run.precision_text)
-    search = search_plans(lambda b: profile_spec(spec, batch=b, seq_len=seq, precision=precision), plan_shape(spec, seq),
+    search = search_plans(lambda b: profile_spec(spec, batch=b, seq_len=seq, precision=precision, lora=lora),
+                          plan_shape(spec, seq),
                           job, hw, devices=devices, max_devices=None if devices else batch,
                           objective="time" if devices else "device_hours", network=network,
                           zero_stages=zero_stages, recompute=recompute)
     best = search.best
     if best is None:
         raise RowUnreadable(f"no plan fits: {search.why}")
-    passes = 4 if best.plan.activation_checkpointing else 3
+    # Passes over the weights: forward, backward's input and weight gradients (a frozen base has none), recompute.
+    passes = (2 if lora else 3) + best.plan.activation_checkpointing
+    adapters = 6 * profile_spec(spec, seq_len=seq, precision=precision, lora=lora).trainable_params if lora else 0
     return Predicted(
         how=(f"{best.plan.describe()} on {best.plan.devices} x {hw_id}, micro-batch {best.micro_batch}, {precision}; "
-             f"{spec.layers}x{spec.hidden} ({model.source})"),
+             f"{spec.layers}x{spec.hidden} ({model.source})" + (f"; {lora.describe()}" if lora else "")),
         devices=best.plan.devices, tdp_watts=hw.tdp_watts.value if hw.tdp_watts else None,
         peak_flops=hw.peak(precision) or hw.peak("bf16"), step_s=best.step_time_s,
         samples_per_step=best.global_batch, tokens_per_sample=seq,
         total_s=best.total_time_s if tokens else None,
-        model_flops_per_token=6 * active + 12 * spec.layers * spec.q_dim * seq,  # PaLM App. B: 6N + 12 L H Q T
-        hardware_flops_per_token=2 * active * passes * (1 + seq / (6 * spec.hidden)),  # Narayanan et al. 2021 Eq. 3
+        # PaLM App. B: 6N + 12 L H Q T; LoRA 4N + 6 N_adapters
+        model_flops_per_token=(passes - best.plan.activation_checkpointing) * 2 * active + adapters
+        + 12 * spec.layers * spec.q_dim * seq,
+        hardware_flops_per_token=2 * active * passes * (1 + seq / (6 * spec.hidden)) + adapters,  # Narayanan 2021 Eq. 3
     )
 
 

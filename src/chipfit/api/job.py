@@ -18,6 +18,7 @@ from ..catalog.schema import CLASSES, FRAMEWORKS
 from ..errors import ArgumentError, ChipfitError, closest
 from ..predict import Conditions
 from ..predict.parallel import NETWORKS
+from ..workload.lora import BASE_BYTES, LoRA, parse_targets
 from ..workload.workload import OPTIMIZERS, PRECISION_CHOICES, Workload
 
 MODES = ("train", "infer")
@@ -125,7 +126,9 @@ class Job:
     `model` is a name (zoo, file, package.module:factory, hub id) or an nn.Module; `spec` instead
     gives a transformer by its sizes. `batch` is the global batch; `devices` the devices per entry
     (compare; default 1; plan: exactly this many), `device_counts` those advise weighs, `max_devices`
-    the most a plan search tries.
+    the most a plan search tries. `lora` fine-tunes rank-`lora` adapters on a frozen base (workload.lora):
+    on `lora_targets` (comma-separated matrix names or all-linear; default q,k,v,o), the base stored in
+    `lora_base` (fp8, int8, nf4 for QLoRA; default the compute precision).
     None means "the default", filled in by `with_defaults` with the rule in `defaults`.
     """
 
@@ -142,6 +145,9 @@ class Job:
     tokens: float | None = None
     precision: str | None = None
     optimizer: str = "adamw"
+    lora: int | None = None
+    lora_targets: str | None = None
+    lora_base: str | None = None
     devices: int | None = None
     device_counts: tuple[int, ...] = ()
     max_devices: int | None = None
@@ -191,6 +197,7 @@ class Job:
         else:
             _known(self.framework, "Framework", FRAMEWORKS)
         _known(self.network, "Network", tuple(NETWORKS))
+        self._check_lora()
         if self.model is not None and self.spec is not None:
             raise ArgumentError("Give a model or --spec, not both.")
         if self.serving and (self.mode == "train" or not self.prompt or not self.generate):
@@ -198,6 +205,25 @@ class Job:
         if self.serving and self.network is not None:
             raise ArgumentError("--network prices the traffic between nodes of training and batch inference; LLM "
                               "serving (--prompt, --generate) is priced within one node, so leave --network out.")
+
+    def _check_lora(self) -> None:
+        _positive(self.lora, "--lora", "the adapters' rank as a whole number of 1 or more, like 16", whole=True,
+                  minimum=1, inclusive=True, maximum=MAX_COUNT)
+        _known(self.lora_base, "LoRA base storage (--lora-base)", tuple(BASE_BYTES))
+        if self.lora is None and (self.lora_targets is not None or self.lora_base is not None):
+            raise ArgumentError("--lora-targets and --lora-base shape LoRA adapters; give --lora RANK with them.")
+        if self.lora is not None and (self.mode == "infer" or self.serving):
+            raise ArgumentError("--lora fine-tunes adapters, a training job; leave out --infer, --prompt and "
+                                "--generate, or leave out --lora.")
+
+    def lora_config(self) -> LoRA | None:
+        """The LoRA adapters the job trains, or None for full training."""
+        if self.lora is None:
+            return None
+        try:
+            return LoRA(int(self.lora), parse_targets(self.lora_targets), self.lora_base)
+        except ChipfitError as exc:
+            raise ArgumentError(str(exc)) from None
 
     # --- what the job is -------------------------------------------------------------------
     @property

@@ -14,19 +14,22 @@ from ..predict.plans import PlanSearch
 from ..predictors import PlanPredictor, plan_shape
 from ..workload.workload import Workload
 from .job import Job
-from .profiling import llm_spec, prepared
+from .profiling import llm_spec, lora_spec, prepared
 
 
 @dataclass
 class PlanResult:
-    """The job as planned and the ranked plans; `to_dict()` is `chipfit plan --json`."""
+    """The job as planned and the ranked plans; `to_dict()` is `chipfit plan --json`. `finetune` describes the
+    LoRA adapters trained on a frozen base ("" for full training)."""
 
     workload: Workload
     search: PlanSearch
     notes: list[str]
+    finetune: str = ""
 
     def to_dict(self) -> dict:
-        return {"workload": self.workload.to_dict(), "search": self.search.to_dict(), "notes": list(self.notes)}
+        return {"workload": self.workload.to_dict(), "search": self.search.to_dict(), "notes": list(self.notes),
+                "finetune": self.finetune}
 
 
 def plan(job: Job, catalog: Catalog | None = None, store=None, *, top: int = 5) -> PlanResult:
@@ -41,6 +44,9 @@ def plan(job: Job, catalog: Catalog | None = None, store=None, *, top: int = 5) 
     except ChipfitError as exc:
         raise ChipfitError(f"chipfit plan searches transformer plans; {exc} For other models use "
                            "`chipfit compare MODEL --devices N`.") from exc
+    lora = job.lora_config()
+    if lora is not None:
+        lora_spec(job)
     job = prepared(job, "plan")
     catalog = catalog if catalog is not None else load_catalog()
     hw = hardware_named(job.hardware[0], catalog)
@@ -52,11 +58,12 @@ def plan(job: Job, catalog: Catalog | None = None, store=None, *, top: int = 5) 
         from ..workload import llm
 
         return llm.profile_spec(spec, mode="train", batch=micro_batch, seq_len=job.seq, precision=job.precision,
-                                optimizer=job.optimizer)
+                                optimizer=job.optimizer, lora=lora)
 
     c = job.constraints
     predictor = PlanPredictor(profile_at, plan_shape(spec, job.seq), workload, catalog, max_devices=job.max_devices,
                               devices=job.devices,
                               objective=c.objective, deadline_s=c.deadline_s, budget_usd=c.budget_usd,
                               conditions=job.conditions, network=job.network, top=top)
-    return PlanResult(workload=workload, search=predictor.search(hw), notes=list(job.defaults))
+    return PlanResult(workload=workload, search=predictor.search(hw), notes=list(job.defaults),
+                      finetune=f"{lora.describe()}, the rest frozen" if lora else "")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ..errors import ChipfitError
+from ..errors import ArgumentError, ChipfitError
 from ..workload.profile import Profile
 from .job import Job
 
@@ -44,10 +44,27 @@ def llm_spec(job: Job):
     return library.transformer_spec(job.model)
 
 
+def lora_spec(job: Job):
+    """The TransformerSpec a --lora job fine-tunes, its adapters checked against it (ArgumentError)."""
+    try:
+        spec = llm_spec(job)
+    except ChipfitError as exc:
+        raise ArgumentError(f"--lora adapts the matrices of a transformer from the library or --spec; {exc}") from None
+    try:
+        job.lora_config().check(spec)
+    except ChipfitError as exc:
+        raise ArgumentError(str(exc)) from None
+    return spec
+
+
 def profile_job(job: Job, batch: int) -> Profile:
-    """One step of the job at per-device `batch`: analytic for a spec or served LLM, else traced."""
+    """One step of the job at per-device `batch`: analytic for a spec, a served LLM or LoRA, else traced."""
     from ..workload import llm
     from ..workload import profile as trace
+
+    if job.lora is not None:
+        return llm.profile_spec(lora_spec(job), mode=job.mode, batch=batch, seq_len=job.seq,
+                                precision=job.precision, optimizer=job.optimizer, lora=job.lora_config())
 
     if job.serving:
         # The prefill: an encoder-decoder's encoder reads the prompt and its decoder takes one start token.

@@ -71,11 +71,14 @@ def memory_per_device(profile: Profile, workload: Workload, plan: Plan, hw_class
     dp, t, p = plan.data_parallel, plan.tensor_parallel, plan.pipeline_parallel
     experts = shape.expert_params if shape is not None else 0
     params = (profile.params - experts) / (t * p) + experts / (plan.expert_parallel * p)
-    trainable = params * (profile.trainable_params / profile.params if profile.params else 0.0)
+    share = params / profile.params if profile.params else 0.0
+    trainable = share * profile.trainable_params
     if workload.training:
         kind = "full" if workload.precision in ("fp32", "tf32") else "mixed"
         w_b, g_b, opt = _TRAIN_BYTES[kind]
-        weights = params * w_b
+        # Frozen weights (LoRA's base) at the bytes they are stored in; trained ones as mixed precision keeps them.
+        frozen = share * profile.frozen_param_bytes if profile.frozen_param_bytes else (params - trainable) * w_b
+        weights = trainable * w_b + frozen
         grads = trainable * g_b
         optimizer = trainable * opt[workload.optimizer]
         if plan.zero_stage >= 1:

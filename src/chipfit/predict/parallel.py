@@ -292,7 +292,8 @@ def needs_links(plan: Plan, training: bool) -> bool:
 
 def plan_step(phase_s: dict[str, float], plan: Plan, *, training: bool, micro_batch: int,
               grad_params: float, grad_bytes: int, act_bytes: int, topo: Topology | None,
-              shape: ModelShape | None, overlap: bool = True, overlap_slowdown: float = 0.0) -> PlanStep:
+              shape: ModelShape | None, overlap: bool = True, overlap_slowdown: float = 0.0,
+              gather_bytes: float | None = None) -> PlanStep:
     """Step time of one device from the roofline phase times of one micro-batch.
 
     `phase_s` is one micro-batch of the whole model on one tensor-parallel rank (see
@@ -302,6 +303,8 @@ def plan_step(phase_s: dict[str, float], plan: Plan, *, training: bool, micro_ba
     is not overlapped with compute; data-parallel gradient traffic overlaps with the last
     micro-batch's backward (ZeRO-3's weight gathers with each micro-batch's compute), which it slows
     by `overlap_slowdown` (overlapped_exposed_s); with overlap=False nothing overlaps (the high bound).
+    `gather_bytes`: the weight shard ZeRO-3 gathers (default grad_params x grad_bytes, every weight trained;
+    frozen LoRA weights are gathered too, while only the adapters' gradients are reduced).
     """
     t, p, m, dp = plan.tensor_parallel, plan.pipeline_parallel, plan.micro_batches, plan.data_parallel
     needs_shape = t > 1 or p > 1 or plan.expert_parallel > 1
@@ -349,7 +352,8 @@ def plan_step(phase_s: dict[str, float], plan: Plan, *, training: bool, micro_ba
     if training and dp > 1:
         size = grad_params * grad_bytes
         if plan.zero_stage == 3:
-            per_mb = (2 * group_collective_s("all_gather", size, dp, topo, stride=t)
+            gathered = size if gather_bytes is None else gather_bytes
+            per_mb = (2 * group_collective_s("all_gather", gathered, dp, topo, stride=t)
                       + group_collective_s("reduce_scatter", size, dp, topo, stride=t))
             data_total = m * per_mb
             data_exposed = m * overlapped_exposed_s(per_mb, fwd + bwd, overlap_slowdown) if overlap else data_total

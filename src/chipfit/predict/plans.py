@@ -282,12 +282,15 @@ def search_plans(
                                    f"{capacity / 2**30:.0f} GiB")
                             continue
                         experts = shape.expert_params  # split over ep x pp ranks, the rest over tp x pp
+                        share = ((prof.params - experts) / (t * p) + experts / (ep * p)) / prof.params
+                        grad_bytes = 4 if workload.precision in ("fp32", "tf32") else 2
                         parts = plan_step(phase_s, plan, training=True, micro_batch=b,
-                                          grad_params=(prof.trainable_params - experts) / (t * p) + experts / (ep * p),
-                                          grad_bytes=4 if workload.precision in ("fp32", "tf32") else 2,
+                                          grad_params=share * prof.trainable_params, grad_bytes=grad_bytes,
                                           act_bytes=activation_element_bytes(workload.precision),
                                           topo=topo, shape=shape,
-                                          overlap_slowdown=overlap_slowdown(hw.hw_class))
+                                          overlap_slowdown=overlap_slowdown(hw.hw_class),
+                                          gather_bytes=share * (prof.frozen_param_bytes + prof.trainable_params
+                                                                * grad_bytes) if prof.frozen_param_bytes else None)
                         total = job.steps() * parts.step_s
                         hours = total * n / 3600
                         energy = (_energy.energy_kwh(hours, hw.tdp_watts.value, pue) if hw.tdp_watts else None)

@@ -398,6 +398,8 @@ def plan_tables(result) -> list:
         out.append(search.why)
     if search.links:
         out.append(f"Links: {search.links}.")
+    if result.finetune:
+        out.append(f"Fine-tuning: {result.finetune}.")
     out += [f"[dim]default: {n}[/dim]" for n in result.notes]
     if search.rejected:
         out.append("[bold]Rejected:[/bold]")

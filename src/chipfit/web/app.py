@@ -76,6 +76,12 @@ class CompareRequest(BaseModel):
     generate_tokens: int | None = Field(None, description="LLM serving (mode infer): generated tokens per request")
     network: str | None = Field(None, description="the network between nodes for every entry, e.g. ib-hdr-200, "
                                                   "efa-p5; default each vendor's reference node's")
+    lora: int | None = Field(None, description="training: fine-tune LoRA adapters of this rank on a frozen base "
+                                               "(a library transformer or a spec)")
+    lora_targets: str | None = Field(None, description="with lora: matrices that get adapters, comma-separated, or "
+                                                       "all-linear; default q_proj,k_proj,v_proj,o_proj")
+    lora_base: str | None = Field(None, description="with lora: store the frozen base in fp8, int8 or nf4 (QLoRA); "
+                                                    "default the compute precision")
 
 
 class ProfileCache:
@@ -157,7 +163,8 @@ class Dashboard:
         """chipfit.api.profiling.profile_job in a limited worker (web/guard.py), cached by what it depends on."""
         from ..api.profiling import profile_job
 
-        key = (job.model, job.spec, job.serving, job.prompt, job.mode, batch, job.seq, job.precision, job.optimizer)
+        key = (job.model, job.spec, job.serving, job.prompt, job.mode, batch, job.seq, job.precision, job.optimizer,
+               job.lora, job.lora_targets, job.lora_base)
         return self.profiles.get(key, lambda: self._trace(profile_job, job, batch, stopping=self.closing.is_set))
 
     # --- compare --------------------------------------------------------------------------
@@ -176,7 +183,8 @@ class Dashboard:
         source, name = self.source(req.model) if req.model is not None else (None, None)
         return Job(model=source, spec=req.spec, label=name, mode=req.mode, batch=req.batch, seq=req.seq,
                    prompt=req.prompt_tokens, generate=req.generate_tokens, samples=req.samples, epochs=req.epochs,
-                   tokens=req.tokens, precision=req.precision, optimizer=req.optimizer, devices=req.devices,
+                   tokens=req.tokens, precision=req.precision, optimizer=req.optimizer, lora=req.lora,
+                   lora_targets=req.lora_targets, lora_base=req.lora_base, devices=req.devices,
                    hw_class=req.hw_class, hardware=tuple(req.hardware or ()), framework=req.framework,
                    network=req.network, local=False,
                    constraints=Constraints(deadline_s=parse_duration(req.deadline) if req.deadline else None,

@@ -33,6 +33,7 @@ import numpy as np
 
 from ..errors import ChipfitError, closest
 from ..limits import MAX_DIM, MAX_LAYERS, check_whole
+from .lora import LoRA
 from .profile import Op, Profile
 from .workload import Workload
 
@@ -419,7 +420,7 @@ def parse_spec(text: str) -> TransformerSpec:
 # --- activation memory ----------------------------------------------------------------------
 def activation_bytes_per_layer(spec: TransformerSpec, batch: int, seq_len: int, act_bytes: int,
                                flash_attention: bool = True, layer: Layer | None = None,
-                               encoder_len: int | None = None) -> float:
+                               encoder_len: int | None = None, lora: LoRA | None = None) -> float:
     """Bytes one layer (default: the last) saves for backward (Korthikanti et al. 2022, Sec. 4.1, no dropout).
 
     With s*b tokens and e bytes per element: norms 2*e*sbh (each norm's input); attention
@@ -432,14 +433,27 @@ def activation_bytes_per_layer(spec: TransformerSpec, batch: int, seq_len: int, 
     output and the keys and values over the encoder's tokens. For GPT (kv = h, f = 4h, e = 2) this is
     32*sbh: the paper's 34*sbh less its two sbh dropout masks. Without flash attention add the
     softmax output e*a*s*s'*b (the paper's 5*as^2*b adds dropout's 3), s' the keys attended.
+
+    Under `lora` a frozen matrix's input is saved only where an adapter on a matrix reading it needs it
+    (autograd saves a matmul's input for its weight gradient alone): the QKV input h and the MLP's input h
+    and down-projection input f drop out unless adapted (the attention output stays: flash attention saves it).
     """
     layer = layer or spec.layer_kinds()[-1]
     enc = spec.encoder_tokens(encoder_len or seq_len)
     s = enc if layer.stack == "encoder" else seq_len
     keys = min(s, layer.window) if layer.window else s
     t, h, e = batch * s, spec.hidden, act_bytes
+
+    def saved(names) -> int:
+        """1 when the input these matrices read is saved: always, or under LoRA when one of them is adapted."""
+        return int(lora is None or any(lora.adapts(n) for n in names))
+
+    qkv_in = saved(n for n, i, _ in spec.attention_matrices() if i == h and n != "o_proj")
+    mlp = spec.mlp_matrices(spec.dense_width)
+    mlp_in, mlp_mid = saved(n for n, *_ in mlp[:-1]), saved(n for n, *_ in mlp[-1:])
     norms = 2 * e * t * h
-    attn = e * t * (h + spec.q_dim + spec.kv_dim + spec.v_dim + spec.out_dim) + LOGSUMEXP_BYTES * batch * spec.heads * s
+    attn = (e * t * (qkv_in * h + spec.q_dim + spec.kv_dim + spec.v_dim + spec.out_dim)
+            + LOGSUMEXP_BYTES * batch * spec.heads * s)
     if spec.mla:
         attn += e * t * (spec.q_lora_rank + spec.kv_lora_rank + spec.rope_head_dim)
     if not flash_attention:
@@ -449,24 +463,31 @@ def activation_bytes_per_layer(spec: TransformerSpec, batch: int, seq_len: int, 
         attn += e * t * (2 * h + 2 * spec.q_dim) + e * batch * enc * 2 * kv + LOGSUMEXP_BYTES * batch * spec.heads * s
         if not flash_attention:
             attn += e * spec.heads * s * enc * batch
-    per_expert = (4 if spec.gated_mlp else 2) * spec.ffn
+    widths = (3 if spec.gated_mlp else 1) + mlp_mid  # MLP tensors saved per unit of its width
     if layer.moe:
-        k = spec.top_k
-        mlp = e * t * (h + k * (2 * h + per_expert) + spec.shared_experts * per_expert) + FP32_BYTES * t * spec.experts
+        k, per_expert = spec.top_k, widths * spec.ffn
+        mlp_bytes = (e * t * (h + k * ((1 + mlp_in) * h + per_expert) + spec.shared_experts * per_expert)
+                     + FP32_BYTES * t * spec.experts)
     else:
-        mlp = e * t * (h + (4 if spec.gated_mlp else 2) * spec.dense_width)
-    return norms + attn + mlp
+        mlp_bytes = e * t * (mlp_in * h + widths * spec.dense_width)
+    return norms + attn + mlp_bytes
 
 
 # --- the profile ----------------------------------------------------------------------------
 @dataclass
 class _Ops:
-    """Collects forward ops and mirrors each into the backward (2x FLOPs)."""
+    """Collects forward ops and mirrors each into the backward (2x FLOPs). Under `lora` the matrices are frozen
+    and adapted ones gain adapters (counted in `adapter_params`); `dequant_bytes` > 0: frozen weights are
+    stored at that many bytes each and dequantised for every GEMM."""
 
     forward: list[Op]
     backward: list[Op]
     dtype: str
     train: bool
+    lora: LoRA | None = None
+    dequant_bytes: float = 0.0
+    adapter_params: int = 0
+    adapter_saved: float = 0.0  # bytes of x A the adapters save for backward
 
     def add(self, name: str, kind: str, module: str, flops: float, read: float, written: float,
             bwd: tuple[float, float, float] | None = None, causal: bool | None = None) -> None:
@@ -480,15 +501,45 @@ class _Ops:
 
 
 def _matmuls(ops: _Ops, spec: TransformerSpec, module: str, name: str,
-             matrices: list[tuple[int, int, int, int]], act: int, wbytes: int) -> None:
-    """One matmul op for a group of (in, out, rows, copies) matrices: copies of in x out weights
-    that together see `rows` rows. Backward: grad input and grad weight, each one forward product."""
-    flops = sum(2 * r * i * o + (r * o if spec.bias else 0) for i, o, r, _ in matrices)
-    weights = sum(c * i * o for i, o, _, c in matrices) * wbytes
-    x_in = sum(r * i for i, _, r, _ in matrices) * act
-    y_out = sum(r * o for _, o, r, _ in matrices) * act
+             matrices: list[tuple[str, int, int, int, int]], act: int, wbytes: int, layer: bool = True) -> None:
+    """One matmul op for a group of (name, in, out, rows, copies) matrices: copies of in x out weights
+    that together see `rows` rows. Backward: grad input and grad weight, each one forward product. Under LoRA
+    a frozen matrix computes only the grad input, a `layer` matrix stored quantised is first dequantised
+    (forward and backward), and adapted matrices add their adapters (_adapters)."""
+    flops = sum(2 * r * i * o + (r * o if spec.bias else 0) for _, i, o, r, _ in matrices)
+    params = sum(c * i * o for _, i, o, _, c in matrices)
+    weights = params * wbytes
+    x_in = sum(r * i for _, i, _, r, _ in matrices) * act
+    y_out = sum(r * o for _, _, o, r, _ in matrices) * act
     bwd = (BACKWARD_FACTOR * flops, 2 * y_out + x_in + weights, x_in + weights)
-    ops.add(name, "matmul", module, flops, x_in + weights, y_out, bwd)
+    if ops.lora is None:
+        ops.add(name, "matmul", module, flops, x_in + weights, y_out, bwd)
+        return
+    if ops.dequant_bytes and layer:
+        stored = params * ops.dequant_bytes
+        ops.add("dequantize", "elementwise", module, params, stored, weights, (params, stored, weights))
+    ops.add(name, "matmul", module, flops, x_in + weights, y_out,
+            (sum(2 * r * i * o for _, i, o, r, _ in matrices), y_out + weights, x_in))
+    if layer:
+        _adapters(ops, module, name, [m for m in matrices if ops.lora.adapts(m[0])], act)
+
+
+def _adapters(ops: _Ops, module: str, name: str, matrices: list[tuple[str, int, int, int, int]], act: int) -> None:
+    """The LoRA adapters of `matrices`: x A (in x r) then B (r x out) added to the frozen output,
+    2 rows r (in + out) FLOPs each; backward the grad input and grad weight of both, 2x."""
+    if not matrices:
+        return
+    r = ops.lora.rank
+    params = sum(c * r * (i + o) for _, i, o, _, c in matrices)
+    flops = sum(2 * rows * r * (i + o) for _, i, o, rows, _ in matrices)
+    x_in = sum(rows * i for _, i, _, rows, _ in matrices) * act
+    y_out = sum(rows * o for _, _, o, rows, _ in matrices) * act
+    mid = sum(rows * r for *_, rows, _ in matrices) * act  # x A, r wide, saved for B's weight gradient
+    ops.adapter_params += params
+    ops.adapter_saved += mid
+    weights = params * act
+    ops.add(f"{name}.lora", "matmul", module, flops, x_in + mid + y_out + weights, mid + y_out,
+            (BACKWARD_FACTOR * flops, y_out + x_in + 2 * mid + weights, x_in + mid + weights))
 
 
 def _casts(ops: _Ops, module: str, params: int) -> None:
@@ -514,7 +565,8 @@ def _layer_ops(ops: _Ops, spec: TransformerSpec, layer: Layer, p: str, batch: in
     t, h = batch * s, spec.hidden
     norm_flops = NORM_FLOPS_PER_ELEMENT[spec.norm]
     ops.add("norm", "norm", f"{p}.norm", 2 * norm_flops * t * h, 2 * t * h * act, 2 * t * h * act)
-    _matmuls(ops, spec, f"{p}.attn", "qkvo_proj", [(i_, o, t, 1) for _, i_, o in spec.attention_matrices()], act, act)
+    attention = [(n, i_, o, t, 1) for n, i_, o in spec.attention_matrices()]
+    _matmuls(ops, spec, f"{p}.attn", "qkvo_proj", attention, act, act)
     keys = min(s, layer.window) if layer.window else s
     causal = spec.causal and layer.stack == "layers"
     _attention(ops, spec, f"{p}.attn", "sdpa", batch, s, keys, (spec.q_dim, spec.kv_dim, spec.v_dim, spec.out_dim),
@@ -528,26 +580,26 @@ def _layer_ops(ops: _Ops, spec: TransformerSpec, layer: Layer, p: str, batch: in
         ops.add("norm", "norm", f"{p}.cross", norm_flops * t * h, t * h * act, t * h * act)
         rows = {"k_proj": batch * enc, "v_proj": batch * enc}
         _matmuls(ops, spec, f"{p}.cross", "cross_proj",
-                 [(i_, o, rows.get(n, t), 1) for n, i_, o in spec.cross_matrices()], act, act)
+                 [(n, i_, o, rows.get(n, t), 1) for n, i_, o in spec.cross_matrices()], act, act)
         _attention(ops, spec, f"{p}.cross", "cross_sdpa", batch, s, enc, (spec.q_dim, kv, kv, spec.q_dim), act, False)
     if layer.moe:
         k, e, shared = spec.top_k, spec.experts, spec.shared_experts
         ops.add("router_softmax_topk", "reduction", f"{p}.mlp", (LOG_SOFTMAX_FLOPS_PER_ELEMENT + 1) * t * e,
                 t * e * act, t * e * FP32_BYTES + t * k * (FP32_BYTES + TOKEN_ID_BYTES))
         ops.add("dispatch", "memory", f"{p}.mlp", 0, t * h * act, t * k * h * act)
-        groups = [(h, e, t, 1)] + [(i_, o, t * k, e) for _, i_, o in spec.expert_matrices()]
-        groups += [(i_, o, t * shared, shared) for _, i_, o in spec.expert_matrices()] if shared else []
+        groups = [("router", h, e, t, 1)] + [(n, i_, o, t * k, e) for n, i_, o in spec.expert_matrices()]
+        groups += [(n, i_, o, t * shared, shared) for n, i_, o in spec.expert_matrices()] if shared else []
         act_elems = t * (k + shared) * spec.ffn
         combine = 2 * t * k * h  # weight each expert output, sum the top_k
     else:
-        groups = [(i_, o, t, 1) for _, i_, o in spec.mlp_matrices(spec.dense_width)]
+        groups = [(n, i_, o, t, 1) for n, i_, o in spec.mlp_matrices(spec.dense_width)]
         act_elems, combine = t * spec.dense_width, 0
     _matmuls(ops, spec, f"{p}.mlp", "mlp_proj", groups, act, act)
     gated = spec.gated_mlp
     mlp_read = (2 if gated else 1) * act_elems * act + combine * act + 2 * t * h * act
     ops.add("activation_residual", "elementwise", f"{p}.mlp", (2 if gated else 1) * act_elems + combine + t * h,
             mlp_read, act_elems * act + t * h * act)
-    if amp:
+    if amp and ops.lora is None:
         _casts(ops, p, spec.layer_matmul_params(layer))
 
 
@@ -561,6 +613,7 @@ def profile_spec(
     optimizer: str = "adamw",
     flash_attention: bool = True,
     encoder_len: int | None = None,
+    lora: LoRA | None = None,
 ) -> Profile:
     """One step of `spec` as a Profile: the forward (inference) or forward, loss, backward and
     optimizer step (training) of `batch` sequences of `seq_len` tokens, with the tracer's conventions.
@@ -570,9 +623,17 @@ def profile_spec(
     spec.encoder_tokens(seq_len): the model's fixed encoder length, else seq_len).
     Ops are grouped per layer and family (module paths 'layers.3.attn', 'encoder.0.mlp', ...).
     flash_attention=False adds the S x S attention probabilities to the saved activations.
+
+    `lora` fine-tunes adapters on a frozen base (workload.lora): the frozen matrices compute only their input
+    gradients, save no inputs they alone would need, keep no gradients, optimizer state or fp32 master copy
+    (stored at `lora.base_bytes`, dequantised per GEMM when quantised); only the adapters train.
     """
     spec = as_spec(spec)
     Workload(model=spec.name, mode=mode, batch=batch, seq_len=seq_len, precision=precision, optimizer=optimizer)
+    if lora is not None:
+        if mode != "train":
+            raise ChipfitError("LoRA adapters are trained; give --train with --lora, or leave --lora out.")
+        lora.check(spec)
     if spec.max_positions is not None and seq_len > spec.max_positions:
         raise ChipfitError(
             f"Sequence length {seq_len} exceeds the {spec.max_positions} positions of {spec.name!r}; "
@@ -581,23 +642,25 @@ def profile_spec(
     train = mode == "train"
     act = ACTIVATION_BYTES[precision]
     amp = train and act == 2
-    ops = _Ops([], [], COMPUTE_DTYPE[precision], train)
+    ops = _Ops([], [], COMPUTE_DTYPE[precision], train, lora,
+               lora.base_bytes(precision) if lora is not None and lora.dequantised(precision) else 0.0)
     b, s, h, v = batch, seq_len, spec.hidden, spec.vocab
     t = b * s
     enc = spec.encoder_tokens(encoder_len or s)
 
-    # Embedding lookup (and learned positions): gathers, 0 FLOPs; backward writes the whole gradient table.
+    # Embedding lookup (and learned positions): gathers, 0 FLOPs; backward writes the whole gradient table
+    # (none for a frozen one).
     table_grad = spec.embedding_params() * (MASTER_WEIGHT_BYTES if train else act)
     looked_up = t + (b * enc if spec.encoder_decoder and not spec.mel_bins else 0)
     gathered = looked_up * h * act * (2 if spec.max_positions else 1)
     ops.add("embedding", "memory", "embed", 0, looked_up * TOKEN_ID_BYTES + gathered, gathered,
-            (0, gathered, table_grad))
+            (0, gathered, table_grad) if lora is None else (0, 0, 0))
     if spec.max_positions:
         ops.add("add_positions", "elementwise", "embed", t * h, 2 * t * h * act, t * h * act)
     if spec.mel_bins:  # two convolutions of width 3 over 2*enc mel frames, the second of stride 2
         frames = 2 * enc
-        stem = [(3 * spec.mel_bins, h, b * frames, 1), (3 * h, h, b * enc, 1)]
-        _matmuls(ops, spec, "encoder.stem", "conv_stem", stem, act, act)
+        stem = [("conv1", 3 * spec.mel_bins, h, b * frames, 1), ("conv2", 3 * h, h, b * enc, 1)]
+        _matmuls(ops, spec, "encoder.stem", "conv_stem", stem, act, act, layer=False)
 
     stack_index: dict[str, int] = {}
     for layer in spec.layer_kinds():
@@ -606,9 +669,11 @@ def profile_spec(
 
     norm_flops = NORM_FLOPS_PER_ELEMENT[spec.norm]
     ops.add("norm", "norm", "final_norm", norm_flops * t * h, t * h * act, t * h * act)
-    if amp:
+    if amp and lora is None:
         _casts(ops, "lm_head", v * h)
-    _matmuls(ops, spec, "lm_head", "lm_head", [(h, v, t, 1)], act, act)
+    elif amp:
+        _casts(ops, "lora", ops.adapter_params)  # PEFT keeps the adapters in fp32 (autocast_adapter_dtype)
+    _matmuls(ops, spec, "lm_head", "lm_head", [("lm_head", h, v, t, 1)], act, act, layer=False)
     if train:
         ops.add("cross_entropy", "reduction", "loss", LOG_SOFTMAX_FLOPS_PER_ELEMENT * t * v + t,
                 t * v * act, t * v * FP32_BYTES + FP32_BYTES,
@@ -622,6 +687,8 @@ def profile_spec(
         owners += [("final_norm", spec.head_params() - spec.lm_head_params())]
         if spec.lm_head_params():
             owners += [("lm_head", spec.lm_head_params())]
+        if lora is not None:
+            owners = [("lora", ops.adapter_params)]
         for module, n in owners:
             all_ops.append(Op(f"{optimizer}.step", "elementwise", float(flops_per * n), read_per * n,
                               written_per * n, "fp32", "optimizer", module))
@@ -629,16 +696,40 @@ def profile_spec(
     params = spec.params()
     saved = 0.0
     if train:
-        saved = sum(activation_bytes_per_layer(spec, b, s, act, flash_attention, k, enc) for k in spec.layer_kinds())
-        saved += t * TOKEN_ID_BYTES + 2 * t * h * act + t * v * FP32_BYTES  # ids, final norm and head inputs, log-probs
+        saved = sum(activation_bytes_per_layer(spec, b, s, act, flash_attention, k, enc, lora)
+                    for k in spec.layer_kinds())
+        # ids, final norm and head inputs (a frozen head needs none), log-probs; adapters' x A
+        saved += t * TOKEN_ID_BYTES + (2 if lora is None else 1) * t * h * act + t * v * FP32_BYTES + ops.adapter_saved
     peak = saved + _transient_bytes(spec, max(t, b * enc), act, train)
-    return Profile(
-        model=spec.name, mode=mode, batch=b, seq_len=s, dtype=COMPUTE_DTYPE[precision], ops=all_ops,
-        params=params, trainable_params=params,
-        param_bytes=params * (MASTER_WEIGHT_BYTES if train else act),
-        activation_bytes=int(saved), peak_activation_bytes=int(peak),
-        notes=_notes(spec, train, precision, optimizer, flash_attention),
-    )
+    notes = _notes(spec, train, precision, optimizer, flash_attention)
+    if lora is None:
+        return Profile(model=spec.name, mode=mode, batch=b, seq_len=s, dtype=COMPUTE_DTYPE[precision], ops=all_ops,
+                       params=params, trainable_params=params,
+                       param_bytes=params * (MASTER_WEIGHT_BYTES if train else act),
+                       activation_bytes=int(saved), peak_activation_bytes=int(peak), notes=notes)
+    layer_matrices = sum(spec.layer_matmul_params(k) for k in spec.layer_kinds())
+    frozen = layer_matrices * lora.base_bytes(precision) + (params - layer_matrices) * act
+    adapters = ops.adapter_params
+    notes = [n for n in notes if not n.startswith("AMP")] + _lora_notes(lora, adapters, params, precision)
+    return Profile(model=spec.name, mode=mode, batch=b, seq_len=s, dtype=COMPUTE_DTYPE[precision], ops=all_ops,
+                   params=params + adapters, trainable_params=adapters,
+                   param_bytes=round(frozen) + adapters * MASTER_WEIGHT_BYTES, frozen_param_bytes=round(frozen),
+                   activation_bytes=int(saved), peak_activation_bytes=int(peak), notes=notes)
+
+
+def _lora_notes(lora: LoRA, adapters: int, base: int, precision: str) -> list[str]:
+    stored = lora.base or precision
+    notes = [f"{lora.describe()}: {adapters:,} trained adapter parameters on {base:,} frozen ones (Hu et al. 2021).",
+             "Frozen base: its matrices compute input gradients only (no weight gradients), save no inputs only "
+             "their weight gradients would need, and hold no gradients, optimizer state or fp32 master copy; "
+             f"layer matrices stored in {stored} ({lora.base_bytes(precision):.3g} bytes each), the embedding, "
+             "norms and output head at the activations' width.",
+             "Adapters: fp32 weights (PEFT's autocast_adapter_dtype), the only parameters the optimizer steps and "
+             "data parallelism all-reduces; adapter dropout not counted."]
+    if lora.dequantised(precision):
+        notes.append(f"Each GEMM dequantises its {lora.base} weights to {COMPUTE_DTYPE[precision]} first, forward "
+                     "and backward (QLoRA, Dettmers et al. 2023).")
+    return notes
 
 
 def as_spec(model) -> TransformerSpec:

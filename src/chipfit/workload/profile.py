@@ -88,6 +88,7 @@ class Profile:
     backward_peak_bytes: int = 0  # training: largest live set of non-parameter tensors in backward, gradients apart
     attention: list[AttentionCall] = field(default_factory=list)  # scaled_dot_product_attention calls (Op.group)
     dispatches: dict[str, int] = field(default_factory=dict)  # phase -> aten calls the host dispatches, views too
+    frozen_param_bytes: int = 0  # bytes of the weights no step trains (LoRA's base), stored as they are
 
     # --- totals -------------------------------------------------------------------------
     def flops(self, phase: str | None = None) -> float:
