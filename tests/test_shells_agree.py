@@ -17,6 +17,7 @@ import chipfit.workload as workload  # noqa: E402
 from chipfit.cli import main  # noqa: E402
 from chipfit.web import create_app  # noqa: E402
 from chipfit.workload.zoo import ZOO  # noqa: E402
+from chipfit.workload.zoo_vision_more import BUILDERS as VISION_MORE  # noqa: E402  (these run under -m slow)
 
 HARDWARE = ["nvidia-h100-sxm5-80gb", "google-tpu-v5p", "amd-instinct-mi300x", "intel-xeon-platinum-8480plus"]
 BATCH = 2
@@ -53,7 +54,7 @@ def _estimates(d: dict) -> list[dict]:
 
 
 @pytest.mark.parametrize("mode", ["train", "infer"])
-@pytest.mark.parametrize("model", list(ZOO))
+@pytest.mark.parametrize("model", [pytest.param(n, marks=[pytest.mark.slow] * (n in VISION_MORE)) for n in ZOO])
 def test_cli_python_and_dashboard_give_the_same_estimates(capsys, client, model, mode):
     seq = SEQ if ZOO[model].default_seq_len else None
     argv = ["compare", model, f"--{mode}", "--batch", str(BATCH), "--no-local", "--json"]
