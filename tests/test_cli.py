@@ -101,7 +101,7 @@ def _exit_code(message: str) -> int:
     (["profile", "resnet-5O"], "Unknown model 'resnet-5O'. Did you mean resnet50"),
     (["compare", "resnet50", "--hardware", "nvidia-h20"], "Unknown hardware 'nvidia-h20': no catalog entry matches it. "
                                                            "Closest entries:"),
-    (["hardware", "show", "H100 NVL"], "Unknown hardware 'H100 NVL': no catalog entry matches it."),
+    (["hardware", "show", "Jetson Orin NX"], "Unknown hardware 'Jetson Orin NX': no catalog entry matches it."),
     (["compare", "resnet50", "--samples", "0"], "--samples 0 leaves nothing to do; give a positive number of samples."),
     (["compare", "resnet50", "--batch", "-2"], "Batch -2 is not a positive number of samples; give --batch 1 or more."),
     (["compare", "resnet50", "--batch", "6", "--devices", "4"], "Batch 6 does not split evenly over 4 devices"),

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from chipfit.catalog import load_catalog
 from chipfit.catalog.schema import Figure, Hardware
 from chipfit.measure import devices
 from chipfit.measure.devices import (
@@ -148,11 +149,44 @@ def _device(kind: str, name: str) -> LocalDevice:
                        torch_device="cpu", precisions=("fp32",), memory_bytes=40 * 2**30)
 
 
-def test_match_catalog_by_model_token():
-    assert match_catalog(_device("cuda", "NVIDIA A100-PCIE-40GB"), CATALOG).id == "a100-pcie-40gb"
-    assert match_catalog(_device("cuda", "NVIDIA A100-SXM4-80GB"), CATALOG).id == "a100-sxm4-80gb"
-    assert match_catalog(_device("cuda", "NVIDIA H100 80GB HBM3"), CATALOG).id == "h100-sxm"
+@pytest.mark.parametrize("kind, name, hw_id", [
+    ("cuda", "NVIDIA A100-PCIE-40GB", "nvidia-a100-pcie-40gb"),
+    ("cuda", "NVIDIA A100-SXM4-80GB", "nvidia-a100-sxm4-80gb"),
+    ("cuda", "NVIDIA A100 80GB PCIe", "nvidia-a100-pcie-80gb"),
+    ("cuda", "NVIDIA H100 80GB HBM3", "nvidia-h100-sxm5-80gb"),
+    ("cuda", "NVIDIA H100 NVL", "nvidia-h100-nvl-94gb"),
+    ("cuda", "NVIDIA H200", "nvidia-h200-sxm-141gb"),  # as torch and nvidia-smi printed it on an H200, 2026-12
+    ("cuda", "Tesla V100-PCIE-32GB", "nvidia-v100-pcie-32gb"),
+    ("cuda", "Tesla V100-SXM2-16GB", "nvidia-v100-sxm2-16gb"),
+    ("cuda", "Tesla P100-PCIE-16GB", "nvidia-p100-pcie-16gb"),
+    ("cuda", "NVIDIA RTX A6000", "nvidia-rtx-a6000"),
+    ("cuda", "NVIDIA RTX 6000 Ada Generation", "nvidia-rtx-6000-ada"),
+    ("cuda", "NVIDIA L40", "nvidia-l40"),
+    ("cuda", "NVIDIA GeForce RTX 4080", "nvidia-rtx-4080"),
+    ("cuda", "AMD Instinct MI210", "amd-instinct-mi210"),
+    ("cuda", "AMD Radeon RX 7900 XTX", "amd-radeon-rx-7900-xtx"),
+    ("cpu", "AMD EPYC 7763 64-Core Processor", "amd-epyc-7763"),
+    ("cpu", "AMD EPYC 9654 96-Core Processor", "amd-epyc-9654"),
+    ("cpu", "Intel(R) Xeon(R) Platinum 8480+", "intel-xeon-platinum-8480plus"),
+])
+def test_match_catalog_resolves_the_names_torch_and_nvidia_smi_print(kind, name, hw_id):
+    assert match_catalog(_device(kind, name), load_catalog(), measure_bandwidth=False).id == hw_id
+
+
+def test_match_catalog_takes_plain_entries_and_their_names():
+    assert match_catalog(_device("cuda", "NVIDIA H100 SXM5 80GB"), CATALOG).id == "h100-sxm"
     assert match_catalog(_device("cpu", "AMD EPYC 9654 96-Core Processor"), CATALOG).id == "epyc-9654"
+
+
+def test_match_catalog_never_takes_a_variant_or_another_class(monkeypatch):
+    monkeypatch.setattr(devices, "local_cpu_hardware", lambda measure_bandwidth=True: "built-cpu")
+    # an RTX 4080 SUPER is not an RTX 4080, an M2 Max is not an M2: built from this machine instead
+    assert match_catalog(_device("cuda", "NVIDIA GeForce RTX 4080 SUPER"), load_catalog()).id == "local-cuda0"
+    assert match_catalog(_device("cpu", "Apple M2 Max"), load_catalog()) == "built-cpu"
+    # a virtual machine's CPU that names no model is no entry's
+    assert match_catalog(_device("cpu", "Intel(R) Xeon(R) Processor"), load_catalog()) == "built-cpu"
+    # a CPU whose name resolves to a GPU entry is no match
+    assert match_catalog(_device("cpu", "NVIDIA L40"), load_catalog()) == "built-cpu"
 
 
 def test_match_catalog_builds_an_entry_when_nothing_matches(monkeypatch):

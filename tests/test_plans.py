@@ -1,11 +1,13 @@
 """Plan search: feasibility, divisibility, ranking, and analytic micro-batch scaling."""
 
 import pytest
+import torch
 
 from chipfit.catalog.schema import Figure, Hardware
 from chipfit.errors import ChipfitError
 from chipfit.predictors import plan_shape as shape_of
 from chipfit.predict.plans import scale_profile, search_plans
+from chipfit.workload import profile as trace
 from chipfit.workload.llm import TransformerSpec, profile_spec
 from chipfit.workload.workload import Workload
 
@@ -83,6 +85,30 @@ def test_scale_profile_through_two_traces_keeps_the_weight_traffic_fixed():
     assert scale_profile(factory(1), 8).ops[qkvo].bytes - exact.ops[qkvo].bytes == pytest.approx(7 * weights, abs=8)
 
 
+class _PositionsMajor(torch.nn.Module):
+    """A linear layer over an image's positions: the reshape after the permute is a view at batch 1 and a copy
+    from batch 2 on, so the traces at batch 1 and 2 differ by one operator."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Linear(64, 64)
+
+    def forward(self, x):
+        return self.proj(x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, 64))
+
+    def example_inputs(self, batch, seq_len):
+        return (torch.randn(batch, 64, 8, 8),)
+
+
+def test_scale_profile_pairs_operators_when_batch_one_elides_a_copy():
+    traced = {b: trace(_PositionsMajor(), mode="train", batch=b) for b in (1, 2, 8)}
+    assert len(traced[2].ops) == len(traced[1].ops) + 1
+    lined = scale_profile(traced[1], 8, reference=traced[2])
+    assert [op.name for op in lined.ops] == [op.name for op in traced[8].ops]
+    assert [op.bytes for op in lined.ops] == pytest.approx([op.bytes for op in traced[8].ops], abs=1)
+    assert lined.flops() == pytest.approx(traced[8].flops())
+
+
 def test_a_tpu_slice_takes_tensor_parallelism_beyond_eight_chips():
     # A TPU slice is one ICI torus: no 8-device node bounds tensor parallelism there.
     tpu = Hardware(**{**GPU.__dict__, "id": "test-tpu", "hw_class": "tpu"})
@@ -132,3 +158,18 @@ def test_micro_batches_include_every_divisor_of_an_even_per_device_batch():
     # The whole per-device batch in one micro-batch is a plan, and no plan changes the global batch.
     assert any(r.micro_batch == 6 and r.plan.micro_batches == 1 for r in result.ranked)
     assert {r.global_batch for r in result.ranked} == {48}
+
+
+def test_plan_takes_the_device_count_a_hardware_name_gives(capsys):
+    """"4x H100 SXM" and an 8-GPU instance name a count: plan searches that many devices, --devices wins."""
+    import json
+
+    from chipfit.cli import main
+
+    args = ["plan", "--spec", "layers=2,hidden=256,heads=4,ffn=1024,vocab=1000", "--train", "--tokens", "1e6",
+            "--seq", "128", "--batch", "8", "--json"]
+    cases = (("4x H100 SXM", [], 4), ("p5.48xlarge", [], 8), ("4x H100 SXM", ["--devices", "2"], 2))
+    for hardware, extra, devices in cases:
+        assert main(args + ["--hardware", hardware] + extra) == 0
+        ranked = json.loads(capsys.readouterr().out)["search"]["ranked"]
+        assert {r["plan"]["devices"] for r in ranked} == {devices}

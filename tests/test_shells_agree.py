@@ -54,7 +54,11 @@ def _estimates(d: dict) -> list[dict]:
 
 
 @pytest.mark.parametrize("mode", ["train", "infer"])
-@pytest.mark.parametrize("model", [pytest.param(n, marks=[pytest.mark.slow] * (n in VISION_MORE)) for n in ZOO])
+# Text-to-image models trace for 5-40 s a step on one CPU core: run with `pytest -m slow` (tests/test_diffusion.py
+# profiles and compares Stable Diffusion 2 in the default run); so do the further torchvision models
+# (test_zoo_vision_more traces a model of each family in the default run).
+@pytest.mark.parametrize("model", [pytest.param(m, marks=pytest.mark.slow)
+                                   if z.task == "text-to-image" or m in VISION_MORE else m for m, z in ZOO.items()])
 def test_cli_python_and_dashboard_give_the_same_estimates(capsys, client, model, mode):
     seq = SEQ if ZOO[model].default_seq_len else None
     argv = ["compare", model, f"--{mode}", "--batch", str(BATCH), "--no-local", "--json"]

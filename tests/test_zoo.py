@@ -20,6 +20,9 @@ PUBLISHED = {
     "efficientnet_b0": 5_288_548,  # torchvision's num_params
     "convnext_tiny": 28_589_128,  # torchvision's num_params
     "ddpm-unet": 35_746_307,  # Ho et al. 2020 give 35.7M
+    "stable-diffusion-v1-5": 859_520_964,  # the UNet's (diffusers' num_parameters docstring); text encoder frozen
+    "stable-diffusion-2-base": 865_910_724,
+    "stable-diffusion-xl-base-1.0": 2_567_463_684,
     "bert-base-uncased": 109_482_240,
     "gpt2": 124_439_808,
     "llama-2-7b": 6_738_415_616,
@@ -34,6 +37,8 @@ OUTPUT_SHAPE = {
     "bert-base-uncased": (1, 16, 30522), "gpt2": (1, 16, 50257), "llama-2-7b": (1, 16, 32000),
     "llama-3-8b": (1, 16, 128256), "llama-3-70b": (1, 16, 128256), "mistral-7b": (1, 16, 32000),
     "mixtral-8x7b": (1, 16, 32000), "efficientnet_b0": (1, 1000), "convnext_tiny": (1, 1000), "ddpm-unet": (1, 3, 32, 32),
+    "stable-diffusion-v1-5": (1, 4, 64, 64), "stable-diffusion-2-base": (1, 4, 64, 64),
+    "stable-diffusion-xl-base-1.0": (1, 4, 128, 128),
 }
 
 
@@ -48,7 +53,8 @@ def test_fake_build_has_published_params_and_forward_shape(name):
     seq = None if entry.default_seq_len is None else 16
     with FakeTensorMode():
         model = entry.build()
-        params = sum(p.numel() for p in model.parameters())  # unique parameters: tied weights once
+        # Unique trainable parameters: tied weights once, a text-to-image model's frozen text encoders apart.
+        params = sum(p.numel() for p in model.parameters() if p.requires_grad)
         inputs, targets = entry.make_batch(1, seq)
         output = model(*inputs)
         loss = entry.loss(output, targets)

@@ -180,7 +180,7 @@ def _hardware_parsers(sub) -> None:
     _out_args(shw)
     mdl = _sub(sub, "models", "the model library: every named model, its kind and parameter count")
     mdl.add_argument("--family", help="only this family (llama, qwen3, t5, ...)")
-    mdl.add_argument("--kind", help="decoder, encoder, encoder-decoder, moe or vision")
+    mdl.add_argument("--kind", help="decoder, encoder, encoder-decoder, moe, vision or diffusion")
     mdl.add_argument("--min-params", help="at least this many parameters: 7e9, 70B, 350M")
     mdl.add_argument("--max-params", help="at most this many parameters")
     _out_args(mdl)

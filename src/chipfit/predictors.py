@@ -36,7 +36,7 @@ def plan_shape(spec, seq_len: int) -> ModelShape:
     layers together)."""
     return ModelShape(layers=spec.layers + spec.encoder_layers, hidden=spec.hidden, heads=spec.heads, seq_len=seq_len,
                       experts=spec.experts, top_k=spec.top_k, expert_params=spec.expert_params(),
-                      moe_layers=spec.moe_layers)
+                      moe_layers=spec.moe_layers, kv_dim=spec.kv_dim)
 
 
 def rank_key(e: Estimate) -> tuple:

@@ -329,8 +329,9 @@ def _forward(run: PublishedRun, model: RowModel, catalog: Catalog, hw_id: str, d
         prof = _traced_profile(model.traced, mode, profile_precision, per_device, seq)
     fuse, fused, framework = _engine(run.precision_text, run.training)
     # NVIDIA's PyTorch ResNet-50 (DeepLearningExamples) trains and infers in channels-last under AMP
-    # (its README: --memory-format nhwc); engines and NGC MXNet choose their own layouts.
-    channels_last = framework == "pytorch" and model.spec is None and "amp" in run.precision_text.lower()
+    # (its README: --memory-format nhwc), as does a row that says so; engines and NGC MXNet choose their own layouts.
+    channels_last = framework == "pytorch" and model.spec is None and bool(
+        re.search(r"amp|channels[-_ ]last|nhwc", run.precision_text.lower()))
     if fuse:
         prof = fuse(prof, precision)
     samples = None

@@ -18,7 +18,7 @@ def catalog_entry(device, catalog: Catalog):
     """The catalog entry that describes a local device."""
     from ..measure.devices import match_catalog
 
-    return match_catalog(device, catalog.hardware)
+    return match_catalog(device, catalog)
 
 
 @dataclass

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from ..catalog import Catalog, hardware_named, load_catalog
+from ..catalog import Catalog, load_catalog, resolve_hardware
 from ..errors import ArgumentError, ChipfitError
 from ..predict.plans import PlanSearch
 from ..predictors import PlanPredictor, plan_shape
@@ -47,9 +47,12 @@ def plan(job: Job, catalog: Catalog | None = None, store=None, *, top: int = 5) 
     lora = job.lora_config()
     if lora is not None:
         lora_spec(job)
-    job = prepared(job, "plan")
     catalog = catalog if catalog is not None else load_catalog()
-    hw = hardware_named(job.hardware[0], catalog)
+    named = resolve_hardware(job.hardware[0], catalog)
+    if job.devices is None and job.max_devices is None and named.devices:
+        job = replace(job, devices=named.devices)  # "8x H100", "p5.48xlarge": the count the name gives
+    job = prepared(job, "plan")
+    hw = catalog.hardware[named.hw_id]
     workload = job.workload()
     if job.spec is not None:
         workload = replace(workload, model=spec.name)

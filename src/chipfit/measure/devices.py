@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+from ..catalog.loader import Catalog
 from ..catalog.schema import Figure, Hardware
 
 # ISA features worth reporting: x86 flags from /proc/cpuinfo, ARM "Features" (asimd = NEON).
@@ -353,38 +354,28 @@ def local_cpu_hardware(
     )
 
 
-_STOP_WORDS = {"nvidia", "geforce", "amd", "intel", "apple", "tesla", "radeon", "the", "r", "tm", "c"}
+def match_catalog(device: LocalDevice, catalog: Catalog | Iterable[Hardware],
+                  measure_bandwidth: bool = True) -> Hardware:
+    """The catalog entry the device's name resolves to, else one built from this machine.
 
-
-def _tokens(name: str) -> set[str]:
-    return {t for t in re.split(r"[^a-z0-9]+", name.lower()) if t and t not in _STOP_WORDS}
-
-
-def _model_tokens(tokens: set[str]) -> set[str]:
-    """Tokens that name a model (contain a digit) and are not a memory size like '80gb'."""
-    return {t for t in tokens if re.search(r"\d", t) and not re.fullmatch(r"\d+gb", t)}
-
-
-def match_catalog(device: LocalDevice, catalog: Iterable[Hardware], measure_bandwidth: bool = True) -> Hardware:
-    """The catalog entry whose name best matches the device, else one built from this machine.
-
-    A match needs a shared model token ("h100", "4090", "9654"), then the most shared tokens
-    wins. The built entry is local_cpu_hardware() for a CPU, and memory size only for a GPU.
+    The name goes through the catalog's resolver, as nvidia-smi and torch print it ("NVIDIA A100-SXM4-80GB",
+    "Tesla V100-PCIE-32GB", "AMD EPYC 7763 64-Core Processor"): aliases, memory size, form factor and variant
+    words ("RTX 4080 SUPER" is not the RTX 4080) apply as for any hardware text. An entry of the wrong class
+    (a GPU for the CPU) does not count. The built entry is local_cpu_hardware() for a CPU, and memory size only
+    for a GPU.
     """
-    entries = list(catalog.values() if hasattr(catalog, "values") else catalog)
-    wanted = _tokens(device.name)
-    best, best_score = None, 0.0
-    for hw in entries:
-        if device.kind == "cpu" and hw.hw_class != "cpu" or device.kind != "cpu" and hw.hw_class == "cpu":
-            continue
-        have = _tokens(hw.name) | _tokens(hw.id)
-        if not _model_tokens(wanted) & _model_tokens(have):
-            continue
-        score = len(wanted & have) / len(wanted | have)
-        if score > best_score:
-            best, best_score = hw, score
-    if best is not None:
-        return best
+    from ..catalog.resolve import resolve_hardware
+    from ..errors import ChipfitError
+
+    if not isinstance(catalog, Catalog):
+        entries = catalog.values() if hasattr(catalog, "values") else catalog
+        catalog = Catalog(hardware={hw.id: hw for hw in entries}, instances=[])
+    try:
+        hw = catalog.hardware[resolve_hardware(device.name, catalog).hw_id]
+    except ChipfitError:
+        hw = None
+    if hw is not None and (hw.hw_class == "cpu") == (device.kind == "cpu"):
+        return hw
     if device.kind == "cpu":
         return local_cpu_hardware(measure_bandwidth=measure_bandwidth)
     return Hardware(

@@ -479,7 +479,7 @@ def run(args: argparse.Namespace, ctx: DistContext, progress: Progress | None = 
     from ..catalog import load_catalog
     from .devices import match_catalog
 
-    hw_id = match_catalog(ctx.device, load_catalog().hardware, measure_bandwidth=False).id
+    hw_id = match_catalog(ctx.device, load_catalog(), measure_bandwidth=False).id
     env = Environment.capture(ctx.device.id, ctx.device.name, hw_id, extra={
         "world_size": ctx.world_size, "backend": ctx.backend, "nodes": ctx.nodes,
         "local_world_size": ctx.local_world_size, "hosts": hosts})

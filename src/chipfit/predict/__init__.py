@@ -85,7 +85,7 @@ def predict(
     if reason := hw.excluded_for(workload.training):
         return _excluded(hw, plan, reason)
     arrays = shard_arrays(arrays or arrays_as_run(profile, hw, framework, workload.precision, channels_last),
-                          plan.tensor_parallel, plan.sequence_parallel)
+                          plan.tensor_parallel, plan.sequence_parallel, plan.context_parallel)
     eff = efficiency or default_efficiency(hw)
     fast_eff, slow_eff = eff.bounds(hw.hw_class)
     try:
@@ -164,9 +164,10 @@ def _plan_assumption(plan: Plan, topo, hw_class: str) -> str:
     slowdown = overlap_slowdown(hw_class)
     text += ("; data-parallel gradient traffic overlapped with backward"
              + (f", which runs {slowdown:.1%} slower beside it" if slowdown else "")
-             + " (high bound: not overlapped); tensor, expert and pipeline traffic not overlapped")
+             + " (high bound: not overlapped); tensor, context, expert and pipeline traffic not overlapped")
     if plan.pipeline_parallel > 1:
-        text += f"; 1F1B pipeline bubble {bubble_fraction(plan.pipeline_parallel, plan.micro_batches):.0%}"
+        bubble = bubble_fraction(plan.pipeline_parallel, plan.micro_batches, plan.virtual_stages)
+        text += f"; 1F1B pipeline bubble {bubble:.0%}"
     return text
 
 

@@ -154,7 +154,7 @@ def _activation_traffic(spec: TransformerSpec, layers: list[Layer], tokens: floa
 
 def _head_width(spec: TransformerSpec) -> int:
     """Query/key plus value head width: attention FLOPs per head and (query, key) pair are 2x this."""
-    return spec.head_dim + spec.value_head_dim
+    return spec.score_head_dim + spec.value_head_dim
 
 
 def causal_pairs(tokens: int, window: int) -> float:

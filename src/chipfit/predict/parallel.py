@@ -28,6 +28,7 @@ import numpy as np
 from ..catalog.schema import Hardware
 from ..errors import ChipfitError, closest
 from ..workload.profile import PHASES
+from .memory import stage_layers, stage_share
 from .plan import ModelShape, Plan
 from .roofline import OpArrays
 
@@ -231,21 +232,26 @@ def p2p_s(size_bytes: float, topo: Topology, across_nodes: bool) -> float:
 
 # --- a step under a parallel plan ------------------------------------------------------------
 
-def shard_arrays(arrays: OpArrays, tensor_parallel: int, sequence_parallel: bool) -> OpArrays:
-    """One tensor-parallel rank's share of a micro-batch's operators.
+def shard_arrays(arrays: OpArrays, tensor_parallel: int, sequence_parallel: bool,
+                 context_parallel: int = 1) -> OpArrays:
+    """One tensor- and context-parallel rank's share of a micro-batch's operators.
 
     Approximation: matrix operators (matmul, attention, conv) and the optimizer split evenly
     over t ranks (Megatron's column/row split of every linear and of the heads); with sequence
     parallelism the remaining (vector) operators split too, without it they are replicated.
+    Context parallelism splits every forward and backward operator's tokens over c ranks (causal
+    attention balanced by giving each rank chunks i and 2c-1-i, Dubey et al. 2024, Sec. 3.3.2); the
+    weights each rank reads are counted as split too, which understates them when tokens per rank are few.
     Kernel count is unchanged: each rank launches every kernel on its slice.
     """
-    t = tensor_parallel
-    if t == 1:
+    t, c = tensor_parallel, context_parallel
+    if t == 1 and c == 1:
         return arrays
-    split = arrays.matrix | (arrays.phase == PHASES.index("optimizer"))
+    optimizer = arrays.phase == PHASES.index("optimizer")
+    split = arrays.matrix | optimizer
     if sequence_parallel:
         split = np.ones_like(split)
-    factor = np.where(split, 1.0 / t, 1.0)
+    factor = np.where(split, 1.0 / t, 1.0) * np.where(optimizer, 1.0, 1.0 / c)
     reread = arrays.reread * factor if arrays.reread is not None else None
     return replace(arrays, flops=arrays.flops * factor, bytes=arrays.bytes * factor, reread=reread,
                    params=arrays.params / t)
@@ -263,16 +269,26 @@ class PlanStep:
     pipeline_comm_s: float  # stage-boundary sends, on the critical path
     data_comm_s: float  # data-parallel / ZeRO collectives, before overlap
     data_comm_exposed_s: float  # what overlap with backward leaves on the critical path
+    context_comm_s: float = 0.0  # context-parallel key/value gathers, on the critical path
 
     @property
     def communication_s(self) -> float:
-        return self.tensor_comm_s + self.expert_comm_s + self.pipeline_comm_s + self.data_comm_exposed_s
+        return (self.tensor_comm_s + self.expert_comm_s + self.pipeline_comm_s + self.context_comm_s
+                + self.data_comm_exposed_s)
 
 
-def bubble_fraction(pipeline_parallel: int, micro_batches: int) -> float:
-    """Idle share of a 1F1B pipeline: (p - 1) / (m + p - 1) (Narayanan et al. 2021, Sec. 2.2)."""
-    p, m = pipeline_parallel, micro_batches
-    return (p - 1) / (m + p - 1)
+def bubble_fraction(pipeline_parallel: int, micro_batches: int, virtual_stages: int = 1) -> float:
+    """Idle share of a 1F1B pipeline: (p - 1) / (m + p - 1) (Narayanan et al. 2021, Sec. 2.2); the interleaved
+    schedule with v chunks of layers per rank shrinks the idle slots to (p - 1) / v (Sec. 2.2.2)."""
+    p, m, v = pipeline_parallel, micro_batches, virtual_stages
+    return (p - 1) / v / (m + (p - 1) / v)
+
+
+def context_exchange_bytes(shape: ModelShape, micro_batch: int, tensor_parallel: int, act_bytes: int) -> float:
+    """Bytes of one layer's all-gathered keys and values under context parallelism: the whole sequence's K and V
+    of this tensor-parallel rank's heads, 2 * b * s * kv_width / t elements (Dubey et al. 2024, Sec. 3.3.2: Llama 3
+    all-gathers K and V, then attends its local queries; the backward reduce-scatters their gradients)."""
+    return 2 * micro_batch * shape.seq_len * shape.kv_width / tensor_parallel * act_bytes
 
 
 def overlapped_exposed_s(comm_s: float, compute_s: float, slowdown: float) -> float:
@@ -287,7 +303,7 @@ def overlapped_exposed_s(comm_s: float, compute_s: float, slowdown: float) -> fl
 def needs_links(plan: Plan, training: bool) -> bool:
     """Whether the plan moves data between devices (data-parallel inference does not)."""
     split = plan.tensor_parallel > 1 or plan.pipeline_parallel > 1 or plan.expert_parallel > 1
-    return split or (training and plan.data_parallel > 1)
+    return split or plan.context_parallel > 1 or (training and plan.data_parallel > 1)
 
 
 def plan_step(phase_s: dict[str, float], plan: Plan, *, training: bool, micro_batch: int,
@@ -296,37 +312,42 @@ def plan_step(phase_s: dict[str, float], plan: Plan, *, training: bool, micro_ba
               gather_bytes: float | None = None) -> PlanStep:
     """Step time of one device from the roofline phase times of one micro-batch.
 
-    `phase_s` is one micro-batch of the whole model on one tensor-parallel rank (see
+    `phase_s` is one micro-batch of the whole model on one tensor- and context-parallel rank (see
     shard_arrays). `grad_params`: parameters whose gradients this device's data-parallel group
-    reduces (the device's tensor/pipeline shard). Assumptions: a pipeline stage does 1/p of the
-    layers' work (embedding and head spread evenly); tensor-parallel, expert and pipeline traffic
-    is not overlapped with compute; data-parallel gradient traffic overlaps with the last
-    micro-batch's backward (ZeRO-3's weight gathers with each micro-batch's compute), which it slows
-    by `overlap_slowdown` (overlapped_exposed_s); with overlap=False nothing overlaps (the high bound).
+    reduces (the device's tensor/pipeline shard). Assumptions: the busiest pipeline stage does ceil(L/p)/L
+    of the work (memory.stage_share; embedding and head spread evenly); tensor-parallel, context-parallel,
+    expert and pipeline traffic is not overlapped with compute; data-parallel gradient traffic (over the
+    data x context-parallel ranks) overlaps with the last micro-batch's backward (ZeRO-3's weight gathers
+    with each micro-batch's compute), which it slows by `overlap_slowdown` (overlapped_exposed_s); with
+    overlap=False nothing overlaps (the high bound). The interleaved schedule sends v times as many
+    stage-boundary activations and idles (p - 1) / v slots (bubble_fraction).
     `gather_bytes`: the weight shard ZeRO-3 gathers (default grad_params x grad_bytes, every weight trained;
     frozen LoRA weights are gathered too, while only the adapters' gradients are reduced).
     """
-    t, p, m, dp = plan.tensor_parallel, plan.pipeline_parallel, plan.micro_batches, plan.data_parallel
-    needs_shape = t > 1 or p > 1 or plan.expert_parallel > 1
+    t, p, m, c, v = (plan.tensor_parallel, plan.pipeline_parallel, plan.micro_batches, plan.context_parallel,
+                     plan.virtual_stages)
+    group = plan.shard_group
+    needs_shape = t > 1 or p > 1 or plan.expert_parallel > 1 or c > 1
     if needs_shape and shape is None:
-        raise ChipfitError("A tensor, pipeline or expert-parallel plan needs the model's layers, hidden size and "
-                           "sequence length; give the model's shape or use data parallelism only.")
+        raise ChipfitError("A tensor, context, pipeline or expert-parallel plan needs the model's layers, hidden size "
+                           "and sequence length; give the model's shape or use data parallelism only.")
     if needs_links(plan, training) and topo is None:
         raise ChipfitError("A multi-device plan needs the hardware's interconnect bandwidth; "
                            "this entry has none in the catalog, so use one device.")
-    fwd = phase_s.get("forward", 0.0) / p
-    bwd = phase_s.get("backward", 0.0) / p if training else 0.0
-    opt = phase_s.get("optimizer", 0.0) / p if training else 0.0
+    share = stage_share(plan, shape)
+    fwd = phase_s.get("forward", 0.0) * share
+    bwd = phase_s.get("backward", 0.0) * share if training else 0.0
+    opt = phase_s.get("optimizer", 0.0) * share if training else 0.0
     if training and plan.zero_stage >= 1:
-        opt /= dp
+        opt /= group
     if training and plan.activation_checkpointing:
         bwd += fwd
     passes = (2 + 2 * training + 2 * (training and plan.activation_checkpointing))  # collectives per layer
 
-    tensor_mb = expert_mb = p2p_mb = 0.0
+    tensor_mb = expert_mb = p2p_mb = context_mb = 0.0
     if shape is not None:
-        layers_here = shape.layers / p
-        tokens = micro_batch * shape.seq_len
+        layers_here = stage_layers(shape.layers, p)
+        tokens = micro_batch * shape.seq_len / c
         layer_act = tokens * shape.hidden * act_bytes
         if t > 1:
             if plan.sequence_parallel:
@@ -335,39 +356,44 @@ def plan_step(phase_s: dict[str, float], plan: Plan, *, training: bool, micro_ba
             else:
                 per = group_collective_s("all_reduce", layer_act, t, topo)
             tensor_mb = layers_here * passes * per
+        if c > 1:  # all-gather K, V in forward (and again when recomputing), reduce-scatter their gradients
+            kv = context_exchange_bytes(shape, micro_batch, t, act_bytes)
+            gathers = 1 + (training and plan.activation_checkpointing)
+            context_mb = layers_here * (gathers * group_collective_s("all_gather", kv, c, topo, stride=t)
+                                        + training * group_collective_s("reduce_scatter", kv, c, topo, stride=t))
         e = plan.expert_parallel
         if e > 1 and shape.experts:
-            moe_here = (shape.moe_layers if shape.moe_layers is not None else shape.layers) / p
+            moe_here = (shape.moe_layers if shape.moe_layers is not None else shape.layers) * share
             sent = layer_act * shape.top_k / (t if plan.sequence_parallel else 1)
-            expert_mb = moe_here * passes * group_collective_s("all_to_all", sent, e, topo, stride=t)
+            expert_mb = moe_here * passes * group_collective_s("all_to_all", sent, e, topo, stride=t * c)
         if p > 1:
             boundary = layer_act / (t if plan.sequence_parallel else 1)
-            across = topo.node_size is not None and t * dp >= topo.node_size
-            p2p_mb = (1 + training) * p2p_s(boundary, topo, across)
-    slot = fwd + bwd + tensor_mb + expert_mb + p2p_mb
-    slots = m + p - 1
-    bubble = (p - 1) * slot
+            across = topo.node_size is not None and t * c * plan.data_parallel >= topo.node_size
+            p2p_mb = v * (1 + training) * p2p_s(boundary, topo, across)
+    slot = fwd + bwd + tensor_mb + expert_mb + p2p_mb + context_mb
+    idle = (p - 1) / v
+    bubble = idle * slot
 
     data_total = data_exposed = 0.0
-    if training and dp > 1:
+    if training and group > 1:
         size = grad_params * grad_bytes
         if plan.zero_stage == 3:
             gathered = size if gather_bytes is None else gather_bytes
-            per_mb = (2 * group_collective_s("all_gather", gathered, dp, topo, stride=t)
-                      + group_collective_s("reduce_scatter", size, dp, topo, stride=t))
+            per_mb = (2 * group_collective_s("all_gather", gathered, group, topo, stride=t)
+                      + group_collective_s("reduce_scatter", size, group, topo, stride=t))
             data_total = m * per_mb
             data_exposed = m * overlapped_exposed_s(per_mb, fwd + bwd, overlap_slowdown) if overlap else data_total
         else:
             if plan.zero_stage == 0:
-                data_total = group_collective_s("all_reduce", size, dp, topo, stride=t)
+                data_total = group_collective_s("all_reduce", size, group, topo, stride=t)
             else:
-                data_total = (group_collective_s("reduce_scatter", size, dp, topo, stride=t)
-                              + group_collective_s("all_gather", size, dp, topo, stride=t))
+                data_total = (group_collective_s("reduce_scatter", size, group, topo, stride=t)
+                              + group_collective_s("all_gather", size, group, topo, stride=t))
             data_exposed = overlapped_exposed_s(data_total, bwd, overlap_slowdown) if overlap else data_total
     # The parts add up to the step: busy slots (work and their communication), idle slots, the
     # optimizer and the exposed data-parallel traffic.
     compute = m * (fwd + bwd) + opt
-    step = slots * slot + opt + data_exposed
+    step = (m + idle) * slot + opt + data_exposed
     return PlanStep(step_s=step, compute_s=compute, bubble_s=bubble, tensor_comm_s=m * tensor_mb,
                     expert_comm_s=m * expert_mb, pipeline_comm_s=m * p2p_mb,
-                    data_comm_s=data_total, data_comm_exposed_s=data_exposed)
+                    data_comm_s=data_total, data_comm_exposed_s=data_exposed, context_comm_s=m * context_mb)

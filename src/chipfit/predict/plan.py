@@ -23,11 +23,16 @@ class ModelShape:
     top_k: int = 0
     expert_params: int = 0
     moe_layers: int | None = None
+    kv_dim: int | None = None  # width of the keys (= of the values) per token; default hidden (no GQA)
 
     def __post_init__(self) -> None:
         for name in ("layers", "hidden", "heads", "seq_len"):
             if getattr(self, name) < 1:
                 raise ChipfitError(f"Model {name} {getattr(self, name)} is not positive; give 1 or more.")
+
+    @property
+    def kv_width(self) -> int:
+        return self.kv_dim or self.hidden
 
     def divisors_of_heads(self) -> list[int]:
         return [d for d in range(1, self.heads + 1) if self.heads % d == 0]
@@ -44,6 +49,9 @@ class Plan:
     many data-parallel ranks. sequence_parallel: Megatron's split of norms and dropout along the
     sequence, with all-gather/reduce-scatter in place of the tensor-parallel all-reduces.
     activation_checkpointing: recompute each layer's forward in backward from its saved input.
+    context_parallel splits each sequence into that many parts (its own ranks, between tensor and pipeline:
+    devices = dp x tp x cp x pp). virtual_stages: chunks of layers each pipeline rank holds (Megatron's
+    interleaved 1F1B schedule; 1 is plain 1F1B).
     """
 
     devices: int = 1
@@ -54,17 +62,22 @@ class Plan:
     activation_checkpointing: bool = False
     expert_parallel: int = 1
     sequence_parallel: bool = False
+    context_parallel: int = 1
+    virtual_stages: int = 1
 
     def __post_init__(self) -> None:
         if self.devices < 1:
             raise ChipfitError(f"--devices {self.devices} is not a device count; give 1 or more.")
         if self.zero_stage not in (0, 1, 2, 3):
             raise ChipfitError(f"ZeRO stage {self.zero_stage} does not exist; use 0, 1, 2 or 3.")
-        if min(self.tensor_parallel, self.pipeline_parallel, self.micro_batches, self.expert_parallel) < 1:
-            raise ChipfitError("Tensor, pipeline, expert parallelism and micro-batches must each be 1 or more.")
-        if self.devices % (self.tensor_parallel * self.pipeline_parallel):
+        if min(self.tensor_parallel, self.pipeline_parallel, self.micro_batches, self.expert_parallel,
+               self.context_parallel, self.virtual_stages) < 1:
+            raise ChipfitError("Tensor, pipeline, expert, context parallelism, virtual stages and micro-batches must "
+                               "each be 1 or more.")
+        if self.devices % self.model_parallel:
+            cp = f" x context {self.context_parallel}" if self.context_parallel > 1 else ""
             raise ChipfitError(
-                f"{self.devices} devices cannot be split into tensor {self.tensor_parallel} x pipeline "
+                f"{self.devices} devices cannot be split into tensor {self.tensor_parallel}{cp} x pipeline "
                 f"{self.pipeline_parallel} groups; make the device count a multiple of their product."
             )
         if self.data_parallel % self.expert_parallel:
@@ -74,8 +87,19 @@ class Plan:
             )
 
     @property
+    def model_parallel(self) -> int:
+        """Devices that hold one replica: tensor x context x pipeline."""
+        return self.tensor_parallel * self.context_parallel * self.pipeline_parallel
+
+    @property
     def data_parallel(self) -> int:
-        return self.devices // (self.tensor_parallel * self.pipeline_parallel)
+        return self.devices // self.model_parallel
+
+    @property
+    def shard_group(self) -> int:
+        """Ranks that hold the same weights and reduce their gradients together: data x context parallel
+        (context-parallel ranks see other tokens of the same sequences; Megatron and FSDP shard over both)."""
+        return self.data_parallel * self.context_parallel
 
     def check(self, shape: ModelShape) -> None:
         """Raise ChipfitError when the plan cannot split this model (heads, layers, experts)."""
@@ -86,10 +110,15 @@ class Plan:
                 f"Tensor parallelism {t} does not divide the model's {shape.heads} attention heads; "
                 f"use a tensor-parallel degree that divides {shape.heads} ({divs})."
             )
-        if p > shape.layers:
+        if p * self.virtual_stages > shape.layers:
             raise ChipfitError(
-                f"{p} pipeline stages are more than the model's {shape.layers} layers; "
+                f"{p * self.virtual_stages} pipeline stages are more than the model's {shape.layers} layers; "
                 f"use at most {shape.layers} stages."
+            )
+        if shape.seq_len % (2 * self.context_parallel) and self.context_parallel > 1:
+            raise ChipfitError(
+                f"Context parallelism {self.context_parallel} does not split the sequence of {shape.seq_len} tokens "
+                f"into {2 * self.context_parallel} equal chunks; use a degree whose double divides it."
             )
         if e > 1 and (not shape.experts or shape.experts % e):
             have = f"{shape.experts} experts" if shape.experts else "no experts"
@@ -100,8 +129,10 @@ class Plan:
 
     def describe(self) -> str:
         """Short human label, e.g. 'dp 64 x tp 8 x pp 4, ZeRO stage 1, 16 micro-batches, recompute'."""
-        parts = [f"dp {self.data_parallel} x tp {self.tensor_parallel}{' (SP)' if self.sequence_parallel and self.tensor_parallel > 1 else ''}"
-                 f" x pp {self.pipeline_parallel}"]
+        sp = " (SP)" if self.sequence_parallel and self.tensor_parallel > 1 else ""
+        cp = f" x cp {self.context_parallel}" if self.context_parallel > 1 else ""
+        virtual = f" (interleaved {self.virtual_stages})" if self.virtual_stages > 1 else ""
+        parts = [f"dp {self.data_parallel} x tp {self.tensor_parallel}{sp}{cp} x pp {self.pipeline_parallel}{virtual}"]
         if self.expert_parallel > 1:
             parts.append(f"ep {self.expert_parallel}")
         parts.append(f"ZeRO stage {self.zero_stage}")

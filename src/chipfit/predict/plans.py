@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from difflib import SequenceMatcher
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
@@ -21,7 +22,7 @@ from ..workload.profile import Profile
 from ..workload.workload import Workload
 from . import energy as _energy
 from .efficiency import Efficiency, default_efficiency
-from .memory import activation_element_bytes, memory_per_device
+from .memory import activation_element_bytes, memory_per_device, stage_share
 from .parallel import Network, PlanStep, overlap_slowdown, plan_step, shard_arrays, topology
 from .plan import ModelShape, Plan
 from .as_run import arrays_as_run
@@ -29,6 +30,10 @@ from .roofline import MissingFigure, step_time
 
 OBJECTIVES = ("time", "cost", "energy", "device_hours")
 TENSOR_PARALLEL = (1, 2, 4, 8)
+# Context-parallel degrees above 1 and interleaving degrees the search tries (powers of two; Llama 3 ran CP 16
+# at 128K tokens, Dubey et al. 2024, Table 4).
+CONTEXT_PARALLEL = (2, 4, 8, 16, 32)
+VIRTUAL_STAGES = (1, 2, 4, 8)
 MICRO_BATCH_SIZES = (1, 2, 4, 8)
 MAX_MICRO_BATCH = 64
 # A global batch that does not split evenly over dp x micro-batch is rounded up to the next
@@ -89,18 +94,34 @@ class PlanSearch:
                 "examples": dict(self.examples), "why": self.why}
 
 
+def _counterparts(profile: Profile, reference: Profile) -> list:
+    """For each operator of `profile`, the reference's at the same place in the step, or None for one the other
+    trace lacks: a reshape that is a view at batch 1 copies from batch 2 on (merging a permuted batch axis)."""
+    mine = [(op.name, op.module, op.phase) for op in profile.ops]
+    theirs = [(op.name, op.module, op.phase) for op in reference.ops]
+    if mine == theirs:
+        return list(reference.ops)
+    pairs: list = [None] * len(mine)
+    for block in SequenceMatcher(None, mine, theirs, autojunk=False).get_matching_blocks():
+        pairs[block.a:block.a + block.size] = reference.ops[block.b:block.b + block.size]
+    return pairs
+
+
 def scale_profile(profile: Profile, micro_batch: int, reference: Profile | None = None) -> Profile:
     """`profile` as if traced at `micro_batch`; optimizer operators do not change.
 
-    With a `reference` traced at another batch (same operators in the same order), each operator's
-    FLOPs, bytes and the saved activations follow the line through the two traces: exact for the
-    per-sample part and the fixed part (weights read, weight gradients written). Without one they
-    grow linearly with the micro-batch, which overstates weight traffic when scaling up.
+    With a `reference` traced at another batch, each operator's FLOPs, bytes and the saved activations
+    follow the line through its two traces: exact for the per-sample part and the fixed part (weights read,
+    weight gradients written). Scaling up starts from the larger trace; an operator only it has (a copy the
+    batch-1 layout elides) and every operator without a reference grow linearly with the micro-batch, which
+    overstates weight traffic when scaling up.
     """
     if micro_batch == profile.batch:
         return profile
-    aligned = (reference is not None and reference.batch != profile.batch and len(reference.ops) == len(profile.ops)
-               and all(a.name == b.name for a, b in zip(reference.ops, profile.ops)))
+    if reference is not None and reference.batch > profile.batch and micro_batch > profile.batch:
+        profile, reference = reference, profile
+    usable = reference is not None and reference.batch != profile.batch
+    pairs = _counterparts(profile, reference) if usable else [None] * len(profile.ops)
 
     def at(x0: float, x1: float | None) -> float:
         """The value at micro_batch of a quantity that is x0 at profile.batch (x1 at the reference's)."""
@@ -109,18 +130,17 @@ def scale_profile(profile: Profile, micro_batch: int, reference: Profile | None 
         return max(0.0, x0 + (x1 - x0) * (micro_batch - profile.batch) / (reference.batch - profile.batch))
 
     ops = []
-    for i, op in enumerate(profile.ops):
+    for op, ref in zip(profile.ops, pairs):
         if op.phase == "optimizer":
             ops.append(op)
             continue
-        ref = reference.ops[i] if aligned else None
         scaled = {k: at(getattr(op, k), None if ref is None else getattr(ref, k))
                   for k in ("flops", "bytes_read", "bytes_written")}
         ops.append(replace(op, flops=scaled["flops"], bytes_read=round(scaled["bytes_read"]),
                            bytes_written=round(scaled["bytes_written"])))
-    ref_act = reference.activation_bytes if aligned else None
-    ref_peak = reference.peak_activation_bytes if aligned else None
-    how = f"from traces at micro-batch {profile.batch} and {reference.batch}" if aligned else \
+    ref_act = reference.activation_bytes if usable else None
+    ref_peak = reference.peak_activation_bytes if usable else None
+    how = f"from traces at micro-batch {profile.batch} and {reference.batch}" if usable else \
         f"linearly from micro-batch {profile.batch}"
     return replace(profile, batch=micro_batch, ops=ops, activation_bytes=round(at(profile.activation_bytes, ref_act)),
                    peak_activation_bytes=round(at(profile.peak_activation_bytes, ref_peak)),
@@ -149,6 +169,26 @@ def _expert_degrees(shape: ModelShape, dp: int) -> list[int]:
     while shape.experts and shape.experts % (2 * degrees[-1]) == 0 and dp % (2 * degrees[-1]) == 0:
         degrees.append(2 * degrees[-1])
     return degrees
+
+
+def _pipeline_degrees(layers: int) -> list[int]:
+    """Pipeline stages to try: the divisors of the layer count and the powers of two up to it (the busiest
+    stage then holds ceil(L / p) layers, memory.stage_layers)."""
+    powers = {2**i for i in range(int(math.log2(layers)) + 1)}
+    return sorted(set(_divisors(layers)) | powers)
+
+
+def _context_degrees(seq_len: int) -> list[int]:
+    """Context-parallel degrees above 1 to try: those of CONTEXT_PARALLEL that cut the sequence into 2c equal
+    chunks."""
+    return [c for c in CONTEXT_PARALLEL if seq_len % (2 * c) == 0]
+
+
+def _virtual_stages(layers: int, pipeline_parallel: int) -> list[int]:
+    """Interleaving degrees to try: 1, and with a pipeline those of VIRTUAL_STAGES that leave a layer per chunk."""
+    if pipeline_parallel == 1:
+        return [1]
+    return [v for v in VIRTUAL_STAGES if pipeline_parallel * v <= layers]
 
 
 def _divisors(n: int) -> list[int]:
@@ -211,13 +251,13 @@ def search_plans(
     else:
         node, tensor_degrees = topo.node_size if topo is not None else max(TENSOR_PARALLEL), TENSOR_PARALLEL
 
-    cache: dict[tuple[int, int, bool], tuple[Profile, dict[str, float]] | None] = {}
+    cache: dict[tuple[int, int, bool, int], tuple[Profile, dict[str, float]] | None] = {}
 
-    def profiled(b: int, t: int, sp: bool):
-        key = (b, t, sp)
+    def profiled(b: int, t: int, sp: bool, c: int):
+        key = (b, t, sp, c)
         if key not in cache:
             prof = profile(b) if callable(profile) else scale_profile(profile, b)
-            arrays = shard_arrays(arrays_as_run(prof, hw, None, workload.precision), t, sp)
+            arrays = shard_arrays(arrays_as_run(prof, hw, None, workload.precision), t, sp, c)
             try:
                 cache[key] = (prof, step_time(arrays, hw, eff).phase_s)
             except MissingFigure:
@@ -233,83 +273,102 @@ def search_plans(
 
     results: list[PlanResult] = []
     considered = 0
-    for n in _device_counts(max_devices or devices, devices):
-        if topo is not None and topo.node_size is not None and topo.inter_bw_bytes_per_s is None and n > topo.node_size:
-            reject("spans nodes with no known network between them",
-                   f"{n} devices > {topo.node_size} per node and no scale-out network for {hw.name}")
-            continue
-        for t in tensor_degrees:
-            if n % t:
+    shape_at_seq = replace(shape, seq_len=seq)
+
+    def enumerate_plans(contexts: list[int]) -> None:
+        """Append the feasible plans with these context-parallel degrees to `results`."""
+        nonlocal considered
+        for n in _device_counts(max_devices or devices, devices):
+            if (topo is not None and topo.node_size is not None and topo.inter_bw_bytes_per_s is None
+                    and n > topo.node_size):
+                reject("spans nodes with no known network between them",
+                       f"{n} devices > {topo.node_size} per node and no scale-out network for {hw.name}")
                 continue
-            if t > node:
-                reject("tensor parallelism beyond one node", f"tp {t} > {node} devices per node")
-                continue
-            for p in _divisors(shape.layers):
-                if n % (t * p):
+            for t in tensor_degrees:
+                if n % t:
                     continue
-                dp = n // (t * p)
-                for b in micro_batch_sizes or _micro_batches(workload.batch, dp):
-                    m = math.ceil(workload.batch / (dp * b))
-                    global_batch = dp * b * m
-                    for z, ep, rc in itertools.product(zero_stages, _expert_degrees(shape, dp), recompute):
-                        if z and dp == 1:
-                            continue
-                        considered += 1
-                        plan = Plan(devices=n, tensor_parallel=t, pipeline_parallel=p, zero_stage=z,
-                                    micro_batches=m, activation_checkpointing=rc, sequence_parallel=t > 1,
-                                    expert_parallel=ep)
-                        try:
-                            plan.check(shape)
-                        except ChipfitError as err:
-                            reason = str(err).split(";")[0]
-                            reject("tensor parallelism does not divide the heads" if "heads" in reason
-                                   else reason, str(err))
-                            continue
-                        if global_batch > workload.batch * (1 + BATCH_ROUNDING_TOLERANCE):
-                            reject("global batch does not split over data-parallel x micro-batch",
-                                   f"{plan.describe()}: batch {workload.batch} would grow to {global_batch}")
-                            continue
-                        got = profiled(b, t, t > 1)
-                        if got is None:
-                            raise ChipfitError(f"The catalog has no sourced throughput or bandwidth for {hw.name}; "
-                                               "its plans cannot be predicted.")
-                        prof, phase_s = got
+                if t > node:
+                    reject("tensor parallelism beyond one node", f"tp {t} > {node} devices per node")
+                    continue
+                for c, p in itertools.product(contexts, _pipeline_degrees(shape.layers)):
+                    if n % (t * c * p):
+                        continue
+                    dp = n // (t * c * p)
+                    for b in micro_batch_sizes or _micro_batches(workload.batch, dp):
+                        m = math.ceil(workload.batch / (dp * b))
+                        global_batch = dp * b * m
                         job = replace(workload, batch=global_batch, seq_len=seq)
-                        mem = memory_per_device(prof, job, plan, hw.hw_class, shape)["total"]
-                        if capacity is not None and mem > capacity:
-                            reject("does not fit in memory",
-                                   f"{plan.describe()}, micro-batch {b}: needs {mem / 2**30:.1f} GiB of "
-                                   f"{capacity / 2**30:.0f} GiB")
-                            continue
-                        experts = shape.expert_params  # split over ep x pp ranks, the rest over tp x pp
-                        share = ((prof.params - experts) / (t * p) + experts / (ep * p)) / prof.params
-                        grad_bytes = 4 if workload.precision in ("fp32", "tf32") else 2
-                        parts = plan_step(phase_s, plan, training=True, micro_batch=b,
-                                          grad_params=share * prof.trainable_params, grad_bytes=grad_bytes,
-                                          act_bytes=activation_element_bytes(workload.precision),
-                                          topo=topo, shape=shape,
-                                          overlap_slowdown=overlap_slowdown(hw.hw_class),
-                                          gather_bytes=share * (prof.frozen_param_bytes + prof.trainable_params
-                                                                * grad_bytes) if prof.frozen_param_bytes else None)
-                        total = job.steps() * parts.step_s
-                        hours = total * n / 3600
-                        energy = (_energy.energy_kwh(hours, hw.tdp_watts.value, pue) if hw.tdp_watts else None)
-                        cost = hours * instance.price_per_device_hour if instance is not None else None
-                        if deadline_s is not None and total > deadline_s:
-                            reject("misses the deadline", f"{plan.describe()}: {total / 86400:.1f} days")
-                            continue
-                        if budget_usd is not None and cost is not None and cost > budget_usd:
-                            reject("over the budget", f"{plan.describe()}: ${cost:,.0f}")
-                            continue
-                        results.append(PlanResult(plan=plan, micro_batch=b, global_batch=global_batch,
-                                                  step_time_s=parts.step_s, total_time_s=total,
-                                                  device_hours=hours, memory_per_device_bytes=mem,
-                                                  energy_kwh=energy, cost_usd=cost, parts=parts))
+                        for z, ep, rc, v in itertools.product(zero_stages, _expert_degrees(shape, dp), recompute,
+                                                              _virtual_stages(shape.layers, p)):
+                            if z and dp * c == 1:
+                                continue
+                            considered += 1
+                            plan = Plan(devices=n, tensor_parallel=t, pipeline_parallel=p, zero_stage=z,
+                                        micro_batches=m, activation_checkpointing=rc, sequence_parallel=t > 1,
+                                        expert_parallel=ep, context_parallel=c, virtual_stages=v)
+                            try:
+                                plan.check(shape_at_seq)
+                            except ChipfitError as err:
+                                reason = str(err).split(";")[0]
+                                reject("tensor parallelism does not divide the heads" if "heads" in reason
+                                       else reason, str(err))
+                                continue
+                            if global_batch > workload.batch * (1 + BATCH_ROUNDING_TOLERANCE):
+                                reject("global batch does not split over data-parallel x micro-batch",
+                                       f"{plan.describe()}: batch {workload.batch} would grow to {global_batch}")
+                                continue
+                            got = profiled(b, t, t > 1, c)
+                            if got is None:
+                                raise ChipfitError(f"The catalog has no sourced throughput or bandwidth for {hw.name}; "
+                                                   "its plans cannot be predicted.")
+                            prof, phase_s = got
+                            mem = memory_per_device(prof, job, plan, hw.hw_class, shape)["total"]
+                            if capacity is not None and mem > capacity:
+                                reject("does not fit in memory",
+                                       f"{plan.describe()}, micro-batch {b}: needs {mem / 2**30:.1f} GiB of "
+                                       f"{capacity / 2**30:.0f} GiB")
+                                continue
+                            experts = shape.expert_params  # split over ep x pp ranks, the rest over tp x pp
+                            owned = (prof.params - experts) / t + experts / ep
+                            share = owned * stage_share(plan, shape) / prof.params
+                            grad_bytes = 4 if workload.precision in ("fp32", "tf32") else 2
+                            gathered = (share * (prof.frozen_param_bytes + prof.trainable_params * grad_bytes)
+                                        if prof.frozen_param_bytes else None)
+                            parts = plan_step(phase_s, plan, training=True, micro_batch=b,
+                                              grad_params=share * prof.trainable_params, grad_bytes=grad_bytes,
+                                              act_bytes=activation_element_bytes(workload.precision),
+                                              topo=topo, shape=shape,
+                                              overlap_slowdown=overlap_slowdown(hw.hw_class), gather_bytes=gathered)
+                            total = job.steps() * parts.step_s
+                            hours = total * n / 3600
+                            energy = (_energy.energy_kwh(hours, hw.tdp_watts.value, pue) if hw.tdp_watts else None)
+                            cost = hours * instance.price_per_device_hour if instance is not None else None
+                            if deadline_s is not None and total > deadline_s:
+                                reject("misses the deadline", f"{plan.describe()}: {total / 86400:.1f} days")
+                                continue
+                            if budget_usd is not None and cost is not None and cost > budget_usd:
+                                reject("over the budget", f"{plan.describe()}: ${cost:,.0f}")
+                                continue
+                            results.append(PlanResult(plan=plan, micro_batch=b, global_batch=global_batch,
+                                                      step_time_s=parts.step_s, total_time_s=total,
+                                                      device_hours=hours, memory_per_device_bytes=mem,
+                                                      energy_kwh=energy, cost_usd=cost, parts=parts))
+
     key = {"time": lambda r: (r.total_time_s, r.device_hours),
            "cost": lambda r: (r.cost_usd, r.total_time_s),
            "energy": lambda r: (r.energy_kwh, r.total_time_s),
            "device_hours": lambda r: (r.device_hours, r.total_time_s)}[objective]
-    results.sort(key=lambda r: (*key(r), r.plan.devices, r.plan.describe()))
+
+    def order(r: PlanResult) -> tuple:
+        return (*key(r), r.plan.devices, r.plan.describe())
+
+    enumerate_plans([1])
+    results.sort(key=order)
+    if not results or results[0].plan.activation_checkpointing:
+        # Context parallelism trades communication for activation memory, as recomputation trades compute:
+        # it is searched where activations bind (the best plan without it recomputes, or none fits).
+        enumerate_plans(_context_degrees(seq))
+        results.sort(key=order)
     search = PlanSearch(hardware=hw.id, objective=objective, ranked=results[:top], considered=considered,
                         rejected=rejected, examples=examples, links=topo.description if topo else "")
     search.why = _why(search, results, capacity)

@@ -99,6 +99,10 @@ class TransformerSpec:
     input's), encoder_positions its learned position rows, mel_bins its audio stem (two
     convolutions of width 3, the second of stride 2). token_types and pooler: BERT's segment
     embeddings and pooler.
+
+    xl_relative: Transformer-XL relative positions (Dai et al. 2019; Gopher, Chinchilla): each layer
+    projects the sinusoidal relative positions through a hidden x q_dim matrix (one row per position,
+    shared by the batch), learns two q_dim biases (u, v) and adds a query-position score product to QK^T.
     """
 
     layers: int
@@ -134,6 +138,7 @@ class TransformerSpec:
     mel_bins: int = 0
     token_types: int = 0
     pooler: bool = False
+    xl_relative: bool = False
 
     def __post_init__(self) -> None:
         for key in (*_SIZE_KEYS, *_COUNT_KEYS):
@@ -182,6 +187,12 @@ class TransformerSpec:
     @property
     def value_head_dim(self) -> int:
         return self.v_head_dim or self.head_dim
+
+    @property
+    def score_head_dim(self) -> int:
+        """Width of the products that make one attention score: the query/key head, twice with XL relative
+        positions (content and position scores)."""
+        return self.head_dim * (2 if self.xl_relative else 1)
 
     @property
     def q_dim(self) -> int:
@@ -233,7 +244,9 @@ class TransformerSpec:
         """(name, in, out) of the self-attention's projections (MLA: its down- and up-projections)."""
         h, q = self.hidden, self.q_dim
         if not self.mla:
-            return (("q_proj", h, q), ("k_proj", h, self.kv_dim), ("v_proj", h, self.kv_dim), ("o_proj", q, h))
+            position = (("pos_proj", h, q),) if self.xl_relative else ()
+            kv = self.kv_dim
+            return (("q_proj", h, q), ("k_proj", h, kv), ("v_proj", h, kv), ("o_proj", q, h)) + position
         queries = ((("q_a_proj", h, self.q_lora_rank), ("q_b_proj", self.q_lora_rank, q)) if self.q_lora_rank
                    else (("q_proj", h, q),))
         nope = self.head_dim - self.rope_head_dim
@@ -284,9 +297,11 @@ class TransformerSpec:
         return expert * (routed + self.shared_experts) + self.hidden * self.experts
 
     def attention_params(self, layer: Layer) -> int:
-        """Self-attention (MLA: with its latent norms) and cross-attention with its norm."""
+        """Self-attention (MLA: with its latent norms; XL: with its u and v biases) and cross-attention with its norm."""
         norms = (self.q_lora_rank + self.kv_lora_rank) * (2 if self.norm == "layer" else 1)
-        return self.layer_matmul_params(layer, mlp=False) + norms + (self.norm_params if layer.cross else 0)
+        position_biases = 2 * self.q_dim if self.xl_relative else 0
+        return (self.layer_matmul_params(layer, mlp=False) + norms + position_biases
+                + (self.norm_params if layer.cross else 0))
 
     def layer_matmul_params(self, layer: Layer, active: bool = False, mlp: bool = True) -> int:
         """Weights (and biases) of a layer's matrices: attention, cross-attention and, with `mlp`, the MLP (the
@@ -426,7 +441,8 @@ def activation_bytes_per_layer(spec: TransformerSpec, batch: int, seq_len: int, 
     With s*b tokens and e bytes per element: norms 2*e*sbh (each norm's input); attention
     e*sb*(h [QKV input] + q + k [Q, K] + v [V] + o [output-projection input]; q = heads*head_dim,
     k and v the key and value widths, o = heads * value head width) plus the flash log-sum-exp
-    4*b*a*s (MLA adds its latents, e*sb*(q_lora_rank + kv_lora_rank + rope_head_dim)); MLP
+    4*b*a*s (MLA adds its latents, e*sb*(q_lora_rank + kv_lora_rank + rope_head_dim); XL relative positions
+    their projection, e*s*q); MLP
     e*sb*(h + 4f) gated (gate, up, silu and product) or e*sb*(h + 2f) for GELU; MoE: the routed
     copies e*sb*k*h, k times the expert tensors, the expert outputs e*sb*k*h and the fp32 router
     probabilities 4*sb*E, plus the shared experts' tensors. Cross-attention adds a norm, its queries,
@@ -456,6 +472,8 @@ def activation_bytes_per_layer(spec: TransformerSpec, batch: int, seq_len: int, 
             + LOGSUMEXP_BYTES * batch * spec.heads * s)
     if spec.mla:
         attn += e * t * (spec.q_lora_rank + spec.kv_lora_rank + spec.rope_head_dim)
+    if spec.xl_relative:
+        attn += e * s * spec.q_dim  # the projected relative positions, one row per position
     if not flash_attention:
         attn += e * spec.heads * s * keys * batch
     if layer.cross:
@@ -552,7 +570,7 @@ def _attention(ops: _Ops, spec: TransformerSpec, module: str, name: str, batch: 
     """Scaled dot-product attention of `queries` over `keys` positions per sequence: QK^T and PV as full
     products, 2*b*Sq*Sk*heads*(qk head + v head) FLOPs; head_widths: widths of Q, K, V and the output."""
     q, k, v, out = head_widths
-    flops = 2 * batch * queries * keys * spec.heads * (spec.head_dim + spec.value_head_dim)
+    flops = 2 * batch * queries * keys * spec.heads * (spec.score_head_dim + spec.value_head_dim)
     read = batch * (queries * q + keys * (k + v)) * act
     output, lse = batch * queries * out * act, LOGSUMEXP_BYTES * batch * spec.heads * queries
     ops.add(name, "attention", module, flops, read, output + lse,
@@ -565,13 +583,14 @@ def _layer_ops(ops: _Ops, spec: TransformerSpec, layer: Layer, p: str, batch: in
     t, h = batch * s, spec.hidden
     norm_flops = NORM_FLOPS_PER_ELEMENT[spec.norm]
     ops.add("norm", "norm", f"{p}.norm", 2 * norm_flops * t * h, 2 * t * h * act, 2 * t * h * act)
-    attention = [(n, i_, o, t, 1) for n, i_, o in spec.attention_matrices()]
+    positions = {"pos_proj": s}  # XL: one projected row per relative position, shared by the batch
+    attention = [(n, i_, o, positions.get(n, t), 1) for n, i_, o in spec.attention_matrices()]
     _matmuls(ops, spec, f"{p}.attn", "qkvo_proj", attention, act, act)
     keys = min(s, layer.window) if layer.window else s
     causal = spec.causal and layer.stack == "layers"
     _attention(ops, spec, f"{p}.attn", "sdpa", batch, s, keys, (spec.q_dim, spec.kv_dim, spec.v_dim, spec.out_dim),
                act, causal)
-    rope = 0 if spec.max_positions or spec.encoder_decoder else (spec.q_dim + spec.kv_dim)
+    rope = 0 if spec.max_positions or spec.encoder_decoder or spec.xl_relative else (spec.q_dim + spec.kv_dim)
     rot_bytes = t * rope * act
     ops.add("rotary_residual", "elementwise", f"{p}.attn", ROTARY_FLOPS_PER_ELEMENT * t * rope + t * h,
             rot_bytes + 2 * t * h * act, rot_bytes + t * h * act)

@@ -16,11 +16,12 @@ from torch import nn
 
 from ..errors import ChipfitError, closest
 from . import library
+from . import zoo_diffusion as diffusion
 from . import zoo_transformers as tx
 from . import zoo_vision as vision
 from . import zoo_vision_more as vision_more
 
-TASKS = ("image-classification", "image-denoising", "masked-lm", "causal-lm")
+TASKS = ("image-classification", "image-denoising", "text-to-image", "masked-lm", "causal-lm")
 
 
 DIFFUSION_STEPS = 1000  # T of DDPM (Ho et al. 2020, Sec. 4); timesteps are drawn from range(T)
@@ -50,6 +51,8 @@ class ZooEntry:
     description: str
     vocab_size: int | None = None  # language models: token ids are drawn from range(vocab_size)
     max_seq_len: int | None = None  # learned position embeddings cap the sequence; None when unbounded
+    # Model-specific random (inputs, targets): batch, dtype, device -> ...; None for the task's own.
+    inputs: Callable[[int, torch.dtype, torch.device | str | None], tuple[tuple, torch.Tensor]] | None = None
 
     def make_batch(
         self,
@@ -62,14 +65,16 @@ class ZooEntry:
 
         Images are float `dtype` [batch, 3, 224, 224] with labels [batch]; language models get
         token ids [batch, seq] and per-token targets [batch, seq]; a denoiser gets noised images
-        [batch, 3, 32, 32] and timesteps [batch], with the noise as target. seq_len None means
-        default_seq_len.
+        [batch, 3, 32, 32] and timesteps [batch], with the noise as target; a text-to-image model gets
+        what `inputs` makes. seq_len None means default_seq_len.
         """
         if batch < 1:
             raise ChipfitError(f"Batch {batch} for model '{self.name}' is not positive; give a batch of 1 or more.")
-        if self.task in ("image-classification", "image-denoising"):
+        if self.task in ("image-classification", "image-denoising", "text-to-image"):
             if seq_len is not None:
                 raise ChipfitError(f"Model '{self.name}' takes images, not sequences; leave the sequence length out.")
+            if self.inputs is not None:
+                return self.inputs(batch, dtype, device)
             if self.task == "image-denoising":
                 size = vision.DDPM_IMAGE_SIZE
                 images = torch.randn(batch, 3, size, size, dtype=dtype, device=device)
@@ -86,9 +91,9 @@ class ZooEntry:
         """Cross-entropy over classes (vision) or over the vocabulary at every position (LMs).
 
         Causal-LM targets are taken as already shifted (target t is the token after input t); a
-        denoiser's loss is the mean squared error of the predicted noise (Ho et al. 2020, eq. 14).
+        denoiser's loss is the mean squared error of the predicted noise (Ho et al. 2020, eq. 14), or of v.
         """
-        if self.task == "image-denoising":
+        if self.task in ("image-denoising", "text-to-image"):
             return F.mse_loss(output, targets)
         if self.task == "image-classification":
             return F.cross_entropy(output, targets)
@@ -127,6 +132,21 @@ def _text(name: str, task: str, build: Callable[[], nn.Module], default_seq_len:
                     max_seq_len=spec.max_positions if bounded else None)
 
 
+def _text_to_image(name: str, config: tuple, description: str) -> ZooEntry:
+    """A latent text-to-image model of the zoo from its (UNet, text encoders) configs; its UNet's published count."""
+    unet, encoders = config
+    return ZooEntry(name, "text-to-image", partial(diffusion.TextToImageDenoiser, unet, encoders), None,
+                    *_published(name), description + _TEXT_TO_IMAGE_NOTE,
+                    inputs=partial(diffusion.text_to_image_batch, unet, encoders, DIFFUSION_STEPS))
+
+
+_TEXT_TO_IMAGE_NOTE = (
+    " A training step encodes the 77-token captions with the frozen text encoder (forward only, every step, as the"
+    " reference trainers do) and trains the UNet (forward, backward, AdamW) to predict the noise at timesteps drawn"
+    " from 1000; the VAE is not run (latents are precomputed, as the MLPerf reference trains from stored VAE"
+    " moments). Inference is one UNet call of a sampler on a batch of latents, the text states given: classifier-"
+    "free guidance makes 2 latents per image, and an image at 50 sampling steps is 50 such calls."
+)
 _LLAMA_NOTE = (
     " RMSNorm, rotary position embeddings, SwiGLU MLP, untied LM head, causal attention;"
     " the LM head is computed at every position."
@@ -161,6 +181,19 @@ _ENTRIES = (
              " blocks per level, self-attention at 16x16, sinusoidal timestep embedding; trained to predict the"
              " noise (mean squared error) at timesteps drawn from 1000."),
     *(_vision(name, build, description) for name, (build, description) in vision_more.BUILDERS.items()),
+    _text_to_image("stable-diffusion-v1-5", diffusion.SD_1_5,
+                   "Stable Diffusion v1.5 (Rombach et al. 2022): UNet of channels 320, 640, 1280, 1280, two ResNet"
+                   " blocks per level, 8-head attention (1x1-convolution projections) cross-attending to the"
+                   " 768-dim states of CLIP ViT-L/14's text encoder; 64x64x4 latents (512x512 images)."),
+    _text_to_image("stable-diffusion-2-base", diffusion.SD_2_BASE,
+                   "Stable Diffusion 2 base: the SD 1.5 UNet with 64-channel attention heads, linear projections and"
+                   " cross-attention to the 1024-dim states of OpenCLIP ViT-H/14's text encoder (23 layers, its"
+                   " penultimate); 64x64x4 latents (512x512 images)."),
+    _text_to_image("stable-diffusion-xl-base-1.0", diffusion.SDXL_BASE,
+                   "Stable Diffusion XL base 1.0 (Podell et al. 2023): UNet of channels 320, 640, 1280 with 2 and 10"
+                   " transformer blocks at the two lower resolutions, cross-attending to the concatenated states of"
+                   " CLIP ViT-L/14 and OpenCLIP ViT-bigG/14 (2048-dim), conditioned on the pooled text embedding and"
+                   " the image size and crop; 128x128x4 latents (1024x1024 images)."),
     _text(
         "bert-base-uncased", "masked-lm",
         partial(tx.BertMaskedLM, vocab=_BERT.vocab, dim=_BERT.hidden, layers=_BERT.layers, heads=_BERT.heads,

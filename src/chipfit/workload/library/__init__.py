@@ -22,7 +22,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-KINDS = ("decoder", "encoder", "encoder-decoder", "moe", "vision")
+KINDS = ("decoder", "encoder", "encoder-decoder", "moe", "vision", "diffusion")
 LIBRARY_DIR = Path(__file__).parent
 # Sequence length an analytic profile takes when none is given: the model's context, at most this
 # (Llama 2's pre-training context, Touvron et al. 2023); a 128k-context model is rarely run at 128k.
@@ -154,8 +154,41 @@ def key(name: str) -> str:
     return re.sub(r"[\s_]+", "-", text)
 
 
+# Words a hub repository adds to a model's name for a variant of the same architecture and size: tuning
+# (Instruct, Chat, it, SFT), the checkpoint (pt, hf, Base, and the number format of its weights: FP8,
+# AWQ, GPTQ) and the release (v0.1, 2407).
+_VARIANT = re.compile(r"-(?:instruct|chat|it|pt|hf|base|sft|dpo|fp8|bf16|fp16|awq|gptq|int4|int8|v\d+(?:\.\d+)*|\d{4})$")
+# A hub id: organisation/repository, the repository's name starting with a letter (`vit-b/16` is not one).
+_HUB_ID = re.compile(r"[^/]+/([a-z][^/]*)")
+# A parameter count in a name (7b, 135m, 8x7b, a14b): stripping variant words must leave one.
+_SIZE = re.compile(r"(?:^|[-/.x])a?\d+(?:\.\d+)?[kmbt](?:$|-)")
+# Architectures that are not transformers given by their sizes, by a word in the model's name.
+_NOT_MODELLED = {
+    "mamba": "state-space (Mamba) layers", "jamba": "state-space (Mamba) layers", "zamba": "state-space (Mamba) layers",
+    "hymba": "state-space (Mamba) heads", "falcon-h1": "state-space (Mamba) layers",
+    "rwkv": "RWKV recurrent layers", "recurrentgemma": "Griffin recurrent layers",
+    "griffin": "Griffin recurrent layers",
+    "xlstm": "xLSTM recurrent layers", "retnet": "retention layers", "hyena": "Hyena long convolutions",
+}
+
+
+def repository(text: str) -> str | None:
+    """The repository part of a hub id's `key` (`gemma-7b` of `google/gemma-7b`); None for other names."""
+    m = _HUB_ID.fullmatch(text)
+    return m.group(1) if m else None
+
+
+def base_name(name: str) -> str:
+    """`key(name)` less the variant words at its end (-Instruct, -Chat, -it, -pt, -hf, -Base, -v0.1, -2407), as
+    long as what is left still names a size: `Qwen2-7B-Instruct` is `qwen2-7b`, `bert-base` stays itself."""
+    text = key(name)
+    while (m := _VARIANT.search(text)) and _SIZE.search(repository(text[:m.start()]) or text[:m.start()]):
+        text = text[:m.start()]
+    return text
+
+
 @lru_cache(maxsize=1)
-def _library() -> tuple[tuple[ModelEntry, ...], dict[str, ModelEntry]]:
+def _library() -> tuple[tuple[ModelEntry, ...], dict[str, ModelEntry], dict[str, ModelEntry]]:
     entries: list[ModelEntry] = []
     index: dict[str, ModelEntry] = {}
     for path in sorted(LIBRARY_DIR.glob("*.toml")):
@@ -166,7 +199,30 @@ def _library() -> tuple[tuple[ModelEntry, ...], dict[str, ModelEntry]]:
                     raise _fail(f"file {path.name}, entry {entry.name!r},",
                                 f"reuses the name {name!r} of {other.name!r} ({other.file}); give each name once")
             entries.append(entry)
-    return tuple(entries), index
+    return tuple(entries), index, _base_index(index)
+
+
+def _base_index(index: dict[str, ModelEntry]) -> dict[str, ModelEntry]:
+    """Base names (with and without the hub organisation) of every name and alias, to the one entry each
+    stands for; a base name two entries share stands for neither."""
+    found: dict[str, set[ModelEntry]] = {}
+    for name, entry in index.items():
+        for base in {base_name(name), base_name(repository(name) or name)}:
+            found.setdefault(base, set()).add(entry)
+    return {base: next(iter(es)) for base, es in found.items() if len(es) == 1}
+
+
+def find_model(name: str) -> ModelEntry | None:
+    """The entry `name` stands for, or None. In order: a name or alias; the repository part of a hub id
+    (`someorg/gemma-7b`); then the base name (`base_name`) of either, when exactly one entry has it, so that
+    `Qwen/Qwen2-7B-Instruct` is `Qwen/Qwen2-7B` and `google/gemma-3-27b-pt` is `gemma-3-27b`."""
+    _, index, bases = _library()
+    text = key(name)
+    repo = repository(text) or text
+    for candidate in (index.get(text), index.get(repo), bases.get(base_name(text)), bases.get(base_name(repo))):
+        if candidate is not None:
+            return candidate
+    return None
 
 
 def models() -> tuple[ModelEntry, ...]:
@@ -175,24 +231,28 @@ def models() -> tuple[ModelEntry, ...]:
 
 
 def resolve_model(name: str) -> ModelEntry:
-    """The entry `name` stands for: a library or zoo name, an alias or a hub id, case-insensitive.
-    An unknown name is a ChipfitError with the closest names."""
-    entries, index = _library()
-    found = index.get(key(name))
-    if found is None:
-        names = {n: e.name for e in entries for n in (e.name, *e.aliases)}
-        raise ChipfitError(
-            f"Unknown model {name!r}.{closest(name, names, label=names.get)} `chipfit models` lists the "
-            f"{len(entries)} known names; "
-            "or give a config.json, an .onnx/.keras/.prototxt file, torchvision:NAME or package.module:factory."
-        )
-    return found
+    """The entry `name` stands for (`find_model`): a library or zoo name, an alias or a hub id, case-insensitive.
+    An unknown name is a ChipfitError with the closest names, or saying its architecture is not modelled."""
+    found = find_model(name)
+    if found is not None:
+        return found
+    kind = next((what for word, what in _NOT_MODELLED.items() if word in key(name)), None)
+    if kind:
+        raise ChipfitError(f"Model {name!r} has {kind}, which chipfit's analytic transformer does not model; profile "
+                           "its PyTorch module instead (package.module:factory).")
+    entries = models()
+    names = {n: e.name for e in entries for n in (e.name, *e.aliases)}
+    raise ChipfitError(
+        f"Unknown model {name!r}.{closest(name, names, label=names.get)} `chipfit models` lists the "
+        f"{len(entries)} known names; "
+        "or give a config.json, an .onnx/.keras/.prototxt file, torchvision:NAME or package.module:factory."
+    )
 
 
 def generative(name: str) -> bool:
     """Whether `name` is a library model that generates text (decoder, MoE or encoder-decoder); False for
     other names, which are resolved (and refused) elsewhere."""
-    found = _library()[1].get(key(name))
+    found = find_model(name)
     return found is not None and found.kind in ("decoder", "moe", "encoder-decoder")
 
 
