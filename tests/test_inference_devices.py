@@ -12,6 +12,7 @@ from chipfit.catalog import load_catalog
 from chipfit.predict import Plan, predict
 from chipfit.workload import profile, zoo
 from chipfit.workload.workload import Workload
+from chipfit.workload.zoo_vision_more import BUILDERS as VISION_MORE  # traced under `pytest -m slow` here
 
 # One of each kind: linked GPU, GPU without a sourced link, XLA-compiled TPU, CPU.
 HARDWARE = ("nvidia-h100-sxm5-80gb", "nvidia-l4", "google-tpu-v5e", "amd-epyc-9654")
@@ -23,8 +24,9 @@ def catalog():
     return load_catalog(())
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if zoo.ZOO[n].task == "text-to-image"
-                                  else n for n in sorted(zoo.ZOO)])  # text-to-image: 5-40 s a trace
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow)
+                                  if zoo.ZOO[n].task == "text-to-image" or n in VISION_MORE else n
+                                  for n in sorted(zoo.ZOO)])  # text-to-image: 5-40 s a trace
 def test_every_zoo_model_infers_on_1_to_1024_devices(name, catalog):
     seq = 16 if zoo.get(name).default_seq_len else None
     prof = profile(name, mode="infer", batch=1, seq_len=seq)

@@ -102,8 +102,8 @@ def test_the_variant_rule_never_drops_a_size():
         resolve_model("FacebookAI/roberta")  # base and large are sizes: not guessed
     with pytest.raises(ChipfitError, match="Unknown model 'meta-llama/Llama-2-34b-chat-hf'"):
         resolve_model("meta-llama/Llama-2-34b-chat-hf")
-    with pytest.raises(ChipfitError, match="Unknown model 'ViT-L/16'"):
-        resolve_model("ViT-L/16")  # not a hub id: '16' is no repository of vit_b_16's alias 'vit-b/16'
+    with pytest.raises(ChipfitError, match="Unknown model 'ViT-G/14'"):
+        resolve_model("ViT-G/14")  # not a hub id: '14' is no repository of vit_h_14's alias 'vit-h/14'
 
 
 def test_a_base_name_two_entries_share_stands_for_neither():

@@ -22,6 +22,7 @@ from chipfit.workload import profile
 from chipfit.workload.library import models, resolve_model
 from chipfit.workload.llm import profile_spec
 from chipfit.workload.workload import Workload
+from chipfit.workload.zoo_vision_more import BUILDERS as VISION_MORE
 
 from .test_llm import _gpu
 
@@ -197,7 +198,12 @@ def test_plan_search_uses_expert_parallelism_and_prices_its_all_to_all():
 
 
 # --- every model of the library ---------------------------------------------------------------
-@pytest.mark.parametrize("entry", models(), ids=[e.name for e in models()])
+# The further torchvision models (zoo_vision_more) run here under `pytest -m slow`; a model of each of
+# their families is traced in the default run by test_zoo_vision_more.
+_ENTRIES = [pytest.param(e, id=e.name, marks=[pytest.mark.slow] * (e.zoo in VISION_MORE)) for e in models()]
+
+
+@pytest.mark.parametrize("entry", _ENTRIES)
 def test_every_library_model_profiles_and_compares_on_the_catalog(entry):
     catalog = load_catalog()
     if entry.spec is not None:

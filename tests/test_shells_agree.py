@@ -17,6 +17,7 @@ import chipfit.workload as workload  # noqa: E402
 from chipfit.cli import main  # noqa: E402
 from chipfit.web import create_app  # noqa: E402
 from chipfit.workload.zoo import ZOO  # noqa: E402
+from chipfit.workload.zoo_vision_more import BUILDERS as VISION_MORE  # noqa: E402  (these run under -m slow)
 
 HARDWARE = ["nvidia-h100-sxm5-80gb", "google-tpu-v5p", "amd-instinct-mi300x", "intel-xeon-platinum-8480plus"]
 BATCH = 2
@@ -54,9 +55,10 @@ def _estimates(d: dict) -> list[dict]:
 
 @pytest.mark.parametrize("mode", ["train", "infer"])
 # Text-to-image models trace for 5-40 s a step on one CPU core: run with `pytest -m slow` (tests/test_diffusion.py
-# profiles and compares Stable Diffusion 2 in the default run).
-@pytest.mark.parametrize("model", [pytest.param(m, marks=pytest.mark.slow) if z.task == "text-to-image" else m
-                                   for m, z in ZOO.items()])
+# profiles and compares Stable Diffusion 2 in the default run); so do the further torchvision models
+# (test_zoo_vision_more traces a model of each family in the default run).
+@pytest.mark.parametrize("model", [pytest.param(m, marks=pytest.mark.slow)
+                                   if z.task == "text-to-image" or m in VISION_MORE else m for m, z in ZOO.items()])
 def test_cli_python_and_dashboard_give_the_same_estimates(capsys, client, model, mode):
     seq = SEQ if ZOO[model].default_seq_len else None
     argv = ["compare", model, f"--{mode}", "--batch", str(BATCH), "--no-local", "--json"]

@@ -19,6 +19,7 @@ from . import library
 from . import zoo_diffusion as diffusion
 from . import zoo_transformers as tx
 from . import zoo_vision as vision
+from . import zoo_vision_more as vision_more
 
 TASKS = ("image-classification", "image-denoising", "text-to-image", "masked-lm", "causal-lm")
 
@@ -179,6 +180,7 @@ _ENTRIES = (
              "DDPM U-Net (Ho et al. 2020), CIFAR-10 model: 32x32 RGB, channels 128 x (1, 2, 2, 2), two residual"
              " blocks per level, self-attention at 16x16, sinusoidal timestep embedding; trained to predict the"
              " noise (mean squared error) at timesteps drawn from 1000."),
+    *(_vision(name, build, description) for name, (build, description) in vision_more.BUILDERS.items()),
     _text_to_image("stable-diffusion-v1-5", diffusion.SD_1_5,
                    "Stable Diffusion v1.5 (Rombach et al. 2022): UNet of channels 320, 640, 1280, 1280, two ResNet"
                    " blocks per level, 8-head attention (1x1-convolution projections) cross-attending to the"
@@ -231,7 +233,7 @@ def get(name: str) -> ZooEntry:
     entry = ZOO.get(name.lower())
     if entry is None:
         raise ChipfitError(
-            f"Unknown model {name!r}.{closest(name, ZOO)} Known models: {', '.join(ZOO)};"
+            f"Unknown model {name!r}.{closest(name, ZOO)} `chipfit models` lists the known names;"
             " or give a module as 'package.module:factory'."
         )
     return entry

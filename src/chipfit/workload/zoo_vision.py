@@ -6,6 +6,7 @@ torchvision's, parameter shapes and the computation do not.
 
 from __future__ import annotations
 
+import math
 from functools import partial
 from typing import Callable
 
@@ -18,21 +19,28 @@ IMAGE_SIZE = 224
 
 
 # --- ResNet (He et al. 2016; torchvision's v1.5: stride on the 3x3 conv of a bottleneck) ----
-def _conv_bn(in_ch: int, out_ch: int, kernel: int, stride: int = 1) -> list[nn.Module]:
-    return [nn.Conv2d(in_ch, out_ch, kernel, stride, padding=kernel // 2, bias=False), nn.BatchNorm2d(out_ch)]
+def _conv_bn(in_ch: int, out_ch: int, kernel: int, stride: int = 1, groups: int = 1) -> list[nn.Module]:
+    return [nn.Conv2d(in_ch, out_ch, kernel, stride, padding=kernel // 2, groups=groups, bias=False),
+            nn.BatchNorm2d(out_ch)]
 
 
 class _ResidualBlock(nn.Module):
-    """Basic block (two 3x3 convs) or bottleneck (1x1, 3x3, 1x1 with 4x expansion)."""
+    """Basic block (two 3x3 convs) or bottleneck (1x1, 3x3, 1x1 with 4x expansion).
 
-    def __init__(self, in_ch: int, width: int, stride: int, bottleneck: bool):
+    A bottleneck's inner width is planes * width_per_group / 64 * groups, its 3x3 conv grouped
+    (ResNeXt, Xie et al. 2017; Wide ResNet: width_per_group 128), as torchvision builds them.
+    """
+
+    def __init__(self, in_ch: int, width: int, stride: int, bottleneck: bool, groups: int = 1,
+                 width_per_group: int = 64):
         super().__init__()
         out_ch = width * (4 if bottleneck else 1)
         if bottleneck:
+            inner = width * width_per_group // 64 * groups
             layers = [
-                *_conv_bn(in_ch, width, 1), nn.ReLU(inplace=True),
-                *_conv_bn(width, width, 3, stride), nn.ReLU(inplace=True),
-                *_conv_bn(width, out_ch, 1),
+                *_conv_bn(in_ch, inner, 1), nn.ReLU(inplace=True),
+                *_conv_bn(inner, inner, 3, stride, groups), nn.ReLU(inplace=True),
+                *_conv_bn(inner, out_ch, 1),
             ]
         else:
             layers = [*_conv_bn(in_ch, width, 3, stride), nn.ReLU(inplace=True), *_conv_bn(width, out_ch, 3)]
@@ -46,7 +54,8 @@ class _ResidualBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    def __init__(self, depths: tuple[int, int, int, int], bottleneck: bool):
+    def __init__(self, depths: tuple[int, int, int, int], bottleneck: bool, groups: int = 1,
+                 width_per_group: int = 64):
         super().__init__()
         self.stem = nn.Sequential(*_conv_bn(3, 64, 7, 2), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1))
         stages, in_ch = [], 64
@@ -54,7 +63,8 @@ class ResNet(nn.Module):
             width = 64 * 2**i
             blocks = []
             for j in range(depth):
-                blocks.append(_ResidualBlock(in_ch, width, 2 if i > 0 and j == 0 else 1, bottleneck))
+                blocks.append(_ResidualBlock(in_ch, width, 2 if i > 0 and j == 0 else 1, bottleneck, groups,
+                                             width_per_group))
                 in_ch = width * (4 if bottleneck else 1)
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*stages)
@@ -133,17 +143,20 @@ _MOBILENET_V3_LARGE = (
 )
 
 
-class MobileNetV3Large(nn.Module):
-    def __init__(self):
+class MobileNetV3(nn.Module):
+    """MobileNetV3 from its block table (Large by default) and the width of its last hidden layer."""
+
+    def __init__(self, table: tuple = _MOBILENET_V3_LARGE, last_channel: int = 1280):
         super().__init__()
-        last_conv = 6 * _MOBILENET_V3_LARGE[-1][3]
+        last_conv = 6 * table[-1][3]
         self.features = nn.Sequential(
             *_conv_bn_act(3, 16, 3, 2, 1, _HS),
-            *(_InvertedResidual(*row) for row in _MOBILENET_V3_LARGE),
-            *_conv_bn_act(_MOBILENET_V3_LARGE[-1][3], last_conv, 1, 1, 1, _HS),
+            *(_InvertedResidual(*row) for row in table),
+            *_conv_bn_act(table[-1][3], last_conv, 1, 1, 1, _HS),
         )
         self.classifier = nn.Sequential(
-            nn.Linear(last_conv, 1280), nn.Hardswish(inplace=True), nn.Dropout(0.2), nn.Linear(1280, NUM_CLASSES)
+            nn.Linear(last_conv, last_channel), nn.Hardswish(inplace=True), nn.Dropout(0.2),
+            nn.Linear(last_channel, NUM_CLASSES)
         )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -151,7 +164,7 @@ class MobileNetV3Large(nn.Module):
 
 
 def mobilenet_v3_large() -> nn.Module:
-    return MobileNetV3Large()
+    return MobileNetV3()
 
 
 # (expansion t, output channels c, repeats n, first stride s): Sandler et al. 2018, table 2.
@@ -248,21 +261,27 @@ class _MBConv(nn.Module):
         return x + y if self.residual else y
 
 
-class EfficientNetB0(nn.Module):
-    def __init__(self):
+class EfficientNet(nn.Module):
+    """EfficientNet-B0 scaled by width and depth (B1-B7, Tan and Le 2019, eq. 3), torchvision's rounding:
+    channels * width to a multiple of 8, layers * depth rounded up; the head is 4x the last stage's width."""
+
+    def __init__(self, width: float = 1.0, depth: float = 1.0):
         super().__init__()
+        table = [(e, k, s, _divisible_by_8(cin * width), _divisible_by_8(cout * width), math.ceil(n * depth))
+                 for e, k, s, cin, cout, n in _EFFICIENTNET_B0]
         blocks = [_MBConv(e, k, s if i == 0 else 1, cin if i == 0 else cout, cout)
-                  for e, k, s, cin, cout, n in _EFFICIENTNET_B0 for i in range(n)]
-        self.features = nn.Sequential(*_conv_bn_act(3, 32, 3, 2, 1, nn.SiLU, nn.BatchNorm2d), *blocks,
-                                      *_conv_bn_act(320, 1280, 1, 1, 1, nn.SiLU, nn.BatchNorm2d))
-        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, NUM_CLASSES))
+                  for e, k, s, cin, cout, n in table for i in range(n)]
+        stem, last_in = table[0][3], table[-1][4]
+        self.features = nn.Sequential(*_conv_bn_act(3, stem, 3, 2, 1, nn.SiLU, nn.BatchNorm2d), *blocks,
+                                      *_conv_bn_act(last_in, 4 * last_in, 1, 1, 1, nn.SiLU, nn.BatchNorm2d))
+        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(4 * last_in, NUM_CLASSES))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(F.adaptive_avg_pool2d(self.features(images), 1), 1))
 
 
 def efficientnet_b0() -> nn.Module:
-    return EfficientNetB0()
+    return EfficientNet()
 
 
 # --- ConvNeXt-T (Liu et al. 2022; torchvision: 7x7 depthwise, LayerNorm, 4x MLP, layer scale) -------
@@ -287,7 +306,7 @@ class _ConvNeXtBlock(nn.Module):
         return x + self.layer_scale * y
 
 
-class ConvNeXtTiny(nn.Module):
+class ConvNeXt(nn.Module):
     def __init__(self, dims: tuple[int, ...] = (96, 192, 384, 768), depths: tuple[int, ...] = (3, 3, 9, 3)):
         super().__init__()
         layers: list[nn.Module] = [nn.Conv2d(3, dims[0], 4, 4), _LayerNorm2d(dims[0], eps=1e-6)]
@@ -305,7 +324,7 @@ class ConvNeXtTiny(nn.Module):
 
 
 def convnext_tiny() -> nn.Module:
-    return ConvNeXtTiny()
+    return ConvNeXt()
 
 
 # --- DDPM U-Net (Ho et al. 2020, CIFAR-10 model: 32x32, ch 128, multipliers 1,2,2,2, 2 res blocks,
