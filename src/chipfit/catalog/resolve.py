@@ -111,15 +111,6 @@ def _form_factors(hw: Hardware) -> set[str]:
     return set(FORM_FACTORS) & {t for t, _, _ in _tokens(f"{hw.id} {hw.name}")}
 
 
-def _entry_tokens(catalog: Catalog) -> dict[str, set[str]]:
-    """Every token of each entry's names: id, name, aliases and the instances built from it."""
-    out = {hw.id: {t for t, _, _ in _tokens(" ".join((hw.id, hw.name, *hw.aliases)))}
-           for hw in catalog.hardware.values()}
-    for inst in catalog.instances:
-        out[inst.hardware] |= {t for t, _, _ in _tokens(f"{inst.id} {inst.name}")}
-    return out
-
-
 def resolve_hardware(text: str, catalog: Catalog) -> Resolved:
     """The catalog entry and device count `text` names; a ChipfitError names the closest entries."""
     query = _POSSESSIVE.sub("", text.strip())
@@ -154,10 +145,13 @@ def _matches(text: str, catalog: Catalog) -> tuple[dict[str, tuple[tuple, _Key, 
     stated_gib = _memory_gib(text)
     query_ff = set(FORM_FACTORS) & set(toks)
     variants = VARIANT_WORDS & set(toks)
-    names = _entry_tokens(catalog)
+    keys = _keys(catalog)
+    names: dict[str, set[str]] = {}  # every token of each entry's names: id, name, aliases, its instances
+    for key in keys:
+        names.setdefault(key.hw_id, set()).update(t for w in key.words for t in w)
     best: dict[str, tuple[tuple, _Key, tuple[int, int]]] = {}
     refused: dict[str, str] = {}
-    for key in _keys(catalog):
+    for key in keys:
         starts = [_find(w, toks) for w in key.words]
         if min(starts) < 0:
             continue
