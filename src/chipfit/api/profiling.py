@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Callable
 
+from ..catalog import resolve_hardware
 from ..errors import ArgumentError, ChipfitError
 from ..workload.profile import Profile
 from .job import Job
@@ -28,10 +30,6 @@ def model_facts(job: Job) -> tuple[bool, int | None]:
 def counted(job: Job, catalog) -> Job:
     """`job` with the device count its hardware names give ("8x H100", "p5.48xlarge") where it gives none itself
     (--devices, --max-devices); names that give different counts need --devices."""
-    from dataclasses import replace
-
-    from ..catalog import resolve_hardware
-
     if job.devices is not None or job.max_devices is not None or not job.hardware:
         return job
     counts = {resolve_hardware(h, catalog).devices for h in job.hardware}
